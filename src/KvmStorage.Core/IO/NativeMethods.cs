@@ -1,0 +1,60 @@
+using System.Runtime.InteropServices;
+
+namespace KvmStorage.Core.IO;
+
+/// <summary>The few libc calls .NET does not expose: flock, fsync of a directory, chown, statx, statvfs.</summary>
+internal static unsafe partial class NativeMethods
+{
+    private const string LibC = "libc";
+
+    internal const int LOCK_EX = 2;
+    internal const int LOCK_NB = 4;
+    internal const int LOCK_UN = 8;
+    internal const int EWOULDBLOCK = 11;
+    internal const int EINTR = 4;
+    internal const int AT_FDCWD = -100;
+    internal const int AT_SYMLINK_NOFOLLOW = 0x100;
+    internal const uint STATX_BASIC_STATS = 0x7ff;
+
+    [LibraryImport(LibC, SetLastError = true)]
+    internal static partial int flock(int fd, int operation);
+
+    [LibraryImport(LibC, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int open(string path, int flags);
+
+    [LibraryImport(LibC, SetLastError = true)]
+    internal static partial int fsync(int fd);
+
+    [LibraryImport(LibC, SetLastError = true)]
+    internal static partial int close(int fd);
+
+    [LibraryImport(LibC, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int chown(string path, int owner, int group);
+
+    [LibraryImport(LibC, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int statx(int dirfd, string path, int flags, uint mask, byte* buffer);
+
+    [LibraryImport(LibC, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int statvfs(string path, StatVfs* buffer);
+
+    [LibraryImport(LibC)]
+    internal static partial uint geteuid();
+
+    /// <summary>glibc's struct statvfs on 64-bit Linux: every field is 8 bytes, then 6 spare ints.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct StatVfs
+    {
+        public ulong Bsize;
+        public ulong Frsize;
+        public ulong Blocks;
+        public ulong Bfree;
+        public ulong Bavail;
+        public ulong Files;
+        public ulong Ffree;
+        public ulong Favail;
+        public ulong Fsid;
+        public ulong Flag;
+        public ulong Namemax;
+        public fixed int Spare[6];
+    }
+}
