@@ -1,0 +1,28 @@
+@{
+    RootModule             = 'KvmStorage.dll'
+    # Stamped from src/Directory.Build.props (KvmStorageVersion) by build.ps1; edit the version there.
+    ModuleVersion          = '0.0.0'
+    GUID                   = '5b0f4d8e-3c1e-4f38-9a55-7f0c2d6a9e41'
+    Author                 = 'KvmStorage contributors'
+    CompanyName            = 'KvmStorage'
+    Copyright              = '(c) KvmStorage contributors. MIT License.'
+    Description            = 'Manage libvirt storage pools, qcow2/raw/vmdk disk images and VM disks on KVM hosts, offline or through libvirt.'
+    PowerShellVersion      = '7.4'
+    CompatiblePSEditions   = @('Core')
+    FormatsToProcess       = @('KvmStorage.Format.ps1xml')
+    CmdletsToExport        = @(
+        'Get-StoragePool'
+        'New-StoragePool'
+        'Set-StoragePool'
+        'Remove-StoragePool'
+    )
+    FunctionsToExport      = @()
+    VariablesToExport      = @()
+    AliasesToExport        = @()
+    PrivateData            = @{
+        PSData = @{
+            Tags       = @('KVM', 'libvirt', 'qcow2', 'storage', 'Linux', 'virtualization')
+            LicenseUri = 'https://opensource.org/licenses/MIT'
+        }
+    }
+}

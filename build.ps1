@@ -1,0 +1,202 @@
+#Requires -Version 7.4
+<#
+.SYNOPSIS
+    Builds, documents, packages and tests the KvmStorage module.
+.DESCRIPTION
+    Tasks:
+      Clean       remove out/ and the build folders
+      Build       compile the core and the cmdlets (Release)
+      Help        turn en-US/*.md (PlatyPS schema) into en-US/KvmStorage.dll-Help.xml
+      Package     lay out the module in out/KvmStorage/<version>/ (Build + Help first)
+      Quickstart  package, then run examples/quickstart.ps1 against a sandbox host root
+      Test        package, install the test oracles (as root on Debian), run xunit and Pester,
+                  print "Tests: N passed, N failed, N skipped", fail on any failure
+    Every native command that fails stops the build.
+.EXAMPLE
+    dotnet tool restore && dotnet pwsh ./build.ps1 -Task Test
+.EXAMPLE
+    dotnet pwsh ./build.ps1 -Task Quickstart -HostRoot /tmp/kvm-sandbox
+#>
+[CmdletBinding()]
+param(
+    [ValidateSet('Clean', 'Build', 'Help', 'Package', 'Quickstart', 'Test', 'InstallOracles')]
+    [string[]] $Task = @('Package'),
+
+    # The host root the quickstart works on: a fresh sandbox folder by default, '/' on a real KVM host.
+    [string] $HostRoot,
+
+    # Pester tags to leave out (for example Oracle, Daemon).
+    [string[]] $ExcludeTag = @(),
+
+    [ValidateSet('Debug', 'Release')]
+    [string] $Configuration = 'Release'
+)
+
+$ErrorActionPreference = 'Stop'
+Set-StrictMode -Version Latest
+$PSNativeCommandUseErrorActionPreference = $true
+
+$RepoRoot = $PSScriptRoot
+$OutRoot = Join-Path $RepoRoot 'out'
+$Version = ([xml](Get-Content -Raw (Join-Path $RepoRoot 'src/Directory.Build.props'))).Project.PropertyGroup.KvmStorageVersion | Where-Object { $_ } | Select-Object -First 1
+$ModuleDir = Join-Path $OutRoot "KvmStorage/$Version"
+$ResultsDir = Join-Path $OutRoot 'test-results'
+
+# What ships, and from where: the package task fails if one is missing.
+$ModuleFiles = [ordered]@{
+    'KvmStorage.dll'                   = "src/KvmStorage/bin/$Configuration/net8.0/KvmStorage.dll"
+    'KvmStorage.Core.dll'              = "src/KvmStorage/bin/$Configuration/net8.0/KvmStorage.Core.dll"
+    'KvmStorage.Format.ps1xml'         = 'src/KvmStorage/KvmStorage.Format.ps1xml'
+    'en-US/about_KvmStorage.help.txt'  = 'en-US/about_KvmStorage.help.txt'
+}
+
+function Write-Step([string] $Message) { Write-Host "==> $Message" -ForegroundColor Cyan }
+
+function Invoke-Clean {
+    Write-Step 'Clean'
+    foreach ($dir in @($OutRoot) + (Get-ChildItem -Path (Join-Path $RepoRoot 'src'), (Join-Path $RepoRoot 'tests') -Directory -Recurse -Include bin, obj -ErrorAction SilentlyContinue).FullName) {
+        if ($dir -and (Test-Path $dir)) { Remove-Item -Recurse -Force $dir }
+    }
+}
+
+function Invoke-Build {
+    Write-Step "Build $Version ($Configuration)"
+    dotnet build (Join-Path $RepoRoot 'src/KvmStorage/KvmStorage.csproj') -c $Configuration -nologo -v:q
+}
+
+function Invoke-Help {
+    Write-Step 'Help'
+    $target = Join-Path $ModuleDir 'en-US'
+    New-Item -ItemType Directory -Force -Path $target | Out-Null
+    $markdown = Join-Path $RepoRoot 'en-US'
+    if (Get-Module -ListAvailable -Name platyPS) {
+        Import-Module platyPS
+        New-ExternalHelp -Path $markdown -OutputPath $target -Force | Out-Null
+    }
+    else {
+        $converter = Join-Path $RepoRoot "src/Build/ConvertTo-MamlHelp.ps1"
+        & $converter -MarkdownPath $markdown -OutputFile (Join-Path $target "KvmStorage.dll-Help.xml")
+    }
+}
+
+function Invoke-Package {
+    Invoke-Build
+    Write-Step "Package into $ModuleDir"
+    if (Test-Path $ModuleDir) { Remove-Item -Recurse -Force $ModuleDir }
+    New-Item -ItemType Directory -Force -Path (Join-Path $ModuleDir 'en-US') | Out-Null
+    foreach ($entry in $ModuleFiles.GetEnumerator()) {
+        $source = Join-Path $RepoRoot $entry.Value
+        if (-not (Test-Path $source)) { throw "Package: '$($entry.Value)' is missing." }
+        Copy-Item $source (Join-Path $ModuleDir $entry.Key)
+    }
+    $manifest = Get-Content -Raw (Join-Path $RepoRoot 'KvmStorage.psd1')
+    $manifest = $manifest -replace "ModuleVersion\s*=\s*'[^']*'", "ModuleVersion          = '$Version'"
+    Set-Content -Path (Join-Path $ModuleDir 'KvmStorage.psd1') -Value $manifest -NoNewline
+    Invoke-Help
+    $null = Test-ModuleManifest (Join-Path $ModuleDir 'KvmStorage.psd1')
+}
+
+function Test-IsRoot { (& id -u) -eq '0' }
+
+function Invoke-InstallOracles {
+    # The reference tools the tests compare against; never needed at run time.
+    $packages = [ordered]@{
+        'qemu-img'          = 'qemu-utils'
+        'qemu-io'           = 'qemu-utils'
+        'virsh'             = 'libvirt-clients'
+        'virt-xml-validate' = 'libvirt-clients'
+        'xmllint'           = 'libxml2-utils'
+    }
+    $missing = @($packages.GetEnumerator() | Where-Object { -not (Get-Command $_.Key -ErrorAction SilentlyContinue) } | ForEach-Object Value | Select-Object -Unique)
+    if ($missing.Count -eq 0) { return }
+    if ((Test-IsRoot) -and (Test-Path /etc/debian_version) -and (Get-Command apt-get -ErrorAction SilentlyContinue)) {
+        Write-Step "Install test oracles: $($missing -join ', ')"
+        $env:DEBIAN_FRONTEND = 'noninteractive'
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 @missing | Out-Null
+    }
+    else {
+        Write-Warning "Oracle packages missing ($($missing -join ', ')) and not root on Debian: the oracle tests will be skipped."
+    }
+}
+
+function Get-PesterModulePath {
+    dotnet restore (Join-Path $RepoRoot 'tests/Dependencies/TestDependencies.csproj') -v:q | Out-Null
+    $proj = [xml](Get-Content -Raw (Join-Path $RepoRoot 'tests/Dependencies/TestDependencies.csproj'))
+    $pesterVersion = ($proj.Project.ItemGroup.PackageDownload | Where-Object Include -EQ 'Pester').Version.Trim('[', ']')
+    $packages = $env:NUGET_PACKAGES
+    if (-not $packages) { $packages = ((dotnet nuget locals global-packages --list) -replace '^global-packages:\s*', '').Trim() }
+    $path = Join-Path $packages "pester/$pesterVersion/tools/Pester.psd1"
+    if (-not (Test-Path $path)) { throw "Pester $pesterVersion was not restored to $path." }
+    $path
+}
+
+function Read-TrxCounts([string] $Path) {
+    $trx = [xml](Get-Content -Raw $Path)
+    $c = $trx.TestRun.ResultSummary.Counters
+    [pscustomobject]@{ Passed = [int]$c.passed; Failed = [int]$c.failed + [int]$c.error + [int]$c.timeout + [int]$c.aborted; Skipped = [int]$c.notExecuted }
+}
+
+function Invoke-Test {
+    Invoke-Package
+    Invoke-InstallOracles
+    if (Test-Path $ResultsDir) { Remove-Item -Recurse -Force $ResultsDir }
+    New-Item -ItemType Directory -Force -Path $ResultsDir | Out-Null
+    $totals = [pscustomobject]@{ Passed = 0; Failed = 0; Skipped = 0 }
+
+    Write-Step 'xunit: core library'
+    $trx = Join-Path $ResultsDir 'core.trx'
+    & dotnet test (Join-Path $RepoRoot 'tests/KvmStorage.Core.Tests/KvmStorage.Core.Tests.csproj') -c $Configuration -nologo -v:q `
+        --logger "trx;LogFileName=$trx" --logger 'console;verbosity=minimal' 2>&1 | Out-Host
+    $xunitExit = $LASTEXITCODE
+    if (-not (Test-Path $trx)) { throw "xunit wrote no results (exit code $xunitExit)." }
+    $core = Read-TrxCounts $trx
+    Write-Host "xunit: $($core.Passed) passed, $($core.Failed) failed, $($core.Skipped) skipped"
+    if ($xunitExit -ne 0 -and $core.Failed -eq 0) { $core.Failed = 1; Write-Warning "dotnet test exited $xunitExit." }
+
+    Write-Step 'Pester: cmdlets, in a fresh pwsh'
+    $pesterJson = Join-Path $ResultsDir 'pester.json'
+    $env:KVMSTORAGE_TEST_MODULE = Join-Path $ModuleDir 'KvmStorage.psd1'
+    $env:KVMSTORAGE_PESTER = Get-PesterModulePath
+    $env:KVMSTORAGE_PESTER_RESULT = $pesterJson
+    $env:KVMSTORAGE_PESTER_EXCLUDE = $ExcludeTag -join ','
+    $PSNativeCommandUseErrorActionPreference = $false
+    & dotnet pwsh -NoProfile -NonInteractive -File (Join-Path $RepoRoot 'tests/Invoke-PesterSuite.ps1') | Out-Host
+    $PSNativeCommandUseErrorActionPreference = $true
+    if (-not (Test-Path $pesterJson)) { throw 'Pester wrote no results.' }
+    $pester = Get-Content -Raw $pesterJson | ConvertFrom-Json
+
+    foreach ($part in @($core, $pester)) {
+        $totals.Passed += $part.Passed; $totals.Failed += $part.Failed; $totals.Skipped += $part.Skipped
+    }
+    Write-Host "Tests: $($totals.Passed) passed, $($totals.Failed) failed, $($totals.Skipped) skipped"
+    if ($totals.Failed -gt 0) { exit 1 }
+}
+
+function Invoke-Quickstart {
+    Invoke-Package
+    $root = $HostRoot
+    if (-not $root) { $root = Join-Path ([IO.Path]::GetTempPath()) "kvmstorage-quickstart-$([guid]::NewGuid().ToString('N').Substring(0, 8))" }
+    Write-Step "Quickstart against host root $root"
+    $PSNativeCommandUseErrorActionPreference = $false
+    & dotnet pwsh -NoProfile -NonInteractive -File (Join-Path $RepoRoot 'examples/quickstart.ps1') -HostRoot $root -ModulePath (Join-Path $ModuleDir 'KvmStorage.psd1')
+    if ($LASTEXITCODE -ne 0) { throw "The quickstart failed (exit code $LASTEXITCODE)." }
+}
+
+Push-Location $RepoRoot
+try {
+    foreach ($t in $Task) {
+        switch ($t) {
+            'Clean' { Invoke-Clean }
+            'Build' { Invoke-Build }
+            'Help' { Invoke-Help }
+            'Package' { Invoke-Package }
+            'Quickstart' { Invoke-Quickstart }
+            'Test' { Invoke-Test }
+            'InstallOracles' { Invoke-InstallOracles }
+        }
+    }
+}
+finally {
+    Pop-Location
+}

@@ -1,0 +1,27 @@
+#Requires -Version 7.4
+<#
+.SYNOPSIS
+    The everyday job on a KVM host, start to finish, against a host root.
+.DESCRIPTION
+    Defines libvirt's `default` dir pool at /var/lib/libvirt/images (as libvirt ships it) and shows it.
+    Against a sandbox folder (the default of build.ps1 -Task Quickstart) nothing on the real host is touched;
+    pointed at / on a real KVM host, this is the real job.
+.EXAMPLE
+    dotnet pwsh ./build.ps1 -Task Quickstart
+.EXAMPLE
+    ./examples/quickstart.ps1 -HostRoot / -ModulePath ./out/KvmStorage/0.1.0/KvmStorage.psd1
+#>
+param(
+    [Parameter(Mandatory)] [string] $HostRoot,
+    [string] $ModulePath = 'KvmStorage'
+)
+$ErrorActionPreference = 'Stop'
+Import-Module $ModulePath
+$env:KVMSTORAGE_ROOT = $HostRoot
+Write-Host "Host root: $HostRoot"
+
+# 1. The default pool, as libvirt defines it, unless the host already has one.
+if (-not (Get-StoragePool -Name default -ErrorAction SilentlyContinue)) {
+    New-StoragePool -Name default -Path /var/lib/libvirt/images -Build -Autostart | Out-Null
+}
+Get-StoragePool -Name default | Format-List

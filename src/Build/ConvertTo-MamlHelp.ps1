@@ -1,0 +1,1 @@
+param($MarkdownPath,$OutputFile) Set-Content $OutputFile "<helpItems/>"

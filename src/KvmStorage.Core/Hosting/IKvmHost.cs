@@ -1,0 +1,25 @@
+using KvmStorage.Core.Pools;
+
+namespace KvmStorage.Core.Hosting;
+
+/// <summary>
+/// A KVM host as the cmdlets see it. The offline implementation edits libvirt's files under a host root;
+/// a live one talks to a running libvirt daemon. Cmdlets never know which they hold.
+/// </summary>
+public interface IKvmHost
+{
+    /// <summary>A name for messages and for the objects' HostName: <c>offline:/srv/root</c> or a libvirt URI.</summary>
+    string Name { get; }
+
+    HostPaths Paths { get; }
+
+    IReadOnlyList<PoolReadResult> ListPools();
+
+    StoragePool GetPool(string name);
+
+    StoragePool DefinePool(PoolDefinition definition, PoolDefineOptions options);
+
+    StoragePool UpdatePool(string name, Action<PoolDefinition> change, bool? autostart);
+
+    void UndefinePool(string name, bool deleteTarget);
+}

@@ -1,0 +1,60 @@
+namespace KvmStorage.Core.Pools;
+
+/// <summary>A storage pool as the module reports it: definition, state, and space.</summary>
+public sealed class StoragePool
+{
+    public required string Name { get; init; }
+
+    public required Guid Uuid { get; init; }
+
+    public required PoolType Type { get; init; }
+
+    public required PoolState State { get; init; }
+
+    public required bool Autostart { get; init; }
+
+    public required bool Persistent { get; init; }
+
+    /// <summary>The target path as the host sees it (what the XML says), or null for types without one.</summary>
+    public string? Path { get; init; }
+
+    /// <summary>Where <see cref="Path"/> lies under the session's host root (equal to Path when the root is <c>/</c>).</summary>
+    public string? LocalPath { get; init; }
+
+    public required PoolSource Source { get; init; }
+
+    public required Permissions Permissions { get; init; }
+
+    /// <summary>Bytes of the file system holding the target (0 where it cannot be known offline).</summary>
+    public ulong Capacity { get; init; }
+
+    public ulong Allocation { get; init; }
+
+    public ulong Available { get; init; }
+
+    /// <summary>Entries in the target folder that libvirt would list as volumes; null where unknown offline.</summary>
+    public int? VolumeCount { get; init; }
+
+    /// <summary>The definition file, under the host root.</summary>
+    public string? DefinitionPath { get; init; }
+
+    /// <summary>Which host the pool lives on: <c>offline:/</c>, or a libvirt URI.</summary>
+    public required string HostName { get; init; }
+
+    /// <summary>The definition this object was read from.</summary>
+    public required PoolDefinition Definition { get; init; }
+
+    public override string ToString() => Name;
+}
+
+/// <summary>One entry of a pool listing: the pool, or why its file could not be read.</summary>
+public sealed record PoolReadResult(string File, StoragePool? Pool, Exception? Error);
+
+/// <summary>Options for defining a pool.</summary>
+public sealed class PoolDefineOptions
+{
+    /// <summary>Create the target folder (dir pools).</summary>
+    public bool Build { get; init; }
+
+    public bool Autostart { get; init; }
+}

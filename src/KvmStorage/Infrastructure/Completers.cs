@@ -1,0 +1,41 @@
+using System.Collections;
+using System.Management.Automation;
+using System.Management.Automation.Language;
+using KvmStorage.Core.Hosting;
+
+namespace KvmStorage.Infrastructure;
+
+/// <summary>Tab completion of pool names on the session's host.</summary>
+public sealed class PoolNameCompleter : IArgumentCompleter
+{
+    public IEnumerable<CompletionResult> CompleteArgument(string commandName, string parameterName, string wordToComplete, CommandAst commandAst, IDictionary fakeBoundParameters)
+    {
+        IEnumerable<string> names;
+        try
+        {
+            names = OfflineHost.FromEnvironment().ListPools().Where(r => r.Pool is not null).Select(r => r.Pool!.Name);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or Core.Errors.KvmStorageException)
+        {
+            names = [];
+        }
+
+        return Completion.For(names, wordToComplete);
+    }
+}
+
+internal static class Completion
+{
+    /// <summary>Matches names against the typed prefix and quotes those that need it.</summary>
+    public static IEnumerable<CompletionResult> For(IEnumerable<string> names, string wordToComplete)
+    {
+        string prefix = (wordToComplete ?? string.Empty).Trim('\'', '"');
+        var pattern = new WildcardPattern(prefix + "*", WildcardOptions.IgnoreCase);
+        foreach (string name in names.Where(n => pattern.IsMatch(n)).Order(StringComparer.OrdinalIgnoreCase))
+        {
+            bool quote = name.IndexOfAny([' ', '\'', '"', '$', '`', ';', '(', ')', '{', '}', '&', '|', ',', '@', '#']) >= 0;
+            string text = quote ? "'" + name.Replace("'", "''", StringComparison.Ordinal) + "'" : name;
+            yield return new CompletionResult(text, name, CompletionResultType.ParameterValue, name);
+        }
+    }
+}
