@@ -17,4 +17,5 @@ public static class ErrorIds
     public const string LockTimeout = "LockTimeout";
     public const string WriteFailed = "DefinitionWriteFailed";
     public const string InvalidHostRoot = "InvalidHostRoot";
+    public const string SecretRequired = "SecretRequired";
 }

@@ -185,85 +185,28 @@ public sealed class NewStoragePoolCommand : KvmCmdlet
 
     private PoolDefinition BuildDefinition(PoolType type)
     {
-        var definition = PoolDefinition.Create(type, Name, MyInvocation.BoundParameters.ContainsKey(nameof(Uuid)) ? Uuid : Guid.NewGuid());
-        int? port = MyInvocation.BoundParameters.ContainsKey(nameof(SourcePort)) ? SourcePort : null;
-        foreach (string host in SourceHost)
+        bool Bound(string name) => MyInvocation.BoundParameters.ContainsKey(name);
+        UnixFileMode? mode = Mode is not null && Permissions.TryParseMode(Mode, out UnixFileMode parsed) ? parsed : null;
+        int? owner = Bound(nameof(Owner)) ? Owner : null;
+        int? group = Bound(nameof(Group)) ? Group : null;
+        var spec = new PoolSpec
         {
-            definition.AddSourceHost(host, port);
-        }
-
-        foreach (string device in SourceDevice)
-        {
-            definition.AddSourceDevice(device);
-        }
-
-        if (SourcePath is not null)
-        {
-            definition.SetSourceDirectory(SourcePath);
-        }
-        else if (type == PoolType.Gluster)
-        {
-            definition.SetSourceDirectory("/");
-        }
-
-        if (SourceName is not null)
-        {
-            definition.SetSourceName(SourceName);
-        }
-
-        string? format = SourceFormat ?? type switch
-        {
-            PoolType.Netfs => "auto",
-            PoolType.Fs => "auto",
-            PoolType.Logical => "lvm2",
-            _ => null,
+            Type = type,
+            Name = Name,
+            Uuid = Bound(nameof(Uuid)) ? Uuid : null,
+            TargetPath = Path,
+            SourceHosts = SourceHost,
+            SourcePort = Bound(nameof(SourcePort)) ? SourcePort : null,
+            SourceDirectory = SourcePath,
+            SourceDevices = SourceDevice,
+            SourceName = SourceName,
+            SourceFormat = SourceFormat,
+            ProtocolVersion = Bound(nameof(ProtocolVersion)) ? ProtocolVersion : null,
+            AuthUsername = AuthUsername,
+            SecretUuid = Bound(nameof(SecretUuid)) ? SecretUuid : null,
+            SecretUsage = SecretUsage,
+            Permissions = mode is null && owner is null && group is null ? Permissions.None : new Permissions(mode, owner, group, null),
         };
-        if (format is not null)
-        {
-            definition.SetSourceFormat(format);
-        }
-
-        if (MyInvocation.BoundParameters.ContainsKey(nameof(ProtocolVersion)))
-        {
-            definition.SetSourceProtocolVersion(ProtocolVersion);
-        }
-
-        if (AuthUsername is not null)
-        {
-            bool hasUuid = MyInvocation.BoundParameters.ContainsKey(nameof(SecretUuid));
-            if (!hasUuid && SecretUsage is null)
-            {
-                throw new Core.Errors.KvmStorageException(Core.Errors.ErrorKind.InvalidArgument, "SecretRequired", "-AuthUsername needs the secret that holds the password or key: -SecretUuid or -SecretUsage.", Name);
-            }
-
-            definition.SetSourceAuth(type == PoolType.Rbd ? "ceph" : "chap", AuthUsername, hasUuid ? SecretUuid.ToString("D") : null, hasUuid ? null : SecretUsage);
-        }
-
-        string? target = Path ?? type switch
-        {
-            PoolType.Logical => "/dev/" + SourceName,
-            PoolType.Disk => "/dev",
-            PoolType.Iscsi => "/dev/disk/by-path",
-            _ => null,
-        };
-        if (target is not null)
-        {
-            definition.TargetPath = target.Length > 1 ? target.TrimEnd('/') : target;
-        }
-
-        UnixFileMode? mode = null;
-        if (Mode is not null && Permissions.TryParseMode(Mode, out UnixFileMode parsed))
-        {
-            mode = parsed;
-        }
-
-        int? owner = MyInvocation.BoundParameters.ContainsKey(nameof(Owner)) ? Owner : null;
-        int? group = MyInvocation.BoundParameters.ContainsKey(nameof(Group)) ? Group : null;
-        if (mode is not null || owner is not null || group is not null)
-        {
-            definition.Permissions = new Permissions(mode, owner, group, null);
-        }
-
-        return definition;
+        return spec.ToDefinition();
     }
 }
