@@ -19,8 +19,15 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(LibC, SetLastError = true)]
     internal static partial int flock(int fd, int operation);
 
+    internal const int O_RDWR = 2;
+    internal const int O_CREAT = 0x40;
+    internal const int O_CLOEXEC = 0x80000;
+
     [LibraryImport(LibC, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int open(string path, int flags);
+
+    [LibraryImport(LibC, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int open(string path, int flags, int mode);
 
     [LibraryImport(LibC, SetLastError = true)]
     internal static partial int fsync(int fd);
