@@ -1,0 +1,147 @@
+using KvmStorage.Core.Errors;
+using KvmStorage.Core.IO;
+
+namespace KvmStorage.Core.Images;
+
+/// <summary>Creates disk images like <c>qemu-img create</c>, never overwriting an existing file.</summary>
+public static class ImageCreator
+{
+    private const UnixFileMode PermissionBits = (UnixFileMode)0x1FF;
+
+    public static ImageInfo Create(string path, ImageCreateOptions options, IProgress<ImageProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        ArgumentNullException.ThrowIfNull(options);
+        string fullPath = Path.GetFullPath(path);
+        IImageFormatWriter writer = ImageFormatRegistry.FindWriter(options.Format)
+            ?? throw ImageErrors.NotSupported(ImageErrorIds.UnsupportedFormat, fullPath, $"creating {options.Format.ToQemuName()} images is not supported.");
+        if ((options.Mode & ~PermissionBits) != 0)
+        {
+            throw ImageErrors.Argument(ImageErrorIds.InvalidCreateOptions, $"The mode {options.Mode} may only hold permission bits (0777).", fullPath);
+        }
+
+        ImageCreateOptions resolved = Resolve(fullPath, options);
+        if (File.Exists(fullPath) || Directory.Exists(fullPath))
+        {
+            throw Exists(fullPath, null);
+        }
+
+        FileStream stream;
+        try
+        {
+            stream = new FileStream(fullPath, new FileStreamOptions
+            {
+                Mode = FileMode.CreateNew,
+                Access = FileAccess.ReadWrite,
+                Share = FileShare.ReadWrite | FileShare.Delete,
+                UnixCreateMode = resolved.Mode,
+            });
+        }
+        catch (IOException e) when (File.Exists(fullPath) || Directory.Exists(fullPath))
+        {
+            throw Exists(fullPath, e);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw ImageErrors.FromIo(fullPath, e);
+        }
+
+        try
+        {
+            using (stream)
+            {
+                // The umask may have narrowed the mode at creation; make it exact.
+                File.SetUnixFileMode(stream.SafeFileHandle, resolved.Mode);
+                PosixFile.SetOwner(fullPath, resolved.Owner, resolved.Group);
+                writer.Create(stream.SafeFileHandle, fullPath, resolved, progress, cancellationToken);
+                stream.Flush(flushToDisk: true);
+            }
+        }
+        catch (Exception e)
+        {
+            TryDelete(fullPath);
+            if (e is KvmStorageException or OperationCanceledException)
+            {
+                throw;
+            }
+
+            throw e switch
+            {
+                UnauthorizedAccessException => new KvmStorageException(ErrorKind.PermissionDenied, ImageErrorIds.ImageWriteFailed, $"Cannot create '{fullPath}': {e.Message}", fullPath, e),
+                IOException => new KvmStorageException(ErrorKind.WriteError, ImageErrorIds.ImageWriteFailed, $"Cannot create '{fullPath}': {e.Message}", fullPath, e),
+                _ => e,
+            };
+        }
+
+        return ImageInspector.Inspect(fullPath, new ImageInspectOptions { ForceShare = true });
+    }
+
+    /// <summary>Fills in the virtual size and backing format from the backing file, as qemu-img does.</summary>
+    private static ImageCreateOptions Resolve(string fullPath, ImageCreateOptions options)
+    {
+        ulong? size = options.VirtualSize;
+        ImageFormat? backingFormat = options.BackingFormat;
+        if (options.BackingFile is not null)
+        {
+            if (options.BackingFile.Length == 0)
+            {
+                throw ImageErrors.Argument(ImageErrorIds.InvalidBackingName, "The backing file name is empty.", fullPath);
+            }
+
+            string backingPath = ImageInspector.ResolveBackingPath(fullPath, options.BackingFile);
+            if (!File.Exists(backingPath))
+            {
+                throw new KvmStorageException(ErrorKind.NotFound, ImageErrorIds.BackingFileNotFound, $"The backing file '{options.BackingFile}' (resolved to '{backingPath}') does not exist.", fullPath);
+            }
+
+            ImageInfo backing = ImageInspector.Inspect(backingPath, new ImageInspectOptions { ForceShare = true, ResolveBackingChain = false, Format = options.BackingFormat });
+            size ??= backing.VirtualSize;
+            backingFormat ??= backing.Format;
+        }
+
+        if (size is null)
+        {
+            throw ImageErrors.Argument(ImageErrorIds.InvalidImageSize, "The virtual size is required when there is no backing file.", fullPath);
+        }
+
+        if (size.Value > long.MaxValue - 511)
+        {
+            throw ImageErrors.Argument(ImageErrorIds.InvalidImageSize, $"The virtual size {size} is too large.", fullPath);
+        }
+
+        return new ImageCreateOptions
+        {
+            Format = options.Format,
+
+            // qemu-img rounds the requested size up to whole 512-byte sectors.
+            VirtualSize = (size.Value + 511) & ~511UL,
+            Preallocation = options.Preallocation,
+            ClusterSize = options.ClusterSize,
+            Compat = options.Compat,
+            LazyRefcounts = options.LazyRefcounts,
+            RefcountBits = options.RefcountBits,
+            BackingFile = options.BackingFile,
+            BackingFormat = backingFormat,
+            Mode = options.Mode,
+            Owner = options.Owner,
+            Group = options.Group,
+        };
+    }
+
+    private static KvmStorageException Exists(string path, Exception? inner) =>
+        new(ErrorKind.AlreadyExists, ImageErrorIds.ImageExists, $"'{path}' already exists; images are never overwritten.", path, inner);
+
+    private static void TryDelete(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (IOException)
+        {
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+    }
+}

@@ -1,0 +1,209 @@
+using KvmStorage.Core.Errors;
+using KvmStorage.Core.IO;
+using Microsoft.Win32.SafeHandles;
+
+namespace KvmStorage.Core.Images;
+
+/// <summary>Reads what an image file is, like <c>qemu-img info --backing-chain</c>, without running qemu.</summary>
+public static class ImageInspector
+{
+    private const int HeadBytes = 64 * 1024;
+    private const int TailBytes = 512;
+
+    public static ImageInfo Inspect(string path, ImageInspectOptions? options = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        options ??= new ImageInspectOptions();
+        string fullPath = Path.GetFullPath(path);
+        ImageInfo top = ReadOne(fullPath, options.Format, options.ForceShare);
+        if (!options.ResolveBackingChain || string.IsNullOrEmpty(top.BackingFile))
+        {
+            return top;
+        }
+
+        var chain = new List<ImageInfo>();
+        var seen = new HashSet<string>(StringComparer.Ordinal) { Identity(fullPath) };
+        ImageInfo current = top;
+        while (!string.IsNullOrEmpty(current.BackingFile) && current.FullBackingFile is not null)
+        {
+            if (chain.Count >= options.MaxChainDepth)
+            {
+                throw ImageErrors.Invalid(ImageErrorIds.BackingChainTooDeep, fullPath, $"the backing chain is deeper than {options.MaxChainDepth} images.");
+            }
+
+            string backingPath = current.FullBackingFile;
+            if (!File.Exists(backingPath))
+            {
+                if (options.AllowMissingBacking)
+                {
+                    break;
+                }
+
+                throw new KvmStorageException(
+                    ErrorKind.NotFound,
+                    ImageErrorIds.BackingFileNotFound,
+                    $"The backing file '{current.BackingFile}' of '{current.Path}' does not exist (resolved to '{backingPath}').",
+                    current.Path);
+            }
+
+            if (!seen.Add(Identity(backingPath)))
+            {
+                throw ImageErrors.Invalid(ImageErrorIds.BackingChainLoop, fullPath, $"the backing chain loops back to '{backingPath}'.");
+            }
+
+            ImageFormat? format = ImageFormats.TryParse(current.BackingFormat, out ImageFormat recorded) ? recorded : options.BackingFormat;
+            ImageInfo next = ReadOne(backingPath, format, options.ForceShare);
+            chain.Add(next);
+            current = next;
+        }
+
+        return Rebuild(top, chain);
+    }
+
+    public static ImageFormat DetectFormat(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        string fullPath = Path.GetFullPath(path);
+        using SafeFileHandle handle = Open(fullPath);
+        return ImageFormatRegistry.Detect(ReadProbe(handle, fullPath)).Format;
+    }
+
+    /// <summary>qemu's <c>path_combine</c>: a relative backing name is relative to the folder of the image.</summary>
+    public static string ResolveBackingPath(string imagePath, string backingFile)
+    {
+        ArgumentNullException.ThrowIfNull(imagePath);
+        ArgumentNullException.ThrowIfNull(backingFile);
+        if (Path.IsPathRooted(backingFile) || backingFile.Contains("://", StringComparison.Ordinal))
+        {
+            return backingFile;
+        }
+
+        string? directory = Path.GetDirectoryName(imagePath);
+        return string.IsNullOrEmpty(directory) ? backingFile : directory.TrimEnd('/') + "/" + backingFile;
+    }
+
+    internal static ImageProbe ReadProbe(SafeFileHandle handle, string path)
+    {
+        try
+        {
+            ulong length = (ulong)RandomAccess.GetLength(handle);
+            byte[] head = new byte[(int)Math.Min((ulong)HeadBytes, length)];
+            ReadFully(handle, head, 0);
+            int tailLength = (int)Math.Min((ulong)TailBytes, length);
+            byte[] tail = new byte[tailLength];
+            ReadFully(handle, tail, (long)(length - (ulong)tailLength));
+            return new ImageProbe(path, head, tail, length);
+        }
+        catch (IOException e)
+        {
+            throw ImageErrors.FromIo(path, e);
+        }
+    }
+
+    private static ImageInfo ReadOne(string path, ImageFormat? format, bool forceShare)
+    {
+        using SafeFileHandle handle = Open(path);
+        if (!forceShare)
+        {
+            ImageLock.EnsureNotInUse(path, forWrite: false);
+        }
+
+        ImageProbe probe = ReadProbe(handle, path);
+        IImageFormatReader reader = format is { } f
+            ? ImageFormatRegistry.FindReader(f) ?? ImageFormatRegistry.Detect(probe)
+            : ImageFormatRegistry.Detect(probe);
+        ulong actualSize;
+        try
+        {
+            actualSize = FileStatus.Get(path).AllocatedBytes;
+        }
+        catch (IOException e)
+        {
+            throw ImageErrors.FromIo(path, e);
+        }
+
+        ImageInfo info;
+        try
+        {
+            info = reader.ReadInfo(handle, probe, actualSize);
+        }
+        catch (KvmStorageException)
+        {
+            throw;
+        }
+        catch (Exception e) when (e is IOException or ArgumentException or OverflowException or InvalidOperationException or IndexOutOfRangeException or OutOfMemoryException)
+        {
+            // A reader that trips over a value it failed to check still reports a typed error.
+            throw ImageErrors.Invalid(ImageErrorIds.InvalidMetadata, path, $"the {reader.Format.ToQemuName()} metadata is malformed ({e.Message}).");
+        }
+
+        if (info.BackingFile is { Length: > 0 } backing && info.FullBackingFile is null)
+        {
+            info = CopyWith(info, ResolveBackingPath(path, backing), info.BackingChain);
+        }
+
+        return info;
+    }
+
+    private static SafeFileHandle Open(string path)
+    {
+        try
+        {
+            return File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw ImageErrors.FromIo(path, e);
+        }
+    }
+
+    private static void ReadFully(SafeFileHandle handle, Span<byte> buffer, long offset)
+    {
+        int done = 0;
+        while (done < buffer.Length)
+        {
+            int n = RandomAccess.Read(handle, buffer[done..], offset + done);
+            if (n == 0)
+            {
+                throw new IOException("The file shrank while it was being read.");
+            }
+
+            done += n;
+        }
+    }
+
+    private static string Identity(string path)
+    {
+        try
+        {
+            var file = new FileInfo(Path.GetFullPath(path));
+            FileSystemInfo? target = file.LinkTarget is null ? null : file.ResolveLinkTarget(returnFinalTarget: true);
+            return target?.FullName ?? file.FullName;
+        }
+        catch (IOException)
+        {
+            return Path.GetFullPath(path);
+        }
+    }
+
+    private static ImageInfo Rebuild(ImageInfo top, IReadOnlyList<ImageInfo> chain) => CopyWith(top, top.FullBackingFile, chain);
+
+    private static ImageInfo CopyWith(ImageInfo info, string? fullBackingFile, IReadOnlyList<ImageInfo> chain) => new()
+    {
+        Path = info.Path,
+        Format = info.Format,
+        VirtualSize = info.VirtualSize,
+        ActualSize = info.ActualSize,
+        FileLength = info.FileLength,
+        ClusterSize = info.ClusterSize,
+        BackingFile = info.BackingFile,
+        FullBackingFile = fullBackingFile,
+        BackingFormat = info.BackingFormat,
+        DirtyFlag = info.DirtyFlag,
+        Qcow2 = info.Qcow2,
+        Vmdk = info.Vmdk,
+        Encryption = info.Encryption,
+        Snapshots = info.Snapshots,
+        BackingChain = chain,
+    };
+}

@@ -1,0 +1,31 @@
+using Microsoft.Win32.SafeHandles;
+
+namespace KvmStorage.Core.Images.Qcow2;
+
+/// <summary>Positional reads and writes that fail with typed errors instead of short counts.</summary>
+internal static class Qcow2Io
+{
+    public static void ReadExactly(SafeFileHandle handle, Span<byte> buffer, ulong offset, string path)
+    {
+        int done = 0;
+        while (done < buffer.Length)
+        {
+            int n = RandomAccess.Read(handle, buffer[done..], (long)offset + done);
+            if (n == 0)
+            {
+                throw ImageErrors.Invalid(ImageErrorIds.TableOutOfBounds, path, $"unexpected end of file at 0x{offset + (ulong)done:x}.");
+            }
+
+            done += n;
+        }
+    }
+
+    public static byte[] ReadBytes(SafeFileHandle handle, ulong offset, int length, string path)
+    {
+        byte[] buffer = new byte[length];
+        ReadExactly(handle, buffer, offset, path);
+        return buffer;
+    }
+
+    public static void Write(SafeFileHandle handle, ReadOnlySpan<byte> data, ulong offset) => RandomAccess.Write(handle, data, (long)offset);
+}

@@ -1,0 +1,85 @@
+namespace KvmStorage.Core.Images.Qcow2;
+
+/// <summary>
+/// Where each structure of a new qcow2 image goes, in cluster units: header, refcount table, refcount
+/// blocks, L1, then (with preallocation) every L2 table and every data cluster in guest order. With one
+/// refcount block and no preallocation this is exactly qemu-img create's layout (clusters 0..3).
+/// </summary>
+internal sealed class Qcow2Layout
+{
+    private Qcow2Layout()
+    {
+    }
+
+    public required uint ClusterSize { get; init; }
+    public required int ClusterBits { get; init; }
+    public required int RefcountBits { get; init; }
+    public required ulong L1Size { get; init; }
+    public required ulong L1Clusters { get; init; }
+    public required ulong RefcountTableClusters { get; init; }
+    public required ulong RefcountBlocks { get; init; }
+    public required ulong L2Tables { get; init; }
+    public required ulong DataClusters { get; init; }
+
+    public ulong RefcountTableOffset => ClusterSize;
+    public ulong RefcountBlocksOffset => (1 + RefcountTableClusters) * ClusterSize;
+    public ulong L1Offset => RefcountBlocksOffset + (RefcountBlocks * ClusterSize);
+    public ulong L2Offset => L1Offset + (L1Clusters * ClusterSize);
+    public ulong DataOffset => L2Offset + (L2Tables * ClusterSize);
+
+    /// <summary>Clusters carrying refcount 1: everything up to the last data cluster.</summary>
+    public ulong TotalClusters => 1 + RefcountTableClusters + RefcountBlocks + L1Clusters + L2Tables + DataClusters;
+
+    public static Qcow2Layout Compute(ulong size, int clusterBits, int refcountBits, bool mapAllData, string path)
+    {
+        uint clusterSize = 1u << clusterBits;
+        ulong l2Entries = clusterSize / 8UL;
+        ulong dataClusters = (size >> clusterBits) + ((size & (clusterSize - 1)) != 0 ? 1UL : 0UL);
+        ulong l1Size = (dataClusters / l2Entries) + (dataClusters % l2Entries != 0 ? 1UL : 0UL);
+        if (l1Size * 8 > Qcow2Header.MaxL1Bytes)
+        {
+            throw ImageErrors.Argument(ImageErrorIds.InvalidImageSize, $"A {size}-byte image needs an L1 table over qemu's 32 MiB limit; use a larger cluster size.", path);
+        }
+
+        ulong l1Clusters = CeilDiv(l1Size * 8, clusterSize);
+        ulong l2Tables = mapAllData ? l1Size : 0;
+        ulong mapped = mapAllData ? dataClusters : 0;
+        ulong perBlock = Qcow2Refcounts.EntriesPerBlock(clusterSize, refcountBits);
+
+        // The refcount structures count themselves, so grow them until they cover everything, themselves included.
+        ulong tableClusters = 1, blocks = 1;
+        while (true)
+        {
+            ulong total = 1 + tableClusters + blocks + l1Clusters + l2Tables + mapped;
+            ulong needBlocks = CeilDiv(total, perBlock);
+            ulong needTable = CeilDiv(needBlocks * 8, clusterSize);
+            if (needBlocks <= blocks && needTable <= tableClusters)
+            {
+                break;
+            }
+
+            blocks = Math.Max(blocks, needBlocks);
+            tableClusters = Math.Max(tableClusters, needTable);
+        }
+
+        if (tableClusters * clusterSize > Qcow2Header.MaxRefcountTableBytes)
+        {
+            throw ImageErrors.Argument(ImageErrorIds.InvalidImageSize, $"A {size}-byte preallocated image needs a refcount table over qemu's 8 MiB limit.", path);
+        }
+
+        return new Qcow2Layout
+        {
+            ClusterSize = clusterSize,
+            ClusterBits = clusterBits,
+            RefcountBits = refcountBits,
+            L1Size = l1Size,
+            L1Clusters = l1Clusters,
+            RefcountTableClusters = tableClusters,
+            RefcountBlocks = blocks,
+            L2Tables = l2Tables,
+            DataClusters = mapped,
+        };
+    }
+
+    public static ulong CeilDiv(ulong value, ulong divisor) => (value / divisor) + (value % divisor != 0 ? 1UL : 0UL);
+}

@@ -1,0 +1,237 @@
+using System.Buffers.Binary;
+using KvmStorage.Core.Errors;
+using Microsoft.Win32.SafeHandles;
+
+namespace KvmStorage.Core.Images.Qcow2;
+
+/// <summary>
+/// Allocates clusters at the end of a qcow2 image and keeps its refcount table and blocks in step,
+/// creating refcount blocks and a larger refcount table when the new clusters fall outside their range.
+/// </summary>
+internal sealed class RefcountEditor
+{
+    private const ulong OffsetMask = 0xFFFFFFFFFFFFFE00UL;
+
+    private readonly SafeFileHandle handle;
+    private readonly string path;
+    private readonly ulong clusterSize;
+    private readonly int bits;
+    private readonly ulong perBlock;
+    private readonly Dictionary<ulong, byte[]> blocks = [];
+    private ulong[] table;
+    private ulong tableOffset;
+    private ulong tableClusters;
+
+    public RefcountEditor(SafeFileHandle handle, string path, Qcow2Header header, ulong fileLength)
+    {
+        this.handle = handle;
+        this.path = path;
+        clusterSize = header.ClusterSize;
+        bits = header.RefcountBits;
+        perBlock = Qcow2Refcounts.EntriesPerBlock(header.ClusterSize, bits);
+        tableOffset = header.RefcountTableOffset;
+        tableClusters = header.RefcountTableClusters;
+        byte[] raw = Qcow2Io.ReadBytes(handle, tableOffset, (int)(tableClusters * clusterSize), path);
+        table = new ulong[raw.Length / 8];
+        for (int i = 0; i < table.Length; i++)
+        {
+            table[i] = BinaryPrimitives.ReadUInt64BigEndian(raw.AsSpan(i * 8)) & OffsetMask;
+        }
+
+        // Allocate after both the file's end and the last refcounted cluster (qemu's qcow2_get_last_cluster).
+        ulong lastUsed = 0;
+        for (ulong b = 0; b < (ulong)table.Length; b++)
+        {
+            if (table[b] == 0)
+            {
+                continue;
+            }
+
+            byte[] block = Block(b);
+            for (ulong i = perBlock; i-- > 0;)
+            {
+                if (Qcow2Refcounts.Get(block, i, bits) != 0)
+                {
+                    lastUsed = Math.Max(lastUsed, (b * perBlock) + i + 1);
+                    break;
+                }
+            }
+        }
+
+        FreeStart = Math.Max(Qcow2Layout.CeilDiv(fileLength, clusterSize), lastUsed);
+    }
+
+    /// <summary>The first cluster index past everything in use.</summary>
+    public ulong FreeStart { get; }
+
+    /// <summary>Plans <paramref name="count"/> new clusters at the end, plus the refcount structures they need.</summary>
+    public Allocation Allocate(ulong count)
+    {
+        ulong start = FreeStart;
+        ulong newBlocks = 0, newTable = 0;
+        List<ulong> missing = [];
+        while (true)
+        {
+            ulong total = newBlocks + newTable + count;
+            ulong firstBlock = start / perBlock;
+            ulong lastBlock = (start + total - 1) / perBlock;
+            missing = [];
+            for (ulong b = firstBlock; b <= lastBlock; b++)
+            {
+                if (b >= (ulong)table.Length || table[b] == 0)
+                {
+                    missing.Add(b);
+                }
+            }
+
+            ulong needTable = lastBlock + 1 > (ulong)table.Length ? Qcow2Layout.CeilDiv((lastBlock + 1) * 8, clusterSize) : 0;
+            if ((ulong)missing.Count <= newBlocks && needTable <= newTable)
+            {
+                break;
+            }
+
+            newBlocks = Math.Max(newBlocks, (ulong)missing.Count);
+            newTable = Math.Max(newTable, needTable);
+        }
+
+        if (newTable * clusterSize > Qcow2Header.MaxRefcountTableBytes)
+        {
+            throw ImageErrors.Argument(ImageErrorIds.InvalidImageSize, "The image would need a refcount table over qemu's 8 MiB limit.", path);
+        }
+
+        // Pad to the planned count: spare blocks stay unused but keep the plan's offsets stable.
+        return new Allocation(start, missing, newBlocks, newTable, start + newBlocks + newTable, count);
+    }
+
+    /// <summary>Writes the refcounts of a planned allocation, then the table entries that point at new blocks.</summary>
+    public void Commit(Allocation plan)
+    {
+        ulong blockCluster = plan.Start;
+        foreach (ulong b in plan.MissingBlocks)
+        {
+            blocks[b] = new byte[clusterSize];
+            EnsureTableLength(b + 1);
+            table[b] = blockCluster * clusterSize;
+            blockCluster++;
+        }
+
+        HashSet<ulong> touched = [.. plan.MissingBlocks];
+        ulong end = plan.DataStart + plan.DataClusters;
+        for (ulong c = plan.Start; c < end; c++)
+        {
+            // Spare block clusters (planned but not needed) are skipped: they were never written.
+            if (c >= plan.Start + (ulong)plan.MissingBlocks.Count && c < plan.Start + plan.BlockClusters)
+            {
+                continue;
+            }
+
+            ulong b = c / perBlock;
+            Qcow2Refcounts.Set(Block(b), c % perBlock, bits, 1);
+            touched.Add(b);
+        }
+
+        // The blocks first: a table entry must never point at an unwritten block.
+        foreach (ulong b in touched)
+        {
+            Qcow2Io.Write(handle, blocks[b], table[b]);
+        }
+
+        Qcow2Resizer.Flush(handle);
+        if (plan.TableClusters > 0)
+        {
+            ulong oldOffset = tableOffset, oldClusters = tableClusters;
+            ulong newOffset = (plan.Start + plan.BlockClusters) * clusterSize;
+            EnsureTableLength(plan.TableClusters * clusterSize / 8);
+            Qcow2Io.Write(handle, SerializeTable(), newOffset);
+            Qcow2Resizer.Flush(handle);
+
+            // One write of bytes 48..59 switches tables (qcow2.rst "Header": refcount_table_offset and _clusters).
+            byte[] fields = new byte[12];
+            BinaryPrimitives.WriteUInt64BigEndian(fields, newOffset);
+            BinaryPrimitives.WriteUInt32BigEndian(fields.AsSpan(8), (uint)plan.TableClusters);
+            Qcow2Io.Write(handle, fields, 48);
+            Qcow2Resizer.Flush(handle);
+            tableOffset = newOffset;
+            tableClusters = plan.TableClusters;
+            Free(oldOffset / clusterSize, oldClusters);
+        }
+        else
+        {
+            Qcow2Io.Write(handle, SerializeTable(), tableOffset);
+        }
+
+        Qcow2Resizer.Flush(handle);
+    }
+
+    /// <summary>Drops one reference from each of <paramref name="count"/> clusters from <paramref name="first"/>.</summary>
+    public void Free(ulong first, ulong count)
+    {
+        HashSet<ulong> touched = [];
+        for (ulong c = first; c < first + count; c++)
+        {
+            ulong b = c / perBlock;
+            if (b >= (ulong)table.Length || table[b] == 0)
+            {
+                continue;
+            }
+
+            byte[] block = Block(b);
+            ulong value = Qcow2Refcounts.Get(block, c % perBlock, bits);
+            if (value > 0)
+            {
+                Qcow2Refcounts.Set(block, c % perBlock, bits, value - 1);
+                touched.Add(b);
+            }
+        }
+
+        foreach (ulong b in touched)
+        {
+            Qcow2Io.Write(handle, blocks[b], table[b]);
+        }
+    }
+
+    private byte[] Block(ulong index)
+    {
+        if (blocks.TryGetValue(index, out byte[]? block))
+        {
+            return block;
+        }
+
+        ulong offset = table[index];
+        Qcow2Resizer.CheckCluster(offset, clusterSize, handle, path);
+        block = Qcow2Io.ReadBytes(handle, offset, (int)clusterSize, path);
+        blocks[index] = block;
+        return block;
+    }
+
+    private void EnsureTableLength(ulong entries)
+    {
+        if ((ulong)table.Length < entries)
+        {
+            if (entries * 8 > Qcow2Header.MaxRefcountTableBytes)
+            {
+                throw new KvmStorageException(ErrorKind.InvalidArgument, ImageErrorIds.InvalidImageSize, "The refcount table would exceed qemu's 8 MiB limit.", path);
+            }
+
+            Array.Resize(ref table, (int)entries);
+        }
+    }
+
+    private byte[] SerializeTable()
+    {
+        ulong capacity = Math.Max(tableClusters * clusterSize / 8, (ulong)table.Length);
+        byte[] raw = new byte[Qcow2Layout.CeilDiv(capacity * 8, clusterSize) * clusterSize];
+        for (int i = 0; i < table.Length; i++)
+        {
+            BinaryPrimitives.WriteUInt64BigEndian(raw.AsSpan(i * 8), table[i]);
+        }
+
+        return raw;
+    }
+
+    /// <summary>
+    /// New clusters from <see cref="Start"/>: <see cref="BlockClusters"/> refcount blocks, then
+    /// <see cref="TableClusters"/> of a new refcount table (if any), then the caller's <see cref="DataClusters"/>.
+    /// </summary>
+    public sealed record Allocation(ulong Start, IReadOnlyList<ulong> MissingBlocks, ulong BlockClusters, ulong TableClusters, ulong DataStart, ulong DataClusters);
+}
