@@ -15,6 +15,10 @@
         'New-StoragePool'
         'Set-StoragePool'
         'Remove-StoragePool'
+        'Get-Volume'
+        'New-Volume'
+        'Remove-Volume'
+        'Resize-Volume'
     )
     FunctionsToExport      = @()
     VariablesToExport      = @()

@@ -1,4 +1,6 @@
+using KvmStorage.Core.Images;
 using KvmStorage.Core.Pools;
+using KvmStorage.Core.Volumes;
 
 namespace KvmStorage.Core.Hosting;
 
@@ -22,4 +24,17 @@ public interface IKvmHost
     StoragePool UpdatePool(string name, Action<PoolDefinition> change, bool? autostart);
 
     void UndefinePool(string name, bool deleteTarget);
+
+    IReadOnlyList<VolumeReadResult> ListVolumes(string pool);
+
+    StorageVolume GetVolume(string pool, string name);
+
+    /// <summary>An image file anywhere, given by its path on this machine (under the host root or not).</summary>
+    StorageVolume GetVolumeByPath(string localPath);
+
+    StorageVolume CreateVolume(VolumeCreateRequest request, IProgress<ImageProgress>? progress, CancellationToken cancellationToken);
+
+    void RemoveVolume(string pool, string name, bool force);
+
+    StorageVolume ResizeVolume(string pool, string name, ulong newSize, ImageResizeOptions options, IProgress<ImageProgress>? progress, CancellationToken cancellationToken);
 }

@@ -1,4 +1,6 @@
+using KvmStorage.Core.Images;
 using KvmStorage.Core.Pools;
+using KvmStorage.Core.Volumes;
 
 namespace KvmStorage.Core.Hosting;
 
@@ -6,12 +8,14 @@ namespace KvmStorage.Core.Hosting;
 public sealed class OfflineHost : IKvmHost
 {
     private readonly OfflinePoolStore pools;
+    private readonly OfflineVolumeStore volumes;
 
     public OfflineHost(HostPaths paths)
     {
         Paths = paths;
         Name = "offline:" + paths.Root;
         pools = new OfflinePoolStore(paths, Name);
+        volumes = new OfflineVolumeStore(this);
     }
 
     public string Name { get; }
@@ -30,4 +34,18 @@ public sealed class OfflineHost : IKvmHost
     public StoragePool UpdatePool(string name, Action<PoolDefinition> change, bool? autostart) => pools.Update(name, change, autostart);
 
     public void UndefinePool(string name, bool deleteTarget) => pools.Undefine(name, deleteTarget);
+
+    public IReadOnlyList<VolumeReadResult> ListVolumes(string pool) => volumes.List(pool);
+
+    public StorageVolume GetVolume(string pool, string name) => volumes.Get(pool, name);
+
+    public StorageVolume GetVolumeByPath(string localPath) => volumes.GetByPath(localPath);
+
+    public StorageVolume CreateVolume(VolumeCreateRequest request, IProgress<ImageProgress>? progress, CancellationToken cancellationToken) =>
+        volumes.Create(request, progress, cancellationToken);
+
+    public void RemoveVolume(string pool, string name, bool force) => volumes.Remove(pool, name, force);
+
+    public StorageVolume ResizeVolume(string pool, string name, ulong newSize, ImageResizeOptions options, IProgress<ImageProgress>? progress, CancellationToken cancellationToken) =>
+        volumes.Resize(pool, name, newSize, options, progress, cancellationToken);
 }

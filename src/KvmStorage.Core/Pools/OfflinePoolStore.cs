@@ -209,7 +209,7 @@ public sealed class OfflinePoolStore
             try
             {
                 space = FileSystemSpace.Get(local);
-                volumes = Directory.EnumerateFileSystemEntries(local).Count(e => !Path.GetFileName(e).StartsWith(AtomicFile.TempPrefix, StringComparison.Ordinal));
+                volumes = Directory.EnumerateFiles(local).Count(e => !Path.GetFileName(e).StartsWith(AtomicFile.TempPrefix, StringComparison.Ordinal));
             }
             catch (IOException)
             {

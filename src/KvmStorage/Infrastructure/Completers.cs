@@ -2,6 +2,7 @@ using System.Collections;
 using System.Management.Automation;
 using System.Management.Automation.Language;
 using KvmStorage.Core.Hosting;
+using KvmStorage.Core.Pools;
 
 namespace KvmStorage.Infrastructure;
 
@@ -21,6 +22,42 @@ public sealed class PoolNameCompleter : IArgumentCompleter
         }
 
         return Completion.For(names, wordToComplete);
+    }
+}
+
+/// <summary>Tab completion of volume names, in the pool named by -Pool when given, else in every file pool.</summary>
+public sealed class VolumeNameCompleter : IArgumentCompleter
+{
+    public IEnumerable<CompletionResult> CompleteArgument(string commandName, string parameterName, string wordToComplete, CommandAst commandAst, IDictionary fakeBoundParameters)
+    {
+        var names = new List<string>();
+        try
+        {
+            var host = OfflineHost.FromEnvironment();
+            string? pool = fakeBoundParameters?["Pool"] switch
+            {
+                string s => s,
+                PSObject { BaseObject: Core.Pools.StoragePool p } => p.Name,
+                Core.Pools.StoragePool p => p.Name,
+                _ => null,
+            };
+            IEnumerable<string> pools = pool is not null
+                ? [pool]
+                : host.ListPools().Where(r => r.Pool is { } p && p.Type.HoldsFileVolumes()).Select(r => r.Pool!.Name);
+            foreach (string p in pools)
+            {
+                string? folder = host.GetPool(p).LocalPath;
+                if (folder is not null && Directory.Exists(folder))
+                {
+                    names.AddRange(Directory.EnumerateFiles(folder).Select(Path.GetFileName).Where(n => n is not null && !n.StartsWith(Core.IO.AtomicFile.TempPrefix, StringComparison.Ordinal))!);
+                }
+            }
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or Core.Errors.KvmStorageException)
+        {
+        }
+
+        return Completion.For(names.Distinct(), wordToComplete);
     }
 }
 

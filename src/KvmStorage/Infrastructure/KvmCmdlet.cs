@@ -1,4 +1,8 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Management.Automation;
+using KvmStorage.Core.Images;
+using KvmStorage.Core.Sizes;
 using KvmStorage.Core.Errors;
 using KvmStorage.Core.Hosting;
 
@@ -44,6 +48,81 @@ public abstract class KvmCmdlet : PSCmdlet
         {
             WriteError(ErrorRecords.From(ex, target));
         }
+    }
+
+    /// <summary>
+    /// Runs long image work on a worker thread while this (the pipeline) thread reports its progress with
+    /// percent, bytes and time left; Ctrl+C cancels the work through <see cref="CancellationToken"/>.
+    /// </summary>
+    protected T RunWithProgress<T>(string activity, string description, Func<IProgress<ImageProgress>, CancellationToken, T> work)
+    {
+        using var updates = new BlockingCollection<ImageProgress>();
+        var reporter = new QueueProgress(updates);
+        CancellationToken token = CancellationToken;
+        Task<T> task = Task.Run(() =>
+        {
+            try
+            {
+                return work(reporter, token);
+            }
+            finally
+            {
+                updates.CompleteAdding();
+            }
+        });
+
+        var record = new ProgressRecord(ActivityId, activity, description);
+        var clock = Stopwatch.StartNew();
+        TimeSpan nextUpdate = TimeSpan.Zero;
+        bool shown = false;
+        try
+        {
+            foreach (ImageProgress update in updates.GetConsumingEnumerable())
+            {
+                if (clock.Elapsed < nextUpdate || update.BytesTotal == 0)
+                {
+                    continue;
+                }
+
+                nextUpdate = clock.Elapsed + TimeSpan.FromMilliseconds(250);
+                double fraction = Math.Min(1.0, (double)update.BytesCompleted / update.BytesTotal);
+                record.PercentComplete = (int)(fraction * 100);
+                double rate = update.BytesCompleted / Math.Max(clock.Elapsed.TotalSeconds, 0.001);
+                record.SecondsRemaining = rate > 0 ? (int)Math.Min(int.MaxValue, (update.BytesTotal - update.BytesCompleted) / rate) : -1;
+                record.StatusDescription = $"{description}: {ByteSize.Format(update.BytesCompleted)} of {ByteSize.Format(update.BytesTotal)} ({ByteSize.Format((ulong)rate)}/s)";
+                WriteProgress(record);
+                shown = true;
+            }
+        }
+        catch
+        {
+            // The pipeline thread failed (or was stopped) while the work runs: stop the work and let it clean up.
+            cancellation?.Cancel();
+            try
+            {
+                task.Wait();
+            }
+            catch (AggregateException)
+            {
+            }
+
+            throw;
+        }
+
+        if (shown)
+        {
+            record.RecordType = ProgressRecordType.Completed;
+            WriteProgress(record);
+        }
+
+        return task.GetAwaiter().GetResult();
+    }
+
+    private const int ActivityId = 4711;
+
+    private sealed class QueueProgress(BlockingCollection<ImageProgress> queue) : IProgress<ImageProgress>
+    {
+        public void Report(ImageProgress value) => queue.TryAdd(value);
     }
 
     /// <summary>Writes a non-terminating error with the given id, category and target.</summary>

@@ -1,0 +1,266 @@
+using KvmStorage.Core.Errors;
+using KvmStorage.Core.Hosting;
+using KvmStorage.Core.Images;
+using KvmStorage.Core.IO;
+using KvmStorage.Core.Pools;
+
+namespace KvmStorage.Core.Volumes;
+
+/// <summary>
+/// Volumes of file-based pools (dir, fs, netfs): image files directly inside the pool's target folder,
+/// created, inspected, resized and removed by the native image engine.
+/// </summary>
+public sealed class OfflineVolumeStore
+{
+    private readonly IKvmHost host;
+
+    public OfflineVolumeStore(IKvmHost host) => this.host = host;
+
+    private HostPaths Paths => host.Paths;
+
+    /// <summary>Every file in the pool's folder, as libvirt lists them (non-images as raw); unreadable ones as errors.</summary>
+    public IReadOnlyList<VolumeReadResult> List(string poolName)
+    {
+        StoragePool pool = host.GetPool(poolName);
+        string folder = RequireFolder(pool);
+        var results = new List<VolumeReadResult>();
+        foreach (string file in Directory.EnumerateFiles(folder).Order(StringComparer.Ordinal))
+        {
+            string name = System.IO.Path.GetFileName(file);
+            if (name.StartsWith(AtomicFile.TempPrefix, StringComparison.Ordinal))
+            {
+                continue;
+            }
+
+            try
+            {
+                EnsureInside(pool, file, name);
+                results.Add(new VolumeReadResult(file, Read(file, pool.Name), null));
+            }
+            catch (KvmStorageException ex)
+            {
+                results.Add(new VolumeReadResult(file, null, ex));
+            }
+        }
+
+        return results;
+    }
+
+    public StorageVolume Get(string poolName, string name)
+    {
+        VolumeNames.Validate(name);
+        StoragePool pool = host.GetPool(poolName);
+        string file = System.IO.Path.Combine(RequireFolder(pool), name);
+        if (!File.Exists(file))
+        {
+            throw new KvmStorageException(ErrorKind.NotFound, VolumeErrorIds.VolumeNotFound, $"Pool '{pool.Name}' has no volume named '{PoolNames.Printable(name)}'.", name);
+        }
+
+        EnsureInside(pool, file, name);
+        return Read(file, pool.Name);
+    }
+
+    /// <summary>An image file anywhere; its pool is the one whose folder holds it, if any.</summary>
+    public StorageVolume GetByPath(string localPath)
+    {
+        string full = System.IO.Path.GetFullPath(localPath);
+        if (Directory.Exists(full))
+        {
+            throw new KvmStorageException(ErrorKind.InvalidArgument, VolumeErrorIds.NotAVolume, $"'{full}' is a folder, not an image file.", full);
+        }
+
+        if (!File.Exists(full))
+        {
+            throw new KvmStorageException(ErrorKind.NotFound, ImageErrorIds.ImageNotFound, $"The image file '{full}' does not exist.", full);
+        }
+
+        return Read(full, FindPoolOf(full)?.Name);
+    }
+
+    public StorageVolume Create(VolumeCreateRequest request, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
+    {
+        VolumeNames.Validate(request.Name);
+        StoragePool pool = host.GetPool(request.Pool);
+        string folder = RequireFolder(pool);
+        string file = System.IO.Path.Combine(folder, request.Name);
+        if (File.Exists(file) || new FileInfo(file).LinkTarget is not null || Directory.Exists(file))
+        {
+            throw new KvmStorageException(ErrorKind.AlreadyExists, VolumeErrorIds.VolumeExists, $"Pool '{pool.Name}' already has a volume named '{request.Name}'.", request.Name);
+        }
+
+        ImageCreateOptions options = request.Image;
+        if (request.BackingPath is not null)
+        {
+            string backingHost = request.BackingPath;
+            string recorded = backingHost;
+            if (request.RelativeBacking)
+            {
+                string newHostFolder = System.IO.Path.GetDirectoryName(ToHostPath(file))!;
+                recorded = System.IO.Path.GetRelativePath(newHostFolder, backingHost);
+            }
+
+            options = Copy(options, recorded);
+        }
+
+        ImageCreator.Create(file, options, progress, cancellationToken);
+        return Read(file, pool.Name);
+    }
+
+    /// <summary>Deletes a volume's file. Refuses one that another image uses as its backing file unless forced.</summary>
+    public void Remove(string poolName, string name, bool force)
+    {
+        StorageVolume volume = Get(poolName, name);
+        if (!force)
+        {
+            List<string> users = FindBackingUsers(volume.Path);
+            if (users.Count > 0)
+            {
+                throw new KvmStorageException(
+                    ErrorKind.InvalidOperation,
+                    VolumeErrorIds.VolumeIsBackingFile,
+                    $"Volume '{volume.Name}' is the backing file of {string.Join(", ", users)}; removing it would break them. Use -Force to remove it anyway.",
+                    volume.Name);
+            }
+        }
+
+        ImageLock.EnsureNotInUse(volume.LocalPath, forWrite: true);
+        File.Delete(volume.LocalPath);
+        AtomicFile.SyncDirectory(System.IO.Path.GetDirectoryName(volume.LocalPath)!);
+    }
+
+    public StorageVolume Resize(string poolName, string name, ulong newSize, ImageResizeOptions options, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
+    {
+        StorageVolume volume = Get(poolName, name);
+        ImageResizer.Resize(volume.LocalPath, newSize, options, progress, cancellationToken);
+        return Read(volume.LocalPath, volume.Pool);
+    }
+
+    /// <summary>Images in any file pool whose backing chain includes <paramref name="hostPath"/>.</summary>
+    public List<string> FindBackingUsers(string hostPath)
+    {
+        var users = new List<string>();
+        foreach (PoolReadResult entry in host.ListPools())
+        {
+            if (entry.Pool is not { } pool || !pool.Type.HoldsFileVolumes() || pool.LocalPath is null || !Directory.Exists(pool.LocalPath))
+            {
+                continue;
+            }
+
+            foreach (VolumeReadResult v in List(pool.Name))
+            {
+                if (v.Volume is { } other && other.Path != hostPath && other.Chain.Skip(1).Contains(hostPath))
+                {
+                    users.Add($"'{other.Path}'");
+                }
+            }
+        }
+
+        return users;
+    }
+
+    private StorageVolume Read(string localFile, string? poolName)
+    {
+        ImageInfo info = ImageInspector.Inspect(localFile, new ImageInspectOptions { ForceShare = true, AllowMissingBacking = true });
+        FileStatus status = FileStatus.Get(localFile);
+        var chain = new List<string> { ToHostPath(info.Path) };
+        chain.AddRange(info.BackingChain.Select(b => ToHostPath(b.Path)));
+        return new StorageVolume
+        {
+            Name = System.IO.Path.GetFileName(localFile),
+            Pool = poolName,
+            Path = ToHostPath(localFile),
+            LocalPath = localFile,
+            Format = info.Format,
+            Capacity = info.VirtualSize,
+            Allocation = info.ActualSize,
+            FileLength = info.FileLength,
+            ClusterSize = info.ClusterSize,
+            BackingFile = info.BackingFile,
+            BackingPath = info.FullBackingFile is null ? null : ToHostPath(info.FullBackingFile),
+            BackingFormat = info.BackingFormat,
+            Chain = chain,
+            Snapshots = info.Snapshots,
+            Compat = info.Qcow2?.Compat,
+            Dirty = info.DirtyFlag,
+            Corrupt = info.Qcow2?.Corrupt ?? false,
+            Encryption = info.Encryption,
+            Mode = (UnixFileMode)(status.Mode & 0xFFF),
+            Owner = (int)status.Uid,
+            Group = (int)status.Gid,
+            Image = info,
+            HostName = host.Name,
+        };
+    }
+
+    private string ToHostPath(string local) => Paths.ToHostPath(local) ?? local;
+
+    private StoragePool? FindPoolOf(string localFile)
+    {
+        string folder = System.IO.Path.GetDirectoryName(localFile)!;
+        return host.ListPools()
+            .Select(r => r.Pool)
+            .FirstOrDefault(p => p is not null && p.Type.HoldsFileVolumes() && p.LocalPath is not null && System.IO.Path.TrimEndingDirectorySeparator(p.LocalPath) == folder);
+    }
+
+    private static string RequireFolder(StoragePool pool)
+    {
+        if (!pool.Type.HoldsFileVolumes() || pool.LocalPath is null)
+        {
+            throw new KvmStorageException(
+                ErrorKind.NotSupported,
+                VolumeErrorIds.PoolHasNoFolder,
+                $"Pool '{pool.Name}' is of type {pool.Type.ToXmlName()}: its volumes are managed by libvirt, which the offline backend cannot reach.",
+                pool.Name);
+        }
+
+        if (!Directory.Exists(pool.LocalPath))
+        {
+            throw new KvmStorageException(
+                ErrorKind.ResourceUnavailable,
+                VolumeErrorIds.PoolFolderMissing,
+                $"The folder '{pool.Path}' of pool '{pool.Name}' does not exist. Build it first (New-StoragePool -Build) or mount it.",
+                pool.Name);
+        }
+
+        return pool.LocalPath;
+    }
+
+    /// <summary>A name that resolves outside the pool folder (through a symlink) is refused.</summary>
+    private static void EnsureInside(StoragePool pool, string file, string name)
+    {
+        var info = new FileInfo(file);
+        if (info.LinkTarget is null)
+        {
+            return;
+        }
+
+        string folder = System.IO.Path.TrimEndingDirectorySeparator(System.IO.Path.GetFullPath(pool.LocalPath!));
+        FileSystemInfo? target = info.ResolveLinkTarget(returnFinalTarget: true);
+        string resolved = target?.FullName ?? string.Empty;
+        string? realFolder = new DirectoryInfo(folder).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? folder;
+        if (!resolved.StartsWith(folder + "/", StringComparison.Ordinal) && !resolved.StartsWith(realFolder + "/", StringComparison.Ordinal))
+        {
+            throw new KvmStorageException(
+                ErrorKind.PermissionDenied,
+                VolumeErrorIds.VolumeOutsidePool,
+                $"Volume '{name}' of pool '{pool.Name}' is a link to '{info.LinkTarget}', outside the pool folder; the module does not read or write through it.",
+                name);
+        }
+    }
+
+    private static ImageCreateOptions Copy(ImageCreateOptions o, string backingFile) => new()
+    {
+        Format = o.Format,
+        VirtualSize = o.VirtualSize,
+        Preallocation = o.Preallocation,
+        ClusterSize = o.ClusterSize,
+        Compat = o.Compat,
+        LazyRefcounts = o.LazyRefcounts,
+        RefcountBits = o.RefcountBits,
+        BackingFile = backingFile,
+        BackingFormat = o.BackingFormat,
+        Mode = o.Mode,
+        Owner = o.Owner,
+        Group = o.Group,
+    };
+}

@@ -1,0 +1,88 @@
+using KvmStorage.Core.Images;
+
+namespace KvmStorage.Core.Volumes;
+
+/// <summary>A disk image as the module reports it: where it is, what it is, and who uses it.</summary>
+public sealed class StorageVolume
+{
+    public required string Name { get; init; }
+
+    /// <summary>The pool whose folder holds the image; null for an image outside every pool.</summary>
+    public string? Pool { get; init; }
+
+    /// <summary>The path as the host sees it (what libvirt's XML holds).</summary>
+    public required string Path { get; init; }
+
+    /// <summary>Where the file lies under the session's host root.</summary>
+    public required string LocalPath { get; init; }
+
+    public required ImageFormat Format { get; init; }
+
+    /// <summary>Virtual (guest-visible) size in bytes.</summary>
+    public required ulong Capacity { get; init; }
+
+    /// <summary>Bytes allocated on the host.</summary>
+    public required ulong Allocation { get; init; }
+
+    /// <summary>Length of the file in bytes.</summary>
+    public required ulong FileLength { get; init; }
+
+    public uint? ClusterSize { get; init; }
+
+    /// <summary>The backing file, resolved to a full host path; null for a standalone image.</summary>
+    public string? BackingPath { get; init; }
+
+    /// <summary>The backing file as the image records it (relative or absolute).</summary>
+    public string? BackingFile { get; init; }
+
+    public string? BackingFormat { get; init; }
+
+    /// <summary>The whole chain, this image first, then each backing file (host paths).</summary>
+    public IReadOnlyList<string> Chain { get; init; } = [];
+
+    public IReadOnlyList<SnapshotInfo> Snapshots { get; init; } = [];
+
+    /// <summary><c>1.1</c> or <c>0.10</c> for qcow2; null for other formats.</summary>
+    public string? Compat { get; init; }
+
+    public bool Dirty { get; init; }
+
+    public bool Corrupt { get; init; }
+
+    public string? Encryption { get; init; }
+
+    public UnixFileMode Mode { get; init; }
+
+    public int Owner { get; init; }
+
+    public int Group { get; init; }
+
+    /// <summary>The VMs that use this image, directly or as a backing file of an attached overlay.</summary>
+    public IReadOnlyList<string> AttachedTo { get; init; } = [];
+
+    /// <summary>What the image engine read from the file.</summary>
+    public required ImageInfo Image { get; init; }
+
+    public required string HostName { get; init; }
+
+    public override string ToString() => Path;
+}
+
+/// <summary>One entry of a volume listing: the volume, or why the file could not be read.</summary>
+public sealed record VolumeReadResult(string File, StorageVolume? Volume, Exception? Error);
+
+/// <summary>What New-Volume asks for: the image options plus where it goes.</summary>
+public sealed class VolumeCreateRequest
+{
+    public required string Pool { get; init; }
+
+    public required string Name { get; init; }
+
+    public required ImageCreateOptions Image { get; init; }
+
+    /// <summary>The backing image as a host path (absolute), before it is recorded relative or absolute.</summary>
+    public string? BackingPath { get; init; }
+
+    /// <summary>Record the backing file relative to the new image's folder instead of as an absolute host path.</summary>
+    public bool RelativeBacking { get; init; }
+}

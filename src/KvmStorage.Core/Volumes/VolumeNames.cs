@@ -1,0 +1,68 @@
+using KvmStorage.Core.Errors;
+using KvmStorage.Core.IO;
+
+namespace KvmStorage.Core.Volumes;
+
+/// <summary>Volume names are file names inside a pool folder: nothing that could point elsewhere.</summary>
+public static class VolumeNames
+{
+    public const int MaxBytes = 255;
+
+    public static void Validate(string? name)
+    {
+        string? problem = Check(name);
+        if (problem is not null)
+        {
+            throw new KvmStorageException(ErrorKind.InvalidArgument, VolumeErrorIds.InvalidVolumeName, $"'{Pools.PoolNames.Printable(name)}' is not a valid volume name: {problem}.", name);
+        }
+    }
+
+    public static string? Check(string? name)
+    {
+        if (string.IsNullOrEmpty(name))
+        {
+            return "it is empty";
+        }
+
+        if (System.Text.Encoding.UTF8.GetByteCount(name) > MaxBytes)
+        {
+            return $"it is longer than {MaxBytes} bytes";
+        }
+
+        if (name.Contains('/', StringComparison.Ordinal))
+        {
+            return "it contains '/' (a volume is a file directly in the pool folder)";
+        }
+
+        if (name is "." or "..")
+        {
+            return "it is '.' or '..'";
+        }
+
+        if (name.Any(char.IsControl))
+        {
+            return "it contains a control character (NUL, newline, tab, …)";
+        }
+
+        if (name.StartsWith('-'))
+        {
+            return "it starts with '-'";
+        }
+
+        return name.StartsWith(AtomicFile.TempPrefix, StringComparison.Ordinal) ? "the prefix is reserved for the module's temporary files" : null;
+    }
+}
+
+public static class VolumeErrorIds
+{
+    public const string InvalidVolumeName = "InvalidVolumeName";
+    public const string VolumeNotFound = "VolumeNotFound";
+    public const string VolumeExists = "VolumeAlreadyExists";
+    public const string VolumeOutsidePool = "VolumeOutsidePool";
+    public const string PoolHasNoFolder = "PoolHasNoVolumeFolder";
+    public const string PoolFolderMissing = "PoolFolderMissing";
+    public const string VolumeIsBackingFile = "VolumeIsBackingFile";
+    public const string VolumeAttached = "VolumeAttachedToVM";
+    public const string InvalidSize = "InvalidVolumeSize";
+    public const string NotAVolume = "NotAVolume";
+}

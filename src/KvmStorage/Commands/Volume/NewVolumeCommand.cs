@@ -1,0 +1,135 @@
+using System.Management.Automation;
+using KvmStorage.Core.Images;
+using KvmStorage.Core.Pools;
+using KvmStorage.Core.Sizes;
+using KvmStorage.Core.Volumes;
+using KvmStorage.Infrastructure;
+
+namespace KvmStorage.Commands.Volume;
+
+/// <summary>New-Volume: creates a qcow2, raw or vmdk image in a pool's folder with the native image engine.</summary>
+[Cmdlet(VerbsCommon.New, "Volume", SupportsShouldProcess = true)]
+[OutputType(typeof(StorageVolume))]
+public sealed class NewVolumeCommand : KvmCmdlet
+{
+    /// <summary>The pool, by name or as the object Get-StoragePool emits.</summary>
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
+    [ArgumentCompleter(typeof(PoolNameCompleter))]
+    public PoolReference Pool { get; set; } = null!;
+
+    /// <summary>File name of the new image inside the pool folder.</summary>
+    [Parameter(Mandatory = true, Position = 1)]
+    [ValidateNotNullOrEmpty]
+    public string Name { get; set; } = string.Empty;
+
+    /// <summary>Virtual size in bytes (8GB, or a string such as 8G or 512M); defaults to the backing volume's size.</summary>
+    [Parameter(Position = 2)]
+    [SizeTransformation]
+    public ulong Size { get; set; }
+
+    /// <summary>Image format: qcow2 (default), raw or vmdk.</summary>
+    [Parameter]
+    [ValidateSet("qcow2", "raw", "vmdk")]
+    public string Format { get; set; } = "qcow2";
+
+    /// <summary>Allocation up front: Off (sparse, default), Metadata (qcow2), Falloc, Full.</summary>
+    [Parameter]
+    public Preallocation Preallocation { get; set; }
+
+    /// <summary>Backing image of a linked clone: a volume object or a path; the new image records its format.</summary>
+    [Parameter]
+    public VolumeReference? BackingVolume { get; set; }
+
+    /// <summary>Format of the backing image; detected from its content when omitted.</summary>
+    [Parameter]
+    [ValidateSet("qcow2", "raw", "vmdk", "qcow", "vdi", "vpc", "vhdx")]
+    public string? BackingFormat { get; set; }
+
+    /// <summary>Record the backing path relative to the new image's folder instead of absolute.</summary>
+    [Parameter]
+    public SwitchParameter RelativeBackingPath { get; set; }
+
+    /// <summary>qcow2 cluster size: a power of two from 512 bytes to 2 MiB (default 64 KiB).</summary>
+    [Parameter]
+    [SizeTransformation]
+    public ulong ClusterSize { get; set; }
+
+    /// <summary>qcow2 lazy refcounts (needs compat 1.1).</summary>
+    [Parameter]
+    public SwitchParameter LazyRefcounts { get; set; }
+
+    /// <summary>qcow2 compatibility: 1.1 (default, version 3) or 0.10 (version 2, for very old QEMU).</summary>
+    [Parameter]
+    [ValidateSet("1.1", "0.10")]
+    public string Compat { get; set; } = "1.1";
+
+    /// <summary>qcow2 refcount width in bits: 1, 2, 4, 8, 16 (default), 32 or 64.</summary>
+    [Parameter]
+    [ValidateSet("1", "2", "4", "8", "16", "32", "64")]
+    public string RefcountBits { get; set; } = "16";
+
+    /// <summary>Octal mode of the new file (default 0600, as libvirt).</summary>
+    [Parameter]
+    [ValidatePattern("^0?[0-7]{3,4}$")]
+    public string Mode { get; set; } = "0600";
+
+    /// <summary>Numeric owner (uid) of the new file, for example 64055 (libvirt-qemu on Debian).</summary>
+    [Parameter]
+    [ValidateRange(0, int.MaxValue)]
+    public int Owner { get; set; } = -1;
+
+    /// <summary>Numeric group (gid) of the new file.</summary>
+    [Parameter]
+    [ValidateRange(0, int.MaxValue)]
+    public int Group { get; set; } = -1;
+
+    protected override void ProcessRecord()
+    {
+        RunForItem(Name, () =>
+        {
+            VolumeNames.Validate(Name);
+            Core.Pools.StoragePool pool = KvmHost.GetPool(Pool.Name);
+            ImageFormat format = ImageFormats.TryParse(Format, out ImageFormat parsed) ? parsed : ImageFormat.Qcow2;
+            bool sizeGiven = MyInvocation.BoundParameters.ContainsKey(nameof(Size));
+            string? backingHostPath = null;
+            if (BackingVolume is not null)
+            {
+                StorageVolume backing = BackingVolume.Volume ?? KvmHost.GetVolumeByPath(GetUnresolvedProviderPathFromPSPath(BackingVolume.Path));
+                backingHostPath = backing.Path;
+            }
+            else if (!sizeGiven)
+            {
+                throw new Core.Errors.KvmStorageException(Core.Errors.ErrorKind.InvalidArgument, VolumeErrorIds.InvalidSize, "-Size is required unless -BackingVolume gives the size.", Name);
+            }
+
+            UnixFileMode mode = Permissions.TryParseMode(Mode, out UnixFileMode m) ? m : Permissions.DefaultVolumeMode;
+            var request = new VolumeCreateRequest
+            {
+                Pool = pool.Name,
+                Name = Name,
+                BackingPath = backingHostPath,
+                RelativeBacking = RelativeBackingPath,
+                Image = new ImageCreateOptions
+                {
+                    Format = format,
+                    VirtualSize = sizeGiven ? Size : null,
+                    Preallocation = Preallocation,
+                    ClusterSize = MyInvocation.BoundParameters.ContainsKey(nameof(ClusterSize)) ? checked((uint)ClusterSize) : null,
+                    Compat = Compat,
+                    LazyRefcounts = LazyRefcounts,
+                    RefcountBits = int.Parse(RefcountBits, System.Globalization.CultureInfo.InvariantCulture),
+                    BackingFormat = BackingFormat is not null && ImageFormats.TryParse(BackingFormat, out ImageFormat bf) ? bf : null,
+                    Mode = mode,
+                    Owner = Owner,
+                    Group = Group,
+                },
+            };
+            string what = $"Create {Format} volume of {(sizeGiven ? ByteSize.Format(Size) : "the backing size")}" + (backingHostPath is null ? string.Empty : $" backed by {backingHostPath}");
+            if (ShouldProcess($"{Name} in pool {pool.Name} ({pool.Path})", what))
+            {
+                StorageVolume created = RunWithProgress("New-Volume", $"Creating {Name}", (progress, token) => KvmHost.CreateVolume(request, progress, token));
+                WriteObject(created);
+            }
+        });
+    }
+}
