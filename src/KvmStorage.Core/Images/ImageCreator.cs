@@ -73,7 +73,15 @@ public static class ImageCreator
             };
         }
 
-        return ImageInspector.Inspect(fullPath, new ImageInspectOptions { ForceShare = true });
+        try
+        {
+            return ImageInspector.Inspect(fullPath, new ImageInspectOptions { ForceShare = true, AllowMissingBacking = true });
+        }
+        catch (KvmStorageException)
+        {
+            // The image is made; a broken chain further down (a loop, a bad header) is the backing files' problem.
+            return ImageInspector.Inspect(fullPath, new ImageInspectOptions { ForceShare = true, ResolveBackingChain = false });
+        }
     }
 
     /// <summary>Fills in the virtual size and backing format from the backing file, as qemu-img does.</summary>
