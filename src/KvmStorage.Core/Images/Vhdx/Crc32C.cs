@@ -39,7 +39,7 @@ public static class Crc32C
         return UpdateTable(crc, data);
     }
 
-    /// <summary>The portable path, public to tests so both implementations can be compared.</summary>
+    /// <summary>The portable path; internal so tests can compare it with the hardware path.</summary>
     internal static uint UpdateTable(uint crc, ReadOnlySpan<byte> data)
     {
         uint[] t = Table;

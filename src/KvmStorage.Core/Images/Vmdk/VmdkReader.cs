@@ -348,16 +348,16 @@ public sealed partial class VmdkReader : IImageFormatReader
     private static bool IsInsideFolder(string file, string folder)
     {
         string? realFolder = RealPath(folder);
-        string? realFile = RealPath(file);
         if (realFolder is null)
         {
             return false;
         }
 
-        // A missing file cannot escape through a symlink; qemu would fail to open it, and so do we later.
-        string candidate = realFile ?? file;
+        // Symlinks are resolved, so a link in the folder cannot lead the reader elsewhere. A missing file is
+        // checked by its name alone; opening it then fails, as it does in qemu.
+        string candidate = RealPath(file) ?? file;
         string prefix = realFolder.EndsWith('/') ? realFolder : realFolder + "/";
-        return candidate.StartsWith(prefix, StringComparison.Ordinal) && (realFile is not null || (RealPath(Path.GetDirectoryName(file) ?? "/") ?? string.Empty).StartsWith(realFolder, StringComparison.Ordinal));
+        return candidate.StartsWith(prefix, StringComparison.Ordinal);
     }
 
     private static string? RealPath(string path)
