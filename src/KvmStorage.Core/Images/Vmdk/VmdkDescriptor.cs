@@ -1,0 +1,373 @@
+using System.Globalization;
+using System.Text;
+
+namespace KvmStorage.Core.Images.Vmdk;
+
+/// <summary>One extent line of a descriptor: <c>RW &lt;sectors&gt; FLAT|SPARSE|VMFS|VMFSSPARSE|SESPARSE "file" [offset]</c>.</summary>
+internal sealed record VmdkExtentLine(long Sectors, string Type, string FileName, long FlatOffset)
+{
+    public bool IsFlat => Type is "FLAT" or "VMFS";
+}
+
+/// <summary>
+/// Reads the text descriptor the way qemu's vmdk driver does (block/vmdk.c): keys are found by
+/// substring search and extent lines by a scanf-like pattern, so that the values agree with
+/// <c>qemu-img info</c> even on oddly formatted files.
+/// </summary>
+internal static class VmdkDescriptor
+{
+    /// <summary>qemu reads at most this much of the descriptor for CID and parentFileNameHint (DESC_SIZE).</summary>
+    public const int CidWindow = 20 * 512;
+
+    /// <summary>qemu's cap on a descriptor file (1 MiB − 1).</summary>
+    public const int MaxDescriptorFile = (1 << 20) - 1;
+
+    public const int MaxExtents = 16384;
+
+    public static readonly string[] SupportedDescriptorCreateTypes =
+        ["monolithicFlat", "vmfs", "vmfsSparse", "seSparse", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat"];
+
+    /// <summary>The text up to the first NUL, as a C string (Latin-1 keeps one char per byte).</summary>
+    public static string AsCString(ReadOnlySpan<byte> bytes)
+    {
+        int end = bytes.IndexOf((byte)0);
+        return Encoding.Latin1.GetString(end < 0 ? bytes : bytes[..end]);
+    }
+
+    /// <summary>vmdk_probe: after comments and blank lines, the first line must be <c>version=1|2|3</c>.</summary>
+    public static bool LooksLikeDescriptor(ReadOnlySpan<byte> buf)
+    {
+        int p = 0;
+        int end = buf.Length;
+        while (p < end)
+        {
+            if (buf[p] == '#')
+            {
+                while (p < end && buf[p] != '\n')
+                {
+                    p++;
+                }
+
+                p++;
+                continue;
+            }
+
+            if (buf[p] == ' ')
+            {
+                while (p < end && buf[p] == ' ')
+                {
+                    p++;
+                }
+
+                if (p < end && buf[p] == '\r')
+                {
+                    p++;
+                }
+
+                if (p == end || buf[p] != '\n')
+                {
+                    return false;
+                }
+
+                p++;
+                continue;
+            }
+
+            ReadOnlySpan<byte> rest = buf[p..];
+            foreach (char v in "123")
+            {
+                if (rest.StartsWith(Encoding.ASCII.GetBytes($"version={v}\n")) || rest.StartsWith(Encoding.ASCII.GetBytes($"version={v}\r\n")))
+                {
+                    return true;
+                }
+            }
+
+            return false;
+        }
+
+        return false;
+    }
+
+    /// <summary>vmdk_parse_description: the text between <c>name="</c> and the next quote.</summary>
+    public static string? QuotedValue(string desc, string name, int maxLength)
+    {
+        int at = desc.IndexOf(name, StringComparison.Ordinal);
+        if (at < 0)
+        {
+            return null;
+        }
+
+        int start = at + name.Length + 2;
+        if (start >= desc.Length)
+        {
+            return null;
+        }
+
+        int end = desc.IndexOf('"', start);
+        if (end < 0 || end - start + 1 > maxLength)
+        {
+            return null;
+        }
+
+        return desc[start..end];
+    }
+
+    /// <summary>vmdk_read_cid: the hex number after <c>CID=</c> (or <c>parentCID=</c>) at its first occurrence.</summary>
+    public static uint? ReadCid(string desc, string key)
+    {
+        int at = desc.IndexOf(key, StringComparison.Ordinal);
+        if (at < 0)
+        {
+            return null;
+        }
+
+        int p = at + key.Length + 1;
+        if (p > desc.Length)
+        {
+            return null;
+        }
+
+        var scanner = new Scanner(desc, p);
+        return scanner.Hex();
+    }
+
+    /// <summary>vmdk_parse_extents. Returns null with <paramref name="invalidLine"/> set when a line is malformed.</summary>
+    public static List<VmdkExtentLine>? ParseExtents(string desc, out string? invalidLine)
+    {
+        invalidLine = null;
+        var extents = new List<VmdkExtentLine>();
+        int p = 0;
+        while (p < desc.Length)
+        {
+            int lineEnd = desc.IndexOf('\n', p);
+            int next = lineEnd < 0 ? desc.Length : lineEnd + 1;
+            var s = new Scanner(desc, p);
+            int matches = 0;
+            string? access = s.Word(10);
+            long sectors = 0;
+            string? type = null;
+            string? name = null;
+            long flatOffset = -1;
+            if (access is not null)
+            {
+                matches++;
+                long? n = s.Decimal();
+                if (n is not null)
+                {
+                    sectors = n.Value;
+                    matches++;
+                    type = s.Word(10);
+                    if (type is not null)
+                    {
+                        matches++;
+                        name = s.QuotedName(511);
+                        if (name is not null)
+                        {
+                            matches++;
+                            long? offset = s.Decimal();
+                            if (offset is not null)
+                            {
+                                flatOffset = offset.Value;
+                                matches++;
+                            }
+                        }
+                    }
+                }
+            }
+
+            if (matches < 4 || access != "RW")
+            {
+                p = next;
+                continue;
+            }
+
+            bool valid = type switch
+            {
+                "FLAT" => matches == 5 && flatOffset >= 0,
+                "VMFS" => matches == 4,
+                _ => matches == 4,
+            };
+            if (!valid)
+            {
+                invalidLine = desc[p..(lineEnd < 0 ? desc.Length : lineEnd)];
+                return null;
+            }
+
+            if (type == "VMFS")
+            {
+                flatOffset = 0;
+            }
+
+            if (sectors > 0 && type is "FLAT" or "SPARSE" or "VMFS" or "VMFSSPARSE" or "SESPARSE")
+            {
+                if (extents.Count >= MaxExtents)
+                {
+                    invalidLine = $"more than {MaxExtents} extents";
+                    return null;
+                }
+
+                extents.Add(new VmdkExtentLine(sectors, type!, name!, flatOffset));
+            }
+
+            p = next;
+        }
+
+        return extents;
+    }
+
+    /// <summary>Just enough of sscanf to read descriptor lines exactly as glibc would.</summary>
+    private ref struct Scanner
+    {
+        private readonly string _text;
+        private int _p;
+
+        public Scanner(string text, int position)
+        {
+            _text = text;
+            _p = position;
+        }
+
+        private void SkipSpace()
+        {
+            while (_p < _text.Length && IsSpace(_text[_p]))
+            {
+                _p++;
+            }
+        }
+
+        private static bool IsSpace(char c) => c is ' ' or '\t' or '\n' or '\r' or '\v' or '\f';
+
+        /// <summary><c>%Ns</c>.</summary>
+        public string? Word(int width)
+        {
+            SkipSpace();
+            int start = _p;
+            while (_p < _text.Length && !IsSpace(_text[_p]) && _p - start < width)
+            {
+                _p++;
+            }
+
+            return _p == start ? null : _text[start.._p];
+        }
+
+        /// <summary><c>%ld</c> (strtol saturates on overflow).</summary>
+        public long? Decimal()
+        {
+            SkipSpace();
+            int start = _p;
+            bool negative = false;
+            if (_p < _text.Length && _text[_p] is '+' or '-')
+            {
+                negative = _text[_p] == '-';
+                _p++;
+            }
+
+            int digits = _p;
+            decimal value = 0;
+            while (_p < _text.Length && char.IsAsciiDigit(_text[_p]))
+            {
+                if (value <= long.MaxValue)
+                {
+                    value = (value * 10) + (_text[_p] - '0');
+                }
+
+                _p++;
+            }
+
+            if (_p == digits)
+            {
+                _p = start;
+                return null;
+            }
+
+            if (negative)
+            {
+                return -value < long.MinValue ? long.MinValue : (long)-value;
+            }
+
+            return value > long.MaxValue ? long.MaxValue : (long)value;
+        }
+
+        /// <summary><c>%x</c> into a 32-bit variable.</summary>
+        public uint? Hex()
+        {
+            SkipSpace();
+            bool negative = false;
+            if (_p < _text.Length && _text[_p] is '+' or '-')
+            {
+                negative = _text[_p] == '-';
+                _p++;
+            }
+
+            if (_p + 1 < _text.Length && _text[_p] == '0' && _text[_p + 1] is 'x' or 'X' && _p + 2 < _text.Length && char.IsAsciiHexDigit(_text[_p + 2]))
+            {
+                _p += 2;
+            }
+
+            int digits = _p;
+            ulong value = 0;
+            bool saturated = false;
+            while (_p < _text.Length && char.IsAsciiHexDigit(_text[_p]))
+            {
+                int d = int.Parse(_text.AsSpan(_p, 1), NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+                if (value > (ulong.MaxValue >> 4))
+                {
+                    saturated = true;
+                }
+                else
+                {
+                    value = (value << 4) | (uint)d;
+                }
+
+                _p++;
+            }
+
+            if (_p == digits)
+            {
+                return null;
+            }
+
+            if (saturated)
+            {
+                value = ulong.MaxValue;
+            }
+
+            return negative ? (uint)(0 - value) : (uint)value;
+        }
+
+        /// <summary><c> "%N[^\n\r"]"</c>.</summary>
+        public string? QuotedName(int width)
+        {
+            SkipSpace();
+            if (_p >= _text.Length || _text[_p] != '"')
+            {
+                return null;
+            }
+
+            _p++;
+            int start = _p;
+            while (_p < _text.Length && _text[_p] is not ('\n' or '\r' or '"') && _p - start < width)
+            {
+                _p++;
+            }
+
+            if (_p == start)
+            {
+                return null;
+            }
+
+            string name = _text[start.._p];
+            // The closing quote is a literal after the conversion: its absence ends the match count here.
+            if (_p < _text.Length && _text[_p] == '"')
+            {
+                _p++;
+            }
+            else
+            {
+                _p = _text.Length;
+            }
+
+            return name;
+        }
+    }
+}

@@ -1,0 +1,179 @@
+using System.Buffers.Binary;
+using Microsoft.Win32.SafeHandles;
+using static KvmStorage.Core.Images.ForeignImageFile;
+
+namespace KvmStorage.Core.Images.Vpc;
+
+/// <summary>
+/// Virtual PC / Hyper-V VHD ("vpc"). Dynamic disks carry the footer at 0 and at the end; fixed disks only
+/// at the end. qemu 7.2 probes only offset 0, so it calls a fixed VHD "raw"; this reader recognises it
+/// and reports what <c>qemu-img info -f vpc</c> says.
+/// </summary>
+public sealed class VpcReader : IImageFormatReader
+{
+    private const int FooterLength = 512;
+    private const uint TypeFixed = 2;
+    private const ulong MaxSectors = 0xff000000;
+    private const ulong MaxGeometry = 65535UL * 16 * 255;
+    private static readonly byte[] Cookie = "conectix"u8.ToArray();
+    private static readonly byte[] SparseCookie = "cxsparse"u8.ToArray();
+
+    public ImageFormat Format => ImageFormat.Vpc;
+
+    /// <summary>After every format with a signature at offset 0: a fixed VHD is only recognisable by its trailer.</summary>
+    public int Priority => 80;
+
+    public bool Probe(ImageProbe probe)
+    {
+        ArgumentNullException.ThrowIfNull(probe);
+        if (probe.Head.AsSpan().StartsWith(Cookie))
+        {
+            return true;
+        }
+
+        return probe.FileLength >= FooterLength && probe.Tail.Length >= FooterLength && probe.Tail.AsSpan(probe.Tail.Length - FooterLength).StartsWith(Cookie);
+    }
+
+    public ImageInfo ReadInfo(SafeFileHandle handle, ImageProbe probe, ulong actualSize)
+    {
+        ArgumentNullException.ThrowIfNull(handle);
+        ArgumentNullException.ThrowIfNull(probe);
+        string path = Path.GetFullPath(probe.Path);
+        ulong length = probe.FileLength;
+        if (length < FooterLength)
+        {
+            throw Invalid(ForeignFormatErrorIds.VhdFooterInvalid, path, "the file is too small for a VHD footer.");
+        }
+
+        byte[] footer = ReadExactly(handle, path, length, 0, FooterLength, "VHD footer copy");
+        bool dynamic = true;
+        if (!footer.AsSpan().StartsWith(Cookie))
+        {
+            footer = ReadExactly(handle, path, length, length - FooterLength, FooterLength, "VHD footer");
+            if (!footer.AsSpan().StartsWith(Cookie))
+            {
+                throw Invalid(ForeignFormatErrorIds.VhdFooterInvalid, path, "invalid VPC image (no \"conectix\" footer).");
+            }
+
+            dynamic = false;
+        }
+
+        uint checksum = BinaryPrimitives.ReadUInt32BigEndian(footer.AsSpan(64));
+        uint sum = 0;
+        for (int i = 0; i < FooterLength; i++)
+        {
+            if (i is < 64 or >= 68)
+            {
+                sum += footer[i];
+            }
+        }
+
+        if (~sum != checksum)
+        {
+            throw Invalid(ForeignFormatErrorIds.VhdChecksumMismatch, path, "incorrect header checksum.");
+        }
+
+        ReadOnlySpan<byte> f = footer;
+        ReadOnlySpan<byte> creator = f.Slice(28, 4);
+        ulong currentSize = BinaryPrimitives.ReadUInt64BigEndian(f[48..]);
+        ulong totalSectors = (ulong)BinaryPrimitives.ReadUInt16BigEndian(f[56..]) * f[58] * f[59];
+
+        // qemu 7.2 (block/vpc.c): Virtual PC and qemu size by CHS geometry, Hyper-V, disk2vhd, XenServer
+        // and XenConverter by current_size; a maximal geometry also means current_size.
+        bool useChs = !creator.SequenceEqual("win "u8) && !creator.SequenceEqual("qem2"u8) && !creator.SequenceEqual("d2v "u8)
+            && !creator.SequenceEqual("CTXS"u8) && !creator.SequenceEqual("tap\0"u8);
+        if (!useChs || totalSectors == MaxGeometry)
+        {
+            totalSectors = currentSize / 512;
+        }
+
+        if (totalSectors > MaxSectors)
+        {
+            throw Invalid(ForeignFormatErrorIds.VhdFooterInvalid, path, "disk size is too large (over 2040 GiB).");
+        }
+
+        uint? clusterSize = null;
+        if (dynamic)
+        {
+            ulong dataOffset = BinaryPrimitives.ReadUInt64BigEndian(f[16..]);
+            ReadOnlySpan<byte> d = ReadExactly(handle, path, length, dataOffset, 512, "VHD dynamic disk header");
+            if (!d.StartsWith(SparseCookie))
+            {
+                throw Invalid(ForeignFormatErrorIds.VhdDynamicHeaderInvalid, path, "invalid dynamic header magic.");
+            }
+
+            ulong tableOffset = BinaryPrimitives.ReadUInt64BigEndian(d[16..]);
+            uint maxTableEntries = BinaryPrimitives.ReadUInt32BigEndian(d[28..]);
+            uint blockSize = BinaryPrimitives.ReadUInt32BigEndian(d[32..]);
+            if (blockSize < 512 || (blockSize & (blockSize - 1)) != 0)
+            {
+                throw Invalid(ForeignFormatErrorIds.VhdDynamicHeaderInvalid, path, $"invalid block size {blockSize}.");
+            }
+
+            if (totalSectors * 512 / blockSize > uint.MaxValue)
+            {
+                throw Invalid(ForeignFormatErrorIds.VhdDynamicHeaderInvalid, path, "too many blocks.");
+            }
+
+            if ((ulong)maxTableEntries * blockSize < totalSectors * 512)
+            {
+                throw Invalid(ForeignFormatErrorIds.VhdDynamicHeaderInvalid, path, "page table too small.");
+            }
+
+            if (maxTableEntries > int.MaxValue / 4)
+            {
+                throw Invalid(ForeignFormatErrorIds.VhdDynamicHeaderInvalid, path, $"max table entries too large ({maxTableEntries}).");
+            }
+
+            CheckBlocksInsideFile(handle, path, length, tableOffset, maxTableEntries, blockSize);
+            if (BinaryPrimitives.ReadUInt32BigEndian(f[60..]) != TypeFixed)
+            {
+                clusterSize = blockSize;
+            }
+        }
+
+        return new ImageInfo
+        {
+            Path = path,
+            Format = ImageFormat.Vpc,
+            VirtualSize = totalSectors * 512,
+            ActualSize = actualSize,
+            FileLength = length,
+            ClusterSize = clusterSize,
+        };
+    }
+
+    /// <summary>qemu refuses images whose BAT points past the end of the file ("the image has been truncated").</summary>
+    private static void CheckBlocksInsideFile(SafeFileHandle handle, string path, ulong length, ulong tableOffset, uint entries, uint blockSize)
+    {
+        ulong tableBytes = (ulong)entries * 4;
+        if (tableOffset > length || tableBytes > length - tableOffset)
+        {
+            throw Invalid(ForeignFormatErrorIds.ImageTruncated, path, "the block allocation table lies beyond the end of the file.");
+        }
+
+        ulong bitmapSize = ((blockSize / (8 * 512)) + 511) & ~511UL;
+        ulong freeOffset = (tableOffset + tableBytes + 511) & ~511UL;
+        const int Chunk = 64 * 1024;
+        // The table is bounded by the file length checked above, and read in fixed-size pieces.
+        for (ulong done = 0; done < tableBytes; done += Chunk)
+        {
+            int n = (int)Math.Min(Chunk, tableBytes - done);
+            byte[] piece = ReadExactly(handle, path, length, tableOffset + done, n, "VHD block allocation table");
+            for (int i = 0; i + 4 <= n; i += 4)
+            {
+                uint entry = BinaryPrimitives.ReadUInt32BigEndian(piece.AsSpan(i));
+                if (entry != uint.MaxValue)
+                {
+                    ulong next = (512UL * entry) + bitmapSize + blockSize;
+                    freeOffset = Math.Max(freeOffset, next);
+                }
+            }
+        }
+
+        if (freeOffset > length)
+        {
+            throw Invalid(ForeignFormatErrorIds.ImageTruncated, path, "free_data_block_offset points after the end of file; the image has been truncated.");
+        }
+    }
+}
