@@ -7,6 +7,8 @@
       Clean       remove out/ and the build folders
       Build       compile the core and the cmdlets (Release)
       Help        turn en-US/*.md (PlatyPS schema) into en-US/KvmStorage.dll-Help.xml
+      HelpMarkdown package, then create en-US/<Cmdlet>.md for cmdlets without one and refresh the SYNTAX
+                  and parameter yaml blocks of the others from the built cmdlets (keeps written text)
       Package     lay out the module in out/KvmStorage/<version>/ (Build + Help first)
       Quickstart  package, then run examples/quickstart.ps1 against a sandbox host root
       Test        package, install the test oracles (as root on Debian), run xunit and Pester,
@@ -19,7 +21,7 @@
 #>
 [CmdletBinding()]
 param(
-    [ValidateSet('Clean', 'Build', 'Help', 'Package', 'Quickstart', 'Test', 'InstallOracles')]
+    [ValidateSet('Clean', 'Build', 'Help', 'HelpMarkdown', 'Package', 'Quickstart', 'Test', 'InstallOracles')]
     [string[]] $Task = @('Package'),
 
     # The host root the quickstart works on: a fresh sandbox folder by default, '/' on a real KVM host.
@@ -79,7 +81,16 @@ function Invoke-Help {
     }
 }
 
-function Invoke-Package {
+function Invoke-HelpMarkdown {
+    # Without the Help step: drafts with placeholders are exactly what the converter refuses.
+    Invoke-Package -SkipHelp
+    Write-Step 'HelpMarkdown: en-US/*.md from the built cmdlets, in a fresh pwsh'
+    $generator = Join-Path $RepoRoot 'src/Build/New-HelpMarkdown.ps1'
+    $xmlDoc = Join-Path $RepoRoot "src/KvmStorage/bin/$Configuration/net8.0/KvmStorage.xml"
+    & dotnet pwsh -NoProfile -NonInteractive -File $generator -ModulePath (Join-Path $ModuleDir 'KvmStorage.psd1') -MarkdownPath (Join-Path $RepoRoot 'en-US') -XmlDocumentationPath $xmlDoc
+}
+
+function Invoke-Package([switch] $SkipHelp) {
     Invoke-Build
     Write-Step "Package into $ModuleDir"
     if (Test-Path $ModuleDir) { Remove-Item -Recurse -Force $ModuleDir }
@@ -92,7 +103,7 @@ function Invoke-Package {
     $manifest = Get-Content -Raw (Join-Path $RepoRoot 'KvmStorage.psd1')
     $manifest = $manifest -replace "ModuleVersion\s*=\s*'[^']*'", "ModuleVersion          = '$Version'"
     Set-Content -Path (Join-Path $ModuleDir 'KvmStorage.psd1') -Value $manifest -NoNewline
-    Invoke-Help
+    if (-not $SkipHelp) { Invoke-Help }
     $null = Test-ModuleManifest (Join-Path $ModuleDir 'KvmStorage.psd1')
 }
 
@@ -190,6 +201,7 @@ try {
             'Clean' { Invoke-Clean }
             'Build' { Invoke-Build }
             'Help' { Invoke-Help }
+            'HelpMarkdown' { Invoke-HelpMarkdown }
             'Package' { Invoke-Package }
             'Quickstart' { Invoke-Quickstart }
             'Test' { Invoke-Test }

@@ -1,0 +1,73 @@
+#Requires -Version 7.4
+# The built module's surface: manifest against the DLL, version source, format views, ShouldProcess.
+
+BeforeDiscovery {
+    Import-Module $env:KVMSTORAGE_TEST_MODULE -Force
+    $script:cmdlets = @(Get-Command -Module KvmStorage -CommandType Cmdlet | Sort-Object Name | ForEach-Object { @{ Name = $_.Name; Verb = $_.Verb } })
+    $mutatingVerbs = 'New', 'Set', 'Remove', 'Add', 'Resize', 'Convert', 'Copy', 'Import', 'Export', 'Merge', 'Optimize', 'Restore', 'Start', 'Stop', 'Update', 'Clear'
+    $script:mutators = @($cmdlets | Where-Object { $_.Verb -in $mutatingVerbs })
+    $script:removers = @($cmdlets | Where-Object { $_.Verb -eq 'Remove' })
+}
+
+BeforeAll {
+    $module = Import-Module $env:KVMSTORAGE_TEST_MODULE -Force -PassThru
+    $manifest = Import-PowerShellDataFile -Path $env:KVMSTORAGE_TEST_MODULE
+    $assembly = [KvmStorage.Infrastructure.KvmCmdlet].Assembly
+}
+
+Describe 'Module manifest' {
+    It 'exports exactly the cmdlets the DLL defines' {
+        $defined = @($assembly.GetExportedTypes() |
+                Where-Object { -not $_.IsAbstract -and $_.IsSubclassOf([System.Management.Automation.Cmdlet]) } |
+                ForEach-Object { $a = $_.GetCustomAttributes([System.Management.Automation.CmdletAttribute], $false)[0]; "$($a.VerbName)-$($a.NounName)" } |
+                Sort-Object)
+        @($manifest.CmdletsToExport | Sort-Object) | Should -Be $defined
+        @(Get-Command -Module KvmStorage -CommandType Cmdlet | ForEach-Object Name | Sort-Object) | Should -Be $defined
+    }
+
+    It 'exports no functions, aliases or variables' {
+        @($manifest.FunctionsToExport) | Should -BeNullOrEmpty
+        @($manifest.AliasesToExport) | Should -BeNullOrEmpty
+        @($manifest.VariablesToExport) | Should -BeNullOrEmpty
+        $module.ExportedFunctions.Count | Should -Be 0
+        $module.ExportedAliases.Count | Should -Be 0
+        $module.ExportedVariables.Count | Should -Be 0
+    }
+
+    It 'is for PowerShell 7.4 Core' {
+        @($manifest.CompatiblePSEditions) | Should -Be @('Core')
+        $manifest.PowerShellVersion | Should -Be '7.4'
+    }
+
+    It 'has the version of src/Directory.Build.props' {
+        $props = [xml](Get-Content -Raw (Join-Path $PSScriptRoot '../../src/Directory.Build.props'))
+        $expected = @($props.Project.PropertyGroup.KvmStorageVersion | Where-Object { $_ })[0]
+        $expected | Should -Not -BeNullOrEmpty
+        $manifest.ModuleVersion | Should -Be $expected
+        $module.Version | Should -Be ([version]$expected)
+    }
+}
+
+Describe 'Output of <Name>' -ForEach $cmdlets {
+    It 'has a format view for every KvmStorage output type' {
+        $types = @((Get-Command -Module KvmStorage -Name $Name).OutputType | ForEach-Object Name | Where-Object { $_ -like 'KvmStorage.*' })
+        foreach ($type in $types) {
+            Get-FormatData -TypeName $type | Should -Not -BeNullOrEmpty -Because "$type is emitted by $Name"
+        }
+    }
+}
+
+Describe '<Name> supports ShouldProcess' -ForEach $mutators {
+    It 'declares SupportsShouldProcess' {
+        $type = (Get-Command -Module KvmStorage -Name $Name).ImplementingType
+        $type.GetCustomAttributes([System.Management.Automation.CmdletAttribute], $false)[0].SupportsShouldProcess | Should -BeTrue
+        (Get-Command -Module KvmStorage -Name $Name).Parameters.Keys | Should -Contain 'WhatIf'
+    }
+}
+
+Describe '<Name> asks before deleting' -ForEach $removers {
+    It 'has ConfirmImpact High' {
+        $type = (Get-Command -Module KvmStorage -Name $Name).ImplementingType
+        $type.GetCustomAttributes([System.Management.Automation.CmdletAttribute], $false)[0].ConfirmImpact | Should -Be ([System.Management.Automation.ConfirmImpact]::High)
+    }
+}
