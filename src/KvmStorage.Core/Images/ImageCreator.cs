@@ -75,7 +75,7 @@ public static class ImageCreator
 
         try
         {
-            return ImageInspector.Inspect(fullPath, new ImageInspectOptions { ForceShare = true, AllowMissingBacking = true });
+            return ImageInspector.Inspect(fullPath, new ImageInspectOptions { ForceShare = true, AllowMissingBacking = true, HostPathResolver = options.HostPathResolver });
         }
         catch (KvmStorageException)
         {
@@ -96,7 +96,7 @@ public static class ImageCreator
                 throw ImageErrors.Argument(ImageErrorIds.InvalidBackingName, "The backing file name is empty.", fullPath);
             }
 
-            string backingPath = ImageInspector.ResolveBackingPath(fullPath, options.BackingFile);
+            string backingPath = ImageInspector.ResolveBackingPath(fullPath, options.BackingFile, options.HostPathResolver);
             if (!File.Exists(backingPath))
             {
                 throw new KvmStorageException(ErrorKind.NotFound, ImageErrorIds.BackingFileNotFound, $"The backing file '{options.BackingFile}' (resolved to '{backingPath}') does not exist.", fullPath);
@@ -133,6 +133,7 @@ public static class ImageCreator
             Mode = options.Mode,
             Owner = options.Owner,
             Group = options.Group,
+            HostPathResolver = options.HostPathResolver,
         };
     }
 

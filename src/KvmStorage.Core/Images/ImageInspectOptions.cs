@@ -20,4 +20,7 @@ public sealed class ImageInspectOptions
 
     /// <summary>Longest backing chain followed before failing with <c>BackingChainTooDeep</c>.</summary>
     public int MaxChainDepth { get; init; } = 64;
+
+    /// <summary>Maps an absolute backing path, as the host sees it, to where it lies on this machine (the host root); null keeps it.</summary>
+    public Func<string, string>? HostPathResolver { get; init; }
 }

@@ -15,7 +15,7 @@ public static class ImageInspector
         ArgumentException.ThrowIfNullOrEmpty(path);
         options ??= new ImageInspectOptions();
         string fullPath = Path.GetFullPath(path);
-        ImageInfo top = ReadOne(fullPath, options.Format, options.ForceShare);
+        ImageInfo top = ReadOne(fullPath, options.Format, options.ForceShare, options.HostPathResolver);
         if (!options.ResolveBackingChain || string.IsNullOrEmpty(top.BackingFile))
         {
             return top;
@@ -52,7 +52,7 @@ public static class ImageInspector
             }
 
             ImageFormat? format = ImageFormats.TryParse(current.BackingFormat, out ImageFormat recorded) ? recorded : options.BackingFormat;
-            ImageInfo next = ReadOne(backingPath, format, options.ForceShare);
+            ImageInfo next = ReadOne(backingPath, format, options.ForceShare, options.HostPathResolver);
             chain.Add(next);
             current = next;
         }
@@ -69,13 +69,22 @@ public static class ImageInspector
     }
 
     /// <summary>qemu's <c>path_combine</c>: a relative backing name is relative to the folder of the image.</summary>
-    public static string ResolveBackingPath(string imagePath, string backingFile)
+    /// <remarks>
+    /// An absolute name is the host's own view; <paramref name="hostPathResolver"/> maps it to where that path lies
+    /// on this machine (under a host root), so a chain inside a mounted host image resolves within it.
+    /// </remarks>
+    public static string ResolveBackingPath(string imagePath, string backingFile, Func<string, string>? hostPathResolver = null)
     {
         ArgumentNullException.ThrowIfNull(imagePath);
         ArgumentNullException.ThrowIfNull(backingFile);
-        if (Path.IsPathRooted(backingFile) || backingFile.Contains("://", StringComparison.Ordinal))
+        if (backingFile.Contains("://", StringComparison.Ordinal))
         {
             return backingFile;
+        }
+
+        if (Path.IsPathRooted(backingFile))
+        {
+            return hostPathResolver is null ? backingFile : hostPathResolver(backingFile);
         }
 
         string? directory = Path.GetDirectoryName(imagePath);
@@ -100,7 +109,7 @@ public static class ImageInspector
         }
     }
 
-    private static ImageInfo ReadOne(string path, ImageFormat? format, bool forceShare)
+    private static ImageInfo ReadOne(string path, ImageFormat? format, bool forceShare, Func<string, string>? hostPathResolver)
     {
         using SafeFileHandle handle = Open(path);
         if (!forceShare)
@@ -137,9 +146,9 @@ public static class ImageInspector
             throw ImageErrors.Invalid(ImageErrorIds.InvalidMetadata, path, $"the {reader.Format.ToQemuName()} metadata is malformed ({e.Message}).");
         }
 
-        if (info.BackingFile is { Length: > 0 } backing && info.FullBackingFile is null)
+        if (info.BackingFile is { Length: > 0 } backing && (info.FullBackingFile is null || hostPathResolver is not null))
         {
-            info = CopyWith(info, ResolveBackingPath(path, backing), info.BackingChain);
+            info = CopyWith(info, ResolveBackingPath(path, backing, hostPathResolver), info.BackingChain);
         }
 
         return info;

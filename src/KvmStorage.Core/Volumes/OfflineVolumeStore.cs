@@ -88,7 +88,7 @@ public sealed class OfflineVolumeStore
             throw new KvmStorageException(ErrorKind.AlreadyExists, VolumeErrorIds.VolumeExists, $"Pool '{pool.Name}' already has a volume named '{request.Name}'.", request.Name);
         }
 
-        ImageCreateOptions options = request.Image;
+        ImageCreateOptions options = Copy(request.Image, request.Image.BackingFile);
         if (request.BackingPath is not null)
         {
             string backingHost = request.BackingPath;
@@ -160,7 +160,7 @@ public sealed class OfflineVolumeStore
 
     private StorageVolume Read(string localFile, string? poolName)
     {
-        ImageInfo info = ImageInspector.Inspect(localFile, new ImageInspectOptions { ForceShare = true, AllowMissingBacking = true });
+        ImageInfo info = ImageInspector.Inspect(localFile, new ImageInspectOptions { ForceShare = true, AllowMissingBacking = true, HostPathResolver = HostPathResolver });
         FileStatus status = FileStatus.Get(localFile);
         var chain = new List<string> { ToHostPath(info.Path) };
         chain.AddRange(info.BackingChain.Select(b => ToHostPath(b.Path)));
@@ -248,7 +248,7 @@ public sealed class OfflineVolumeStore
         }
     }
 
-    private static ImageCreateOptions Copy(ImageCreateOptions o, string backingFile) => new()
+    private ImageCreateOptions Copy(ImageCreateOptions o, string? backingFile) => new()
     {
         Format = o.Format,
         VirtualSize = o.VirtualSize,
@@ -262,5 +262,9 @@ public sealed class OfflineVolumeStore
         Mode = o.Mode,
         Owner = o.Owner,
         Group = o.Group,
+        HostPathResolver = HostPathResolver,
     };
+
+    /// <summary>Absolute paths recorded in images are the host's view: resolve them under the host root.</summary>
+    private Func<string, string>? HostPathResolver => Paths.IsSystemRoot ? null : Paths.Resolve;
 }

@@ -1,0 +1,302 @@
+#Requires -Version 7.4
+# Get-Volume, New-Volume, Remove-Volume, Resize-Volume against the built module, with qemu-img as the oracle.
+
+BeforeAll {
+    Import-Module $env:KVMSTORAGE_TEST_MODULE -Force
+    Import-Module (Join-Path $PSScriptRoot 'TestHelpers.psm1') -Force
+    $script:hasQemuImg = [bool](Get-Command qemu-img -ErrorAction SilentlyContinue)
+
+    function Get-QemuInfo([string] $Path) {
+        $json = qemu-img info --output=json -U $Path
+        $LASTEXITCODE | Should -Be 0
+        $json | ConvertFrom-Json -AsHashtable
+    }
+
+    function Assert-QemuCheckClean([string] $Path) {
+        $out = qemu-img check --output=json $Path 2>&1
+        $LASTEXITCODE | Should -Be 0 -Because "qemu-img check $Path said: $out"
+    }
+
+    function New-PoolRoot {
+        $root = New-TestHostRoot
+        New-StoragePool -Name default -Path /var/lib/libvirt/images -Build
+        $root
+    }
+}
+
+Describe 'New-Volume' {
+    BeforeEach { $script:root = New-PoolRoot; $script:images = Join-Path $root 'var/lib/libvirt/images' }
+
+    It 'creates the classic sparse 8 GiB raw kvm1.img from a piped pool, mode 0600' {
+        $v = Get-StoragePool default | New-Volume -Name kvm1.img -Size 8GB -Format raw
+        $v | Should -BeOfType ([KvmStorage.Core.Volumes.StorageVolume])
+        $v.Format | Should -Be 'Raw'
+        $v.Capacity | Should -Be 8GB
+        $v.Allocation | Should -BeLessThan 1MB
+        $v.Path | Should -Be '/var/lib/libvirt/images/kvm1.img'
+        (Get-Item (Join-Path $images 'kvm1.img')).UnixMode | Should -Be '-rw-------'
+        (Get-Item (Join-Path $images 'kvm1.img')).Length | Should -Be 8GB
+    }
+
+    It 'creates a qcow2 by default that qemu-img checks clean and reports identically' -Tag Oracle {
+        if (-not $hasQemuImg) { Set-ItResult -Skipped -Because 'qemu-img is not installed'; return }
+        $v = New-Volume -Pool default -Name data.qcow2 -Size '10G'
+        $info = Get-QemuInfo $v.LocalPath
+        $info['format'] | Should -Be 'qcow2'
+        $info['virtual-size'] | Should -Be $v.Capacity
+        $info['actual-size'] | Should -Be $v.Allocation
+        $info['cluster-size'] | Should -Be $v.ClusterSize
+        $info['format-specific']['data']['compat'] | Should -Be '1.1'
+        Assert-QemuCheckClean $v.LocalPath
+    }
+
+    It 'honours <Case>' -Tag Oracle -ForEach @(
+        @{ Case = 'compat 0.10'; Params = @{ Compat = '0.10' }; Key = 'compat'; Value = '0.10' }
+        @{ Case = 'lazy refcounts'; Params = @{ LazyRefcounts = $true }; Key = 'lazy-refcounts'; Value = $true }
+        @{ Case = 'refcount bits 8'; Params = @{ RefcountBits = '8' }; Key = 'refcount-bits'; Value = 8 }
+        @{ Case = '2 MiB clusters'; Params = @{ ClusterSize = '2M' }; Key = $null; Value = 2MB }
+        @{ Case = 'metadata preallocation'; Params = @{ Preallocation = 'Metadata' }; Key = $null; Value = 64KB }
+    ) {
+        if (-not $hasQemuImg) { Set-ItResult -Skipped -Because 'qemu-img is not installed'; return }
+        $v = New-Volume -Pool default -Name o.qcow2 -Size 64MB @Params
+        $info = Get-QemuInfo $v.LocalPath
+        if ($Key) { $info['format-specific']['data'][$Key] | Should -Be $Value }
+        else { $info['cluster-size'] | Should -Be $Value }
+        Assert-QemuCheckClean $v.LocalPath
+    }
+
+    It 'makes a linked clone that records its backing format' -Tag Oracle {
+        if (-not $hasQemuImg) { Set-ItResult -Skipped -Because 'qemu-img is not installed'; return }
+        New-Volume -Pool default -Name base.qcow2 -Size 1GB | Out-Null
+        $clone = New-Volume -Pool default -Name vm2.qcow2 -BackingVolume (Get-Volume -Pool default -Name base.qcow2) -RelativeBackingPath
+        $clone.Capacity | Should -Be 1GB
+        $clone.BackingFormat | Should -Be 'qcow2'
+        $clone.BackingPath | Should -Be '/var/lib/libvirt/images/base.qcow2'
+        $clone.Chain | Should -Be @('/var/lib/libvirt/images/vm2.qcow2', '/var/lib/libvirt/images/base.qcow2')
+        $info = Get-QemuInfo $clone.LocalPath
+        $info['backing-filename'] | Should -Be 'base.qcow2'
+        $info['backing-filename-format'] | Should -Be 'qcow2'
+        Assert-QemuCheckClean $clone.LocalPath
+    }
+
+    It 'creates a monolithicSparse vmdk' -Tag Oracle {
+        if (-not $hasQemuImg) { Set-ItResult -Skipped -Because 'qemu-img is not installed'; return }
+        $v = New-Volume -Pool default -Name v.vmdk -Size 1GB -Format vmdk
+        $v.Format | Should -Be 'Vmdk'
+        $info = Get-QemuInfo $v.LocalPath
+        $info['format'] | Should -Be 'vmdk'
+        $info['virtual-size'] | Should -Be 1GB
+    }
+
+    It 'writes a fully preallocated raw image, with progress' {
+        $v = New-Volume -Pool default -Name full.img -Size 32MB -Format raw -Preallocation Full
+        $v.Allocation | Should -BeGreaterOrEqual 32MB
+    }
+
+    It 'refuses <Case> and changes nothing' -ForEach @(
+        @{ Case = 'an existing name'; Params = @{ Name = 'exists.img'; Size = 1MB }; Id = 'VolumeAlreadyExists' }
+        @{ Case = 'a name with /'; Params = @{ Name = 'a/b.img'; Size = 1MB }; Id = 'InvalidVolumeName' }
+        @{ Case = 'a name of ..'; Params = @{ Name = '..'; Size = 1MB }; Id = 'InvalidVolumeName' }
+        @{ Case = 'a name with NUL'; Params = @{ Name = "a`0b"; Size = 1MB }; Id = 'InvalidVolumeName' }
+        @{ Case = 'a leading dash'; Params = @{ Name = '-rf'; Size = 1MB }; Id = 'InvalidVolumeName' }
+        @{ Case = 'a too long name'; Params = @{ Name = ('x' * 256); Size = 1MB }; Id = 'InvalidVolumeName' }
+        @{ Case = 'an unknown pool'; Params = @{ Pool = 'nope'; Name = 'x.img'; Size = 1MB }; Id = 'PoolNotFound' }
+        @{ Case = 'no size and no backing'; Params = @{ Name = 'x.qcow2' }; Id = 'InvalidVolumeSize' }
+        @{ Case = 'a bad cluster size'; Params = @{ Name = 'x.qcow2'; Size = 1MB; ClusterSize = 3000 }; Id = 'InvalidImageCreateOptions' }
+        @{ Case = 'lazy refcounts on compat 0.10'; Params = @{ Name = 'x.qcow2'; Size = 1MB; Compat = '0.10'; LazyRefcounts = $true }; Id = 'InvalidImageCreateOptions' }
+        @{ Case = 'a missing backing file'; Params = @{ Name = 'x.qcow2'; BackingVolume = '/nonexistent/base.qcow2' }; Id = 'ImageNotFound' }
+    ) {
+        Set-Content (Join-Path $images 'exists.img') 'keep'
+        $before = Get-TreeSnapshot $root
+        $p = @{ Pool = 'default' } + $Params
+        { New-Volume @p -ErrorAction Stop } | Should -Throw -ErrorId "$Id,KvmStorage.Commands.Volume.NewVolumeCommand"
+        Get-TreeSnapshot $root | Should -Be $before
+    }
+
+    It 'refuses a negative size at binding' {
+        { New-Volume -Pool default -Name n.img -Size -1 } | Should -Throw -ErrorId 'ParameterArgumentTransformationError*'
+    }
+
+    It 'changes nothing with -WhatIf' {
+        $before = Get-TreeSnapshot $root
+        New-Volume -Pool default -Name w.qcow2 -Size 1GB -WhatIf
+        Get-TreeSnapshot $root | Should -Be $before
+    }
+}
+
+Describe 'Get-Volume' {
+    BeforeAll {
+        $script:root = New-PoolRoot
+        $script:images = Join-Path $root 'var/lib/libvirt/images'
+        New-Volume -Pool default -Name a.qcow2 -Size 1GB | Out-Null
+        New-Volume -Pool default -Name b.img -Size 2GB -Format raw | Out-Null
+        Set-Content (Join-Path $images 'README') 'not an image'
+        Set-Content (Join-Path $images '.kvmstorage-tmp-inflight') 'temp'
+    }
+    BeforeEach { $env:KVMSTORAGE_ROOT = $root }
+
+    It 'lists every file as libvirt does (non-images as raw), but not the module''s temp files' {
+        $all = Get-Volume -Pool default
+        $all.Name | Should -Be @('a.qcow2', 'b.img', 'README')
+        ($all | Where-Object Name -EQ README).Format | Should -Be 'Raw'
+    }
+
+    It 'lists all file pools when no pool is given, and filters names with wildcards' {
+        (Get-Volume).Count | Should -Be 3
+        (Get-Volume -Pool default -Name '*.qcow2').Name | Should -Be 'a.qcow2'
+    }
+
+    It 'takes image files from Get-ChildItem and from -Path wildcards' {
+        (Get-ChildItem (Join-Path $images '*.qcow2') | Get-Volume).Name | Should -Be 'a.qcow2'
+        (Get-Volume -Path (Join-Path $images '*.img')).Pool | Should -Be 'default'
+        Push-Location $images
+        try { (Get-Volume -LiteralPath ./b.img).Capacity | Should -Be 2GB } finally { Pop-Location }
+    }
+
+    It 'reports the same as qemu-img info for images qemu-img made' -Tag Oracle -ForEach @(
+        @{ Format = 'qcow2'; Options = @('-o', 'compat=0.10') }
+        @{ Format = 'qcow2'; Options = @('-o', 'cluster_size=4096,lazy_refcounts=on') }
+        @{ Format = 'raw'; Options = @() }
+        @{ Format = 'vmdk'; Options = @() }
+        @{ Format = 'vdi'; Options = @() }
+        @{ Format = 'vpc'; Options = @() }
+        @{ Format = 'vhdx'; Options = @() }
+        @{ Format = 'qcow'; Options = @() }
+    ) {
+        if (-not $hasQemuImg) { Set-ItResult -Skipped -Because 'qemu-img is not installed'; return }
+        $file = Join-Path $TestDrive "q-$([guid]::NewGuid().ToString('N')).$Format"
+        qemu-img create -q -f $Format @Options $file 256M
+        $v = Get-Volume -LiteralPath $file
+        $info = Get-QemuInfo $file
+        $v.Format.ToString().ToLowerInvariant() | Should -Be $info['format']
+        $v.Capacity | Should -Be $info['virtual-size']
+        $v.Allocation | Should -Be $info['actual-size']
+        if ($info.ContainsKey('cluster-size')) { $v.ClusterSize | Should -Be $info['cluster-size'] }
+    }
+
+    It 'reports an unknown volume and a missing file' {
+        { Get-Volume -Pool default -Name nope.qcow2 -ErrorAction Stop } | Should -Throw -ErrorId 'VolumeNotFound,*'
+        { Get-Volume -LiteralPath (Join-Path $images 'missing.qcow2') -ErrorAction Stop } | Should -Throw -ErrorId 'ImageNotFound,*'
+    }
+
+    It 'reports a malformed image and lists the others' {
+        $bad = Join-Path $images 'broken.qcow2'
+        [IO.File]::WriteAllBytes($bad, [byte[]](0x51, 0x46, 0x49, 0xFB, 0, 0, 0, 3, 0, 0))
+        try {
+            $vols = Get-Volume -Pool default -ErrorVariable err -ErrorAction SilentlyContinue
+            $vols.Count | Should -Be 3
+            $err | Should -HaveCount 1
+            $err[0].CategoryInfo.Category | Should -Be 'InvalidData'
+        }
+        finally { Remove-Item $bad }
+    }
+
+    It 'reports a link that leads out of the pool and does not read through it' {
+        $link = Join-Path $images 'escape.img'
+        New-Item -ItemType SymbolicLink -Path $link -Target /etc/hostname | Out-Null
+        try {
+            $vols = Get-Volume -Pool default -ErrorVariable err -ErrorAction SilentlyContinue
+            $vols.Name | Should -Not -Contain 'escape.img'
+            $err[0].FullyQualifiedErrorId | Should -BeLike 'VolumeOutsidePool,*'
+        }
+        finally { Remove-Item $link }
+    }
+
+    It 'shows a table with human units' {
+        $text = Get-Volume -Pool default | Format-Table | Out-String
+        $text | Should -Match '1 GiB'
+        $text | Should -Match '2 GiB'
+    }
+
+    It 'completes volume names' {
+        $line = 'Get-Volume -Pool default -Name a'
+        (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.CompletionText | Should -Contain 'a.qcow2'
+    }
+}
+
+Describe 'Remove-Volume' {
+    BeforeEach {
+        $script:root = New-PoolRoot
+        $script:images = Join-Path $root 'var/lib/libvirt/images'
+        New-Volume -Pool default -Name base.qcow2 -Size 1GB | Out-Null
+        New-Volume -Pool default -Name clone.qcow2 -BackingVolume (Get-Volume default base.qcow2) -RelativeBackingPath | Out-Null
+    }
+
+    It 'deletes a volume' {
+        Remove-Volume -Pool default -Name clone.qcow2 -Confirm:$false
+        Test-Path (Join-Path $images 'clone.qcow2') | Should -BeFalse
+    }
+
+    It 'refuses a volume that is another volume''s backing file, and changes nothing' {
+        $before = Get-TreeSnapshot $root
+        { Get-Volume default base.qcow2 | Remove-Volume -Confirm:$false -ErrorAction Stop } | Should -Throw -ErrorId 'VolumeIsBackingFile,*'
+        Get-TreeSnapshot $root | Should -Be $before
+    }
+
+    It 'removes a backing file with -Force' {
+        Remove-Volume default base.qcow2 -Force -Confirm:$false
+        Test-Path (Join-Path $images 'base.qcow2') | Should -BeFalse
+    }
+
+    It 'changes nothing with -WhatIf' {
+        $before = Get-TreeSnapshot $root
+        Remove-Volume default clone.qcow2 -WhatIf
+        Get-TreeSnapshot $root | Should -Be $before
+    }
+
+    It 'refuses an unknown volume and a link out of the pool' {
+        { Remove-Volume default nope.img -Confirm:$false -ErrorAction Stop } | Should -Throw -ErrorId 'VolumeNotFound,*'
+        $victim = Join-Path $TestDrive 'victim.img'
+        Set-Content $victim 'keep me'
+        New-Item -ItemType SymbolicLink -Path (Join-Path $images 'link.img') -Target $victim | Out-Null
+        { Remove-Volume default link.img -Confirm:$false -ErrorAction Stop } | Should -Throw -ErrorId 'VolumeOutsidePool,*'
+        Get-Content $victim | Should -Be 'keep me'
+    }
+}
+
+Describe 'Resize-Volume' {
+    BeforeEach {
+        $script:root = New-PoolRoot
+        $script:images = Join-Path $root 'var/lib/libvirt/images'
+    }
+
+    It 'grows a qcow2 and keeps its data' -Tag Oracle {
+        if (-not (Get-Command qemu-io -ErrorAction SilentlyContinue)) { Set-ItResult -Skipped -Because 'qemu-io is not installed'; return }
+        $v = New-Volume default d.qcow2 -Size 1GB
+        qemu-io -c 'write -P 0xab 0 1M' -c 'write -P 0xcd 1023M 1M' $v.LocalPath | Out-Null
+        $r = Resize-Volume default d.qcow2 -Size 100GB -PassThru
+        $r.Capacity | Should -Be 100GB
+        $out = qemu-io -c 'read -P 0xab 0 1M' -c 'read -P 0xcd 1023M 1M' -c 'read -P 0 99G 1M' $v.LocalPath
+        ($out -join "`n") | Should -Not -Match 'Pattern verification failed'
+        Assert-QemuCheckClean $v.LocalPath
+    }
+
+    It 'grows by -Delta and shrinks a raw image with -Shrink' {
+        New-Volume default r.img -Size 1GB -Format raw | Out-Null
+        (Resize-Volume default r.img -Delta 1GB -PassThru).Capacity | Should -Be 2GB
+        (Get-Volume default r.img | Resize-Volume -Size 512MB -Shrink -PassThru).Capacity | Should -Be 512MB
+    }
+
+    It 'refuses to shrink without -Shrink and changes nothing' {
+        New-Volume default r.img -Size 1GB -Format raw | Out-Null
+        $before = Get-TreeSnapshot $root
+        { Resize-Volume default r.img -Size 512MB -ErrorAction Stop } | Should -Throw -ErrorId 'ShrinkNotAllowed,*'
+        Get-TreeSnapshot $root | Should -Be $before
+    }
+
+    It 'refuses to shrink a qcow2 over allocated data' -Tag Oracle {
+        if (-not (Get-Command qemu-io -ErrorAction SilentlyContinue)) { Set-ItResult -Skipped -Because 'qemu-io is not installed'; return }
+        $v = New-Volume default d.qcow2 -Size 1GB
+        qemu-io -c 'write -P 0xab 900M 1M' $v.LocalPath | Out-Null
+        $before = Get-TreeSnapshot $root
+        { Resize-Volume default d.qcow2 -Size 512MB -Shrink -ErrorAction Stop } | Should -Throw -ErrorId 'ShrinkWouldLoseData,*'
+        Get-TreeSnapshot $root | Should -Be $before
+    }
+
+    It 'changes nothing with -WhatIf' {
+        New-Volume default r.qcow2 -Size 1GB | Out-Null
+        $before = Get-TreeSnapshot $root
+        Resize-Volume default r.qcow2 -Size 2GB -WhatIf
+        Get-TreeSnapshot $root | Should -Be $before
+    }
+}
