@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using KvmStorage.Core.Errors;
+using Microsoft.Win32.SafeHandles;
 
 namespace KvmStorage.Core.IO;
 
@@ -10,9 +11,9 @@ namespace KvmStorage.Core.IO;
 /// </summary>
 public sealed class FileLock : IDisposable
 {
-    private readonly FileStream stream;
+    private readonly SafeFileHandle handle;
 
-    private FileLock(FileStream stream) => this.stream = stream;
+    private FileLock(SafeFileHandle handle) => this.handle = handle;
 
     /// <summary>The default time to wait for another writer.</summary>
     public static TimeSpan DefaultTimeout { get; set; } = TimeSpan.FromSeconds(60);
@@ -20,18 +21,20 @@ public sealed class FileLock : IDisposable
     public static FileLock Acquire(string lockPath, TimeSpan? timeout = null, CancellationToken cancellationToken = default)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(lockPath)!);
-        var options = new FileStreamOptions
+
+        // open(2), not FileStream: on local file systems .NET takes its own flock(LOCK_SH) on any FileStream opened
+        // with FileShare other than None, and that fails with a sharing violation while another holder has LOCK_EX.
+        int fd = NativeMethods.openWithMode(lockPath, NativeMethods.O_RDWR | NativeMethods.O_CREAT | NativeMethods.O_CLOEXEC, 0b110_000_000);
+        if (fd < 0)
         {
-            Mode = FileMode.OpenOrCreate,
-            Access = FileAccess.ReadWrite,
-            // FileShare.ReadWrite keeps .NET from taking its own flock, which would conflict with ours.
-            Share = FileShare.ReadWrite | FileShare.Delete,
-            UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
-        };
-        var stream = new FileStream(lockPath, options);
+            int errno = Marshal.GetLastPInvokeError();
+            string reason = $"Cannot open the lock file '{lockPath}': {Marshal.GetPInvokeErrorMessage(errno)}";
+            throw errno == 13 /* EACCES */ ? new UnauthorizedAccessException(reason) : new IOException(reason, errno);
+        }
+
+        var handle = new SafeFileHandle(fd, ownsHandle: true);
         try
         {
-            int fd = (int)stream.SafeFileHandle.DangerousGetHandle();
             var wait = Stopwatch.StartNew();
             TimeSpan limit = timeout ?? DefaultTimeout;
             int delay = 5;
@@ -57,14 +60,15 @@ public sealed class FileLock : IDisposable
                 delay = Math.Min(delay * 2, 100);
             }
 
-            return new FileLock(stream);
+            return new FileLock(handle);
         }
         catch
         {
-            stream.Dispose();
+            handle.Dispose();
             throw;
         }
     }
 
-    public void Dispose() => stream.Dispose();
+    /// <summary>Closing the descriptor releases the flock.</summary>
+    public void Dispose() => handle.Dispose();
 }

@@ -12,6 +12,9 @@ internal static unsafe partial class NativeMethods
     internal const int LOCK_UN = 8;
     internal const int EWOULDBLOCK = 11;
     internal const int EINTR = 4;
+    internal const int O_RDWR = 2;
+    internal const int O_CREAT = 0x40;
+    internal const int O_CLOEXEC = 0x80000;
     internal const int AT_FDCWD = -100;
     internal const int AT_SYMLINK_NOFOLLOW = 0x100;
     internal const uint STATX_BASIC_STATS = 0x7ff;
@@ -21,6 +24,9 @@ internal static unsafe partial class NativeMethods
 
     [LibraryImport(LibC, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int open(string path, int flags);
+
+    [LibraryImport(LibC, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int openWithMode(string path, int flags, uint mode);
 
     [LibraryImport(LibC, SetLastError = true)]
     internal static partial int fsync(int fd);
