@@ -17,8 +17,9 @@ public sealed class DomainDiskEditor
     private static readonly HashSet<string> IoModes = ["threads", "native", "io_uring"];
     private static readonly HashSet<string> DiscardModes = ["unmap", "ignore"];
 
-    // Formats qemu can open as a disk that libvirt names in <driver type>; "iso" and "dir" are storage-only names.
-    private static readonly HashSet<string> Formats = ["raw", "qcow2", "qcow", "qed", "vmdk", "vdi", "vpc", "vhdx", "luks", "bochs", "cloop", "dmg", "parallels"];
+    // Formats qemu opens that libvirt 9.0 accepts in <driver type>; it refuses "vhdx" and "parallels" (observed:
+    // "unknown driver format value"), and "iso"/"dir" are storage-pool names, not qemu drivers.
+    private static readonly HashSet<string> Formats = ["raw", "qcow2", "qcow", "qed", "vmdk", "vdi", "vpc", "luks", "bochs", "cloop", "dmg"];
 
     // libvirt's virDomainDiskDefFormat writes a disk's children in this order (observed on 9.0: target, readonly,
     // shareable, serial, boot, address). New children are slotted in by it; unknown children keep their place.
@@ -136,19 +137,7 @@ public sealed class DomainDiskEditor
         Validate(disk, replacing: null);
 
         XElement devices = EnsureDevices();
-        XElement? lastDisk = devices.Elements("disk").LastOrDefault();
-        if (lastDisk is not null)
-        {
-            lastDisk.AddAfterSelf(disk);
-        }
-        else if (devices.Element("emulator") is XElement emulator)
-        {
-            emulator.AddAfterSelf(disk);
-        }
-        else
-        {
-            devices.AddFirst(disk);
-        }
+        InsertDisk(devices, disk, bus, target);
 
         if (bus == "scsi" && !devices.Elements("controller").Any(c => (string?)c.Attribute("type") == "scsi"))
         {
@@ -404,6 +393,56 @@ public sealed class DomainDiskEditor
             $"The domain '{domain.Name}' has no disk with target '{target}'.",
             target);
 
+    /// <summary>
+    /// Places a new disk where libvirt keeps it (observed on 9.0, whose files come back in this order after any API
+    /// change): before the first disk on the same bus with a higher target index, else right after the last disk on
+    /// the same bus, else after all disks. Disks come first in <c>&lt;devices&gt;</c>, after <c>&lt;emulator&gt;</c>.
+    /// </summary>
+    private static void InsertDisk(XElement devices, XElement disk, string bus, string target)
+    {
+        int index = DiskTargetNames.TryParse(target, out _, out int parsed) ? parsed : -1;
+        var disks = devices.Elements("disk").ToList();
+        XElement? before = null;
+        XElement? after = null;
+        for (int i = disks.Count - 1; i >= 0; i--)
+        {
+            XElement existing = disks[i];
+            string existingTarget = DomainDefinition.TargetOf(existing) ?? string.Empty;
+            string existingBus = (string?)existing.Element("target")?.Attribute("bus") ?? InferBus(existingTarget, (string?)existing.Attribute("device") ?? "disk");
+            if (existingBus != bus)
+            {
+                continue;
+            }
+
+            if (DiskTargetNames.TryParse(existingTarget, out _, out int existingIndex) && existingIndex > index)
+            {
+                before = existing;
+                after = null;
+            }
+            else if (before is null && after is null)
+            {
+                after = existing;
+            }
+        }
+
+        if (before is not null)
+        {
+            before.AddBeforeSelf(disk);
+        }
+        else if ((after ?? disks.LastOrDefault()) is XElement previous)
+        {
+            previous.AddAfterSelf(disk);
+        }
+        else if (devices.Element("emulator") is XElement emulator)
+        {
+            emulator.AddAfterSelf(disk);
+        }
+        else
+        {
+            devices.AddFirst(disk);
+        }
+    }
+
     // virt-manager adds a virtio-scsi controller for the first SCSI disk; libvirt alone would add an lsilogic one.
     private static void AddVirtioScsiController(XElement devices)
     {
@@ -491,7 +530,7 @@ public sealed class DomainDiskEditor
 
         if (d.Format is not null && !Formats.Contains(d.Format))
         {
-            throw Invalid(DomainErrorIds.InvalidDiskFormat, $"The disk format '{d.Format}' is not one qemu opens; use raw, qcow2, qed, vmdk, vdi, vpc, vhdx or luks.", d.Format);
+            throw Invalid(DomainErrorIds.InvalidDiskFormat, $"The disk format '{d.Format}' is not one qemu opens; use raw, qcow2, qed, vmdk, vdi, vpc or luks.", d.Format);
         }
 
         CheckOption(d.Cache, CacheModes, "cache", target);

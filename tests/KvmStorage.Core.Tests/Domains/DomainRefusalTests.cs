@@ -44,6 +44,7 @@ public sealed class DomainRefusalTests
         { "disk without format", "web01", DomainErrorIds.DiskFormatRequired, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a.qcow2" }) },
         { "format removed", "web01", DomainErrorIds.DiskFormatRequired, e => e.UpdateDisk("vda", new DiskUpdate { Format = string.Empty }) },
         { "unknown format", "web01", DomainErrorIds.InvalidDiskFormat, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a", Format = "qcow3" }) },
+        { "vhdx, which libvirt 9.0 does not know", "web01", DomainErrorIds.InvalidDiskFormat, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a", Format = "vhdx" }) },
         { "unknown cache mode", "web01", DomainErrorIds.InvalidDiskOption, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a", Format = "raw", Cache = "fast" }) },
         { "unknown discard mode", "web01", DomainErrorIds.InvalidDiskOption, e => e.UpdateDisk("vdc", new DiskUpdate { Discard = "trim" }) },
         { "unsafe serial", "web01", DomainErrorIds.InvalidDiskSerial, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a", Format = "raw", Serial = "it's \"q\"" }) },

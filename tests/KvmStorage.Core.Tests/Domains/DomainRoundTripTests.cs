@@ -59,7 +59,7 @@ public sealed class DomainRoundTripTests
     [Theory]
     [InlineData("web01")]
     [InlineData("web01-commented")]
-    public void Add_disk_writes_only_the_new_disk_after_the_last_one(string fixture)
+    public void Add_disk_writes_only_the_new_disk(string fixture)
     {
         using var host = new DomainTestHost(fixture);
         string before = host.Read("web01");
@@ -83,9 +83,35 @@ public sealed class DomainRoundTripTests
                 "    </disk>"),
             plus);
 
-        // Disks first, as libvirt orders <devices>: the new disk sits right before the first controller.
-        Assert.Contains("    </disk>\n    <disk type='file' device='disk'>\n      <driver name='qemu' type='qcow2' cache='none' discard='unmap'/>\n      <source file='/var/lib/libvirt/images/new.qcow2'/>\n      <target dev='vdb' bus='virtio'/>\n    </disk>\n    <controller type='usb'", after, StringComparison.Ordinal);
+        // libvirt keeps disks sorted by target index within a bus: vdb goes between vda and vdc.
+        int vda = after.IndexOf("web01-root.qcow2", StringComparison.Ordinal);
+        int vdb = after.IndexOf("new.qcow2", StringComparison.Ordinal);
+        int vdc = after.IndexOf("volume='web01-data.raw'", StringComparison.Ordinal);
+        Assert.True(vda < vdb && vdb < vdc, after);
         DomainTestHost.AssertValidates(host.ConfigFile("web01"));
+    }
+
+    /// <summary>Where libvirtd 9.0 put disks attached to web01 (observed: vdb before vdc, sdd after sdb, scsi sdc last).</summary>
+    [Theory]
+    [InlineData("virtio", "vdb", "vda", "vdb", "vdc")]
+    [InlineData("virtio", "vdd", "vda", "vdc", "vdd", "sda")]
+    [InlineData("sata", "sdd", "sda", "sdb", "sdd", "hdc")]
+    [InlineData("sata", "sdc", "sda", "sdb", "sdc", "hdc")]
+    [InlineData("scsi", "sdc", "hdc", "sdc")]
+    [InlineData("ide", "hda", "sdb", "hda", "hdc")]
+    [InlineData("ide", "hdd", "hdc", "hdd")]
+    [InlineData("usb", "sdf", "hdc", "sdf")]
+    public void Add_disk_goes_where_libvirt_orders_it(string bus, string target, params string[] neighbours)
+    {
+        using var host = new DomainTestHost("web01");
+        host.Store.Edit("web01", d => new DomainDiskEditor(d).AddDisk(new DiskSpec { SourcePath = "/srv/n.raw", Format = "raw", Bus = bus, Target = target }));
+        var targets = host.Store.Get("web01").Disks.Select(d => d.Target).ToList();
+        int at = targets.IndexOf(neighbours[0]);
+        Assert.Equal(neighbours, targets.Skip(at).Take(neighbours.Length));
+        if (bus is "scsi" or "usb")
+        {
+            Assert.Equal(target, targets[^1]);
+        }
     }
 
     [Fact]
