@@ -94,6 +94,10 @@ public sealed class DomainDefinition
         {
             throw new KvmStorageException(ErrorKind.PermissionDenied, DomainErrorIds.DomainFileUnreadable, $"Cannot read the domain file '{path}': {e.Message}", path, e);
         }
+        catch (IOException e)
+        {
+            throw new KvmStorageException(ErrorKind.ResourceUnavailable, DomainErrorIds.DomainFileUnreadable, $"Cannot read the domain file '{path}': {e.Message}", path, e);
+        }
 
         return new DomainDefinition(root, path);
     }

@@ -234,6 +234,11 @@ public sealed class DomainDiskEditor
             disk.SetAttributeValue("type", "file");
             InsertChild(disk, new XElement("source", new XAttribute("file", sourcePath)));
         }
+        else if ((string?)disk.Attribute("type") is not ("file" or "block"))
+        {
+            // An empty volume or network drive has nothing to name its pool or host: make it an empty file drive.
+            disk.SetAttributeValue("type", "file");
+        }
 
         if (format is not null || disk.Element("driver")?.Attribute("type") is null)
         {

@@ -108,6 +108,12 @@ public sealed class DomainStore
         using FileLock _ = FileLock.Acquire(LockPath);
         DomainDefinition definition = Get(name);
         T result = mutate(definition);
+        if (definition.Name != name)
+        {
+            // Renaming is libvirt's job (virsh domrename): a second file with the same UUID would clash at start.
+            throw new KvmStorageException(ErrorKind.InvalidOperation, DomainErrorIds.DomainNameMismatch, $"An edit of '{name}' may not rename it to '{definition.Name}'.", name);
+        }
+
         Write(definition);
         return result;
     }
@@ -145,14 +151,23 @@ public sealed class DomainStore
     public bool IsActive(string name) => GetRuntimeState(name) is not null;
 
     /// <summary>The disks of every readable domain whose file or block source is <paramref name="hostPath"/>.</summary>
-    public IReadOnlyList<DomainDisk> FindDisksUsing(string hostPath)
+    public IReadOnlyList<DomainDisk> FindDisksUsing(string hostPath) => FindDisksUsing(hostPath, null);
+
+    /// <summary>
+    /// As <see cref="FindDisksUsing(string)"/>; <paramref name="volumePath"/> maps a <c>type='volume'</c> disk's
+    /// (pool, volume) to its host path, so such disks are matched too (null: they are not).
+    /// </summary>
+    public IReadOnlyList<DomainDisk> FindDisksUsing(string hostPath, Func<string, string, string?>? volumePath)
     {
         ArgumentNullException.ThrowIfNull(hostPath);
-        return FindDisksUsing([hostPath])[hostPath];
+        return FindDisksUsing([hostPath], volumePath)[hostPath];
     }
 
-    /// <summary>For each host path, the disks that use it; all domains are read once.</summary>
-    public IReadOnlyDictionary<string, IReadOnlyList<DomainDisk>> FindDisksUsing(IEnumerable<string> hostPaths)
+    /// <summary>
+    /// For each host path, the disks that use it as their source; all domains are read once. Paths are compared after
+    /// normalising <c>.</c> and <c>..</c>, not through symlinks, and backing files are not followed.
+    /// </summary>
+    public IReadOnlyDictionary<string, IReadOnlyList<DomainDisk>> FindDisksUsing(IEnumerable<string> hostPaths, Func<string, string, string?>? volumePath = null)
     {
         ArgumentNullException.ThrowIfNull(hostPaths);
         var wanted = hostPaths.Distinct(StringComparer.Ordinal).ToList();
@@ -162,7 +177,13 @@ public sealed class DomainStore
         {
             foreach (DomainDisk disk in definition.Disks)
             {
-                if (disk.SourcePath is string source && source.StartsWith('/') && byNormal.TryGetValue(Normalize(source), out List<string>? keys))
+                string? source = disk.SourcePath;
+                if (source is null && volumePath is not null && disk.SourcePool is string pool && disk.SourceVolume is string volume)
+                {
+                    source = volumePath(pool, volume);
+                }
+
+                if (source is not null && source.StartsWith('/') && byNormal.TryGetValue(Normalize(source), out List<string>? keys))
                 {
                     foreach (string key in keys)
                     {

@@ -257,6 +257,32 @@ public sealed class DomainRoundTripTests
         DomainTestHost.AssertValidates(host.ConfigFile("web01"));
     }
 
+    [Fact]
+    public void Ejecting_a_volume_cdrom_leaves_an_empty_file_drive()
+    {
+        using var host = new DomainTestHost("db01");
+        DomainDisk ejected = host.Store.Edit("db01", d =>
+        {
+            var editor = new DomainDiskEditor(d);
+            editor.AddDisk(new DiskSpec { Device = "cdrom", Pool = "isos", Volume = "d.iso", AsVolumeSource = true });
+            return editor.ChangeMedia("sdb", null);
+        });
+        Assert.Equal(("file", true, (string?)null), (ejected.Type, ejected.IsEmpty, ejected.SourcePool));
+        DomainTestHost.AssertValidates(host.ConfigFile("db01"));
+    }
+
+    [Fact]
+    public void Text_and_metadata_are_escaped_as_libvirt_writes_them()
+    {
+        // virBufferEscapeString escapes both quotes in text; <metadata> goes through libxml2, which double-quotes.
+        DomainDefinition d = DomainDefinition.Parse(
+            "<domain type='kvm'><name>q</name><title>Bob's \"box\" &amp; co</title><metadata><m:x xmlns:m='urn:m' a='it&apos;s &quot;x&quot;'>1 &lt; 2 's'</m:x></metadata></domain>");
+        string text = d.ToFileText();
+        Assert.Contains("  <title>Bob&apos;s &quot;box&quot; &amp; co</title>\n", text, StringComparison.Ordinal);
+        Assert.Contains("    <m:x xmlns:m=\"urn:m\" a=\"it's &quot;x&quot;\">1 &lt; 2 's'</m:x>\n", text, StringComparison.Ordinal);
+        Assert.Equal(text, DomainDefinition.Parse(text).ToFileText());
+    }
+
     [Theory]
     [InlineData("web01.xml")]
     [InlineData("web01-commented.xml")]

@@ -131,6 +131,22 @@ public sealed class DomainStoreTests
         Assert.Equal("db01:sda", Assert.Single(map["/dev/sdz"]).ToString());
         Assert.Equal("hdc", Assert.Single(map["/var/lib/libvirt/images/debian-12.iso"]).Target);
         Assert.Empty(map["/nowhere.img"]);
+
+        // A volume disk matches only when the caller can say where the pool keeps the volume.
+        Assert.Empty(host.Store.FindDisksUsing("/srv/pools/default/web01-data.raw"));
+        IReadOnlyList<DomainDisk> byVolume = host.Store.FindDisksUsing("/srv/pools/default/web01-data.raw", (pool, volume) => pool == "default" ? "/srv/pools/default/" + volume : null);
+        Assert.Equal("web01:vdc", Assert.Single(byVolume).ToString());
+    }
+
+    [Fact]
+    public void Edit_may_not_rename_the_domain()
+    {
+        using var host = new DomainTestHost("db01");
+        byte[] before = File.ReadAllBytes(host.ConfigFile("db01"));
+        var e = Assert.Throws<KvmStorageException>(() => host.Store.Edit("db01", d => d.Element.Element("name")!.Value = "db02"));
+        Assert.Equal(DomainErrorIds.DomainNameMismatch, e.ErrorId);
+        Assert.Equal(before, File.ReadAllBytes(host.ConfigFile("db01")));
+        Assert.False(File.Exists(host.ConfigFile("db02")));
     }
 
     [Fact]
