@@ -11,7 +11,7 @@ namespace KvmStorage.Core.Domains;
 /// </summary>
 public sealed class DomainDiskEditor
 {
-    private static readonly HashSet<string> Devices = ["disk", "cdrom", "floppy", "lun"];
+    private static readonly HashSet<string> DeviceKinds = ["disk", "cdrom", "floppy", "lun"];
     private static readonly HashSet<string> AttachableBuses = ["virtio", "scsi", "sata", "usb", "ide", "fdc"];
     private static readonly HashSet<string> CacheModes = ["default", "none", "writethrough", "writeback", "directsync", "unsafe"];
     private static readonly HashSet<string> IoModes = ["threads", "native", "io_uring"];
@@ -44,12 +44,15 @@ public sealed class DomainDiskEditor
         this.domain = domain;
     }
 
-    /// <summary>Adds a disk after the last existing one and returns it as read back from the definition.</summary>
+    /// <summary>
+    /// Adds a disk where libvirt keeps it (see <see cref="InsertDisk"/>), with a virtio-scsi controller for the first
+    /// SCSI disk, and returns it as read back from the definition.
+    /// </summary>
     public DomainDisk AddDisk(DiskSpec spec)
     {
         ArgumentNullException.ThrowIfNull(spec);
         string device = spec.Device;
-        if (!Devices.Contains(device))
+        if (!DeviceKinds.Contains(device))
         {
             throw Invalid(DomainErrorIds.UnsupportedDiskDevice, $"The disk device '{device}' is not supported; use disk, cdrom, floppy or lun.", device);
         }
@@ -469,7 +472,7 @@ public sealed class DomainDiskEditor
         DomainDisk d = domain.ReadDisk(disk);
         string target = d.Target;
         DiskTargetNames.Validate(target);
-        if (!Devices.Contains(d.Device))
+        if (!DeviceKinds.Contains(d.Device))
         {
             throw Invalid(DomainErrorIds.UnsupportedDiskDevice, $"The disk device '{d.Device}' is not supported; use disk, cdrom, floppy or lun.", d.Device);
         }
