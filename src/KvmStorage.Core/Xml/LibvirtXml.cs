@@ -59,17 +59,25 @@ public static class LibvirtXml
     public static string Format(XElement element)
     {
         var sb = new StringBuilder();
-        WriteElement(sb, element, 0);
+        WriteElement(sb, element, 0, libxml2Style: false);
         return sb.ToString();
     }
 
-    private static void WriteElement(StringBuilder sb, XElement element, int depth)
+    private static void WriteElement(StringBuilder sb, XElement element, int depth, bool libxml2Style)
     {
         string indent = new(' ', depth * 2);
         sb.Append('<').Append(QualifiedName(element, element.Name));
         foreach (XAttribute attribute in element.Attributes())
         {
-            sb.Append(' ').Append(AttributeName(element, attribute)).Append("='").Append(EscapeAttribute(attribute.Value)).Append('\'');
+            // libvirt dumps <metadata> content with libxml2 (xmlNodeDump), which double-quotes attributes.
+            if (libxml2Style)
+            {
+                sb.Append(' ').Append(AttributeName(element, attribute)).Append("=\"").Append(EscapeLibxml2Attribute(attribute.Value)).Append('"');
+            }
+            else
+            {
+                sb.Append(' ').Append(AttributeName(element, attribute)).Append("='").Append(EscapeAttribute(attribute.Value)).Append('\'');
+            }
         }
 
         if (element.IsEmpty)
@@ -83,6 +91,12 @@ public static class LibvirtXml
         if (!hasChildElements)
         {
             string text = element.Value;
+            if (text.Length == 0 && libxml2Style)
+            {
+                sb.Append("/>");
+                return;
+            }
+
             if (text.Length == 0)
             {
                 // libvirt writes an empty container such as a pool's <source> open and closed on two lines.
@@ -90,7 +104,7 @@ public static class LibvirtXml
                 return;
             }
 
-            sb.Append('>').Append(EscapeText(text)).Append("</").Append(QualifiedName(element, element.Name)).Append('>');
+            sb.Append('>').Append(libxml2Style ? EscapeLibxml2Text(text) : EscapeText(text)).Append("</").Append(QualifiedName(element, element.Name)).Append('>');
             return;
         }
 
@@ -101,7 +115,7 @@ public static class LibvirtXml
             {
                 case XElement child:
                     sb.Append('\n').Append(indent).Append("  ");
-                    WriteElement(sb, child, depth + 1);
+                    WriteElement(sb, child, depth + 1, libxml2Style || IsMetadata(element));
                     break;
                 case XComment comment:
                     sb.Append('\n').Append(indent).Append("  <!--").Append(comment.Value).Append("-->");
@@ -148,15 +162,35 @@ public static class LibvirtXml
         return string.IsNullOrEmpty(prefix) ? attribute.Name.LocalName : prefix + ":" + attribute.Name.LocalName;
     }
 
-    private static string EscapeText(string value) =>
+    private static string EscapeMarkup(string value) =>
         value.Replace("&", "&amp;", StringComparison.Ordinal)
              .Replace("<", "&lt;", StringComparison.Ordinal)
              .Replace(">", "&gt;", StringComparison.Ordinal);
 
+    // libvirt's virBufferEscapeString escapes both quote characters in element text too
+    // (observed: <description>Front-end &quot;web&quot; tier</description> in a domain file written by libvirtd 9.0).
+    private static string EscapeText(string value) =>
+        EscapeMarkup(value)
+             .Replace("'", "&apos;", StringComparison.Ordinal)
+             .Replace("\"", "&quot;", StringComparison.Ordinal);
+
+    // libxml2's serializer (used by libvirt for <metadata>): markup in text, plus quotes and control characters in attributes.
+    private static string EscapeLibxml2Text(string value) =>
+        EscapeMarkup(value).Replace("\r", "&#13;", StringComparison.Ordinal);
+
+    private static string EscapeLibxml2Attribute(string value) =>
+        EscapeMarkup(value)
+             .Replace("\"", "&quot;", StringComparison.Ordinal)
+             .Replace("\n", "&#10;", StringComparison.Ordinal)
+             .Replace("\r", "&#13;", StringComparison.Ordinal)
+             .Replace("\t", "&#9;", StringComparison.Ordinal);
+
+    /// <summary>The <c>&lt;metadata&gt;</c> child of a root element, whose content libvirt writes through libxml2.</summary>
+    private static bool IsMetadata(XElement element) =>
+        element.Name == "metadata" && element.Parent is not null && element.Parent.Parent is null;
+
     private static string EscapeAttribute(string value) =>
         EscapeText(value)
-             .Replace("'", "&apos;", StringComparison.Ordinal)
-             .Replace("\"", "&quot;", StringComparison.Ordinal)
              .Replace("\n", "&#10;", StringComparison.Ordinal)
              .Replace("\r", "&#13;", StringComparison.Ordinal)
              .Replace("\t", "&#9;", StringComparison.Ordinal);

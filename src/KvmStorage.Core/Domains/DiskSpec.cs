@@ -1,0 +1,72 @@
+namespace KvmStorage.Core.Domains;
+
+/// <summary>What to attach: one new <c>&lt;disk&gt;</c>.</summary>
+public sealed class DiskSpec
+{
+    /// <summary>The host path of the image or block device; null for a pool volume or an empty cdrom/floppy.</summary>
+    public string? SourcePath { get; init; }
+
+    /// <summary>With <see cref="Volume"/>: a pool volume, written as <c>type='volume'</c> when <see cref="AsVolumeSource"/> is set.</summary>
+    public string? Pool { get; init; }
+
+    public string? Volume { get; init; }
+
+    /// <summary>Refer to the disk as <c>&lt;source pool= volume=/&gt;</c> rather than by path.</summary>
+    public bool AsVolumeSource { get; init; }
+
+    /// <summary><c>source dev=</c> and <c>type='block'</c> instead of <c>source file=</c>.</summary>
+    public bool SourceIsBlockDevice { get; init; }
+
+    /// <summary>
+    /// The image format, always written as <c>&lt;driver name='qemu' type='…'/&gt;</c> because libvirt treats a missing type
+    /// as raw. Required for disk and lun; cdrom and floppy default to raw.
+    /// </summary>
+    public string? Format { get; init; }
+
+    /// <summary>The target name; null picks the next free one for the bus.</summary>
+    public string? Target { get; init; }
+
+    /// <summary>virtio for disks, sata for cdroms, fdc for floppies, scsi for luns when null.</summary>
+    public string? Bus { get; init; }
+
+    /// <summary>disk (default), cdrom, floppy or lun.</summary>
+    public string Device { get; init; } = "disk";
+
+    public string? Cache { get; init; }
+
+    public string? Io { get; init; }
+
+    public string? Discard { get; init; }
+
+    /// <summary>Null: read-only for cdroms, read-write otherwise.</summary>
+    public bool? ReadOnly { get; init; }
+
+    public bool Shareable { get; init; }
+
+    public string? Serial { get; init; }
+
+    public int? BootOrder { get; init; }
+}
+
+/// <summary>
+/// Changes to one disk. A null property leaves that setting alone; an empty string removes a string setting, and
+/// <see cref="BootOrder"/> 0 removes the boot order.
+/// </summary>
+public sealed class DiskUpdate
+{
+    public string? Format { get; init; }
+
+    public string? Cache { get; init; }
+
+    public string? Io { get; init; }
+
+    public string? Discard { get; init; }
+
+    public bool? ReadOnly { get; init; }
+
+    public bool? Shareable { get; init; }
+
+    public string? Serial { get; init; }
+
+    public int? BootOrder { get; init; }
+}
