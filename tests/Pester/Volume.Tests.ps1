@@ -137,7 +137,7 @@ Describe 'Get-Volume' {
 
     It 'lists every file as libvirt does (non-images as raw), but not the module''s temp files' {
         $all = Get-Volume -Pool default
-        $all.Name | Should -Be @('a.qcow2', 'b.img', 'README')
+        $all.Name | Sort-Object | Should -Be @('a.qcow2', 'b.img', 'README')
         ($all | Where-Object Name -EQ README).Format | Should -Be 'Raw'
     }
 
