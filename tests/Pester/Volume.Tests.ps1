@@ -108,7 +108,8 @@ Describe 'New-Volume' {
     ) {
         Set-Content (Join-Path $images 'exists.img') 'keep'
         $before = Get-TreeSnapshot $root
-        $p = @{ Pool = 'default' } + $Params
+        $p = @{ Pool = 'default' }
+        foreach ($k in $Params.Keys) { $p[$k] = $Params[$k] }
         { New-Volume @p -ErrorAction Stop } | Should -Throw -ErrorId "$Id,KvmStorage.Commands.Volume.NewVolumeCommand"
         Get-TreeSnapshot $root | Should -Be $before
     }
