@@ -19,6 +19,10 @@
         'New-Volume'
         'Remove-Volume'
         'Resize-Volume'
+        'Get-VMDisk'
+        'Add-VMDisk'
+        'Set-VMDisk'
+        'Remove-VMDisk'
     )
     FunctionsToExport      = @()
     VariablesToExport      = @()
