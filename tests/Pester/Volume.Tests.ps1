@@ -114,6 +114,24 @@ Describe 'New-Volume' {
         Get-TreeSnapshot $root | Should -Be $before
     }
 
+    It 'stops on Ctrl+C (StopProcessing) and removes the partial file' {
+        $ps = [powershell]::Create()
+        try {
+            $null = $ps.AddScript("Import-Module '$env:KVMSTORAGE_TEST_MODULE'; `$env:KVMSTORAGE_ROOT = '$root'; New-Volume -Pool default -Name big.img -Size 20GB -Format raw -Preallocation Full")
+            $async = $ps.BeginInvoke()
+            $file = Join-Path $images 'big.img'
+            $deadline = [DateTime]::UtcNow.AddSeconds(60)
+            while (-not (Test-Path $file) -and [DateTime]::UtcNow -lt $deadline) { Start-Sleep -Milliseconds 20 }
+            Start-Sleep -Milliseconds 300
+            $ps.Stop()
+            try { $null = $ps.EndInvoke($async) } catch { $_.Exception.InnerException.GetType().Name | Should -Be 'PipelineStoppedException' }
+            $ps.InvocationStateInfo.State | Should -Be 'Stopped'
+            Test-Path $file | Should -BeFalse
+            Get-ChildItem -Force $images | Where-Object Name -Like '*big.img*' | Should -BeNullOrEmpty
+        }
+        finally { $ps.Dispose() }
+    }
+
     It 'refuses a negative size at binding' {
         { New-Volume -Pool default -Name n.img -Size -1 } | Should -Throw -ErrorId 'ParameterArgumentTransformationError*'
     }
