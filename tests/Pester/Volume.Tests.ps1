@@ -296,6 +296,13 @@ Describe 'Resize-Volume' {
         (Get-Volume default r.img | Resize-Volume -Size 512MB -Shrink -PassThru).Capacity | Should -Be 512MB
     }
 
+    It 'grows a fully allocated raw image fully allocated, and a sparse one sparsely' {
+        New-Volume default full.img -Size 16MB -Format raw -Preallocation Falloc | Out-Null
+        New-Volume default thin.img -Size 16MB -Format raw | Out-Null
+        (Resize-Volume default full.img -Size 32MB -PassThru).Allocation | Should -BeGreaterOrEqual 32MB
+        (Resize-Volume default thin.img -Size 32MB -PassThru).Allocation | Should -BeLessThan 1MB
+    }
+
     It 'refuses to shrink without -Shrink and changes nothing' {
         New-Volume default r.img -Size 1GB -Format raw | Out-Null
         $before = Get-TreeSnapshot $root
