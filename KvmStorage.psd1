@@ -19,6 +19,7 @@
         'New-Volume'
         'Remove-Volume'
         'Resize-Volume'
+        'Test-Volume'
     )
     FunctionsToExport      = @()
     VariablesToExport      = @()
