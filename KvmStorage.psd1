@@ -20,6 +20,8 @@
         'Remove-Volume'
         'Resize-Volume'
         'Test-Volume'
+        'Compare-Volume'
+        'Optimize-Volume'
     )
     FunctionsToExport      = @()
     VariablesToExport      = @()
