@@ -126,3 +126,110 @@ Describe 'Test-Volume' {
         $err[0].FullyQualifiedErrorId | Should -BeLike 'ImageNotFound,*'
     }
 }
+
+Describe 'Compare-Volume' {
+    BeforeEach {
+        $script:root = New-PoolRoot
+        $script:images = Join-Path $root 'var/lib/libvirt/images'
+    }
+
+    It 'finds the same content in qcow2 and raw, piped from Get-Volume' -Tag Oracle {
+        if (-not $hasQemu) { Set-ItResult -Skipped -Because 'qemu-io is not installed'; return }
+        $a = Join-Path $images 'a.qcow2'
+        New-DataImage $a
+        qemu-img convert -O raw $a (Join-Path $images 'b.img')
+        $r = Get-Volume -Pool default -Name b.img | Compare-Volume -ReferenceVolume (Get-Volume -Pool default -Name a.qcow2)
+        $r | Should -BeOfType ([KvmStorage.Core.Images.Check.ImageCompareResult])
+        $r.Identical | Should -BeTrue
+        $r.FirstDifferenceOffset | Should -BeNullOrEmpty
+    }
+
+    It 'reports the first differing sector like qemu-img compare, and size differences with -Strict' -Tag Oracle {
+        if (-not $hasQemu) { Set-ItResult -Skipped -Because 'qemu-io is not installed'; return }
+        $a = Join-Path $images 'a.qcow2'
+        New-DataImage $a
+        $b = Join-Path $images 'b.img'
+        qemu-img convert -O raw $a $b
+        Set-Bytes $b (32MB + 70000) ([byte[]](7))
+        $out = qemu-img compare $a $b
+        $r = Compare-Volume $a $b
+        $r.Identical | Should -BeFalse
+        "Content mismatch at offset $($r.FirstDifferenceOffset)!" | Should -Be ($out | Select-Object -Last 1)
+        $c = Join-Path $images 'c.img'
+        qemu-img convert -O raw $a $c
+        qemu-img resize -q -f raw $c 80M
+        (Compare-Volume $a $c).Identical | Should -BeTrue
+        (Compare-Volume $a $c -Strict).Identical | Should -BeFalse
+    }
+
+    It 'reports a missing image as an error and compares the others' {
+        New-Volume -Pool default -Name x.qcow2 -Size 1MB | Out-Null
+        $x = Join-Path $images 'x.qcow2'
+        $r = @((Join-Path $images 'nope.qcow2'), $x) | Compare-Volume -ReferenceVolume $x -ErrorVariable err -ErrorAction SilentlyContinue
+        $r.Identical | Should -BeTrue
+        $err | Should -HaveCount 1
+        $err[0].FullyQualifiedErrorId | Should -BeLike 'ImageNotFound,*'
+    }
+}
+
+Describe 'Optimize-Volume' {
+    BeforeEach {
+        $script:root = New-PoolRoot
+        $script:images = Join-Path $root 'var/lib/libvirt/images'
+    }
+
+    It 'frees all-zero qcow2 clusters<Label>, keeping the content' -Tag Oracle -ForEach @(
+        @{ Label = ''; Compact = $false }
+        @{ Label = ' and compacts'; Compact = $true }
+    ) {
+        if (-not $hasQemu) { Set-ItResult -Skipped -Because 'qemu-io is not installed'; return }
+        $file = Join-Path $images 'z.qcow2'
+        qemu-img create -q -f qcow2 $file 64M
+        qemu-io -c 'write -q -P 0xab 0 1M' -c 'write -q -P 0 1M 8M' $file | Out-Null
+        $copy = Join-Path $TestDrive 'z-original.raw'
+        qemu-img convert -O raw $file $copy
+        $r = Get-Volume -Pool default -Name z.qcow2 | Optimize-Volume -Compact:$Compact -Confirm:$false
+        $r | Should -BeOfType ([KvmStorage.Core.Images.Check.ImageOptimizeResult])
+        $r.BytesFreed | Should -BeGreaterThan 4MB
+        $r.Compacted | Should -Be $Compact
+        qemu-img compare -f raw $copy $file | Out-Null
+        $LASTEXITCODE | Should -Be 0
+        (Test-Volume $file).Passed | Should -BeTrue
+        Get-ChildItem -Force $images -Filter '.kvmstorage-tmp-*' | Should -BeNullOrEmpty
+    }
+
+    It 'punches holes over zeros in a raw image' {
+        $file = Join-Path $images 'r.img'
+        $bytes = [byte[]]::new(4MB)
+        [IO.File]::WriteAllBytes($file, $bytes)
+        $r = Optimize-Volume $file -Confirm:$false
+        $r.Format | Should -Be 'Raw'
+        $r.AllocatedAfter | Should -BeLessThan $r.AllocatedBefore
+        (Get-Item $file).Length | Should -Be 4MB
+    }
+
+    It 'changes nothing with -WhatIf' -Tag Oracle {
+        if (-not $hasQemu) { Set-ItResult -Skipped -Because 'qemu-io is not installed'; return }
+        New-DataImage (Join-Path $images 'w.qcow2')
+        qemu-io -c 'write -q -P 0 2M 2M' (Join-Path $images 'w.qcow2') | Out-Null
+        $before = Get-TreeSnapshot $root
+        Optimize-Volume (Join-Path $images 'w.qcow2') -Compact -WhatIf | Should -BeNullOrEmpty
+        Get-TreeSnapshot $root | Should -Be $before
+    }
+
+    It 'refuses <Case> and changes nothing' -Tag Oracle -ForEach @(
+        @{ Case = 'a missing file'; Damage = 'missing'; Id = 'ImageNotFound' }
+        @{ Case = 'a qcow2 with a refcount error'; Damage = 'refcount'; Id = 'ImageCorrupt' }
+        @{ Case = 'a vdi image'; Damage = 'vdi'; Id = 'UnsupportedImageFormat' }
+    ) {
+        if (-not $hasQemu) { Set-ItResult -Skipped -Because 'qemu-io is not installed'; return }
+        $file = Join-Path $images 'f.img'
+        switch ($Damage) {
+            'refcount' { New-DataImage $file; Set-Bytes $file (0x20000 + 10) ([byte[]](0, 0)) }
+            'vdi' { qemu-img create -q -f vdi $file 16M }
+        }
+        $before = Get-TreeSnapshot $root
+        { Optimize-Volume $file -Confirm:$false -ErrorAction Stop } | Should -Throw -ErrorId "$Id,KvmStorage.Commands.VolumeHealth.OptimizeVolumeCommand"
+        Get-TreeSnapshot $root | Should -Be $before
+    }
+}
