@@ -23,6 +23,9 @@
         'Add-VMDisk'
         'Set-VMDisk'
         'Remove-VMDisk'
+        'Test-Volume'
+        'Compare-Volume'
+        'Optimize-Volume'
     )
     FunctionsToExport      = @()
     VariablesToExport      = @()
