@@ -13,7 +13,7 @@ namespace KvmStorage.Core.Tests.Convert;
 public sealed class ImageConverterTests : IDisposable
 {
     private const ulong MiB = 1024 * 1024;
-    private const ulong SampleSize = 48 * MiB;
+    private const ulong SampleSize = 32 * MiB;
 
     // Random data, written zeros, compressible text, small unaligned writes and holes.
     private const ulong SampleData = (3 * MiB) + 65536 + (4 * MiB) + 4096 + 65536;
@@ -236,5 +236,111 @@ internal static class ConvertOracle
 
         ExternalTool.Result compare = ExternalTool.Run("qemu-img", "compare", "-f", sourceFormat, "-F", outputFormat, source, output);
         Assert.True(compare.ExitCode == 0, $"qemu-img compare {source} {output} exited {compare.ExitCode}: {compare.Stdout}{compare.Stderr}");
+    }
+}
+
+/// <summary>Every source format the block layer reads (made by qemu-img convert) × output formats and options.</summary>
+public sealed class ConvertSourceFormatTests : IDisposable
+{
+    private readonly TempDirectory temp = new();
+
+    public void Dispose() => temp.Dispose();
+
+    public static TheoryData<string, string, string> Matrix()
+    {
+        var data = new TheoryData<string, string, string>();
+        (string Format, string Options)[] sources =
+        [
+            ("qcow2", ""), ("qcow2", "compat=0.10"), ("qcow2", "compression_type=zstd"), ("vmdk", ""),
+            ("vmdk", "subformat=streamOptimized"), ("vdi", ""), ("vpc", ""), ("vhdx", ""),
+        ];
+        foreach ((string format, string options) in sources)
+        {
+            string[] targets = format == "qcow2" && options.Length == 0
+                ? ["raw", "qcow2", "qcow2-v2", "qcow2-zlib", "qcow2-zstd", "qcow2-metadata", "qcow2-falloc", "vmdk"]
+                : ["raw", "qcow2", "qcow2-zstd", "vmdk"];
+            foreach (string target in targets)
+            {
+                data.Add(format, options, target);
+            }
+        }
+
+        return data;
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Matrix))]
+    public void Source_format_converts_to_an_identical_clean_image(string sourceFormat, string sourceOptions, string target)
+    {
+        ExternalTool.Require("qemu-img");
+        string raw = ImageConverterTests.MakeSampleRaw(temp.Combine("sample.raw"));
+        string source = temp.Combine("source." + sourceFormat);
+        bool compressedSource = sourceOptions.Contains("zstd", StringComparison.Ordinal);
+        List<string> args = ["convert", "-f", "raw", "-O", sourceFormat];
+        if (sourceOptions.Length > 0)
+        {
+            args.AddRange(["-o", sourceOptions]);
+        }
+
+        if (compressedSource)
+        {
+            args.Add("-c");
+        }
+
+        args.AddRange([raw, source]);
+        ExternalTool.RunChecked("qemu-img", [.. args]);
+        ConvertOptions options = ImageConverterTests.OptionsFor(target);
+        string output = temp.Combine("out." + options.Format.ToQemuName());
+        using (IBlockReader reader = BlockReaders.Open(source))
+        {
+            ImageConverter.Convert(reader, output, options);
+        }
+
+        ConvertOracle.AssertIdentical(source, sourceFormat, output, options.Format.ToQemuName());
+    }
+
+    [SkippableFact]
+    public void A_backing_chain_is_flattened()
+    {
+        ExternalTool.Require("qemu-img");
+        string base0 = ImageConverterTests.MakeSampleRaw(temp.Combine("base.raw"));
+        string mid = temp.Combine("mid.qcow2");
+        string top = temp.Combine("top.qcow2");
+        ExternalTool.RunChecked("qemu-img", "create", "-f", "qcow2", "-b", "base.raw", "-F", "raw", mid);
+        ExternalTool.RunChecked("qemu-io", "-f", "qcow2", "-c", "write -P 0x11 1M 2M", "-c", "write -z 20M 1M", mid);
+        ExternalTool.RunChecked("qemu-img", "create", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", top);
+        ExternalTool.RunChecked("qemu-io", "-f", "qcow2", "-c", "write -P 0x22 2M 64k", "-c", "write -z 0 64k", top);
+        string output = temp.Combine("flat.qcow2");
+        using (IBlockReader reader = BlockReaders.Open(top))
+        {
+            ImageInfo info = ImageConverter.Convert(reader, output, new ConvertOptions());
+            Assert.Null(info.BackingFile);
+        }
+
+        ConvertOracle.AssertIdentical(top, "qcow2", output, "qcow2");
+    }
+
+    [SkippableTheory]
+    [InlineData("1.1")]
+    [InlineData("0.10")]
+    public void A_copy_that_keeps_the_backing_file_holds_only_the_overlay(string compat)
+    {
+        ExternalTool.Require("qemu-img");
+        ImageConverterTests.MakeSampleRaw(temp.Combine("base.raw"));
+        string top = temp.Combine("top.qcow2");
+        ExternalTool.RunChecked("qemu-img", "create", "-f", "qcow2", "-b", "base.raw", "-F", "raw", top);
+        ExternalTool.RunChecked("qemu-io", "-f", "qcow2", "-c", "write -P 0x33 1M 128k", "-c", "write -z 0 64k", "-c", "write -P 0x44 30M 512", top);
+        string output = temp.Combine("copy.qcow2");
+        using (IBlockReader reader = BlockReaders.Open(top))
+        using (IBlockReader map = TopLayerReader.Open(top))
+        {
+            ImageInfo info = ImageConverter.Convert(reader, output, new ConvertOptions { Compat = compat, BackingFile = "base.raw", BackingFormat = ImageFormat.Raw, AllocationSource = map });
+            Assert.Equal("base.raw", info.BackingFile);
+        }
+
+        ConvertOracle.AssertIdentical(top, "qcow2", output, "qcow2");
+
+        // Two data clusters, one 512-byte write's cluster, and the zeroed cluster: nothing of the base is copied.
+        Assert.True(new FileInfo(output).Length < 1024 * 1024, $"{new FileInfo(output).Length} bytes: the backing file's data was copied");
     }
 }
