@@ -19,6 +19,10 @@
         'New-Volume'
         'Remove-Volume'
         'Resize-Volume'
+        'Convert-Volume'
+        'Copy-Volume'
+        'Import-Volume'
+        'Export-Volume'
     )
     FunctionsToExport      = @()
     VariablesToExport      = @()
