@@ -15,6 +15,8 @@ var options = new ConvertOptions
     Compress = args.Length > 3,
     CompressionType = args.Length > 3 && args[3] == "zstd" ? CompressionType.Zstd : CompressionType.Zlib,
 };
+var clock = System.Diagnostics.Stopwatch.StartNew();
 using IBlockReader source = BlockReaders.Open(args[0]);
 ImageConverter.Convert(source, args[1], options);
+Console.Error.WriteLine($"converted in {clock.Elapsed.TotalSeconds:F2} s");
 return 0;

@@ -31,23 +31,34 @@ internal abstract class ClusterCompressor
 
         public override int Compress(ReadOnlySpan<byte> input, Span<byte> output, int limit)
         {
-            MemoryStream ms = scratch ??= new MemoryStream(input.Length + Slack(input.Length));
-            ms.SetLength(0);
-            using (Stream z = zlibWrapped
-                ? new ZLibStream(ms, CompressionLevel.Optimal, leaveOpen: true)
-                : new DeflateStream(ms, CompressionLevel.Optimal, leaveOpen: true))
+            // Incompressible clusters are stored as they are: a fast pass finds them at a fraction of the cost of level 6.
+            if (limit != int.MaxValue && Deflate(input, CompressionLevel.Fastest) >= limit)
             {
-                z.Write(input);
+                return -1;
             }
 
-            int length = (int)ms.Length;
+            int length = Deflate(input, CompressionLevel.Optimal);
             if (length >= limit || length > output.Length)
             {
                 return -1;
             }
 
-            ms.GetBuffer().AsSpan(0, length).CopyTo(output);
+            scratch!.GetBuffer().AsSpan(0, length).CopyTo(output);
             return length;
+        }
+
+        private int Deflate(ReadOnlySpan<byte> input, CompressionLevel level)
+        {
+            MemoryStream ms = scratch ??= new MemoryStream(input.Length + Slack(input.Length));
+            ms.SetLength(0);
+            using (Stream z = zlibWrapped
+                ? new ZLibStream(ms, level, leaveOpen: true)
+                : new DeflateStream(ms, level, leaveOpen: true))
+            {
+                z.Write(input);
+            }
+
+            return (int)ms.Length;
         }
     }
 
