@@ -26,6 +26,10 @@
         'Test-Volume'
         'Compare-Volume'
         'Optimize-Volume'
+        'Convert-Volume'
+        'Copy-Volume'
+        'Import-Volume'
+        'Export-Volume'
     )
     FunctionsToExport      = @()
     VariablesToExport      = @()

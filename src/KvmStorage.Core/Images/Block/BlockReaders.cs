@@ -46,7 +46,7 @@ public static class BlockReaders
         }
     }
 
-    private static ImageLayer OpenLayer(ImageInfo info)
+    internal static ImageLayer OpenLayer(ImageInfo info)
     {
         if (info.Encryption is not null)
         {

@@ -95,7 +95,7 @@ public sealed class Qcow2ImageWriter : IImageFormatWriter
         _ => throw ImageErrors.Argument(ImageErrorIds.InvalidCreateOptions, $"Unknown compat level '{compat}' (use 1.1 or 0.10)."),
     };
 
-    private static byte[] BuildHeader(Qcow2Layout layout, ulong size, int version, ImageCreateOptions options, string path)
+    internal static byte[] BuildHeader(Qcow2Layout layout, ulong size, int version, ImageCreateOptions options, string path)
     {
         byte[] cluster = new byte[layout.ClusterSize];
         Span<byte> h = cluster;

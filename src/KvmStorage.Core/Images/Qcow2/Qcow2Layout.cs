@@ -81,5 +81,23 @@ internal sealed class Qcow2Layout
         };
     }
 
+    /// <summary>
+    /// The fixed front of an image whose data and L2 tables are appended afterwards (qemu-img convert's layout,
+    /// qcow2-notes §5): header, a refcount table sized for the fully allocated image, <paramref name="refcountBlocks"/>
+    /// refcount blocks, then the L1 table.
+    /// </summary>
+    public static Qcow2Layout ForAppend(Qcow2Layout fullyAllocated, ulong refcountBlocks) => new()
+    {
+        ClusterSize = fullyAllocated.ClusterSize,
+        ClusterBits = fullyAllocated.ClusterBits,
+        RefcountBits = fullyAllocated.RefcountBits,
+        L1Size = fullyAllocated.L1Size,
+        L1Clusters = fullyAllocated.L1Clusters,
+        RefcountTableClusters = fullyAllocated.RefcountTableClusters,
+        RefcountBlocks = refcountBlocks,
+        L2Tables = 0,
+        DataClusters = 0,
+    };
+
     public static ulong CeilDiv(ulong value, ulong divisor) => (value / divisor) + (value % divisor != 0 ? 1UL : 0UL);
 }

@@ -94,14 +94,14 @@ public sealed class VmdkWriter : IImageFormatWriter
         }
     }
 
-    private static string Descriptor(string fileName, ulong size)
+    internal static string Descriptor(string fileName, ulong size, string createType = "monolithicSparse")
     {
         Span<byte> random = stackalloc byte[4];
         RandomNumberGenerator.Fill(random);
         uint cid = BinaryPrimitives.ReadUInt32LittleEndian(random);
         var inv = CultureInfo.InvariantCulture;
         return string.Create(inv,
-            $"# Disk DescriptorFile\nversion=1\nCID={cid:x}\nparentCID=ffffffff\ncreateType=\"monolithicSparse\"\n\n" +
+            $"# Disk DescriptorFile\nversion=1\nCID={cid:x}\nparentCID=ffffffff\ncreateType=\"{createType}\"\n\n" +
             $"# Extent description\nRW {size / 512} SPARSE \"{fileName}\"\n\n" +
             $"# The Disk Data Base\n#DDB\n\n" +
             $"ddb.virtualHWVersion = \"4\"\nddb.geometry.cylinders = \"{size / (63 * 16 * 512)}\"\nddb.geometry.heads = \"16\"\n" +

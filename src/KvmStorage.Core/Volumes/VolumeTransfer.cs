@@ -1,0 +1,188 @@
+using KvmStorage.Core.Errors;
+using KvmStorage.Core.Hosting;
+using KvmStorage.Core.Images;
+using KvmStorage.Core.Images.Block;
+using KvmStorage.Core.Images.Convert;
+using KvmStorage.Core.Pools;
+
+namespace KvmStorage.Core.Volumes;
+
+/// <summary>
+/// Moves volume data on a host: conversions, copies, linked clones, imports and exports. Sources are only read
+/// (block readers, QEMU's locks respected); outputs are new files built under a temporary name.
+/// </summary>
+public sealed class VolumeTransfer(IKvmHost host)
+{
+    /// <summary>The file extension the module gives an output format: .qcow2, .raw or .vmdk.</summary>
+    public static string ExtensionOf(ImageFormat format) => "." + format.ToQemuName();
+
+    /// <summary>Where a new volume named <paramref name="name"/> goes in pool <paramref name="pool"/>; refuses bad and taken names.</summary>
+    public string NewVolumePath(string pool, string name)
+    {
+        VolumeNames.Validate(name);
+        StoragePool target = host.GetPool(pool);
+        string folder = target.LocalPath ?? throw new KvmStorageException(ErrorKind.NotSupported, VolumeErrorIds.PoolHasNoFolder, $"Pool '{target.Name}' has no folder to hold image files.", target.Name);
+        if (!Directory.Exists(folder))
+        {
+            throw new KvmStorageException(ErrorKind.NotFound, VolumeErrorIds.PoolFolderMissing, $"The folder '{folder}' of pool '{target.Name}' does not exist; build the pool first.", target.Name);
+        }
+
+        string file = Path.Combine(folder, name);
+        if (File.Exists(file) || Directory.Exists(file) || new FileInfo(file).LinkTarget is not null)
+        {
+            throw new KvmStorageException(ErrorKind.AlreadyExists, VolumeErrorIds.VolumeExists, $"Pool '{target.Name}' already has a volume named '{name}'.", name);
+        }
+
+        return file;
+    }
+
+    /// <summary>Converts (or flattens) <paramref name="source"/>'s contents into a new file at <paramref name="destinationLocalPath"/>.</summary>
+    public StorageVolume Convert(StorageVolume source, string destinationLocalPath, ConvertOptions options, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        ArgumentNullException.ThrowIfNull(options);
+        using (IBlockReader reader = BlockReaders.Open(source.LocalPath, new BlockOpenOptions { HostPathResolver = Resolver }))
+        {
+            ImageConverter.Convert(reader, destinationLocalPath, options, progress, cancellationToken);
+        }
+
+        return host.GetVolumeByPath(destinationLocalPath);
+    }
+
+    /// <summary>Converts a file outside the pools (an import); its backing paths are read as this machine sees them.</summary>
+    public StorageVolume ConvertFile(string sourceLocalPath, string destinationLocalPath, ConvertOptions options, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        using (IBlockReader reader = BlockReaders.Open(sourceLocalPath))
+        {
+            ImageConverter.Convert(reader, destinationLocalPath, options, progress, cancellationToken);
+        }
+
+        return host.GetVolumeByPath(destinationLocalPath);
+    }
+
+    /// <summary>
+    /// Converts <paramref name="source"/> and puts the result in its place under its own name, atomically, once complete.
+    /// Refused for a volume that other images use as backing file or that a VM uses: they record its format.
+    /// </summary>
+    public StorageVolume Replace(StorageVolume source, ConvertOptions options, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        ArgumentNullException.ThrowIfNull(options);
+        EnsureNotReferenced(source);
+        var replacing = new ConvertOptions
+        {
+            Format = options.Format,
+            Compress = options.Compress,
+            CompressionType = options.CompressionType,
+            Preallocation = options.Preallocation,
+            ClusterSize = options.ClusterSize,
+            Compat = options.Compat,
+            Overwrite = true,
+            Mode = source.Mode,
+            Owner = source.Owner,
+            Group = source.Group,
+            Threads = options.Threads,
+        };
+        using (IBlockReader reader = BlockReaders.Open(source.LocalPath, new BlockOpenOptions { HostPathResolver = Resolver }))
+        using (ImageLock.AcquireForWrite(source.LocalPath))
+        {
+            ImageConverter.Convert(reader, source.LocalPath, replacing, progress, cancellationToken);
+        }
+
+        return host.GetVolumeByPath(source.LocalPath);
+    }
+
+    /// <summary>
+    /// Copies an overlay without flattening it: only the clusters the top image holds, the copy backed by the same
+    /// backing file (its recorded name when the copy sits in the same folder, else its full host path).
+    /// </summary>
+    public StorageVolume CopyKeepingBacking(StorageVolume source, string destinationLocalPath, ConvertOptions options, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        ArgumentNullException.ThrowIfNull(options);
+        if (source.BackingPath is null || source.BackingFile is null)
+        {
+            return Convert(source, destinationLocalPath, options, progress, cancellationToken);
+        }
+
+        if (options.Format != ImageFormat.Qcow2)
+        {
+            throw new KvmStorageException(ErrorKind.InvalidArgument, ConvertErrorIds.InvalidConvertOptions, "Only a qcow2 copy can keep the backing file.", source.Name);
+        }
+
+        bool sameFolder = string.Equals(Path.GetDirectoryName(Path.GetFullPath(destinationLocalPath)), Path.GetDirectoryName(source.LocalPath), StringComparison.Ordinal);
+        string recorded = sameFolder ? source.BackingFile : source.BackingPath;
+        ImageFormat? backingFormat = ImageFormats.TryParse(source.BackingFormat, out ImageFormat f) ? f : source.Image.BackingChain.Count > 0 ? source.Image.BackingChain[0].Format : null;
+        using (IBlockReader reader = BlockReaders.Open(source.LocalPath, new BlockOpenOptions { HostPathResolver = Resolver }))
+        using (IBlockReader top = TopLayerReader.Open(source.LocalPath))
+        {
+            var overlay = new ConvertOptions
+            {
+                Format = ImageFormat.Qcow2,
+                ClusterSize = options.ClusterSize ?? source.ClusterSize,
+                Compat = options.Compat,
+                Compress = options.Compress,
+                CompressionType = options.CompressionType,
+                BackingFile = recorded,
+                BackingFormat = backingFormat,
+                AllocationSource = top,
+                Mode = options.Mode,
+                Owner = options.Owner,
+                Group = options.Group,
+            };
+            ImageConverter.Convert(reader, destinationLocalPath, overlay, progress, cancellationToken);
+        }
+
+        return host.GetVolumeByPath(destinationLocalPath);
+    }
+
+    /// <summary>A linked clone: a new empty qcow2 overlay whose backing file is <paramref name="source"/> (full host path).</summary>
+    public StorageVolume Link(StorageVolume source, string destinationLocalPath, UnixFileMode mode)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        ImageCreator.Create(destinationLocalPath, new ImageCreateOptions
+        {
+            Format = ImageFormat.Qcow2,
+            BackingFile = source.Path,
+            BackingFormat = source.Format,
+            Mode = mode,
+            HostPathResolver = Resolver,
+        });
+        return host.GetVolumeByPath(destinationLocalPath);
+    }
+
+    private Func<string, string>? Resolver => host.Paths.IsSystemRoot ? null : host.Paths.Resolve;
+
+    private void EnsureNotReferenced(StorageVolume volume)
+    {
+        if (volume.AttachedTo.Count > 0)
+        {
+            throw new KvmStorageException(
+                ErrorKind.InvalidOperation,
+                VolumeErrorIds.VolumeAttached,
+                $"Volume '{volume.Name}' is used by {string.Join(", ", volume.AttachedTo)}; replacing it in place would change what the VM reads. Convert to a new volume instead.",
+                volume.Name);
+        }
+
+        foreach (PoolReadResult pool in host.ListPools())
+        {
+            if (pool.Pool is not { LocalPath: not null } p || !Directory.Exists(p.LocalPath))
+            {
+                continue;
+            }
+
+            foreach (VolumeReadResult entry in host.ListVolumes(p.Name))
+            {
+                if (entry.Volume is { } other && other.Chain.Skip(1).Contains(volume.Path, StringComparer.Ordinal))
+                {
+                    throw new KvmStorageException(
+                        ErrorKind.InvalidOperation,
+                        VolumeErrorIds.VolumeIsBackingFile,
+                        $"Volume '{volume.Name}' is the backing file of '{other.Path}', which records its format; replacing it would break that image.",
+                        volume.Name);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,104 @@
+using System.Management.Automation;
+using KvmStorage.Core.Images;
+using KvmStorage.Core.Images.Convert;
+using KvmStorage.Core.Pools;
+using KvmStorage.Core.Volumes;
+using KvmStorage.Infrastructure;
+
+namespace KvmStorage.Commands.Volume;
+
+/// <summary>
+/// Convert-Volume: writes a volume's contents into a new image of another format (or other options), like
+/// <c>qemu-img convert</c>; never in place, except that -Replace swaps the finished image in for the original.
+/// </summary>
+[Cmdlet(VerbsData.Convert, "Volume", SupportsShouldProcess = true, DefaultParameterSetName = NewVolumeSet)]
+[OutputType(typeof(StorageVolume))]
+public sealed class ConvertVolumeCommand : KvmCmdlet
+{
+    private const string NewVolumeSet = "NewVolume";
+    private const string ReplaceSet = "Replace";
+
+    /// <summary>The volume to convert: the object Get-Volume emits, or the path of an image file.</summary>
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true)]
+    public VolumeReference Volume { get; set; } = null!;
+
+    /// <summary>Output format: raw, qcow2 or vmdk (streamOptimized, for VMware).</summary>
+    [Parameter(Mandatory = true, Position = 1)]
+    [ValidateSet("raw", "qcow2", "vmdk")]
+    public string Format { get; set; } = "qcow2";
+
+    /// <summary>Name of the new volume; default: the source's base name with the new format's extension.</summary>
+    [Parameter(ParameterSetName = NewVolumeSet)]
+    [ValidateNotNullOrEmpty]
+    public string? Name { get; set; }
+
+    /// <summary>Pool of the new volume; default: the source's pool.</summary>
+    [Parameter(ParameterSetName = NewVolumeSet)]
+    [ArgumentCompleter(typeof(PoolNameCompleter))]
+    public PoolReference? Pool { get; set; }
+
+    /// <summary>Replace the original with the converted image (same name), atomically once it is complete.</summary>
+    [Parameter(Mandatory = true, ParameterSetName = ReplaceSet)]
+    public SwitchParameter Replace { get; set; }
+
+    /// <summary>qcow2: compress clusters (those that do not shrink are stored as they are).</summary>
+    [Parameter]
+    public SwitchParameter Compress { get; set; }
+
+    /// <summary>Codec of -Compress: zlib (default, every QEMU) or zstd (QEMU 5.1+, faster).</summary>
+    [Parameter]
+    [ValidateSet("zlib", "zstd")]
+    public string CompressionType { get; set; } = "zlib";
+
+    /// <summary>Allocation of the output: Off (sparse, default), Metadata (qcow2), Falloc, Full.</summary>
+    [Parameter]
+    public Preallocation Preallocation { get; set; }
+
+    /// <summary>qcow2 cluster size: a power of two from 512 bytes to 2 MiB (default 64 KiB).</summary>
+    [Parameter]
+    [SizeTransformation]
+    public ulong ClusterSize { get; set; }
+
+    /// <summary>qcow2 compatibility: 1.1 (default, version 3) or 0.10 (version 2).</summary>
+    [Parameter]
+    [ValidateSet("1.1", "0.10")]
+    public string Compat { get; set; } = "1.1";
+
+    protected override void ProcessRecord()
+    {
+        RunForItem(Volume.ToString(), () =>
+        {
+            StorageVolume source = VolumeResolver.Resolve(this, KvmHost, Volume);
+            ImageFormat format = ConvertParameters.ParseFormat(Format, ImageFormat.Qcow2);
+            ConvertOptions options = ConvertParameters.Build(
+                format,
+                Compress,
+                CompressionType,
+                Preallocation,
+                MyInvocation.BoundParameters.ContainsKey(nameof(ClusterSize)) ? ClusterSize : null,
+                Compat,
+                Permissions.DefaultVolumeMode);
+            var transfer = new VolumeTransfer(KvmHost);
+            if (Replace)
+            {
+                if (ShouldProcess(source.Path, $"Convert to {Format} and replace the original"))
+                {
+                    StorageVolume replaced = RunWithProgress("Convert-Volume", $"Converting {source.Name} to {Format}", (progress, token) => transfer.Replace(source, options, progress, token));
+                    WriteObject(replaced);
+                }
+
+                return;
+            }
+
+            string pool = Pool?.Name ?? source.Pool ?? throw new Core.Errors.KvmStorageException(
+                Core.Errors.ErrorKind.InvalidArgument, VolumeErrorIds.VolumeOutsidePool, $"'{source.Path}' is in no pool; name the target with -Pool.", source.Path);
+            string name = Name ?? Path.GetFileNameWithoutExtension(source.Name) + VolumeTransfer.ExtensionOf(format);
+            string destination = transfer.NewVolumePath(pool, name);
+            if (ShouldProcess(source.Path, $"Convert to {Format} volume {name} in pool {pool}"))
+            {
+                StorageVolume created = RunWithProgress("Convert-Volume", $"Converting {source.Name} to {name}", (progress, token) => transfer.Convert(source, destination, options, progress, token));
+                WriteObject(created);
+            }
+        });
+    }
+}

@@ -1,0 +1,81 @@
+using System.Management.Automation;
+using KvmStorage.Core.Images;
+using KvmStorage.Core.Images.Convert;
+using KvmStorage.Core.Pools;
+using KvmStorage.Core.Volumes;
+using KvmStorage.Infrastructure;
+
+namespace KvmStorage.Commands.Volume;
+
+/// <summary>
+/// Copy-Volume: a full, independent copy of a volume (an overlay is flattened unless -KeepBackingFile), or with
+/// -Linked a qcow2 overlay that reads through to the original.
+/// </summary>
+[Cmdlet(VerbsCommon.Copy, "Volume", SupportsShouldProcess = true, DefaultParameterSetName = FullCopySet)]
+[OutputType(typeof(StorageVolume))]
+public sealed class CopyVolumeCommand : KvmCmdlet
+{
+    private const string FullCopySet = "FullCopy";
+    private const string LinkedSet = "Linked";
+
+    /// <summary>The volume to copy: the object Get-Volume emits, or the path of an image file.</summary>
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true)]
+    public VolumeReference Volume { get; set; } = null!;
+
+    /// <summary>Name of the copy.</summary>
+    [Parameter(Mandatory = true, Position = 1)]
+    [ValidateNotNullOrEmpty]
+    public string Name { get; set; } = string.Empty;
+
+    /// <summary>Pool of the copy; default: the source's pool.</summary>
+    [Parameter]
+    [ArgumentCompleter(typeof(PoolNameCompleter))]
+    public PoolReference? Pool { get; set; }
+
+    /// <summary>Format of the copy: raw, qcow2 or vmdk; default: the source's format (qcow2 for formats the module does not write).</summary>
+    [Parameter(ParameterSetName = FullCopySet)]
+    [ValidateSet("raw", "qcow2", "vmdk")]
+    public string? Format { get; set; }
+
+    /// <summary>Make a linked clone: an empty qcow2 overlay backed by the source (the source must then stay unchanged).</summary>
+    [Parameter(Mandatory = true, ParameterSetName = LinkedSet)]
+    public SwitchParameter Linked { get; set; }
+
+    /// <summary>Copy an overlay as an overlay of the same backing file instead of flattening the chain into the copy.</summary>
+    [Parameter(ParameterSetName = FullCopySet)]
+    public SwitchParameter KeepBackingFile { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        RunForItem(Volume.ToString(), () =>
+        {
+            StorageVolume source = VolumeResolver.Resolve(this, KvmHost, Volume);
+            string pool = Pool?.Name ?? source.Pool ?? throw new Core.Errors.KvmStorageException(
+                Core.Errors.ErrorKind.InvalidArgument, VolumeErrorIds.VolumeOutsidePool, $"'{source.Path}' is in no pool; name the target with -Pool.", source.Path);
+            var transfer = new VolumeTransfer(KvmHost);
+            string destination = transfer.NewVolumePath(pool, Name);
+            if (Linked)
+            {
+                if (ShouldProcess(source.Path, $"Create linked clone {Name} in pool {pool}"))
+                {
+                    WriteObject(transfer.Link(source, destination, Permissions.DefaultVolumeMode));
+                }
+
+                return;
+            }
+
+            ImageFormat writable = source.Format is ImageFormat.Raw or ImageFormat.Qcow2 or ImageFormat.Vmdk ? source.Format : ImageFormat.Qcow2;
+            ImageFormat format = ConvertParameters.ParseFormat(Format, writable);
+            ConvertOptions options = ConvertParameters.Build(format, false, null, Preallocation.Off, null, null, Permissions.DefaultVolumeMode);
+            bool keep = KeepBackingFile && source.BackingPath is not null;
+            string what = keep ? $"Copy to {Name} in pool {pool}, keeping backing file {source.BackingPath}" : $"Copy to {format.ToQemuName()} volume {Name} in pool {pool}";
+            if (ShouldProcess(source.Path, what))
+            {
+                StorageVolume copy = RunWithProgress("Copy-Volume", $"Copying {source.Name} to {Name}", (progress, token) => keep
+                    ? transfer.CopyKeepingBacking(source, destination, options, progress, token)
+                    : transfer.Convert(source, destination, options, progress, token));
+                WriteObject(copy);
+            }
+        });
+    }
+}

@@ -1,0 +1,60 @@
+using System.Management.Automation;
+using KvmStorage.Core.Images;
+using KvmStorage.Core.Images.Convert;
+using KvmStorage.Core.Pools;
+using KvmStorage.Core.Volumes;
+using KvmStorage.Infrastructure;
+
+namespace KvmStorage.Commands.Volume;
+
+/// <summary>Export-Volume: writes a volume's contents (its chain flattened) to an image file outside the pools, for example a vmdk for VMware.</summary>
+[Cmdlet(VerbsData.Export, "Volume", SupportsShouldProcess = true)]
+[OutputType(typeof(StorageVolume))]
+public sealed class ExportVolumeCommand : KvmCmdlet
+{
+    /// <summary>The volume to export: the object Get-Volume emits, or the path of an image file.</summary>
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true)]
+    public VolumeReference Volume { get; set; } = null!;
+
+    /// <summary>The file to write (it must not exist); an existing folder receives a file named after the volume.</summary>
+    [Parameter(Mandatory = true, Position = 1)]
+    [ValidateNotNullOrEmpty]
+    public string Destination { get; set; } = string.Empty;
+
+    /// <summary>raw, qcow2 or vmdk (streamOptimized); default: from the destination's extension (.raw/.img, .qcow2, .vmdk), else qcow2.</summary>
+    [Parameter]
+    [ValidateSet("raw", "qcow2", "vmdk")]
+    public string? Format { get; set; }
+
+    /// <summary>qcow2: compress clusters.</summary>
+    [Parameter]
+    public SwitchParameter Compress { get; set; }
+
+    /// <summary>Codec of -Compress: zlib (default) or zstd.</summary>
+    [Parameter]
+    [ValidateSet("zlib", "zstd")]
+    public string CompressionType { get; set; } = "zlib";
+
+    protected override void ProcessRecord()
+    {
+        RunForItem(Volume.ToString(), () =>
+        {
+            StorageVolume source = VolumeResolver.Resolve(this, KvmHost, Volume);
+            string destination = GetUnresolvedProviderPathFromPSPath(Destination);
+            ImageFormat format = Format is not null
+                ? ConvertParameters.ParseFormat(Format, ImageFormat.Qcow2)
+                : ConvertParameters.FromExtension(destination) ?? ImageFormat.Qcow2;
+            if (Directory.Exists(destination))
+            {
+                destination = System.IO.Path.Combine(destination, System.IO.Path.GetFileNameWithoutExtension(source.Name) + VolumeTransfer.ExtensionOf(format));
+            }
+
+            ConvertOptions options = ConvertParameters.Build(format, Compress, CompressionType, Preallocation.Off, null, null, Permissions.DefaultVolumeMode);
+            if (ShouldProcess(source.Path, $"Export as {format.ToQemuName()} to {destination}"))
+            {
+                StorageVolume exported = RunWithProgress("Export-Volume", $"Exporting {source.Name}", (progress, token) => new VolumeTransfer(KvmHost).Convert(source, destination, options, progress, token));
+                WriteObject(exported);
+            }
+        });
+    }
+}

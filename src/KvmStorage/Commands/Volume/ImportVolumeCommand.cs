@@ -1,0 +1,62 @@
+using System.Management.Automation;
+using KvmStorage.Core.Images;
+using KvmStorage.Core.Images.Convert;
+using KvmStorage.Core.Pools;
+using KvmStorage.Core.Volumes;
+using KvmStorage.Infrastructure;
+
+namespace KvmStorage.Commands.Volume;
+
+/// <summary>Import-Volume: converts an image file from anywhere (qcow2, raw, vmdk, vdi, vhd, vhdx…) into a new volume of a pool.</summary>
+[Cmdlet(VerbsData.Import, "Volume", SupportsShouldProcess = true)]
+[OutputType(typeof(StorageVolume))]
+public sealed class ImportVolumeCommand : KvmCmdlet
+{
+    /// <summary>The image file to import, taken literally; Get-ChildItem output binds through PSPath.</summary>
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
+    [Alias("PSPath", "LiteralPath", "LP")]
+    [ValidateNotNullOrEmpty]
+    public string Path { get; set; } = string.Empty;
+
+    /// <summary>The pool that receives the new volume.</summary>
+    [Parameter(Mandatory = true, Position = 1)]
+    [ArgumentCompleter(typeof(PoolNameCompleter))]
+    public PoolReference Pool { get; set; } = null!;
+
+    /// <summary>Name of the new volume; default: the file's base name with the format's extension.</summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? Name { get; set; }
+
+    /// <summary>Format of the new volume: qcow2 (default), raw or vmdk.</summary>
+    [Parameter]
+    [ValidateSet("raw", "qcow2", "vmdk")]
+    public string Format { get; set; } = "qcow2";
+
+    /// <summary>qcow2: compress clusters.</summary>
+    [Parameter]
+    public SwitchParameter Compress { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        string file = GetUnresolvedProviderPathFromPSPath(Path);
+        RunForItem(file, () =>
+        {
+            if (!File.Exists(file))
+            {
+                throw new Core.Errors.KvmStorageException(Core.Errors.ErrorKind.NotFound, ImageErrorIds.ImageNotFound, $"The image file '{file}' does not exist.", file);
+            }
+
+            ImageFormat format = ConvertParameters.ParseFormat(Format, ImageFormat.Qcow2);
+            string name = Name ?? System.IO.Path.GetFileNameWithoutExtension(file) + VolumeTransfer.ExtensionOf(format);
+            var transfer = new VolumeTransfer(KvmHost);
+            string destination = transfer.NewVolumePath(Pool.Name, name);
+            ConvertOptions options = ConvertParameters.Build(format, Compress, null, Preallocation.Off, null, null, Permissions.DefaultVolumeMode);
+            if (ShouldProcess(file, $"Import as {Format} volume {name} in pool {Pool.Name}"))
+            {
+                StorageVolume created = RunWithProgress("Import-Volume", $"Importing {System.IO.Path.GetFileName(file)}", (progress, token) => transfer.ConvertFile(file, destination, options, progress, token));
+                WriteObject(created);
+            }
+        });
+    }
+}

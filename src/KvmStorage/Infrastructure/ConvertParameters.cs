@@ -1,0 +1,34 @@
+using KvmStorage.Core.Images;
+using KvmStorage.Core.Images.Convert;
+
+namespace KvmStorage.Infrastructure;
+
+/// <summary>Turns the conversion parameters the Volume cmdlets share into the core's options.</summary>
+internal static class ConvertParameters
+{
+    /// <summary>The output formats the converter writes, as -Format accepts them.</summary>
+    public static readonly string[] Formats = ["raw", "qcow2", "vmdk"];
+
+    public static ImageFormat ParseFormat(string? format, ImageFormat fallback) =>
+        format is not null && ImageFormats.TryParse(format, out ImageFormat parsed) ? parsed : fallback;
+
+    /// <summary>The format named by a file's extension (.qcow2, .raw, .img, .vmdk), or null.</summary>
+    public static ImageFormat? FromExtension(string path) => Path.GetExtension(path).ToLowerInvariant() switch
+    {
+        ".qcow2" => ImageFormat.Qcow2,
+        ".raw" or ".img" => ImageFormat.Raw,
+        ".vmdk" => ImageFormat.Vmdk,
+        _ => null,
+    };
+
+    public static ConvertOptions Build(ImageFormat format, bool compress, string? compressionType, Preallocation preallocation, ulong? clusterSize, string? compat, UnixFileMode mode) => new()
+    {
+        Format = format,
+        Compress = compress,
+        CompressionType = string.Equals(compressionType, "zstd", StringComparison.OrdinalIgnoreCase) ? CompressionType.Zstd : CompressionType.Zlib,
+        Preallocation = preallocation,
+        ClusterSize = clusterSize is { } cs ? (uint)Math.Min(cs, uint.MaxValue) : null,
+        Compat = compat ?? "1.1",
+        Mode = mode,
+    };
+}
