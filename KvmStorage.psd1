@@ -19,6 +19,10 @@
         'New-Volume'
         'Remove-Volume'
         'Resize-Volume'
+        'Get-VolumeSnapshot'
+        'New-VolumeSnapshot'
+        'Restore-VolumeSnapshot'
+        'Remove-VolumeSnapshot'
     )
     FunctionsToExport      = @()
     VariablesToExport      = @()
