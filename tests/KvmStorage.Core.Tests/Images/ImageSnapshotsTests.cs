@@ -79,14 +79,14 @@ public sealed class ImageSnapshotsTests : IDisposable
         ImageResizer.Resize(path, 64 * MiB, new ImageResizeOptions());
         ExternalTool.RunChecked("qemu-io", "-c", $"write -P 0x72 {60 * MiB} 64k", path);
         Assert.Equal(64UL * MiB, ImageInspector.Inspect(path).VirtualSize);
+
+        // qemu-img (7.2 truncates to the recorded size before switching tables) reverts a copy to the same result.
+        string copy = temp.Combine("size-copy.qcow2");
+        File.Copy(path, copy);
+        ExternalTool.RunChecked("qemu-img", "snapshot", "-a", "small", copy);
         disk.Revert("small");
         Assert.Equal(4UL * MiB, ImageInspector.Inspect(path).VirtualSize);
-
-        // qemu-img itself (on a copy) reverts to the same content and size.
-        string copy = temp.Combine("size-copy.qcow2");
-        disk.Snapshot("again");
-        File.Copy(path, copy);
-        ExternalTool.RunChecked("qemu-img", "snapshot", "-a", "again", copy);
+        Assert.Equal(ImageInspector.Inspect(copy).VirtualSize, ImageInspector.Inspect(path).VirtualSize);
         Assert.Equal(RawOf(copy), RawOf(path));
     }
 
