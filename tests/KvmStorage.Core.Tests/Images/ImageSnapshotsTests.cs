@@ -14,6 +14,12 @@ namespace KvmStorage.Core.Tests.Images;
 /// leaks), <c>qemu-img info</c> lists exactly our snapshots, and the guest content (read through
 /// <c>qemu-img convert -O raw</c>) equals an in-memory model of what was written, snapshotted and reverted.
 /// </summary>
+/// <remarks>
+/// Runs alone: it spawns hundreds of qemu processes, and a child inherits every descriptor of this process between
+/// fork and exec, so a lock another test holds for a moment would seem held by a stranger (flaky ImageInUse or
+/// "file in use" failures elsewhere).
+/// </remarks>
+[Collection(nameof(ImageSnapshotsTests))]
 public sealed class ImageSnapshotsTests : IDisposable
 {
     private const int KiB = 1024;
@@ -406,4 +412,10 @@ public sealed class ImageSnapshotsTests : IDisposable
             Assert.True(content.AsSpan().SequenceEqual(raw), "the guest content differs from the model");
         }
     }
+}
+
+/// <summary>The collection of <see cref="ImageSnapshotsTests"/>, run without other tests in parallel.</summary>
+[CollectionDefinition(nameof(ImageSnapshotsTests), DisableParallelization = true)]
+public sealed class ImageSnapshotsRunAlone
+{
 }
