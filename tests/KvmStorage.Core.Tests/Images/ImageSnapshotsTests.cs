@@ -31,11 +31,8 @@ public sealed class ImageSnapshotsTests : IDisposable
     public static TheoryData<string, string[], bool> Variants => new()
     {
         { "v3, 64 KiB clusters", ["-o", "compat=1.1"], false },
-        { "v2 (compat 0.10)", ["-o", "compat=0.10"], false },
-        { "v3, 512-byte clusters", ["-o", "cluster_size=512"], false },
-        { "v3, compressed clusters", ["-o", "compat=1.1"], true },
-        { "v2, compressed 4 KiB clusters", ["-o", "compat=0.10,cluster_size=4096"], true },
-        { "v3, extended L2", ["-o", "extended_l2=on,cluster_size=64k"], false },
+        { "v2 (compat 0.10), compressed 4 KiB clusters", ["-o", "compat=0.10,cluster_size=4096"], true },
+        { "v3, compressed 512-byte clusters", ["-o", "cluster_size=512"], true },
     };
 
     [SkippableTheory]
@@ -97,7 +94,7 @@ public sealed class ImageSnapshotsTests : IDisposable
     }
 
     [SkippableTheory]
-    [InlineData("compat=1.1")]
+    [InlineData("compat=1.1,extended_l2=on")]
     [InlineData("compat=0.10")]
     [InlineData("compat=1.1,cluster_size=512")]
     public void Qemu_made_snapshots_revert_and_delete_like_qemu_img(string options)
@@ -373,7 +370,6 @@ public sealed class ImageSnapshotsTests : IDisposable
         {
             ExternalTool.RunChecked("qemu-io", "-c", $"write {flags}-P 0x{pattern:x2} {offset} {length}", path);
             content.AsSpan(offset, length).Fill(pattern);
-            Verify();
         }
 
         public SnapshotInfo Snapshot(string name)
