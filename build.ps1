@@ -48,6 +48,7 @@ $ResultsDir = Join-Path $OutRoot 'test-results'
 $ModuleFiles = [ordered]@{
     'KvmStorage.dll'                   = "src/KvmStorage/bin/$Configuration/net8.0/KvmStorage.dll"
     'KvmStorage.Core.dll'              = "src/KvmStorage/bin/$Configuration/net8.0/KvmStorage.Core.dll"
+    'ZstdSharp.dll'                    = "src/KvmStorage/bin/$Configuration/net8.0/ZstdSharp.dll"
     'KvmStorage.Format.ps1xml'         = 'src/KvmStorage/KvmStorage.Format.ps1xml'
     'en-US/about_KvmStorage.help.txt'  = 'en-US/about_KvmStorage.help.txt'
 }

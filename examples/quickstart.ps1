@@ -3,7 +3,9 @@
 .SYNOPSIS
     The everyday job on a KVM host, start to finish, against a host root.
 .DESCRIPTION
-    Defines libvirt's `default` dir pool at /var/lib/libvirt/images (as libvirt ships it) and shows it.
+    Defines libvirt's `default` dir pool at /var/lib/libvirt/images (as libvirt ships it) and shows it, then
+    creates the classic 8 GiB raw kvm1.img (sparse, mode 0600) and a qcow2 beside it, and attaches kvm1.img
+    to VM kvm1 as its next free virtio disk.
     Against a sandbox folder (the default of build.ps1 -Task Quickstart) nothing on the real host is touched;
     pointed at / on a real KVM host, this is the real job.
 .EXAMPLE
@@ -25,3 +27,28 @@ if (-not (Get-StoragePool -Name default -ErrorAction SilentlyContinue)) {
     New-StoragePool -Name default -Path /var/lib/libvirt/images -Build -Autostart | Out-Null
 }
 Get-StoragePool -Name default | Format-List
+
+# 2. The classic 8 GiB raw disk (sparse, mode 0600) and a thin qcow2 beside it.
+$pool = Get-StoragePool -Name default
+foreach ($spec in @(@{ Name = 'kvm1.img'; Format = 'raw' }, @{ Name = 'kvm1-data.qcow2'; Format = 'qcow2' })) {
+    if (-not (Get-Volume -Pool default -Name $spec.Name -ErrorAction SilentlyContinue)) {
+        $pool | New-Volume -Name $spec.Name -Size 8GB -Format $spec.Format | Out-Null
+    }
+}
+Get-Volume -Pool default | Format-Table
+Get-Volume -Pool default -Name kvm1.img | Format-List
+
+# 3. VM kvm1 gets kvm1.img as its next free virtio disk. In a sandbox the VM is defined from
+#    examples/kvm1.xml (a small domain as libvirt writes it); on a real host it must exist already.
+$domainFile = Join-Path $HostRoot 'etc/libvirt/qemu/kvm1.xml'
+if (-not (Test-Path $domainFile) -and $HostRoot -ne '/') {
+    New-Item -ItemType Directory -Force -Path (Split-Path $domainFile) | Out-Null
+    Copy-Item (Join-Path $PSScriptRoot 'kvm1.xml') $domainFile
+    chmod 600 $domainFile
+}
+$attached = Get-VMDisk -VMName kvm1 | Where-Object Source -EQ '/var/lib/libvirt/images/kvm1.img'
+if (-not $attached) {
+    Get-Volume -Pool default -Name kvm1.img | Add-VMDisk -VMName kvm1 | Format-List
+}
+Get-VMDisk -VMName kvm1
+Get-Volume -Pool default | Format-Table Name, Format, Capacity, AttachedTo

@@ -10,11 +10,14 @@ function New-TestHostRoot {
 }
 
 function Get-TreeSnapshot {
-    <# Every file under a folder with its length, mode, link target and content hash: compare two to prove nothing changed. #>
+    <# Every file under a folder with its length, mode, link target and content hash (for large, mostly sparse
+       images: the modification time instead): compare two snapshots to prove nothing changed. #>
     param([Parameter(Mandatory)] [string] $Path)
     if (-not (Test-Path $Path)) { return @() }
     Get-ChildItem -LiteralPath $Path -Recurse -Force | Sort-Object FullName | ForEach-Object {
-        $hash = if (-not $_.PSIsContainer -and -not $_.LinkTarget) { (Get-FileHash -LiteralPath $_.FullName -Algorithm SHA256).Hash } else { '' }
+        $hash = if ($_.PSIsContainer -or $_.LinkTarget) { '' }
+        elseif ($_.Length -le 16MB) { (Get-FileHash -LiteralPath $_.FullName -Algorithm SHA256).Hash }
+        else { $_.LastWriteTimeUtc.Ticks }
         '{0}|{1}|{2}|{3}|{4}' -f $_.FullName.Substring($Path.Length), $_.UnixMode, $(if ($_.PSIsContainer) { 'd' } else { $_.Length }), $_.LinkTarget, $hash
     }
 }

@@ -108,9 +108,28 @@ Describe 'New-Volume' {
     ) {
         Set-Content (Join-Path $images 'exists.img') 'keep'
         $before = Get-TreeSnapshot $root
-        $p = @{ Pool = 'default' } + $Params
+        $p = @{ Pool = 'default' }
+        foreach ($k in $Params.Keys) { $p[$k] = $Params[$k] }
         { New-Volume @p -ErrorAction Stop } | Should -Throw -ErrorId "$Id,KvmStorage.Commands.Volume.NewVolumeCommand"
         Get-TreeSnapshot $root | Should -Be $before
+    }
+
+    It 'stops on Ctrl+C (StopProcessing) and removes the partial file' {
+        $ps = [powershell]::Create()
+        try {
+            $null = $ps.AddScript("Import-Module '$env:KVMSTORAGE_TEST_MODULE'; `$env:KVMSTORAGE_ROOT = '$root'; New-Volume -Pool default -Name big.img -Size 20GB -Format raw -Preallocation Full")
+            $async = $ps.BeginInvoke()
+            $file = Join-Path $images 'big.img'
+            $deadline = [DateTime]::UtcNow.AddSeconds(60)
+            while (-not (Test-Path $file) -and [DateTime]::UtcNow -lt $deadline) { Start-Sleep -Milliseconds 20 }
+            Start-Sleep -Milliseconds 300
+            $ps.Stop()
+            try { $null = $ps.EndInvoke($async) } catch { $_.Exception.InnerException.GetType().Name | Should -Be 'PipelineStoppedException' }
+            $ps.InvocationStateInfo.State | Should -Be 'Stopped'
+            Test-Path $file | Should -BeFalse
+            Get-ChildItem -Force $images | Where-Object Name -Like '*big.img*' | Should -BeNullOrEmpty
+        }
+        finally { $ps.Dispose() }
     }
 
     It 'refuses a negative size at binding' {
@@ -275,6 +294,13 @@ Describe 'Resize-Volume' {
         New-Volume default r.img -Size 1GB -Format raw | Out-Null
         (Resize-Volume default r.img -Delta 1GB -PassThru).Capacity | Should -Be 2GB
         (Get-Volume default r.img | Resize-Volume -Size 512MB -Shrink -PassThru).Capacity | Should -Be 512MB
+    }
+
+    It 'grows a fully allocated raw image fully allocated, and a sparse one sparsely' {
+        New-Volume default full.img -Size 16MB -Format raw -Preallocation Falloc | Out-Null
+        New-Volume default thin.img -Size 16MB -Format raw | Out-Null
+        (Resize-Volume default full.img -Size 32MB -PassThru).Allocation | Should -BeGreaterOrEqual 32MB
+        (Resize-Volume default thin.img -Size 32MB -PassThru).Allocation | Should -BeLessThan 1MB
     }
 
     It 'refuses to shrink without -Shrink and changes nothing' {

@@ -33,4 +33,6 @@ public static class DomainErrorIds
     public const string DiskFormatRequired = "DiskFormatRequired";
     public const string InvalidDiskFormat = "InvalidDiskFormat";
     public const string InvalidDiskSource = "InvalidDiskSource";
+    public const string ImageAlreadyAttached = "ImageAlreadyAttached";
+    public const string ImageAttachedElsewhere = "ImageAttachedToAnotherVM";
 }

@@ -1,3 +1,4 @@
+using KvmStorage.Core.Domains;
 using KvmStorage.Core.Images;
 using KvmStorage.Core.Pools;
 using KvmStorage.Core.Volumes;
@@ -37,4 +38,15 @@ public interface IKvmHost
     void RemoveVolume(string pool, string name, bool force);
 
     StorageVolume ResizeVolume(string pool, string name, ulong newSize, ImageResizeOptions options, IProgress<ImageProgress>? progress, CancellationToken cancellationToken);
+
+    /// <summary>Every domain definition; an unreadable one is an entry with its error.</summary>
+    IReadOnlyList<DomainFileEntry> ListDomains();
+
+    DomainDefinition GetDomain(string name);
+
+    /// <summary>Locks, re-reads, changes and saves one domain's persistent definition.</summary>
+    T EditDomain<T>(string name, Func<DomainDefinition, T> edit);
+
+    /// <summary>True when the domain has a running (or paused) QEMU process.</summary>
+    bool IsDomainActive(string name);
 }

@@ -1,3 +1,4 @@
+using KvmStorage.Core.Domains;
 using KvmStorage.Core.Images;
 using KvmStorage.Core.Pools;
 using KvmStorage.Core.Volumes;
@@ -9,6 +10,7 @@ public sealed class OfflineHost : IKvmHost
 {
     private readonly OfflinePoolStore pools;
     private readonly OfflineVolumeStore volumes;
+    private readonly DomainStore domains;
 
     public OfflineHost(HostPaths paths)
     {
@@ -16,6 +18,7 @@ public sealed class OfflineHost : IKvmHost
         Name = "offline:" + paths.Root;
         pools = new OfflinePoolStore(paths, Name);
         volumes = new OfflineVolumeStore(this);
+        domains = new DomainStore(paths);
     }
 
     public string Name { get; }
@@ -48,4 +51,12 @@ public sealed class OfflineHost : IKvmHost
 
     public StorageVolume ResizeVolume(string pool, string name, ulong newSize, ImageResizeOptions options, IProgress<ImageProgress>? progress, CancellationToken cancellationToken) =>
         volumes.Resize(pool, name, newSize, options, progress, cancellationToken);
+
+    public IReadOnlyList<DomainFileEntry> ListDomains() => domains.List();
+
+    public DomainDefinition GetDomain(string name) => domains.Get(name);
+
+    public T EditDomain<T>(string name, Func<DomainDefinition, T> edit) => domains.Edit(name, edit);
+
+    public bool IsDomainActive(string name) => domains.IsActive(name);
 }

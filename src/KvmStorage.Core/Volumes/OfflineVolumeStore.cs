@@ -1,3 +1,4 @@
+using KvmStorage.Core.Domains;
 using KvmStorage.Core.Errors;
 using KvmStorage.Core.Hosting;
 using KvmStorage.Core.Images;
@@ -24,6 +25,7 @@ public sealed class OfflineVolumeStore
         StoragePool pool = host.GetPool(poolName);
         string folder = RequireFolder(pool);
         var results = new List<VolumeReadResult>();
+        IReadOnlyDictionary<string, SortedSet<string>> attachments = new DiskAttachments(host).BuildAttachmentIndex();
         foreach (string file in Directory.EnumerateFiles(folder).Order(StringComparer.Ordinal))
         {
             string name = System.IO.Path.GetFileName(file);
@@ -35,7 +37,7 @@ public sealed class OfflineVolumeStore
             try
             {
                 EnsureInside(pool, file, name);
-                results.Add(new VolumeReadResult(file, Read(file, pool.Name), null));
+                results.Add(new VolumeReadResult(file, Read(file, pool.Name, attachments), null));
             }
             catch (KvmStorageException ex)
             {
@@ -57,7 +59,7 @@ public sealed class OfflineVolumeStore
         }
 
         EnsureInside(pool, file, name);
-        return Read(file, pool.Name);
+        return Read(file, pool.Name, new DiskAttachments(host).BuildAttachmentIndex());
     }
 
     /// <summary>An image file anywhere; its pool is the one whose folder holds it, if any.</summary>
@@ -74,7 +76,7 @@ public sealed class OfflineVolumeStore
             throw new KvmStorageException(ErrorKind.NotFound, ImageErrorIds.ImageNotFound, $"The image file '{full}' does not exist.", full);
         }
 
-        return Read(full, FindPoolOf(full)?.Name);
+        return Read(full, FindPoolOf(full)?.Name, new DiskAttachments(host).BuildAttachmentIndex());
     }
 
     public StorageVolume Create(VolumeCreateRequest request, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
@@ -103,7 +105,7 @@ public sealed class OfflineVolumeStore
         }
 
         ImageCreator.Create(file, options, progress, cancellationToken);
-        return Read(file, pool.Name);
+        return Read(file, pool.Name, null);
     }
 
     /// <summary>Deletes a volume's file. Refuses one that another image uses as its backing file unless forced.</summary>
@@ -112,6 +114,15 @@ public sealed class OfflineVolumeStore
         StorageVolume volume = Get(poolName, name);
         if (!force)
         {
+            if (volume.AttachedTo.Count > 0)
+            {
+                throw new KvmStorageException(
+                    ErrorKind.InvalidOperation,
+                    VolumeErrorIds.VolumeAttached,
+                    $"Volume '{volume.Name}' is in use by VM {string.Join(", ", volume.AttachedTo.Select(v => $"'{v}'"))}. Detach it first (Remove-VMDisk), or use -Force.",
+                    volume.Name);
+            }
+
             List<string> users = FindBackingUsers(volume.Path);
             if (users.Count > 0)
             {
@@ -132,7 +143,7 @@ public sealed class OfflineVolumeStore
     {
         StorageVolume volume = Get(poolName, name);
         ImageResizer.Resize(volume.LocalPath, newSize, options, progress, cancellationToken);
-        return Read(volume.LocalPath, volume.Pool);
+        return Get(volume.Pool!, volume.Name);
     }
 
     /// <summary>Images in any file pool whose backing chain includes <paramref name="hostPath"/>.</summary>
@@ -158,7 +169,7 @@ public sealed class OfflineVolumeStore
         return users;
     }
 
-    private StorageVolume Read(string localFile, string? poolName)
+    private StorageVolume Read(string localFile, string? poolName, IReadOnlyDictionary<string, SortedSet<string>>? attachments)
     {
         ImageInfo info = ImageInspector.Inspect(localFile, new ImageInspectOptions { ForceShare = true, AllowMissingBacking = true, HostPathResolver = HostPathResolver });
         FileStatus status = FileStatus.Get(localFile);
@@ -189,6 +200,7 @@ public sealed class OfflineVolumeStore
             Group = (int)status.Gid,
             Image = info,
             HostName = host.Name,
+            AttachedTo = attachments is not null && attachments.TryGetValue(ToHostPath(localFile), out SortedSet<string>? vms) ? [.. vms] : [],
         };
     }
 

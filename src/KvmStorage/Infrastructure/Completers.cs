@@ -61,6 +61,25 @@ public sealed class VolumeNameCompleter : IArgumentCompleter
     }
 }
 
+/// <summary>Tab completion of VM (domain) names on the session's host.</summary>
+public sealed class VMNameCompleter : IArgumentCompleter
+{
+    public IEnumerable<CompletionResult> CompleteArgument(string commandName, string parameterName, string wordToComplete, CommandAst commandAst, IDictionary fakeBoundParameters)
+    {
+        IEnumerable<string> names;
+        try
+        {
+            names = OfflineHost.FromEnvironment().ListDomains().Where(d => d.Definition is not null).Select(d => d.Name);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or Core.Errors.KvmStorageException)
+        {
+            names = [];
+        }
+
+        return Completion.For(names, wordToComplete);
+    }
+}
+
 internal static class Completion
 {
     /// <summary>Matches names against the typed prefix and quotes those that need it.</summary>

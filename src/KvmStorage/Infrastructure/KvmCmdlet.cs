@@ -125,6 +125,15 @@ public abstract class KvmCmdlet : PSCmdlet
         public void Report(ImageProgress value) => queue.TryAdd(value);
     }
 
+    /// <summary>An offline edit changes only the persistent definition; a running VM sees it at its next start.</summary>
+    protected void WarnIfActive(string vmName)
+    {
+        if (KvmHost.IsDomainActive(vmName))
+        {
+            WriteWarning($"VM '{vmName}' is running: the change is in its persistent definition only and takes effect when it is next started.");
+        }
+    }
+
     /// <summary>Writes a non-terminating error with the given id, category and target.</summary>
     protected void WriteError(string errorId, ErrorCategory category, string message, object? target) =>
         WriteError(new ErrorRecord(new InvalidOperationException(message), errorId, category, target));

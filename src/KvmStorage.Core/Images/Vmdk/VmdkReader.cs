@@ -345,7 +345,7 @@ public sealed partial class VmdkReader : IImageFormatReader
     }
 
     /// <summary>True when the real path of <paramref name="file"/> lies in the real folder <paramref name="folder"/> or below it.</summary>
-    private static bool IsInsideFolder(string file, string folder)
+    internal static bool IsInsideFolder(string file, string folder)
     {
         string? realFolder = RealPath(folder);
         if (realFolder is null)

@@ -47,7 +47,7 @@ public sealed class ResizeVolumeCommand : KvmCmdlet
     [Parameter]
     public SwitchParameter Shrink { get; set; }
 
-    /// <summary>How the grown part is allocated: Off (default), Metadata (qcow2), Falloc, Full.</summary>
+    /// <summary>How the grown part is allocated: Off, Metadata (qcow2), Falloc, Full; by default as the image was (a fully allocated raw image stays fully allocated).</summary>
     [Parameter]
     public Preallocation Preallocation { get; set; }
 
@@ -86,7 +86,8 @@ public sealed class ResizeVolumeCommand : KvmCmdlet
             string action = size < volume.Capacity ? "Shrink" : "Grow";
             if (ShouldProcess(volume.Path, $"{action} from {ByteSize.Format(volume.Capacity)} to {ByteSize.Format(size)}"))
             {
-                var options = new ImageResizeOptions { AllowShrink = Shrink, Preallocation = Preallocation };
+                Preallocation mode = MyInvocation.BoundParameters.ContainsKey(nameof(Preallocation)) ? Preallocation : VolumePreallocation.Infer(volume);
+                var options = new ImageResizeOptions { AllowShrink = Shrink, Preallocation = mode };
                 StorageVolume resized = RunWithProgress("Resize-Volume", $"Resizing {volume.Name}", (progress, token) => KvmHost.ResizeVolume(pool, name, size, options, progress, token));
                 if (PassThru)
                 {

@@ -1,0 +1,290 @@
+using KvmStorage.Core.Errors;
+using KvmStorage.Core.Hosting;
+using KvmStorage.Core.Images;
+using KvmStorage.Core.IO;
+using KvmStorage.Core.Pools;
+using KvmStorage.Core.Volumes;
+
+namespace KvmStorage.Core.Domains;
+
+/// <summary>
+/// VM disks across domains and volumes: what each VM has attached, attaching an image with the checks libvirt
+/// leaves to its callers (the image's real format, who else uses it), changing and detaching disks.
+/// </summary>
+public sealed class DiskAttachments
+{
+    private readonly IKvmHost host;
+
+    public DiskAttachments(IKvmHost host) => this.host = host;
+
+    /// <summary>The disks of one domain, each with its image resolved where it can be read.</summary>
+    public IReadOnlyList<VMDisk> GetDisks(DomainDefinition domain) => domain.Disks.Select(ToVMDisk).ToList();
+
+    public VMDisk Attach(DiskAttachRequest request)
+    {
+        DomainDefinition domain = host.GetDomain(request.VMName);
+        StorageVolume? volume = ResolveImage(request);
+        if (volume is null && request.Device == "disk")
+        {
+            throw new KvmStorageException(ErrorKind.InvalidArgument, DomainErrorIds.InvalidDiskSource, "A disk needs an image: give a volume, a path, or a pool and a volume name. Only a cdrom or floppy drive can be empty.", request.VMName);
+        }
+
+        if (volume is not null)
+        {
+            CheckOtherUsers(domain.Name, volume, request);
+        }
+
+        if (request.AsVolumeSource && (volume?.Pool is null))
+        {
+            throw new KvmStorageException(ErrorKind.InvalidArgument, DomainErrorIds.InvalidDiskSource, "-AsVolumeSource needs an image that is a volume of a storage pool.", request.VMName);
+        }
+
+        var spec = new DiskSpec
+        {
+            SourcePath = request.AsVolumeSource ? null : volume?.Path,
+            Pool = request.AsVolumeSource ? volume!.Pool : null,
+            Volume = request.AsVolumeSource ? volume!.Name : null,
+            AsVolumeSource = request.AsVolumeSource,
+            SourceIsBlockDevice = volume is not null && IsBlockDevice(volume.LocalPath),
+
+            // libvirt reads a missing driver type as raw, which would show a qcow2 container to the guest.
+            Format = volume?.Format.ToQemuName(),
+            Target = request.Target,
+            Bus = request.Bus,
+            Device = request.Device,
+            Cache = request.Cache,
+            Io = request.Io,
+            Discard = request.Discard,
+            ReadOnly = request.ReadOnly,
+            Shareable = request.Shareable,
+            Serial = request.Serial,
+            BootOrder = request.BootOrder,
+        };
+        DomainDisk added = host.EditDomain(domain.Name, d => new DomainDiskEditor(d).AddDisk(spec));
+        return ToVMDisk(added);
+    }
+
+    public VMDisk Update(string vmName, string target, DiskUpdate update)
+    {
+        DomainDisk updated = host.EditDomain(vmName, d => new DomainDiskEditor(d).UpdateDisk(target, update));
+        return ToVMDisk(updated);
+    }
+
+    /// <summary>Inserts, changes or (with null) ejects the medium of a cdrom or floppy drive.</summary>
+    public VMDisk ChangeMedia(string vmName, string target, string? localImagePath)
+    {
+        StorageVolume? volume = localImagePath is null ? null : host.GetVolumeByPath(localImagePath);
+        DomainDisk changed = host.EditDomain(vmName, d => new DomainDiskEditor(d).ChangeMedia(target, volume?.Path, volume?.Format.ToQemuName()));
+        return ToVMDisk(changed);
+    }
+
+    /// <summary>Removes a disk from the persistent definition and returns what it was.</summary>
+    public VMDisk Detach(string vmName, string target)
+    {
+        VMDisk before = ToVMDisk(host.GetDomain(vmName).FindDisk(target)
+            ?? throw new KvmStorageException(ErrorKind.NotFound, DomainErrorIds.DiskNotFound, $"VM '{vmName}' has no disk '{target}'.", target));
+        host.EditDomain(vmName, d => new DomainDiskEditor(d).RemoveDisk(target));
+        return before;
+    }
+
+    /// <summary>For each host path of an image, the VMs using it directly or as a backing file of an attached image.</summary>
+    public IReadOnlyDictionary<string, SortedSet<string>> BuildAttachmentIndex()
+    {
+        var index = new Dictionary<string, SortedSet<string>>(StringComparer.Ordinal);
+        foreach (DomainFileEntry entry in host.ListDomains())
+        {
+            if (entry.Definition is not { } domain)
+            {
+                continue;
+            }
+
+            foreach (DomainDisk disk in domain.Disks)
+            {
+                string? source = SourceHostPath(disk);
+                if (source is null)
+                {
+                    continue;
+                }
+
+                foreach (string path in ChainOf(source))
+                {
+                    if (!index.TryGetValue(path, out SortedSet<string>? vms))
+                    {
+                        index[path] = vms = new SortedSet<string>(StringComparer.Ordinal);
+                    }
+
+                    vms.Add(domain.Name);
+                }
+            }
+        }
+
+        return index;
+    }
+
+    private IEnumerable<string> ChainOf(string hostPath)
+    {
+        yield return hostPath;
+        string local = host.Paths.Resolve(hostPath);
+        ImageInfo? info = null;
+        try
+        {
+            if (File.Exists(local) && !IsBlockDevice(local))
+            {
+                Func<string, string>? resolver = host.Paths.IsSystemRoot ? null : host.Paths.Resolve;
+                info = ImageInspector.Inspect(local, new ImageInspectOptions { ForceShare = true, AllowMissingBacking = true, HostPathResolver = resolver });
+            }
+        }
+        catch (KvmStorageException)
+        {
+        }
+
+        foreach (ImageInfo backing in info?.BackingChain ?? [])
+        {
+            yield return host.Paths.ToHostPath(backing.Path) ?? backing.Path;
+        }
+    }
+
+    private StorageVolume? ResolveImage(DiskAttachRequest request)
+    {
+        if (request.Pool is not null && request.VolumeName is not null)
+        {
+            return host.GetVolume(request.Pool, request.VolumeName);
+        }
+
+        return request.LocalImagePath is null ? null : host.GetVolumeByPath(request.LocalImagePath);
+    }
+
+    private void CheckOtherUsers(string vmName, StorageVolume volume, DiskAttachRequest request)
+    {
+        if (request.Force)
+        {
+            return;
+        }
+
+        bool newIsReadOnly = request.ReadOnly ?? request.Device is "cdrom";
+        foreach (DomainFileEntry entry in host.ListDomains())
+        {
+            if (entry.Definition is not { } other)
+            {
+                continue;
+            }
+
+            foreach (DomainDisk disk in other.Disks.Where(d => SourceHostPath(d) == volume.Path))
+            {
+                if (other.Name == vmName)
+                {
+                    throw new KvmStorageException(
+                        ErrorKind.AlreadyExists,
+                        DomainErrorIds.ImageAlreadyAttached,
+                        $"'{volume.Path}' is already attached to VM '{vmName}' as {disk.Target}. Use -Force to attach it a second time.",
+                        volume.Path);
+                }
+
+                bool bothShareable = disk.Shareable && request.Shareable;
+                if (!bothShareable && !(disk.ReadOnly && newIsReadOnly))
+                {
+                    throw new KvmStorageException(
+                        ErrorKind.ResourceBusy,
+                        DomainErrorIds.ImageAttachedElsewhere,
+                        $"'{volume.Path}' is attached to VM '{other.Name}' as {disk.Target}{(disk.ReadOnly ? " (read-only)" : string.Empty)}; two VMs writing one image corrupt it. Attach it read-only, mark both -Shareable, or use -Force.",
+                        volume.Path);
+                }
+            }
+        }
+    }
+
+    private VMDisk ToVMDisk(DomainDisk disk)
+    {
+        string? source = SourceHostPath(disk);
+        StorageVolume? volume = source is null ? null : TryRead(host.Paths.Resolve(source));
+        return new VMDisk
+        {
+            VMName = disk.VMName,
+            Target = disk.Target,
+            Bus = disk.Bus ?? InferBus(disk),
+            Device = disk.Device,
+            Type = disk.Type,
+            Source = source,
+            Pool = disk.SourcePool ?? volume?.Pool,
+            VolumeName = disk.SourceVolume ?? (volume?.Pool is null ? null : volume.Name),
+            Format = disk.Format,
+            Cache = disk.Cache,
+            Io = disk.Io,
+            Discard = disk.Discard,
+            ReadOnly = disk.ReadOnly,
+            Shareable = disk.Shareable,
+            Serial = disk.Serial,
+            BootOrder = disk.BootOrder,
+            IsEmpty = disk.IsEmpty,
+            Volume = volume,
+            HostName = host.Name,
+            Disk = disk,
+        };
+    }
+
+    /// <summary>The host path a disk reads: its file or device, or its pool volume's path.</summary>
+    private string? SourceHostPath(DomainDisk disk)
+    {
+        if (disk.SourcePath is { } path)
+        {
+            return path;
+        }
+
+        if (disk.SourcePool is { } pool && disk.SourceVolume is { } name)
+        {
+            try
+            {
+                string? folder = host.GetPool(pool).Path;
+                return folder is null ? null : folder.TrimEnd('/') + "/" + name;
+            }
+            catch (KvmStorageException)
+            {
+                return null;
+            }
+        }
+
+        return null;
+    }
+
+    private StorageVolume? TryRead(string localPath)
+    {
+        try
+        {
+            return File.Exists(localPath) && !IsBlockDevice(localPath) ? host.GetVolumeByPath(localPath) : null;
+        }
+        catch (KvmStorageException)
+        {
+            return null;
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+    }
+
+    private static bool IsBlockDevice(string localPath)
+    {
+        try
+        {
+            const uint TypeMask = 0xF000;
+            const uint BlockDevice = 0x6000;
+            return (FileStatus.Get(localPath).Mode & TypeMask) == BlockDevice;
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
+    private static string? InferBus(DomainDisk disk) =>
+        DiskTargetNames.TryParse(disk.Target, out string prefix, out _) ? prefix switch
+        {
+            "vd" => "virtio",
+            "sd" => "scsi",
+            "hd" => "ide",
+            "xvd" => "xen",
+            "ubd" => "uml",
+            "fd" => "fdc",
+            _ => null,
+        } : null;
+}

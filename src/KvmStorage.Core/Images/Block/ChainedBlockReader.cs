@@ -1,0 +1,175 @@
+using KvmStorage.Core.Errors;
+
+namespace KvmStorage.Core.Images.Block;
+
+/// <summary>
+/// Reads through a backing chain: what a layer leaves unallocated comes from the next one, and beyond
+/// the end of a shorter backing file reads as zeros (qemu's block layer rules).
+/// </summary>
+internal sealed class ChainedBlockReader : IBlockReader
+{
+    private readonly ImageLayer[] _layers;
+    private int _disposed;
+
+    public ChainedBlockReader(ImageInfo info, ImageLayer[] layers)
+    {
+        Info = info;
+        _layers = layers;
+    }
+
+    public ImageInfo Info { get; }
+
+    public ulong Size => _layers[0].Size;
+
+    public void Read(ulong offset, Span<byte> buffer)
+    {
+        CheckRange(offset, (ulong)buffer.Length);
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        ReadLayer(0, offset, buffer);
+    }
+
+    public IEnumerable<Extent> GetExtents(ulong offset, ulong length)
+    {
+        CheckRange(offset, length);
+        return Merge(Walk(0, offset, length));
+    }
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0)
+        {
+            foreach (ImageLayer layer in _layers)
+            {
+                layer.Dispose();
+            }
+        }
+    }
+
+    private void CheckRange(ulong offset, ulong length)
+    {
+        if (offset > Size || length > Size - offset)
+        {
+            throw new KvmStorageException(
+                ErrorKind.InvalidArgument,
+                BlockErrorIds.RangeOutOfBounds,
+                $"The range at {offset} (+{length} bytes) lies beyond the end of '{Info.Path}' ({Size} bytes).",
+                Info.Path);
+        }
+    }
+
+    private void ReadLayer(int depth, ulong offset, Span<byte> buffer)
+    {
+        ImageLayer layer = _layers[depth];
+        while (!buffer.IsEmpty)
+        {
+            if (offset >= layer.Size)
+            {
+                buffer.Clear();
+                return;
+            }
+
+            ulong wanted = Math.Min((ulong)buffer.Length, layer.Size - offset);
+            LayerRun run = layer.Map(offset, wanted);
+            int n = (int)Math.Min(run.Length, wanted);
+            Span<byte> part = buffer[..n];
+            switch (run.Kind)
+            {
+                case RunKind.Data:
+                case RunKind.Special:
+                    layer.ReadRun(offset, run, part);
+                    break;
+                case RunKind.Zero:
+                    part.Clear();
+                    break;
+                default:
+                    if (depth + 1 < _layers.Length)
+                    {
+                        ReadLayer(depth + 1, offset, part);
+                    }
+                    else
+                    {
+                        part.Clear();
+                    }
+
+                    break;
+            }
+
+            buffer = buffer[n..];
+            offset += (ulong)n;
+        }
+    }
+
+    private IEnumerable<Extent> Walk(int depth, ulong offset, ulong length)
+    {
+        ImageLayer layer = _layers[depth];
+        ulong end = offset + length;
+        while (offset < end)
+        {
+            if (offset >= layer.Size)
+            {
+                yield return new Extent(offset, end - offset, ExtentKind.Zero);
+                yield break;
+            }
+
+            ulong wanted = Math.Min(end, layer.Size) - offset;
+            LayerRun run = layer.Map(offset, wanted);
+            ulong n = Math.Min(run.Length, wanted);
+            switch (run.Kind)
+            {
+                case RunKind.Data:
+                case RunKind.Special:
+                    yield return new Extent(offset, n, ExtentKind.Data);
+                    break;
+                case RunKind.Zero:
+                    yield return new Extent(offset, n, ExtentKind.Zero);
+                    break;
+                default:
+                    if (depth + 1 < _layers.Length)
+                    {
+                        foreach (Extent below in Walk(depth + 1, offset, n))
+                        {
+                            yield return below;
+                        }
+                    }
+                    else
+                    {
+                        yield return new Extent(offset, n, ExtentKind.Unallocated);
+                    }
+
+                    break;
+            }
+
+            offset += n;
+        }
+    }
+
+    private static IEnumerable<Extent> Merge(IEnumerable<Extent> extents)
+    {
+        Extent? pending = null;
+        foreach (Extent e in extents)
+        {
+            if (e.Length == 0)
+            {
+                continue;
+            }
+
+            if (pending is { } p && p.Kind == e.Kind && p.End == e.Offset)
+            {
+                pending = p with { Length = p.Length + e.Length };
+                continue;
+            }
+
+            if (pending is { } done)
+            {
+                yield return done;
+            }
+
+            pending = e;
+        }
+
+        if (pending is { } last)
+        {
+            yield return last;
+        }
+    }
+}

@@ -1,0 +1,211 @@
+using System.Runtime.InteropServices;
+using KvmStorage.Core.Errors;
+using Microsoft.Win32.SafeHandles;
+
+namespace KvmStorage.Core.Images.Block;
+
+/// <summary>
+/// One image file opened read-only for positional reads. Data reads past the end of the file return
+/// zeros (qemu's protocol layer does the same); metadata reads past it are malformed images.
+/// </summary>
+internal sealed partial class HostFile : IDisposable
+{
+    private const int SeekData = 3;
+    private const int SeekHole = 4;
+    private const int Enxio = 6;
+
+    private readonly SafeFileHandle _handle;
+    private int _seekUnsupported;
+
+    private HostFile(string path, SafeFileHandle handle, ulong length)
+    {
+        Path = path;
+        _handle = handle;
+        Length = length;
+    }
+
+    public string Path { get; }
+
+    public ulong Length { get; }
+
+    public static HostFile Open(string path)
+    {
+        SafeFileHandle handle;
+        try
+        {
+            handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw ImageErrors.FromIo(path, e);
+        }
+
+        try
+        {
+            return new HostFile(path, handle, (ulong)RandomAccess.GetLength(handle));
+        }
+        catch (IOException e)
+        {
+            handle.Dispose();
+            throw ImageErrors.FromIo(path, e);
+        }
+    }
+
+    /// <summary>Reads guest data stored at <paramref name="offset"/>; bytes beyond the end of the file read as zeros.</summary>
+    public void ReadData(ulong offset, Span<byte> buffer)
+    {
+        if (offset >= Length)
+        {
+            buffer.Clear();
+            return;
+        }
+
+        ulong available = Length - offset;
+        if ((ulong)buffer.Length > available)
+        {
+            buffer[(int)available..].Clear();
+            buffer = buffer[..(int)available];
+        }
+
+        int done = 0;
+        try
+        {
+            while (done < buffer.Length)
+            {
+                int n = RandomAccess.Read(_handle, buffer[done..], (long)offset + done);
+                if (n == 0)
+                {
+                    // The file shrank under us: what is gone reads as zeros, as it would in qemu.
+                    buffer[done..].Clear();
+                    return;
+                }
+
+                done += n;
+            }
+        }
+        catch (IOException e)
+        {
+            throw ImageErrors.FromIo(Path, e);
+        }
+    }
+
+    /// <summary>Reads metadata that must lie wholly inside the file.</summary>
+    public byte[] ReadMetadata(ulong offset, int length, string what)
+    {
+        if (length < 0 || offset > Length || (ulong)length > Length - offset)
+        {
+            throw BlockErrors.Mapping(Path, $"the {what} at offset 0x{offset:x} ({length} bytes) lies beyond the end of the file ({Length} bytes).");
+        }
+
+        byte[] buffer = new byte[length];
+        ReadData(offset, buffer);
+        return buffer;
+    }
+
+    /// <summary>
+    /// Whether the file holds data at <paramref name="offset"/> (SEEK_DATA/SEEK_HOLE), and for how many bytes
+    /// (at most <paramref name="maxLength"/>). The end of the file counts as a hole.
+    /// </summary>
+    public (bool Data, ulong Length) Probe(ulong offset, ulong maxLength)
+    {
+        if (offset >= Length)
+        {
+            return (false, maxLength);
+        }
+
+        ulong untilEnd = Math.Min(maxLength, Length - offset);
+        if (Volatile.Read(ref _seekUnsupported) != 0 || offset > long.MaxValue)
+        {
+            return (true, untilEnd);
+        }
+
+        bool added = false;
+        try
+        {
+            _handle.DangerousAddRef(ref added);
+            int fd = (int)_handle.DangerousGetHandle();
+            long data = Lseek(fd, (long)offset, SeekData);
+            if (data < 0)
+            {
+                int errno = Marshal.GetLastPInvokeError();
+                if (errno == Enxio)
+                {
+                    // No data after offset: a hole up to the end of the file, and zeros beyond.
+                    return (false, maxLength);
+                }
+
+                Volatile.Write(ref _seekUnsupported, 1);
+                return (true, untilEnd);
+            }
+
+            if ((ulong)data > offset)
+            {
+                return (false, Math.Min(maxLength, (ulong)data - offset));
+            }
+
+            long hole = Lseek(fd, (long)offset, SeekHole);
+            if (hole < 0 || (ulong)hole <= offset)
+            {
+                return (true, untilEnd);
+            }
+
+            return (true, Math.Min(untilEnd, (ulong)hole - offset));
+        }
+        finally
+        {
+            if (added)
+            {
+                _handle.DangerousRelease();
+            }
+        }
+    }
+
+    public void Dispose() => _handle.Dispose();
+
+    [LibraryImport("libc", EntryPoint = "lseek", SetLastError = true)]
+    private static partial long Lseek(int fd, long offset, int whence);
+}
+
+/// <summary>What a layer holds at a guest offset (internal to the block readers).</summary>
+internal enum RunKind
+{
+    /// <summary>Stored uncompressed at <see cref="LayerRun.HostOffset"/> of the layer's file.</summary>
+    Data,
+
+    /// <summary>Reads as zeros.</summary>
+    Zero,
+
+    /// <summary>Not allocated in this layer: the backing file (or zeros) shows through.</summary>
+    Unallocated,
+
+    /// <summary>Allocated, but the layer reads it its own way (compressed clusters, other extent files).</summary>
+    Special,
+}
+
+/// <summary>A run of one kind starting at the queried guest offset; <see cref="Tag"/> is the layer's own (L2 entry, extent index...).</summary>
+internal readonly record struct LayerRun(ulong Length, RunKind Kind, ulong HostOffset = 0, ulong Tag = 0);
+
+/// <summary>One image of a backing chain: maps guest offsets to runs and reads allocated runs.</summary>
+internal abstract class ImageLayer : IDisposable
+{
+    protected ImageLayer(HostFile file, ulong size)
+    {
+        File = file;
+        Size = size;
+    }
+
+    public HostFile File { get; }
+
+    public ulong Size { get; }
+
+    /// <summary>
+    /// The run that starts at <paramref name="offset"/> (below <see cref="Size"/>), at most <paramref name="maxLength"/>
+    /// (which stays within <see cref="Size"/>) and at least one byte long. Reads metadata only.
+    /// </summary>
+    public abstract LayerRun Map(ulong offset, ulong maxLength);
+
+    /// <summary>Reads the start of a Data or Special run returned by <see cref="Map"/> for <paramref name="offset"/>.</summary>
+    public virtual void ReadRun(ulong offset, in LayerRun run, Span<byte> destination) => File.ReadData(run.HostOffset, destination);
+
+    public virtual void Dispose() => File.Dispose();
+}

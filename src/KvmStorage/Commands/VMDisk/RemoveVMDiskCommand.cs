@@ -1,0 +1,87 @@
+using System.Management.Automation;
+using KvmStorage.Core.Domains;
+using KvmStorage.Infrastructure;
+
+namespace KvmStorage.Commands.VMDisk;
+
+/// <summary>Remove-VMDisk: detaches a disk from a VM's definition, optionally deleting its image.</summary>
+[Cmdlet(VerbsCommon.Remove, "VMDisk", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High, DefaultParameterSetName = ByTarget)]
+[OutputType(typeof(void))]
+public sealed class RemoveVMDiskCommand : KvmCmdlet
+{
+    private const string ByTarget = "ByTarget";
+    private const string ByVolume = "ByVolume";
+    private const string ByObject = "ByObject";
+
+    [Parameter(Mandatory = true, Position = 0, ParameterSetName = ByTarget)]
+    [Parameter(Mandatory = true, Position = 0, ParameterSetName = ByVolume)]
+    [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(VMNameCompleter))]
+    public string VMName { get; set; } = string.Empty;
+
+    /// <summary>The disk's target, such as vdb.</summary>
+    [Parameter(Mandatory = true, Position = 1, ParameterSetName = ByTarget)]
+    [ValidateNotNullOrEmpty]
+    public string Target { get; set; } = string.Empty;
+
+    /// <summary>Detach every disk of the VM that uses this image.</summary>
+    [Parameter(Mandatory = true, ParameterSetName = ByVolume, ValueFromPipeline = true)]
+    public VolumeReference Volume { get; set; } = null!;
+
+    /// <summary>The disk as Get-VMDisk emits it.</summary>
+    [Parameter(Mandatory = true, ParameterSetName = ByObject, ValueFromPipeline = true)]
+    public Core.Domains.VMDisk InputObject { get; set; } = null!;
+
+    /// <summary>Also delete the image file when no other VM uses it and no other image is backed by it.</summary>
+    [Parameter]
+    public SwitchParameter DeleteVolume { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        string vm = InputObject?.VMName ?? VMName;
+        RunForItem(vm, () =>
+        {
+            var attachments = new DiskAttachments(KvmHost);
+            IReadOnlyList<Core.Domains.VMDisk> disks = attachments.GetDisks(KvmHost.GetDomain(vm));
+            List<Core.Domains.VMDisk> selected;
+            if (ParameterSetName == ByVolume)
+            {
+                string hostPath = Volume.Volume?.Path ?? KvmHost.GetVolumeByPath(GetUnresolvedProviderPathFromPSPath(Volume.Path)).Path;
+                selected = disks.Where(d => d.Source == hostPath).ToList();
+                if (selected.Count == 0)
+                {
+                    throw new Core.Errors.KvmStorageException(Core.Errors.ErrorKind.NotFound, DomainErrorIds.DiskNotFound, $"VM '{vm}' has no disk using '{hostPath}'.", hostPath);
+                }
+            }
+            else
+            {
+                string target = InputObject?.Target ?? Target;
+                selected = disks.Where(d => d.Target == target).ToList();
+                if (selected.Count == 0)
+                {
+                    throw new Core.Errors.KvmStorageException(Core.Errors.ErrorKind.NotFound, DomainErrorIds.DiskNotFound, $"VM '{vm}' has no disk '{target}'.", target);
+                }
+            }
+
+            foreach (Core.Domains.VMDisk disk in selected)
+            {
+                string action = DeleteVolume && disk.Source is not null ? $"Detach the disk and delete its image {disk.Source}" : "Detach the disk (the image is kept)";
+                if (!ShouldProcess($"{vm}:{disk.Target} ({disk.Source ?? "empty"})", action))
+                {
+                    continue;
+                }
+
+                attachments.Detach(vm, disk.Target);
+                WarnIfActive(vm);
+                if (DeleteVolume && disk.Volume is { Pool: not null } volume)
+                {
+                    RunForItem(volume.Name, () => KvmHost.RemoveVolume(volume.Pool!, volume.Name, force: false));
+                }
+                else if (DeleteVolume && disk.Source is not null)
+                {
+                    WriteWarning($"'{disk.Source}' is not a volume of a storage pool; it was detached but not deleted.");
+                }
+            }
+        });
+    }
+}

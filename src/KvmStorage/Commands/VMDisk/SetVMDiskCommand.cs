@@ -1,0 +1,129 @@
+using System.Management.Automation;
+using KvmStorage.Core.Domains;
+using KvmStorage.Infrastructure;
+
+namespace KvmStorage.Commands.VMDisk;
+
+/// <summary>Set-VMDisk: changes the settings of an attached disk, or the medium of a cdrom drive.</summary>
+[Cmdlet(VerbsCommon.Set, "VMDisk", SupportsShouldProcess = true, DefaultParameterSetName = ByTarget)]
+[OutputType(typeof(Core.Domains.VMDisk))]
+public sealed class SetVMDiskCommand : KvmCmdlet
+{
+    private const string ByTarget = "ByTarget";
+    private const string ByObject = "ByObject";
+
+    [Parameter(Mandatory = true, Position = 0, ParameterSetName = ByTarget)]
+    [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(VMNameCompleter))]
+    public string VMName { get; set; } = string.Empty;
+
+    /// <summary>The disk's target, such as vdb or sda.</summary>
+    [Parameter(Mandatory = true, Position = 1, ParameterSetName = ByTarget)]
+    [ValidateNotNullOrEmpty]
+    public string Target { get; set; } = string.Empty;
+
+    /// <summary>The disk as Get-VMDisk emits it.</summary>
+    [Parameter(Mandatory = true, ParameterSetName = ByObject, ValueFromPipeline = true)]
+    public Core.Domains.VMDisk InputObject { get; set; } = null!;
+
+    /// <summary>Host cache mode; an empty string removes the setting.</summary>
+    [Parameter]
+    [ValidateSet("", "default", "none", "writethrough", "writeback", "directsync", "unsafe")]
+    public string? Cache { get; set; }
+
+    /// <summary>I/O mode; an empty string removes the setting.</summary>
+    [Parameter]
+    [ValidateSet("", "threads", "native", "io_uring")]
+    public string? Io { get; set; }
+
+    /// <summary>Discard mode; an empty string removes the setting.</summary>
+    [Parameter]
+    [ValidateSet("", "unmap", "ignore")]
+    public string? Discard { get; set; }
+
+    [Parameter]
+    public bool ReadOnly { get; set; }
+
+    [Parameter]
+    public bool Shareable { get; set; }
+
+    /// <summary>Serial number the guest sees; an empty string removes it.</summary>
+    [Parameter]
+    public string? Serial { get; set; }
+
+    /// <summary>Per-device boot order; 0 removes it.</summary>
+    [Parameter]
+    [ValidateRange(0, 10000)]
+    public int BootOrder { get; set; }
+
+    /// <summary>New medium for a cdrom or floppy drive (an .iso or image file).</summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? Path { get; set; }
+
+    /// <summary>Remove the medium from a cdrom or floppy drive.</summary>
+    [Parameter]
+    public SwitchParameter Eject { get; set; }
+
+    [Parameter]
+    public SwitchParameter PassThru { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        string vm = InputObject?.VMName ?? VMName;
+        string target = InputObject?.Target ?? Target;
+        RunForItem($"{vm}:{target}", () =>
+        {
+            bool Bound(string name) => MyInvocation.BoundParameters.ContainsKey(name);
+            if (Path is not null && Eject)
+            {
+                throw new Core.Errors.KvmStorageException(Core.Errors.ErrorKind.InvalidArgument, DomainErrorIds.InvalidDiskOption, "Give either -Path or -Eject, not both.", target);
+            }
+
+            var update = new DiskUpdate
+            {
+                Cache = Cache,
+                Io = Io,
+                Discard = Discard,
+                ReadOnly = Bound(nameof(ReadOnly)) ? ReadOnly : null,
+                Shareable = Bound(nameof(Shareable)) ? Shareable : null,
+                Serial = Serial,
+                BootOrder = Bound(nameof(BootOrder)) ? BootOrder : null,
+            };
+            bool settings = update.Cache is not null || update.Io is not null || update.Discard is not null || update.ReadOnly is not null
+                || update.Shareable is not null || update.Serial is not null || update.BootOrder is not null;
+            bool media = Path is not null || Eject;
+            var attachments = new DiskAttachments(KvmHost);
+            DomainDefinition domain = KvmHost.GetDomain(vm);
+            if (domain.FindDisk(target) is null)
+            {
+                throw new Core.Errors.KvmStorageException(Core.Errors.ErrorKind.NotFound, DomainErrorIds.DiskNotFound, $"VM '{vm}' has no disk '{target}'.", target);
+            }
+
+            Core.Domains.VMDisk? result = null;
+            if (!settings && !media)
+            {
+                WriteVerbose($"Nothing to change for {vm}:{target}.");
+            }
+            else if (ShouldProcess($"{vm}:{target}", media ? (Eject ? "Eject the medium" : $"Insert {Path}") : "Change disk settings"))
+            {
+                if (media)
+                {
+                    result = attachments.ChangeMedia(vm, target, Path is null ? null : GetUnresolvedProviderPathFromPSPath(Path));
+                }
+
+                if (settings)
+                {
+                    result = attachments.Update(vm, target, update);
+                }
+
+                WarnIfActive(vm);
+            }
+
+            if (PassThru)
+            {
+                WriteObject(result ?? attachments.GetDisks(KvmHost.GetDomain(vm)).First(d => d.Target == target));
+            }
+        });
+    }
+}
