@@ -30,6 +30,10 @@
         'Copy-Volume'
         'Import-Volume'
         'Export-Volume'
+        'Get-VolumeSnapshot'
+        'New-VolumeSnapshot'
+        'Restore-VolumeSnapshot'
+        'Remove-VolumeSnapshot'
     )
     FunctionsToExport      = @()
     VariablesToExport      = @()

@@ -46,6 +46,14 @@ public static class ImageErrorIds
     public const string ImageCorrupt = "ImageCorrupt";
     public const string ImageWriteFailed = "ImageWriteFailed";
 
+    // Internal snapshots.
+    public const string SnapshotNotFound = "SnapshotNotFound";
+    public const string SnapshotNameExists = "SnapshotNameAlreadyExists";
+    public const string InvalidSnapshotName = "InvalidSnapshotName";
+    public const string SnapshotsNotSupported = "SnapshotsNotSupported";
+    public const string SnapshotLimitReached = "SnapshotLimitReached";
+    public const string SnapshotRefcountOverflow = "SnapshotRefcountOverflow";
+
     // Locks.
     public const string ImageInUse = "ImageInUse";
 }

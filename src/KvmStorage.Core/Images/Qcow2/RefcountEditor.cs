@@ -61,8 +61,73 @@ internal sealed class RefcountEditor
         FreeStart = Math.Max(Qcow2Layout.CeilDiv(fileLength, clusterSize), lastUsed);
     }
 
-    /// <summary>The first cluster index past everything in use.</summary>
-    public ulong FreeStart { get; }
+    /// <summary>The first cluster index past everything in use (advanced by each <see cref="Commit"/>).</summary>
+    public ulong FreeStart { get; private set; }
+
+    /// <summary>The largest refcount an entry can hold.</summary>
+    public ulong MaxRefcount => bits == 64 ? ulong.MaxValue : (1UL << bits) - 1;
+
+    /// <summary>The refcount of one cluster (0 when its refcount block does not exist).</summary>
+    public ulong Get(ulong cluster)
+    {
+        ulong b = cluster / perBlock;
+        return b >= (ulong)table.Length || table[b] == 0 ? 0 : Qcow2Refcounts.Get(Block(b), cluster % perBlock, bits);
+    }
+
+    /// <summary>
+    /// Checks that every change of <paramref name="deltas"/> (cluster index to signed change) keeps its refcount
+    /// within 0..<see cref="MaxRefcount"/>, without writing anything.
+    /// </summary>
+    public void Validate(IReadOnlyDictionary<ulong, long> deltas)
+    {
+        foreach ((ulong cluster, long delta) in deltas)
+        {
+            ulong value = Get(cluster);
+            if (delta < 0 && (ulong)(-delta) > value)
+            {
+                throw ImageErrors.Invalid(ImageErrorIds.InvalidMetadata, path, $"cluster {cluster} has refcount {value} but {-delta} more references; repair the image with 'qemu-img check -r all'.");
+            }
+
+            if (delta > 0 && value == 0)
+            {
+                throw ImageErrors.Invalid(ImageErrorIds.InvalidMetadata, path, $"cluster {cluster} is referenced but has refcount 0; repair the image with 'qemu-img check -r all'.");
+            }
+
+            if (delta > 0 && (ulong)delta > MaxRefcount - value)
+            {
+                throw new KvmStorageException(
+                    ErrorKind.InvalidOperation,
+                    ImageErrorIds.SnapshotRefcountOverflow,
+                    $"'{path}': cluster {cluster} would need refcount {value + (ulong)delta}, over the {bits}-bit limit {MaxRefcount}; convert the image with a larger refcount_bits.",
+                    path);
+            }
+        }
+    }
+
+    /// <summary>Applies <paramref name="deltas"/> (checked by <see cref="Validate"/> first) and writes the blocks it changed.</summary>
+    public void Adjust(IReadOnlyDictionary<ulong, long> deltas)
+    {
+        Validate(deltas);
+        HashSet<ulong> touched = [];
+        foreach ((ulong cluster, long delta) in deltas)
+        {
+            if (delta == 0)
+            {
+                continue;
+            }
+
+            ulong b = cluster / perBlock;
+            byte[] block = Block(b);
+            ulong value = Qcow2Refcounts.Get(block, cluster % perBlock, bits);
+            Qcow2Refcounts.Set(block, cluster % perBlock, bits, delta > 0 ? value + (ulong)delta : value - (ulong)(-delta));
+            touched.Add(b);
+        }
+
+        foreach (ulong b in touched)
+        {
+            Qcow2Io.Write(handle, blocks[b], table[b]);
+        }
+    }
 
     /// <summary>Plans <paramref name="count"/> new clusters at the end, plus the refcount structures they need.</summary>
     public Allocation Allocate(ulong count)
@@ -137,6 +202,7 @@ internal sealed class RefcountEditor
         }
 
         Qcow2Resizer.Flush(handle);
+        FreeStart = Math.Max(FreeStart, end);
         if (plan.TableClusters > 0)
         {
             ulong oldOffset = tableOffset, oldClusters = tableClusters;

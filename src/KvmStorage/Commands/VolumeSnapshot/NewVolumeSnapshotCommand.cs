@@ -1,0 +1,35 @@
+using System.Management.Automation;
+using KvmStorage.Core.Images;
+using KvmStorage.Core.Volumes;
+using KvmStorage.Infrastructure;
+
+namespace KvmStorage.Commands.VolumeSnapshot;
+
+/// <summary>New-VolumeSnapshot: takes an internal (disk-only) snapshot of a qcow2 volume, like <c>qemu-img snapshot -c</c>.</summary>
+[Cmdlet(VerbsCommon.New, "VolumeSnapshot", SupportsShouldProcess = true)]
+[OutputType(typeof(Core.Volumes.VolumeSnapshot))]
+public sealed class NewVolumeSnapshotCommand : KvmCmdlet
+{
+    /// <summary>The qcow2 volume, as a Get-Volume object or an image path.</summary>
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true)]
+    public VolumeReference Volume { get; set; } = null!;
+
+    /// <summary>The snapshot's name, unique within the volume.</summary>
+    [Parameter(Mandatory = true, Position = 1)]
+    [ValidateNotNullOrEmpty]
+    public string Name { get; set; } = string.Empty;
+
+    protected override void ProcessRecord()
+    {
+        RunForItem(Volume, () =>
+        {
+            StorageVolume volume = SnapshotTargets.ResolveVolume(this, KvmHost, Volume);
+            SnapshotTargets.RequireQcow2(volume);
+            if (ShouldProcess(volume.Path, $"Create snapshot '{Name}'"))
+            {
+                SnapshotInfo created = ImageSnapshots.Create(volume.LocalPath, Name);
+                WriteObject(Core.Volumes.VolumeSnapshot.From(volume, created));
+            }
+        });
+    }
+}

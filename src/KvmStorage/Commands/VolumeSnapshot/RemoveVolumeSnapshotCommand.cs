@@ -1,0 +1,73 @@
+using System.Management.Automation;
+using KvmStorage.Core.Images;
+using KvmStorage.Core.Volumes;
+using KvmStorage.Infrastructure;
+
+namespace KvmStorage.Commands.VolumeSnapshot;
+
+/// <summary>Remove-VolumeSnapshot: deletes internal snapshots of a qcow2 volume, like <c>qemu-img snapshot -d</c>.</summary>
+[Cmdlet(VerbsCommon.Remove, "VolumeSnapshot", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High, DefaultParameterSetName = ByName)]
+[OutputType(typeof(void))]
+public sealed class RemoveVolumeSnapshotCommand : KvmCmdlet
+{
+    private const string ByName = "ByName";
+    private const string ById = "ById";
+    private const string ByObject = "ByObject";
+
+    /// <summary>The qcow2 volume, as a Get-Volume object or an image path.</summary>
+    [Parameter(Mandatory = true, Position = 0, ParameterSetName = ByName, ValueFromPipeline = true)]
+    [Parameter(Mandatory = true, Position = 0, ParameterSetName = ById, ValueFromPipeline = true)]
+    public VolumeReference Volume { get; set; } = null!;
+
+    /// <summary>Names of the snapshots to delete.</summary>
+    [Parameter(Mandatory = true, Position = 1, ParameterSetName = ByName)]
+    [ValidateNotNullOrEmpty]
+    public string[] Name { get; set; } = [];
+
+    /// <summary>Ids of the snapshots to delete.</summary>
+    [Parameter(Mandatory = true, ParameterSetName = ById)]
+    [ValidateNotNullOrEmpty]
+    public string[] Id { get; set; } = [];
+
+    /// <summary>Snapshots as Get-VolumeSnapshot emits them.</summary>
+    [Parameter(Mandatory = true, ParameterSetName = ByObject, ValueFromPipeline = true)]
+    public Core.Volumes.VolumeSnapshot[] InputObject { get; set; } = [];
+
+    protected override void ProcessRecord()
+    {
+        if (ParameterSetName == ByObject)
+        {
+            foreach (Core.Volumes.VolumeSnapshot item in InputObject)
+            {
+                RunForItem(item, () => Remove(SnapshotTargets.ResolveVolume(this, KvmHost, new VolumeReference(item.LocalPath)), item.Id, item.Name));
+            }
+
+            return;
+        }
+
+        foreach (string key in ParameterSetName == ById ? Id : Name)
+        {
+            RunForItem(key, () =>
+            {
+                StorageVolume volume = SnapshotTargets.ResolveVolume(this, KvmHost, Volume);
+                if (ParameterSetName == ById)
+                {
+                    Remove(volume, key, null);
+                }
+                else
+                {
+                    Remove(volume, null, key);
+                }
+            });
+        }
+    }
+
+    private void Remove(StorageVolume volume, string? id, string? name)
+    {
+        SnapshotInfo snapshot = SnapshotTargets.Find(volume, id, name);
+        if (ShouldProcess(volume.Path, $"Delete snapshot '{snapshot.Name}' (id {snapshot.Id})"))
+        {
+            ImageSnapshots.Delete(volume.LocalPath, snapshot.Id, SnapshotLookup.Id);
+        }
+    }
+}

@@ -1,0 +1,66 @@
+using System.Globalization;
+using System.Management.Automation;
+using KvmStorage.Core.Images;
+using KvmStorage.Core.Volumes;
+using KvmStorage.Infrastructure;
+
+namespace KvmStorage.Commands.VolumeSnapshot;
+
+/// <summary>Restore-VolumeSnapshot: reverts a qcow2 volume to one of its internal snapshots, like <c>qemu-img snapshot -a</c>.</summary>
+[Cmdlet(VerbsData.Restore, "VolumeSnapshot", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High, DefaultParameterSetName = ByName)]
+[OutputType(typeof(StorageVolume))]
+public sealed class RestoreVolumeSnapshotCommand : KvmCmdlet
+{
+    private const string ByName = "ByName";
+    private const string ById = "ById";
+    private const string ByObject = "ByObject";
+
+    /// <summary>The qcow2 volume, as a Get-Volume object or an image path.</summary>
+    [Parameter(Mandatory = true, Position = 0, ParameterSetName = ByName, ValueFromPipeline = true)]
+    [Parameter(Mandatory = true, Position = 0, ParameterSetName = ById, ValueFromPipeline = true)]
+    public VolumeReference Volume { get; set; } = null!;
+
+    /// <summary>The name of the snapshot to revert to.</summary>
+    [Parameter(Mandatory = true, Position = 1, ParameterSetName = ByName)]
+    [ValidateNotNullOrEmpty]
+    public string Name { get; set; } = string.Empty;
+
+    /// <summary>The id of the snapshot to revert to.</summary>
+    [Parameter(Mandatory = true, ParameterSetName = ById)]
+    [ValidateNotNullOrEmpty]
+    public string Id { get; set; } = string.Empty;
+
+    /// <summary>A snapshot as Get-VolumeSnapshot emits it.</summary>
+    [Parameter(Mandatory = true, ParameterSetName = ByObject, ValueFromPipeline = true)]
+    public Core.Volumes.VolumeSnapshot InputObject { get; set; } = null!;
+
+    /// <summary>Emit the reverted volume.</summary>
+    [Parameter]
+    public SwitchParameter PassThru { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        object target = ParameterSetName == ByObject ? InputObject : Volume;
+        RunForItem(target, () =>
+        {
+            StorageVolume volume = ParameterSetName == ByObject
+                ? SnapshotTargets.ResolveVolume(this, KvmHost, new VolumeReference(InputObject.LocalPath))
+                : SnapshotTargets.ResolveVolume(this, KvmHost, Volume);
+            SnapshotInfo snapshot = ParameterSetName switch
+            {
+                ByObject => SnapshotTargets.Find(volume, InputObject.Id, InputObject.Name),
+                ById => SnapshotTargets.Find(volume, Id, null),
+                _ => SnapshotTargets.Find(volume, null, Name),
+            };
+            string taken = snapshot.Date.ToLocalTime().ToString("g", CultureInfo.CurrentCulture);
+            if (ShouldProcess(volume.Path, $"Revert to snapshot '{snapshot.Name}' (id {snapshot.Id}, taken {taken}); changes made since are lost"))
+            {
+                ImageSnapshots.Revert(volume.LocalPath, snapshot.Id, SnapshotLookup.Id);
+                if (PassThru)
+                {
+                    WriteObject(KvmHost.GetVolumeByPath(volume.LocalPath));
+                }
+            }
+        });
+    }
+}
