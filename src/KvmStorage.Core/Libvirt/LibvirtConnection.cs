@@ -133,6 +133,10 @@ public sealed unsafe class LibvirtConnection : IDisposable
     public LibvirtDomain LookupDomain(string name) =>
         new(LibvirtLibrary.Check(LibvirtNative.virDomainLookupByName(Handle, name), "virDomainLookupByName", name));
 
+    /// <summary>Defines (or redefines, same name and UUID) a persistent domain, validated against libvirt's schema.</summary>
+    public LibvirtDomain DefineDomain(string xml, bool validate, string? target = null) =>
+        new(LibvirtLibrary.Check(LibvirtNative.virDomainDefineXMLFlags(Handle, xml, validate ? LibvirtNative.VIR_DOMAIN_DEFINE_VALIDATE : 0), "virDomainDefineXMLFlags", target));
+
     public void Dispose() => handle.Dispose();
 
     public override string ToString() => Uri;

@@ -34,6 +34,12 @@ public static class LibvirtErrorIds
     /// <summary>-Live on a host without a daemon, or on a domain that is not running.</summary>
     public const string LiveChangeUnavailable = "LiveChangeUnavailable";
 
+    /// <summary>An operation the offline backend cannot do (start or stop a pool).</summary>
+    public const string DaemonRequired = "LibvirtDaemonRequired";
+
+    /// <summary>A file pool must be running for libvirt to take a new volume.</summary>
+    public const string PoolNotActive = "PoolNotActive";
+
     /// <summary>No connection with that URI is open in the session.</summary>
     public const string ConnectionNotFound = "ConnectionNotFound";
 

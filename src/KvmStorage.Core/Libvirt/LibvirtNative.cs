@@ -19,6 +19,7 @@ internal static unsafe partial class LibvirtNative
     internal const uint VIR_STORAGE_VOL_CREATE_VALIDATE = 4;
     internal const uint VIR_STORAGE_VOL_RESIZE_SHRINK = 4;
     internal const uint VIR_DOMAIN_XML_INACTIVE = 2;
+    internal const uint VIR_DOMAIN_DEFINE_VALIDATE = 1;
     internal const uint VIR_DOMAIN_AFFECT_LIVE = 1;
     internal const uint VIR_DOMAIN_AFFECT_CONFIG = 2;
 
@@ -188,6 +189,9 @@ internal static unsafe partial class LibvirtNative
 
     [LibraryImport(Library, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial DomainHandle virDomainLookupByName(ConnectionHandle conn, string name);
+
+    [LibraryImport(Library, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial DomainHandle virDomainDefineXMLFlags(ConnectionHandle conn, string xml, uint flags);
 
     [LibraryImport(Library)]
     internal static partial IntPtr virDomainGetXMLDesc(DomainHandle domain, uint flags);
