@@ -15,6 +15,9 @@
         'New-StoragePool'
         'Set-StoragePool'
         'Remove-StoragePool'
+        'Start-StoragePool'
+        'Stop-StoragePool'
+        'Update-StoragePool'
         'Get-Volume'
         'New-Volume'
         'Remove-Volume'
@@ -23,6 +26,9 @@
         'Add-VMDisk'
         'Set-VMDisk'
         'Remove-VMDisk'
+        'Connect-KvmHost'
+        'Get-KvmHost'
+        'Disconnect-KvmHost'
     )
     FunctionsToExport      = @()
     VariablesToExport      = @()
