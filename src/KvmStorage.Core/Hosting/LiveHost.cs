@@ -303,7 +303,8 @@ public sealed class LiveHost : IKvmHost, IDisposable
             xml.Add(backing);
         }
 
-        using LibvirtVolume volume = handle.CreateVolume(xml.ToString(SaveOptions.DisableFormatting), validate: true, request.Name);
+        // The XML is generated here from typed values; schema validation (8.10+) is not supported by every driver.
+        using LibvirtVolume volume = handle.CreateVolume(xml.ToString(SaveOptions.DisableFormatting), validate: false, request.Name);
         return ReadVolume(volume, pool.Name);
     }
 

@@ -69,7 +69,7 @@ public static class LibvirtErrorCodes
     public const int InternalError = 1;
     public const int NoSupport = 3;
     public const int NoConnect = 5;
-    public const int OperationDenied = 6;
+    public const int OperationDenied = 29;
     public const int InvalidArgument = 8;
     public const int OperationFailed = 9;
     public const int XmlError = 27;
