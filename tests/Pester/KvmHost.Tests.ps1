@@ -140,10 +140,10 @@ Describe 'Start-StoragePool, Stop-StoragePool, Update-StoragePool' {
         }
 
         It 'reports XML libvirt rejects with libvirt''s message and defines nothing' {
-            # ext4 is a valid -SourceFormat, but not for a logical pool: libvirt's schema check (DEFINE_VALIDATE) refuses it.
-            { New-StoragePool -Name bad -Logical -SourceName 'vg0' -SourceFormat ext4 -ErrorAction Stop } | Should -Throw -ErrorId 'LibvirtError92,*'
+            # gpt is a valid -SourceFormat, but not for an fs pool: libvirt's schema check (DEFINE_VALIDATE) refuses it.
+            { New-StoragePool -Name bad -FileSystem -SourceDevice /dev/sdz1 -SourceFormat gpt -Path /srv/bad -ErrorAction Stop } | Should -Throw -ErrorId 'LibvirtError92,*'
             $err = $null
-            New-StoragePool -Name bad -Logical -SourceName 'vg0' -SourceFormat ext4 -ErrorVariable err -ErrorAction SilentlyContinue
+            New-StoragePool -Name bad -FileSystem -SourceDevice /dev/sdz1 -SourceFormat gpt -Path /srv/bad -ErrorVariable err -ErrorAction SilentlyContinue
             $err[0].Exception.Message | Should -Match 'failed to validate against schema'
             (Get-StoragePool).Name | Should -Not -Contain 'bad'
         }
