@@ -15,6 +15,9 @@
         'New-StoragePool'
         'Set-StoragePool'
         'Remove-StoragePool'
+        'Start-StoragePool'
+        'Stop-StoragePool'
+        'Update-StoragePool'
         'Get-Volume'
         'New-Volume'
         'Remove-Volume'
@@ -34,6 +37,9 @@
         'New-VolumeSnapshot'
         'Restore-VolumeSnapshot'
         'Remove-VolumeSnapshot'
+        'Connect-KvmHost'
+        'Get-KvmHost'
+        'Disconnect-KvmHost'
     )
     FunctionsToExport      = @()
     VariablesToExport      = @()

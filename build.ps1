@@ -118,8 +118,11 @@ function Invoke-InstallOracles {
         'virsh'             = 'libvirt-clients'
         'virt-xml-validate' = 'libvirt-clients'
         'xmllint'           = 'libxml2-utils'
+        # The Daemon-tagged tests start their own libvirtd and a small TCG domain.
+        '/usr/sbin/libvirtd'          = 'libvirt-daemon-system'
+        '/usr/bin/qemu-system-x86_64' = 'qemu-system-x86'
     }
-    $missing = @($packages.GetEnumerator() | Where-Object { -not (Get-Command $_.Key -ErrorAction SilentlyContinue) } | ForEach-Object Value | Select-Object -Unique)
+    $missing = @($packages.GetEnumerator() | Where-Object { -not (Get-Command $_.Key -ErrorAction SilentlyContinue) -and -not (Test-Path -LiteralPath $_.Key) } | ForEach-Object Value | Select-Object -Unique)
     if ($missing.Count -eq 0) { return }
     if ((Test-IsRoot) -and (Test-Path /etc/debian_version) -and (Get-Command apt-get -ErrorAction SilentlyContinue)) {
         Write-Step "Install test oracles: $($missing -join ', ')"

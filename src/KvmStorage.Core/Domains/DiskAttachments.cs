@@ -2,6 +2,7 @@ using KvmStorage.Core.Errors;
 using KvmStorage.Core.Hosting;
 using KvmStorage.Core.Images;
 using KvmStorage.Core.IO;
+using KvmStorage.Core.Libvirt;
 using KvmStorage.Core.Pools;
 using KvmStorage.Core.Volumes;
 
@@ -60,31 +61,38 @@ public sealed class DiskAttachments
             Serial = request.Serial,
             BootOrder = request.BootOrder,
         };
-        DomainDisk added = host.EditDomain(domain.Name, d => new DomainDiskEditor(d).AddDisk(spec));
+        DomainDisk added = host.AttachDisk(domain.Name, spec, request.Scope);
         return ToVMDisk(added);
     }
 
-    public VMDisk Update(string vmName, string target, DiskUpdate update)
+    public VMDisk Update(string vmName, string target, DiskUpdate update, DeviceScope scope = DeviceScope.Default)
     {
-        DomainDisk updated = host.EditDomain(vmName, d => new DomainDiskEditor(d).UpdateDisk(target, update));
+        DomainDisk updated = host.UpdateDisk(vmName, target, update, scope);
         return ToVMDisk(updated);
     }
 
     /// <summary>Inserts, changes or (with null) ejects the medium of a cdrom or floppy drive.</summary>
-    public VMDisk ChangeMedia(string vmName, string target, string? localImagePath)
+    public VMDisk ChangeMedia(string vmName, string target, string? localImagePath, DeviceScope scope = DeviceScope.Default)
     {
         StorageVolume? volume = localImagePath is null ? null : host.GetVolumeByPath(localImagePath);
-        DomainDisk changed = host.EditDomain(vmName, d => new DomainDiskEditor(d).ChangeMedia(target, volume?.Path, volume?.Format.ToQemuName()));
+        DomainDisk changed = host.ChangeDiskMedia(vmName, target, volume?.Path, volume?.Format.ToQemuName(), scope);
         return ToVMDisk(changed);
     }
 
-    /// <summary>Removes a disk from the persistent definition and returns what it was.</summary>
-    public VMDisk Detach(string vmName, string target)
+    /// <summary>The default wait for a guest to release a hot-unplugged disk.</summary>
+    public static readonly TimeSpan DefaultLiveDetachTimeout = TimeSpan.FromSeconds(10);
+
+    /// <summary>Removes a disk (from the persistent definition, and from the running VM where the backend can) and returns what it was.</summary>
+    public VMDisk Detach(string vmName, string target, DeviceScope scope = DeviceScope.Default, TimeSpan? liveTimeout = null)
     {
-        VMDisk before = ToVMDisk(host.GetDomain(vmName).FindDisk(target)
-            ?? throw new KvmStorageException(ErrorKind.NotFound, DomainErrorIds.DiskNotFound, $"VM '{vmName}' has no disk '{target}'.", target));
-        host.EditDomain(vmName, d => new DomainDiskEditor(d).RemoveDisk(target));
-        return before;
+        if (!scope.HasFlag(DeviceScope.Live))
+        {
+            _ = host.GetDomain(vmName).FindDisk(target)
+                ?? throw new KvmStorageException(ErrorKind.NotFound, DomainErrorIds.DiskNotFound, $"VM '{vmName}' has no disk '{target}'.", target);
+        }
+
+        DomainDisk removed = host.DetachDisk(vmName, target, scope, liveTimeout ?? DefaultLiveDetachTimeout);
+        return ToVMDisk(removed);
     }
 
     /// <summary>For each host path of an image, the VMs using it directly or as a backing file of an attached image.</summary>

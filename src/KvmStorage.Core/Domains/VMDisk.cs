@@ -89,4 +89,7 @@ public sealed class DiskAttachRequest
 
     /// <summary>Attach even when the image is already attached (to this VM, or read-write to another).</summary>
     public bool Force { get; init; }
+
+    /// <summary>Persistent definition, running VM, or (Default) what the backend does by default.</summary>
+    public Libvirt.DeviceScope Scope { get; init; }
 }

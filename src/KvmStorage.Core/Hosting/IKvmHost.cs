@@ -1,5 +1,6 @@
 using KvmStorage.Core.Domains;
 using KvmStorage.Core.Images;
+using KvmStorage.Core.Libvirt;
 using KvmStorage.Core.Pools;
 using KvmStorage.Core.Volumes;
 
@@ -49,4 +50,28 @@ public interface IKvmHost
 
     /// <summary>True when the domain has a running (or paused) QEMU process.</summary>
     bool IsDomainActive(string name);
+
+    /// <summary>Starts (activates) a pool; with <paramref name="build"/> its storage is built first.</summary>
+    StoragePool StartPool(string name, bool build);
+
+    /// <summary>Stops (deactivates) a pool; its data is untouched.</summary>
+    StoragePool StopPool(string name);
+
+    /// <summary>Makes the host re-read the pool's volumes and space.</summary>
+    StoragePool RefreshPool(string name);
+
+    /// <summary>Adds a disk (built from <paramref name="spec"/>, next free target when none is given) to a domain.</summary>
+    DomainDisk AttachDisk(string vmName, DiskSpec spec, DeviceScope scope);
+
+    /// <summary>Changes settings of one disk.</summary>
+    DomainDisk UpdateDisk(string vmName, string target, DiskUpdate update, DeviceScope scope);
+
+    /// <summary>Inserts, changes or (null) ejects the medium of a cdrom or floppy drive.</summary>
+    DomainDisk ChangeDiskMedia(string vmName, string target, string? sourcePath, string? format, DeviceScope scope);
+
+    /// <summary>
+    /// Detaches a disk and returns what it was. A live detach is asynchronous (the guest must release the disk):
+    /// the backend waits up to <paramref name="liveTimeout"/> and reports when the disk is still there.
+    /// </summary>
+    DomainDisk DetachDisk(string vmName, string target, DeviceScope scope, TimeSpan liveTimeout);
 }

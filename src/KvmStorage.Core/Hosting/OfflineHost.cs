@@ -1,5 +1,7 @@
 using KvmStorage.Core.Domains;
+using KvmStorage.Core.Errors;
 using KvmStorage.Core.Images;
+using KvmStorage.Core.Libvirt;
 using KvmStorage.Core.Pools;
 using KvmStorage.Core.Volumes;
 
@@ -59,4 +61,54 @@ public sealed class OfflineHost : IKvmHost
     public T EditDomain<T>(string name, Func<DomainDefinition, T> edit) => domains.Edit(name, edit);
 
     public bool IsDomainActive(string name) => domains.IsActive(name);
+
+    public StoragePool StartPool(string name, bool build) => throw NeedsDaemon($"Starting pool '{name}'", name);
+
+    public StoragePool StopPool(string name) => throw NeedsDaemon($"Stopping pool '{name}'", name);
+
+    /// <summary>Offline, every read already sees the files as they are: refreshing is reading the pool again.</summary>
+    public StoragePool RefreshPool(string name) => pools.Get(name);
+
+    public DomainDisk AttachDisk(string vmName, DiskSpec spec, DeviceScope scope)
+    {
+        RequireConfigOnly(scope, vmName);
+        return domains.Edit(vmName, d => new DomainDiskEditor(d).AddDisk(spec));
+    }
+
+    public DomainDisk UpdateDisk(string vmName, string target, DiskUpdate update, DeviceScope scope)
+    {
+        RequireConfigOnly(scope, vmName);
+        return domains.Edit(vmName, d => new DomainDiskEditor(d).UpdateDisk(target, update));
+    }
+
+    public DomainDisk ChangeDiskMedia(string vmName, string target, string? sourcePath, string? format, DeviceScope scope)
+    {
+        RequireConfigOnly(scope, vmName);
+        return domains.Edit(vmName, d => new DomainDiskEditor(d).ChangeMedia(target, sourcePath, format));
+    }
+
+    public DomainDisk DetachDisk(string vmName, string target, DeviceScope scope, TimeSpan liveTimeout)
+    {
+        RequireConfigOnly(scope, vmName);
+        return domains.Edit(vmName, d => new DomainDiskEditor(d).RemoveDisk(target));
+    }
+
+    /// <summary>The files hold only the persistent definition; a running VM can be changed through libvirt only.</summary>
+    private void RequireConfigOnly(DeviceScope scope, string vmName)
+    {
+        if (scope.HasFlag(DeviceScope.Live))
+        {
+            throw new KvmStorageException(
+                ErrorKind.NotSupported,
+                LibvirtErrorIds.LiveChangeUnavailable,
+                $"The offline backend ({Name}) changes only the persistent definition of '{vmName}'; a change to the running VM needs the libvirt daemon: connect with Connect-KvmHost, or omit -Live.",
+                vmName);
+        }
+    }
+
+    private KvmStorageException NeedsDaemon(string what, string name) => new(
+        ErrorKind.NotSupported,
+        LibvirtErrorIds.DaemonRequired,
+        $"{what} needs a running libvirt daemon; the offline backend ({Name}) only edits files. Start libvirtd and connect with Connect-KvmHost.",
+        name);
 }

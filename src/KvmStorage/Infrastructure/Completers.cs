@@ -14,7 +14,7 @@ public sealed class PoolNameCompleter : IArgumentCompleter
         IEnumerable<string> names;
         try
         {
-            names = OfflineHost.FromEnvironment().ListPools().Where(r => r.Pool is not null).Select(r => r.Pool!.Name);
+            names = Completion.Host().ListPools().Where(r => r.Pool is not null).Select(r => r.Pool!.Name);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or Core.Errors.KvmStorageException)
         {
@@ -33,7 +33,7 @@ public sealed class VolumeNameCompleter : IArgumentCompleter
         var names = new List<string>();
         try
         {
-            var host = OfflineHost.FromEnvironment();
+            var host = Completion.Host();
             string? pool = fakeBoundParameters?["Pool"] switch
             {
                 string s => s,
@@ -69,7 +69,7 @@ public sealed class VMNameCompleter : IArgumentCompleter
         IEnumerable<string> names;
         try
         {
-            names = OfflineHost.FromEnvironment().ListDomains().Where(d => d.Definition is not null).Select(d => d.Name);
+            names = Completion.Host().ListDomains().Where(d => d.Definition is not null).Select(d => d.Name);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or Core.Errors.KvmStorageException)
         {
@@ -82,6 +82,9 @@ public sealed class VMNameCompleter : IArgumentCompleter
 
 internal static class Completion
 {
+    /// <summary>The session's default connection when there is one, else the offline host.</summary>
+    public static IKvmHost Host() => KvmSession.Default is { } connection ? connection.Host : OfflineHost.FromEnvironment();
+
     /// <summary>Matches names against the typed prefix and quotes those that need it.</summary>
     public static IEnumerable<CompletionResult> For(IEnumerable<string> names, string wordToComplete)
     {

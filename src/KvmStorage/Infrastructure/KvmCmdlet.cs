@@ -1,10 +1,12 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Management.Automation;
+using System.Reflection;
 using KvmStorage.Core.Images;
 using KvmStorage.Core.Sizes;
 using KvmStorage.Core.Errors;
 using KvmStorage.Core.Hosting;
+using KvmStorage.Core.Libvirt;
 
 namespace KvmStorage.Infrastructure;
 
@@ -17,8 +19,25 @@ public abstract class KvmCmdlet : PSCmdlet
     private IKvmHost? host;
     private CancellationTokenSource? cancellation;
 
-    /// <summary>The host this command works on (offline under <c>KVMSTORAGE_ROOT</c>, else <c>/</c>).</summary>
+    private static readonly object ImplicitGate = new();
+    private static KvmConnection? implicitSystem;
+
+    /// <summary>
+    /// The libvirt connection(s) to work on, as Connect-KvmHost emits them. When omitted: the session's default
+    /// connection, else <c>qemu:///system</c> when the host root is <c>/</c> and libvirtd's socket exists, else the
+    /// offline backend under <c>KVMSTORAGE_ROOT</c>.
+    /// </summary>
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public KvmConnection[]? Connection { get; set; }
+
+    /// <summary>The host this command works on (see <see cref="Connection"/>).</summary>
     protected IKvmHost KvmHost => host ??= ResolveHost();
+
+    /// <summary>Every host given with -Connection (for commands that work on several), else the one <see cref="KvmHost"/>.</summary>
+    protected IReadOnlyList<IKvmHost> KvmHosts => Connection is { Length: > 1 } several
+        ? several.Select(c => (IKvmHost)OpenHost(c)).ToList()
+        : [KvmHost];
 
     /// <summary>Cancelled when the user presses Ctrl+C (<see cref="StopProcessing"/>).</summary>
     protected CancellationToken CancellationToken => (cancellation ??= new CancellationTokenSource()).Token;
@@ -125,10 +144,11 @@ public abstract class KvmCmdlet : PSCmdlet
         public void Report(ImageProgress value) => queue.TryAdd(value);
     }
 
-    /// <summary>An offline edit changes only the persistent definition; a running VM sees it at its next start.</summary>
-    protected void WarnIfActive(string vmName)
+    /// <summary>An edit of the persistent definition only: a running VM sees it at its next start.</summary>
+    protected void WarnIfActive(string vmName, DeviceScope scope = DeviceScope.Default)
     {
-        if (KvmHost.IsDomainActive(vmName))
+        bool configOnly = KvmHost is OfflineHost || scope == DeviceScope.Config;
+        if (configOnly && KvmHost.IsDomainActive(vmName))
         {
             WriteWarning($"VM '{vmName}' is running: the change is in its persistent definition only and takes effect when it is next started.");
         }
@@ -138,5 +158,98 @@ public abstract class KvmCmdlet : PSCmdlet
     protected void WriteError(string errorId, ErrorCategory category, string message, object? target) =>
         WriteError(new ErrorRecord(new InvalidOperationException(message), errorId, category, target));
 
-    private static OfflineHost ResolveHost() => OfflineHost.FromEnvironment();
+    private IKvmHost ResolveHost()
+    {
+        if (Connection is { Length: > 1 })
+        {
+            ThrowTerminatingError(new ErrorRecord(
+                new InvalidOperationException($"{MyInvocation.MyCommand.Name} works on one host at a time; give one connection to -Connection."),
+                LibvirtErrorIds.MultipleConnections,
+                ErrorCategory.InvalidArgument,
+                Connection));
+        }
+
+        if (Connection is { Length: 1 } one)
+        {
+            return OpenHost(one[0]);
+        }
+
+        if (KvmSession.Default is { } session)
+        {
+            return session.Host;
+        }
+
+        HostPaths paths;
+        try
+        {
+            paths = HostPaths.FromEnvironment();
+        }
+        catch (KvmStorageException ex)
+        {
+            ThrowTerminatingError(ErrorRecords.From(ex, null));
+            throw;
+        }
+
+        if (paths.IsSystemRoot && ImplicitSystemConnection() is { } system)
+        {
+            return system.Host;
+        }
+
+        var offline = new OfflineHost(paths);
+        if (IsMutator && KvmConnection.DaemonAnswers(paths))
+        {
+            // libvirtd ignores (and later overwrites) edits of its files while it runs (notes §3.4).
+            ThrowTerminatingError(new ErrorRecord(
+                new InvalidOperationException($"A libvirt daemon is running for the host root '{paths.Root}', so its files must not be edited offline: the daemon would ignore and later overwrite the change. Connect to it with Connect-KvmHost (for example Connect-KvmHost -Uri 'qemu:///system?socket={paths.Resolve("/run/libvirt/libvirt-sock")}') and run the command again."),
+                LibvirtErrorIds.DaemonRunning,
+                ErrorCategory.ResourceBusy,
+                paths.Root));
+        }
+
+        return offline;
+    }
+
+    private LiveHost OpenHost(KvmConnection connection)
+    {
+        if (!connection.IsOpen)
+        {
+            ThrowTerminatingError(new ErrorRecord(
+                new InvalidOperationException($"The connection to '{connection.Uri}' was closed. Open a new one with Connect-KvmHost."),
+                LibvirtErrorIds.ConnectionClosed,
+                ErrorCategory.ResourceUnavailable,
+                connection));
+        }
+
+        return connection.Host;
+    }
+
+    /// <summary>qemu:///system, opened once per process, when the system daemon's socket exists and libvirt loads.</summary>
+    private static KvmConnection? ImplicitSystemConnection()
+    {
+        lock (ImplicitGate)
+        {
+            if (implicitSystem is { IsOpen: true })
+            {
+                return implicitSystem;
+            }
+
+            if (!File.Exists("/run/libvirt/libvirt-sock") || !LibvirtLibrary.IsAvailable)
+            {
+                return null;
+            }
+
+            try
+            {
+                implicitSystem = KvmConnection.Open("qemu:///system");
+                return implicitSystem;
+            }
+            catch (KvmStorageException)
+            {
+                // Not allowed or not answering: the offline backend still reads the files.
+                return null;
+            }
+        }
+    }
+
+    private bool IsMutator => GetType().GetCustomAttribute<CmdletAttribute>()?.SupportsShouldProcess ?? false;
 }

@@ -19,9 +19,17 @@ public sealed class GetStoragePoolCommand : KvmCmdlet
 
     protected override void ProcessRecord()
     {
-        RunForItem(KvmHost.Name, () =>
+        foreach (Core.Hosting.IKvmHost host in KvmHosts)
         {
-            IReadOnlyList<PoolReadResult> all = KvmHost.ListPools();
+            ListPools(host);
+        }
+    }
+
+    private void ListPools(Core.Hosting.IKvmHost host)
+    {
+        RunForItem(host.Name, () =>
+        {
+            IReadOnlyList<PoolReadResult> all = host.ListPools();
             foreach (PoolReadResult broken in all.Where(r => r.Error is not null))
             {
                 // One bad file is reported and the other pools are still listed.
@@ -47,7 +55,7 @@ public sealed class GetStoragePoolCommand : KvmCmdlet
                     Core.Pools.StoragePool? pool = pools.Find(p => p.Name == name);
                     if (pool is null)
                     {
-                        RunForItem(name, () => WriteObject(KvmHost.GetPool(name)));
+                        RunForItem(name, () => WriteObject(host.GetPool(name)));
                     }
                     else
                     {

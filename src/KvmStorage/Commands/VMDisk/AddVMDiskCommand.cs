@@ -100,6 +100,14 @@ public sealed class AddVMDiskCommand : KvmCmdlet
     [Parameter]
     public SwitchParameter Force { get; set; }
 
+    /// <summary>Change the running VM (hot-plug); with -Config too, both. Needs a libvirt connection and a running VM.</summary>
+    [Parameter]
+    public SwitchParameter Live { get; set; }
+
+    /// <summary>Change the persistent definition only (a running VM sees it at its next start).</summary>
+    [Parameter]
+    public SwitchParameter Config { get; set; }
+
     protected override void ProcessRecord()
     {
         RunForItem(VMName, () =>
@@ -128,13 +136,14 @@ public sealed class AddVMDiskCommand : KvmCmdlet
                 Serial = Serial,
                 BootOrder = MyInvocation.BoundParameters.ContainsKey(nameof(BootOrder)) ? BootOrder : null,
                 Force = Force,
+                Scope = DeviceScopes.From(Live, Config),
             };
             KvmHost.GetDomain(VMName);
             string what = localPath ?? (request.Pool is null ? "an empty " + Device + " drive" : $"{request.Pool}/{request.VolumeName}");
             if (ShouldProcess($"VM {VMName}", $"Attach {what} as a {Device}" + (Target is null ? " on the next free target" : " as " + Target)))
             {
                 Core.Domains.VMDisk disk = new DiskAttachments(KvmHost).Attach(request);
-                WarnIfActive(VMName);
+                WarnIfActive(VMName, request.Scope);
                 WriteObject(disk);
             }
         });

@@ -36,6 +36,19 @@ public sealed class RemoveVMDiskCommand : KvmCmdlet
     [Parameter]
     public SwitchParameter DeleteVolume { get; set; }
 
+    /// <summary>Change the running VM (hot-plug); with -Config too, both. Needs a libvirt connection and a running VM.</summary>
+    [Parameter]
+    public SwitchParameter Live { get; set; }
+
+    /// <summary>Change the persistent definition only (a running VM sees it at its next start).</summary>
+    [Parameter]
+    public SwitchParameter Config { get; set; }
+
+    /// <summary>Seconds to wait for the guest to release a hot-unplugged disk (default 10).</summary>
+    [Parameter]
+    [ValidateRange(0, 3600)]
+    public int Timeout { get; set; } = 10;
+
     protected override void ProcessRecord()
     {
         string vm = InputObject?.VMName ?? VMName;
@@ -71,8 +84,8 @@ public sealed class RemoveVMDiskCommand : KvmCmdlet
                     continue;
                 }
 
-                attachments.Detach(vm, disk.Target);
-                WarnIfActive(vm);
+                attachments.Detach(vm, disk.Target, DeviceScopes.From(Live, Config), TimeSpan.FromSeconds(Timeout));
+                WarnIfActive(vm, DeviceScopes.From(Live, Config));
                 if (DeleteVolume && disk.Volume is { Pool: not null } volume)
                 {
                     RunForItem(volume.Name, () => KvmHost.RemoveVolume(volume.Pool!, volume.Name, force: false));

@@ -68,6 +68,14 @@ public sealed class SetVMDiskCommand : KvmCmdlet
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
+    /// <summary>Change the running VM (hot-plug); with -Config too, both. Needs a libvirt connection and a running VM.</summary>
+    [Parameter]
+    public SwitchParameter Live { get; set; }
+
+    /// <summary>Change the persistent definition only (a running VM sees it at its next start).</summary>
+    [Parameter]
+    public SwitchParameter Config { get; set; }
+
     protected override void ProcessRecord()
     {
         string vm = InputObject?.VMName ?? VMName;
@@ -109,15 +117,15 @@ public sealed class SetVMDiskCommand : KvmCmdlet
             {
                 if (media)
                 {
-                    result = attachments.ChangeMedia(vm, target, Path is null ? null : GetUnresolvedProviderPathFromPSPath(Path));
+                    result = attachments.ChangeMedia(vm, target, Path is null ? null : GetUnresolvedProviderPathFromPSPath(Path), DeviceScopes.From(Live, Config));
                 }
 
                 if (settings)
                 {
-                    result = attachments.Update(vm, target, update);
+                    result = attachments.Update(vm, target, update, DeviceScopes.From(Live, Config));
                 }
 
-                WarnIfActive(vm);
+                WarnIfActive(vm, DeviceScopes.From(Live, Config));
             }
 
             if (PassThru)

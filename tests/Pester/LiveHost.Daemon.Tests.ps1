@@ -1,0 +1,192 @@
+#Requires -Version 7.4
+# The live backend against a real libvirtd that these tests start (and stop) themselves in a private mount
+# namespace, on a scratch host root: pools, volumes from the native engine, a pool defined offline, disk hot-plug
+# into a small TCG domain, the qemu+tcp transport, and the faults. Tagged Daemon; skipped (with the reason) when
+# not root or the daemon packages are missing.
+
+BeforeDiscovery {
+    Import-Module (Join-Path $PSScriptRoot 'LibvirtDaemon.psm1') -Force
+    $script:skipReason = Get-TestLibvirtdSkipReason
+    $script:emulatorSkip = Get-TestLibvirtdSkipReason -NeedEmulator
+}
+
+BeforeAll {
+    Import-Module $env:KVMSTORAGE_TEST_MODULE -Force
+    Import-Module (Join-Path $PSScriptRoot 'TestHelpers.psm1') -Force
+    Import-Module (Join-Path $PSScriptRoot 'LibvirtDaemon.psm1') -Force
+    $script:daemon = $null
+    if (-not (Get-TestLibvirtdSkipReason)) {
+        $script:root = New-TestHostRoot -Name daemon
+        $script:images = Join-Path $root 'images'
+        # Defined offline before the daemon starts: the daemon must load it from <root>/etc/libvirt/storage.
+        New-StoragePool -Name offline-made -Path /srv/kvmstorage-offline-made -Autostart:$false
+        $script:daemon = Start-TestLibvirtd -Root $root -ListenTcp
+    }
+}
+
+AfterAll {
+    Get-KvmHost | Disconnect-KvmHost
+    if ($daemon) { Stop-TestLibvirtd $daemon }
+}
+
+Describe 'Live backend against libvirtd' -Tag Daemon -Skip:([bool]$skipReason) {
+    BeforeAll {
+        $script:conn = Connect-KvmHost -Uri $daemon.Uri
+        function Invoke-Virsh { $out = & virsh -c $daemon.Uri @args 2>&1; if ($LASTEXITCODE) { throw "virsh $args failed: $out" }; $out | ForEach-Object { "$_".Trim() } | Where-Object { $_ } }
+    }
+    AfterAll { Get-KvmHost | Disconnect-KvmHost }
+
+    It 'loads the pool defined offline on its root' {
+        (Invoke-Virsh pool-list --all --name) | Should -Contain 'offline-made'
+        $pool = Get-StoragePool offline-made
+        $pool.HostName | Should -Be $conn.Uri
+        $pool.State | Should -Be 'Inactive'
+        $pool.Path | Should -Be '/srv/kvmstorage-offline-made'
+    }
+
+    It 'refuses offline writes on a root whose daemon runs, naming Connect-KvmHost' {
+        Disconnect-KvmHost -InputObject $conn
+        try {
+            (Get-StoragePool offline-made).HostName | Should -Be "offline:$root"
+            { New-StoragePool -Name refused -Path /srv/refused } | Should -Throw -ErrorId 'LibvirtDaemonRunning,*'
+            try { New-StoragePool -Name refused -Path /srv/refused } catch { $_.Exception.Message | Should -Match 'Connect-KvmHost' }
+            Test-Path (Join-Path $root 'etc/libvirt/storage/refused.xml') | Should -BeFalse
+        }
+        finally { $script:conn = Connect-KvmHost -Uri $daemon.Uri }
+    }
+
+    It 'defines, builds, starts, refreshes, stops and undefines a pool that virsh sees' {
+        $path = Join-Path $images 'lifecycle'
+        $pool = New-StoragePool -Name lifecycle -Path $path -Build -PassThru
+        $pool.State | Should -Be 'Inactive'
+        Test-Path $path | Should -BeTrue
+        (Invoke-Virsh pool-list --all --name) | Should -Contain 'lifecycle'
+
+        Start-StoragePool lifecycle
+        (Invoke-Virsh pool-info lifecycle) -join "`n" | Should -Match 'State:\s+running'
+        $running = Get-StoragePool lifecycle
+        $running.State | Should -Be 'Running'
+        $running.Capacity | Should -BeGreaterThan 0
+
+        Set-StoragePool lifecycle -Autostart $true
+        (Invoke-Virsh pool-info lifecycle) -join "`n" | Should -Match 'Autostart:\s+yes'
+
+        (Update-StoragePool lifecycle -PassThru).State | Should -Be 'Running'
+        Stop-StoragePool lifecycle
+        (Invoke-Virsh pool-info lifecycle) -join "`n" | Should -Match 'State:\s+inactive'
+        Remove-StoragePool lifecycle -Confirm:$false
+        (Invoke-Virsh pool-list --all --name) | Should -Not -Contain 'lifecycle'
+    }
+
+    It 'writes volumes with the native engine and libvirt lists them after the refresh' {
+        $path = Join-Path $images 'vols'
+        New-StoragePool -Name vols -Path $path -Build
+        Start-StoragePool vols
+        $v = New-Volume -Pool vols -Name disk1.qcow2 -Size 64MB -Format qcow2
+        $v.Format | Should -Be 'Qcow2'
+        (Invoke-Virsh vol-list vols) -join "`n" | Should -Match 'disk1\.qcow2'
+        (Invoke-Virsh vol-info --pool vols disk1.qcow2) -join "`n" | Should -Match 'Capacity:\s+64\.00 MiB'
+        & qemu-img check (Join-Path $path 'disk1.qcow2') | Out-Null
+        $LASTEXITCODE | Should -Be 0
+
+        Resize-Volume -Pool vols -Name disk1.qcow2 -Size 128MB
+        (Invoke-Virsh vol-info --pool vols disk1.qcow2) -join "`n" | Should -Match 'Capacity:\s+128\.00 MiB'
+
+        Remove-Volume -Pool vols -Name disk1.qcow2 -Confirm:$false
+        (Invoke-Virsh vol-list vols) -join "`n" | Should -Not -Match 'disk1\.qcow2'
+        (Get-StoragePool vols).VolumeCount | Should -Be 0
+    }
+
+    It 'refuses a volume in a stopped pool before writing anything' {
+        $path = Join-Path $images 'stopped'
+        New-StoragePool -Name stopped -Path $path -Build
+        { New-Volume -Pool stopped -Name x.qcow2 -Size 1MB -ErrorAction Stop } | Should -Throw -ErrorId 'PoolNotActive,*'
+        @(Get-ChildItem $path).Count | Should -Be 0
+    }
+
+    It 'reports a pool removed by someone else between two commands' {
+        New-StoragePool -Name vanishing -Path (Join-Path $images 'vanishing') -Build
+        $pool = Get-StoragePool vanishing
+        Invoke-Virsh pool-undefine vanishing | Out-Null
+        $err = $null
+        $pool | Start-StoragePool -ErrorVariable err -ErrorAction SilentlyContinue
+        $err[0].FullyQualifiedErrorId | Should -BeLike 'PoolNotFound,*'
+        $err[0].Exception.Message | Should -Match "vanishing"
+    }
+
+    It 'reports XML libvirt rejects with its message' {
+        { New-StoragePool -Name badfmt -FileSystem -SourceDevice /dev/sdz1 -SourceFormat gpt -Path /srv/badfmt -ErrorAction Stop } | Should -Throw -ErrorId 'LibvirtError92,*'
+        (Invoke-Virsh pool-list --all --name) | Should -Not -Contain 'badfmt'
+    }
+
+    It 'lists pools over qemu+tcp on loopback' {
+        $tcp = Connect-KvmHost -Uri $daemon.TcpUri -NoDefault
+        $tcp.Uri | Should -Be $daemon.TcpUri
+        $pools = @(Get-StoragePool -Connection $tcp)
+        $pools.Name | Should -Contain 'offline-made'
+        $pools[0].HostName | Should -Be $daemon.TcpUri
+        @(Get-StoragePool -Connection $conn, $tcp | Where-Object Name -EQ 'offline-made').HostName | Should -Be @($conn.Uri, $tcp.Uri)
+        Disconnect-KvmHost -InputObject $tcp
+    }
+
+    Context 'a running TCG domain' -Skip:([bool]$emulatorSkip) {
+        BeforeAll {
+            $pathVm = Join-Path $images 'vm'
+            New-StoragePool -Name vmpool -Path $pathVm -Build
+            Start-StoragePool vmpool
+            $null = New-Volume -Pool vmpool -Name hot.qcow2 -Size 16MB -Format qcow2
+            $null = New-Volume -Pool vmpool -Name cold.raw -Size 1MB -Format raw
+            $xml = Join-Path $root 'live-vm.xml'
+            Set-Content -Path $xml -Value @"
+<domain type='qemu'>
+  <name>kvmstorage-live</name>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <features><acpi/></features>
+  <devices><emulator>/usr/bin/qemu-system-x86_64</emulator></devices>
+</domain>
+"@
+            Invoke-Virsh define $xml | Out-Null
+            Invoke-Virsh start kvmstorage-live | Out-Null
+        }
+
+        It 'hot-plugs a disk with Add-VMDisk: live and persistent' {
+            $disk = Add-VMDisk -VMName kvmstorage-live -Pool vmpool -Name hot.qcow2
+            $disk.Target | Should -Be 'vda'
+            (Invoke-Virsh domblklist kvmstorage-live) -join "`n" | Should -Match 'vda\s+\S*hot\.qcow2'
+            (Invoke-Virsh domblklist kvmstorage-live --inactive) -join "`n" | Should -Match 'vda\s+\S*hot\.qcow2'
+        }
+
+        It 'attaches to the persistent definition only with -Config, and picks a target free in both' {
+            $disk = Add-VMDisk -VMName kvmstorage-live -Pool vmpool -Name cold.raw -Config -WarningVariable warn 3>$null
+            $disk.Target | Should -Be 'vdb'
+            (Invoke-Virsh domblklist kvmstorage-live) -join "`n" | Should -Not -Match 'cold\.raw'
+            (Invoke-Virsh domblklist kvmstorage-live --inactive) -join "`n" | Should -Match 'vdb\s+\S*cold\.raw'
+            $warn | Should -Not -BeNullOrEmpty
+            Remove-VMDisk -VMName kvmstorage-live -Target vdb -Config -Confirm:$false 3>$null
+            (Invoke-Virsh domblklist kvmstorage-live --inactive) -join "`n" | Should -Not -Match 'cold\.raw'
+        }
+
+        It 'reports honestly when the guest does not release a hot-unplugged disk' {
+            # No guest OS runs, so nothing acknowledges the ACPI unplug (notes §8).
+            $err = $null
+            Remove-VMDisk -VMName kvmstorage-live -Target vda -Timeout 2 -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue
+            if ($err) {
+                $err[0].FullyQualifiedErrorId | Should -BeLike 'LiveDetachPending,*'
+                $err[0].Exception.Message | Should -Match 'persistent definition'
+                (Invoke-Virsh domblklist kvmstorage-live) -join "`n" | Should -Match 'vda'
+            }
+            else {
+                (Invoke-Virsh domblklist kvmstorage-live) -join "`n" | Should -Not -Match 'hot\.qcow2'
+            }
+            (Invoke-Virsh domblklist kvmstorage-live --inactive) -join "`n" | Should -Not -Match 'hot\.qcow2'
+        }
+
+        It 'refuses -Live on a domain that is not running' {
+            Invoke-Virsh destroy kvmstorage-live | Out-Null
+            { Add-VMDisk -VMName kvmstorage-live -Pool vmpool -Name cold.raw -Live -ErrorAction Stop } | Should -Throw -ErrorId 'LiveChangeUnavailable,*'
+            (Invoke-Virsh domblklist kvmstorage-live --inactive) -join "`n" | Should -Not -Match 'cold\.raw'
+        }
+    }
+}
