@@ -374,11 +374,11 @@ public sealed class ImageSnapshotsTests : IDisposable
 
         public SnapshotInfo Snapshot(string name)
         {
-            string hash = Convert.ToHexString(SHA256.HashData(content));
+            string hash = System.Convert.ToHexString(SHA256.HashData(content));
             SnapshotInfo info = ImageSnapshots.Create(path, name);
             Assert.Equal(name, info.Name);
             snapshots[name] = (byte[])content.Clone();
-            Assert.Equal(hash, Convert.ToHexString(SHA256.HashData(content)));
+            Assert.Equal(hash, System.Convert.ToHexString(SHA256.HashData(content)));
             Verify();
             return info;
         }
