@@ -161,9 +161,12 @@ function Invoke-Test {
 
     Write-Step 'xunit: core library'
     $trx = Join-Path $ResultsDir 'core.trx'
+    # Failing tests are counted below, not thrown: the run goes on to Pester and prints the totals.
+    $PSNativeCommandUseErrorActionPreference = $false
     & dotnet test (Join-Path $RepoRoot 'tests/KvmStorage.Core.Tests/KvmStorage.Core.Tests.csproj') -c $Configuration -nologo -v:q `
         --logger "trx;LogFileName=$trx" --logger 'console;verbosity=minimal' 2>&1 | Out-Host
     $xunitExit = $LASTEXITCODE
+    $PSNativeCommandUseErrorActionPreference = $true
     if (-not (Test-Path $trx)) { throw "xunit wrote no results (exit code $xunitExit)." }
     $core = Read-TrxCounts $trx
     Write-Host "xunit: $($core.Passed) passed, $($core.Failed) failed, $($core.Skipped) skipped"

@@ -15,7 +15,8 @@ function Get-TreeSnapshot {
     param([Parameter(Mandatory)] [string] $Path)
     if (-not (Test-Path $Path)) { return @() }
     Get-ChildItem -LiteralPath $Path -Recurse -Force | Sort-Object FullName | ForEach-Object {
-        $hash = if ($_.PSIsContainer -or $_.LinkTarget) { '' }
+        # Lock files are empty; a child process being forked elsewhere may briefly hold their lock.
+        $hash = if ($_.PSIsContainer -or $_.LinkTarget -or $_.Name -like '*.lock') { '' }
         elseif ($_.Length -le 16MB) { (Get-FileHash -LiteralPath $_.FullName -Algorithm SHA256).Hash }
         else { $_.LastWriteTimeUtc.Ticks }
         '{0}|{1}|{2}|{3}|{4}' -f $_.FullName.Substring($Path.Length), $_.UnixMode, $(if ($_.PSIsContainer) { 'd' } else { $_.Length }), $_.LinkTarget, $hash

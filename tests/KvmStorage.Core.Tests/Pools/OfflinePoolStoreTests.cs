@@ -30,7 +30,8 @@ public sealed class OfflinePoolStoreTests : IDisposable
         {
             var info = new FileInfo(entry);
             sb.Append(entry).Append('|').Append(info.LinkTarget).Append('|');
-            if (File.Exists(entry) && info.LinkTarget is null)
+            // Lock files are empty, and a child process started elsewhere may briefly hold their lock while it forks.
+            if (File.Exists(entry) && info.LinkTarget is null && !entry.EndsWith(".lock", StringComparison.Ordinal))
             {
                 sb.Append(File.ReadAllText(entry)).Append('|').Append(File.GetUnixFileMode(entry));
             }
