@@ -85,6 +85,9 @@ public sealed class OfflineVolumeStore
         StoragePool pool = host.GetPool(request.Pool);
         string folder = RequireFolder(pool);
         string file = System.IO.Path.Combine(folder, request.Name);
+
+        // What a killed New-Volume left behind: hidden, but it holds disk space.
+        AtomicFile.RemoveAbandonedTempFiles(folder);
         if (File.Exists(file) || new FileInfo(file).LinkTarget is not null || Directory.Exists(file))
         {
             throw new KvmStorageException(ErrorKind.AlreadyExists, VolumeErrorIds.VolumeExists, $"Pool '{pool.Name}' already has a volume named '{request.Name}'.", request.Name);
