@@ -7,14 +7,14 @@
 #   Check        { param($Root) } returns a string per problem in the operation's own outcome (the harness
 #                already checks every image with qemu-img check, every pool/domain file with virt-xml-validate,
 #                that Get-StoragePool/Get-Volume/Get-VMDisk read without errors, and that no temporary is left)
-#   DoneErrorIds error ids the re-run may answer when the killed run had finished its work (VolumeExists)
+#   DoneErrorIds error ids the re-run may answer when the killed run had finished its work (VolumeAlreadyExists)
 #   AllowLeaks   $true when a crash may leak qcow2 clusters by design (qemu-img check exit code 3)
 @(
     @{
         Name     = 'NewVolumeRawFull'
         Setup    = { param($Root) New-StoragePool -Name default -Path /var/lib/libvirt/images -Build | Out-Null }
         Command  = 'New-Volume -Pool default -Name big.img -Size 192MB -Format raw -Preallocation Full | Out-Null'
-        DoneErrorIds = @('VolumeExists')
+        DoneErrorIds = @('VolumeAlreadyExists')
         Check    = {
             param($Root)
             $file = Join-Path $Root 'var/lib/libvirt/images/big.img'
@@ -29,7 +29,7 @@
         Name     = 'NewVolumeQcow2Full'
         Setup    = { param($Root) New-StoragePool -Name default -Path /var/lib/libvirt/images -Build | Out-Null }
         Command  = 'New-Volume -Pool default -Name big.qcow2 -Size 192MB -Format qcow2 -Preallocation Full | Out-Null'
-        DoneErrorIds = @('VolumeExists')
+        DoneErrorIds = @('VolumeAlreadyExists')
         Check    = {
             param($Root)
             if (Test-Path -LiteralPath (Join-Path $Root 'var/lib/libvirt/images/big.qcow2')) {
