@@ -96,6 +96,7 @@ public sealed class OfflineVolumeStore
         ImageCreateOptions options = Copy(request.Image, request.Image.BackingFile);
         if (request.BackingPath is not null)
         {
+            EnsureBackingAllowed(request.BackingPath, request.Name);
             string backingHost = request.BackingPath;
             string recorded = backingHost;
             if (request.RelativeBacking)
@@ -205,6 +206,49 @@ public sealed class OfflineVolumeStore
             HostName = host.Name,
             AttachedTo = attachments is not null && attachments.TryGetValue(ToHostPath(localFile), out SortedSet<string>? vms) ? [.. vms] : [],
         };
+    }
+
+    /// <summary>
+    /// The rule for backing files of new volumes: a regular file, and either inside a file pool's folder or a
+    /// recognised image format. A raw file elsewhere (/etc/shadow, a key) would expose its bytes to the guest, and a
+    /// device or FIFO is no image at all.
+    /// </summary>
+    private void EnsureBackingAllowed(string backingHostPath, string volumeName)
+    {
+        string local = backingHostPath.StartsWith('/') ? Paths.Resolve(backingHostPath) : backingHostPath;
+        if (!File.Exists(local))
+        {
+            return; // ImageCreator reports BackingFileNotFound.
+        }
+
+        if (!ImageInspector.IsRegularFile(local))
+        {
+            throw new KvmStorageException(ErrorKind.PermissionDenied, VolumeErrorIds.BackingNotAllowed, $"'{backingHostPath}' is not a regular file; it cannot back volume '{volumeName}'.", volumeName);
+        }
+
+        if (FindPoolOf(System.IO.Path.GetFullPath(local)) is not null)
+        {
+            return;
+        }
+
+        ImageFormat format;
+        try
+        {
+            format = ImageInspector.DetectFormat(local);
+        }
+        catch (KvmStorageException e)
+        {
+            throw new KvmStorageException(ErrorKind.PermissionDenied, VolumeErrorIds.BackingNotAllowed, $"'{backingHostPath}' cannot back volume '{volumeName}': {e.Message}", volumeName, e);
+        }
+
+        if (format == ImageFormat.Raw)
+        {
+            throw new KvmStorageException(
+                ErrorKind.PermissionDenied,
+                VolumeErrorIds.BackingNotAllowed,
+                $"'{backingHostPath}' is outside every storage pool and not a disk image (no image format recognised); it is not allowed as the backing file of '{volumeName}'. Put a raw image in a pool folder to use it as a backing file.",
+                volumeName);
+        }
     }
 
     private string ToHostPath(string local) => Paths.ToHostPath(local) ?? local;

@@ -65,4 +65,5 @@ public static class VolumeErrorIds
     public const string VolumeAttached = "VolumeAttachedToVM";
     public const string InvalidSize = "InvalidVolumeSize";
     public const string NotAVolume = "NotAVolume";
+    public const string BackingNotAllowed = "BackingFileNotAllowed";
 }
