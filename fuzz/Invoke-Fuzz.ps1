@@ -52,13 +52,15 @@ $env:AFL_SKIP_CPUFREQ = '1'
 $env:AFL_NO_UI = '1'
 $env:AFL_NO_AFFINITY = '1'
 $env:AFL_TRY_AFFINITY = '0'
+$dotnet = (Get-Command dotnet).Source
 $summary = foreach ($t in $Target) {
     if ($t -notin $targets) { throw "Unknown target '$t' (known: $($targets -join ', '))." }
     $findings = Join-Path $out "findings/$t"
     if (Test-Path $findings) { Remove-Item -Recurse -Force $findings }
+    New-Item -ItemType Directory -Force (Split-Path $findings) | Out-Null
     Write-Host "==> afl-fuzz $t for $Seconds s" -ForegroundColor Cyan
     $PSNativeCommandUseErrorActionPreference = $false
-    & afl-fuzz -i (Join-Path $PSScriptRoot "corpus/$t") -o $findings -V $Seconds -t $TimeoutMs -m none -- dotnet (Join-Path $bin 'KvmStorage.Fuzz.dll') $t *> (Join-Path $out "afl-$t.log")
+    & afl-fuzz -i (Join-Path $PSScriptRoot "corpus/$t") -o $findings -V $Seconds -t $TimeoutMs -m none -- $dotnet (Join-Path $bin 'KvmStorage.Fuzz.dll') $t *> (Join-Path $out "afl-$t.log")
     $PSNativeCommandUseErrorActionPreference = $true
     $statsFile = Join-Path $findings 'default/fuzzer_stats'
     $stats = @{}

@@ -155,8 +155,8 @@ while (-not (Test-Path '$folder/release')) { Start-Sleep -Milliseconds 50 }
     }
 
     It 'refuses <Case> with ImageInUse and changes nothing' -ForEach @(
-        @{ Case = 'Resize-Volume'; Action = { Resize-Volume -Pool default -Name held.qcow2 -Size 128MB } }
-        @{ Case = 'Remove-Volume'; Action = { Remove-Volume -Pool default -Name held.qcow2 -Confirm:$false } }
+        @{ Case = 'Resize-Volume'; Action = { Resize-Volume -Pool default -Name held.qcow2 -Size 128MB -ErrorAction Stop } }
+        @{ Case = 'Remove-Volume'; Action = { Remove-Volume -Pool default -Name held.qcow2 -Confirm:$false -ErrorAction Stop } }
     ) {
         { & $Action } | Should -Throw -ErrorId 'ImageInUse,*'
         Get-TreeSnapshot (Join-Path $root 'var/lib/libvirt/images') | Should -Be $before
