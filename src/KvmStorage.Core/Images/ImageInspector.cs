@@ -122,6 +122,12 @@ public static class ImageInspector
 
     private static ImageInfo ReadOne(string path, ImageFormat? format, bool forceShare, Func<string, string>? hostPathResolver)
     {
+        // open(2) of a FIFO blocks until a writer appears: never open one (nor a socket) as an image.
+        if (File.Exists(path) && FileKind(path) is 0x1000 or 0xC000)
+        {
+            throw new KvmStorageException(ErrorKind.InvalidArgument, ImageErrorIds.BackingFileNotRegular, $"'{path}' is a FIFO or a socket, not an image file; it is not opened.", path);
+        }
+
         using SafeFileHandle handle = Open(path);
         if (!forceShare)
         {
@@ -189,6 +195,18 @@ public static class ImageInspector
             }
 
             done += n;
+        }
+    }
+
+    private static uint FileKind(string path)
+    {
+        try
+        {
+            return FileStatus.Get(path).Mode & 0xF000;
+        }
+        catch (IOException)
+        {
+            return 0;
         }
     }
 

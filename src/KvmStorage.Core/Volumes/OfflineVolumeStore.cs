@@ -76,7 +76,14 @@ public sealed class OfflineVolumeStore
             throw new KvmStorageException(ErrorKind.NotFound, ImageErrorIds.ImageNotFound, $"The image file '{full}' does not exist.", full);
         }
 
-        return Read(full, FindPoolOf(full)?.Name, new DiskAttachments(host).BuildAttachmentIndex());
+        // A pool's symlink pointing out of the pool is refused by path as it is by name (Add-VMDisk binds paths).
+        StoragePool? pool = FindPoolOf(full);
+        if (pool is not null)
+        {
+            EnsureInside(pool, full, System.IO.Path.GetFileName(full));
+        }
+
+        return Read(full, pool?.Name, new DiskAttachments(host).BuildAttachmentIndex());
     }
 
     public StorageVolume Create(VolumeCreateRequest request, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
