@@ -43,6 +43,94 @@ public static class AtomicFile
         }
     }
 
+    /// <summary>A fresh hidden temporary name beside <paramref name="path"/> (same folder, so the final rename is atomic).</summary>
+    public static string TempPathFor(string path)
+    {
+        string full = Path.GetFullPath(path);
+        return Path.Combine(Path.GetDirectoryName(full)!, TempPrefix + Path.GetFileName(full) + "." + RandomNumberGenerator.GetHexString(8, lowercase: true));
+    }
+
+    /// <summary>
+    /// Gives a finished temporary file its final name without ever replacing an existing file
+    /// (<c>renameat2(RENAME_NOREPLACE)</c>), then makes the rename durable.
+    /// </summary>
+    /// <exception cref="IOException">The destination exists (HResult EEXIST) or the rename failed.</exception>
+    public static void MoveNoReplace(string temp, string path)
+    {
+        if (NativeMethods.renameat2(NativeMethods.AT_FDCWD, temp, NativeMethods.AT_FDCWD, path, NativeMethods.RENAME_NOREPLACE) != 0)
+        {
+            int errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
+            if (errno == NativeMethods.EEXIST)
+            {
+                throw new IOException($"'{path}' already exists.", errno);
+            }
+
+            // File systems without RENAME_NOREPLACE: .NET's no-overwrite move (link, then unlink).
+            File.Move(temp, path, overwrite: false);
+        }
+
+        SyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+    }
+
+    /// <summary>Takes the exclusive flock that marks a temporary file as being written by a live process.</summary>
+    public static void HoldTempLock(Microsoft.Win32.SafeHandles.SafeFileHandle handle, string temp)
+    {
+        ArgumentNullException.ThrowIfNull(handle);
+        if (NativeMethods.flock((int)handle.DangerousGetHandle(), NativeMethods.LOCK_EX | NativeMethods.LOCK_NB) != 0)
+        {
+            int errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
+            throw new IOException($"Cannot lock the temporary file '{temp}': {System.Runtime.InteropServices.Marshal.GetPInvokeErrorMessage(errno)}", errno);
+        }
+    }
+
+    /// <summary>
+    /// Deletes the temporary files in <paramref name="directory"/> whose writer died (a killed New-Volume): their
+    /// exclusive flock is free. A temporary still being written keeps its lock and is left alone.
+    /// </summary>
+    /// <returns>How many files were removed.</returns>
+    public static int RemoveAbandonedTempFiles(string directory)
+    {
+        if (!Directory.Exists(directory))
+        {
+            return 0;
+        }
+
+        int removed = 0;
+        foreach (string file in Directory.EnumerateFiles(directory, TempPrefix + "*"))
+        {
+            if (new FileInfo(file).LinkTarget is not null)
+            {
+                continue;
+            }
+
+            int fd = NativeMethods.open(file, NativeMethods.O_CLOEXEC | NativeMethods.O_NOFOLLOW);
+            if (fd < 0)
+            {
+                continue;
+            }
+
+            try
+            {
+                if (NativeMethods.flock(fd, NativeMethods.LOCK_EX | NativeMethods.LOCK_NB) == 0)
+                {
+                    TryDelete(file);
+                    removed++;
+                }
+            }
+            finally
+            {
+                _ = NativeMethods.close(fd);
+            }
+        }
+
+        if (removed > 0)
+        {
+            SyncDirectory(directory);
+        }
+
+        return removed;
+    }
+
     /// <summary>Makes a rename or a new directory entry durable.</summary>
     public static void SyncDirectory(string directory)
     {

@@ -22,6 +22,7 @@ internal static unsafe partial class NativeMethods
     internal const int O_RDWR = 2;
     internal const int O_CREAT = 0x40;
     internal const int O_CLOEXEC = 0x80000;
+    internal const int O_NOFOLLOW = 0x20000;
 
     [LibraryImport(LibC, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int open(string path, int flags);
@@ -46,6 +47,12 @@ internal static unsafe partial class NativeMethods
 
     [LibraryImport(LibC)]
     internal static partial uint geteuid();
+
+    internal const uint RENAME_NOREPLACE = 1;
+    internal const int EEXIST = 17;
+
+    [LibraryImport(LibC, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int renameat2(int olddirfd, string oldpath, int newdirfd, string newpath, uint flags);
 
     /// <summary>glibc's struct statvfs on 64-bit Linux: every field is 8 bytes, then 6 spare ints.</summary>
     [StructLayout(LayoutKind.Sequential)]

@@ -26,23 +26,28 @@ public static class ImageCreator
             throw Exists(fullPath, null);
         }
 
+        // The image is written under a hidden temporary name and renamed only once complete and flushed: a crash
+        // or a cancellation never leaves a half-written file under the final name (listings skip the prefix, and
+        // the next pool operation removes stale temporaries).
+        string temp = AtomicFile.TempPathFor(fullPath);
         FileStream stream;
         try
         {
-            stream = new FileStream(fullPath, new FileStreamOptions
+            stream = new FileStream(temp, new FileStreamOptions
             {
                 Mode = FileMode.CreateNew,
                 Access = FileAccess.ReadWrite,
-                Share = FileShare.ReadWrite | FileShare.Delete,
+                Share = FileShare.None,
                 UnixCreateMode = resolved.Mode,
             });
-        }
-        catch (IOException e) when (File.Exists(fullPath) || Directory.Exists(fullPath))
-        {
-            throw Exists(fullPath, e);
+
+            // The exclusive flock marks the temporary as alive; AtomicFile.RemoveAbandonedTempFiles only deletes
+            // temporaries whose lock is free, that is whose writer died.
+            AtomicFile.HoldTempLock(stream.SafeFileHandle, temp);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
+            TryDelete(temp);
             throw ImageErrors.FromIo(fullPath, e);
         }
 
@@ -52,14 +57,26 @@ public static class ImageCreator
             {
                 // The umask may have narrowed the mode at creation; make it exact.
                 File.SetUnixFileMode(stream.SafeFileHandle, resolved.Mode);
-                PosixFile.SetOwner(fullPath, resolved.Owner, resolved.Group);
+                PosixFile.SetOwner(temp, resolved.Owner, resolved.Group);
+
+                // The writer gets the final path: formats that record their own file name (vmdk extents) name it.
                 writer.Create(stream.SafeFileHandle, fullPath, resolved, progress, cancellationToken);
                 stream.Flush(flushToDisk: true);
+
+                // Renamed while the lock is still held, so no cleaner can take the finished temporary for abandoned.
+                try
+                {
+                    AtomicFile.MoveNoReplace(temp, fullPath);
+                }
+                catch (IOException e) when (File.Exists(fullPath) || Directory.Exists(fullPath))
+                {
+                    throw Exists(fullPath, e);
+                }
             }
         }
         catch (Exception e)
         {
-            TryDelete(fullPath);
+            TryDelete(temp);
             if (e is KvmStorageException or OperationCanceledException)
             {
                 throw;

@@ -30,6 +30,7 @@ public static class ImageErrorIds
     public const string ImageNotFound = "ImageNotFound";
     public const string ImageUnreadable = "ImageUnreadable";
     public const string BackingFileNotFound = "BackingFileNotFound";
+    public const string BackingFileNotRegular = "BackingFileNotRegular";
     public const string BackingChainLoop = "BackingChainLoop";
     public const string BackingChainTooDeep = "BackingChainTooDeep";
 

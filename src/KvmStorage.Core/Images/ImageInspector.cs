@@ -46,6 +46,17 @@ public static class ImageInspector
                     current.Path);
             }
 
+            // A device, FIFO or socket named as backing file is never opened: a FIFO would block the reader for
+            // ever and a device is no image (qcow2 written by a hostile guest or user can name anything).
+            if (!IsRegularFile(backingPath))
+            {
+                throw new KvmStorageException(
+                    ErrorKind.PermissionDenied,
+                    ImageErrorIds.BackingFileNotRegular,
+                    $"The backing file '{current.BackingFile}' of '{current.Path}' resolves to '{backingPath}', which is not a regular file; it is not read.",
+                    current.Path);
+            }
+
             if (!seen.Add(Identity(backingPath)))
             {
                 throw ImageErrors.Invalid(ImageErrorIds.BackingChainLoop, fullPath, $"the backing chain loops back to '{backingPath}'.");
@@ -111,6 +122,12 @@ public static class ImageInspector
 
     private static ImageInfo ReadOne(string path, ImageFormat? format, bool forceShare, Func<string, string>? hostPathResolver)
     {
+        // open(2) of a FIFO blocks until a writer appears: never open one (nor a socket) as an image.
+        if (File.Exists(path) && FileKind(path) is 0x1000 or 0xC000)
+        {
+            throw new KvmStorageException(ErrorKind.InvalidArgument, ImageErrorIds.BackingFileNotRegular, $"'{path}' is a FIFO or a socket, not an image file; it is not opened.", path);
+        }
+
         using SafeFileHandle handle = Open(path);
         if (!forceShare)
         {
@@ -178,6 +195,31 @@ public static class ImageInspector
             }
 
             done += n;
+        }
+    }
+
+    private static uint FileKind(string path)
+    {
+        try
+        {
+            return FileStatus.Get(path).Mode & 0xF000;
+        }
+        catch (IOException)
+        {
+            return 0;
+        }
+    }
+
+    /// <summary>True for a regular file (after symlinks); false for devices, FIFOs, sockets and folders.</summary>
+    internal static bool IsRegularFile(string path)
+    {
+        try
+        {
+            return (FileStatus.Get(path).Mode & 0xF000) == 0x8000;
+        }
+        catch (IOException)
+        {
+            return false;
         }
     }
 

@@ -73,6 +73,14 @@ public static class ImageResizer
         {
             try
             {
+                if (options.Preallocation == Preallocation.Full)
+                {
+                    // The new size first, then the zeros: a crash mid-way leaves the new size with part of the
+                    // growth still sparse, never a file whose length is neither the old nor the new size.
+                    RandomAccess.SetLength(handle, (long)newSize);
+                    Qcow2Resizer.Flush(handle);
+                }
+
                 RawImageWriter.Allocate(handle, length, newSize, options.Preallocation, path, progress, cancellationToken);
             }
             catch (OperationCanceledException)

@@ -76,7 +76,14 @@ public sealed class OfflineVolumeStore
             throw new KvmStorageException(ErrorKind.NotFound, ImageErrorIds.ImageNotFound, $"The image file '{full}' does not exist.", full);
         }
 
-        return Read(full, FindPoolOf(full)?.Name, new DiskAttachments(host).BuildAttachmentIndex());
+        // A pool's symlink pointing out of the pool is refused by path as it is by name (Add-VMDisk binds paths).
+        StoragePool? pool = FindPoolOf(full);
+        if (pool is not null)
+        {
+            EnsureInside(pool, full, System.IO.Path.GetFileName(full));
+        }
+
+        return Read(full, pool?.Name, new DiskAttachments(host).BuildAttachmentIndex());
     }
 
     public StorageVolume Create(VolumeCreateRequest request, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
@@ -85,6 +92,9 @@ public sealed class OfflineVolumeStore
         StoragePool pool = host.GetPool(request.Pool);
         string folder = RequireFolder(pool);
         string file = System.IO.Path.Combine(folder, request.Name);
+
+        // What a killed New-Volume left behind: hidden, but it holds disk space.
+        AtomicFile.RemoveAbandonedTempFiles(folder);
         if (File.Exists(file) || new FileInfo(file).LinkTarget is not null || Directory.Exists(file))
         {
             throw new KvmStorageException(ErrorKind.AlreadyExists, VolumeErrorIds.VolumeExists, $"Pool '{pool.Name}' already has a volume named '{request.Name}'.", request.Name);
@@ -93,6 +103,7 @@ public sealed class OfflineVolumeStore
         ImageCreateOptions options = Copy(request.Image, request.Image.BackingFile);
         if (request.BackingPath is not null)
         {
+            EnsureBackingAllowed(request.BackingPath, request.Name);
             string backingHost = request.BackingPath;
             string recorded = backingHost;
             if (request.RelativeBacking)
@@ -202,6 +213,49 @@ public sealed class OfflineVolumeStore
             HostName = host.Name,
             AttachedTo = attachments is not null && attachments.TryGetValue(ToHostPath(localFile), out SortedSet<string>? vms) ? [.. vms] : [],
         };
+    }
+
+    /// <summary>
+    /// The rule for backing files of new volumes: a regular file, and either inside a file pool's folder or a
+    /// recognised image format. A raw file elsewhere (/etc/shadow, a key) would expose its bytes to the guest, and a
+    /// device or FIFO is no image at all.
+    /// </summary>
+    private void EnsureBackingAllowed(string backingHostPath, string volumeName)
+    {
+        string local = backingHostPath.StartsWith('/') ? Paths.Resolve(backingHostPath) : backingHostPath;
+        if (!File.Exists(local))
+        {
+            return; // ImageCreator reports BackingFileNotFound.
+        }
+
+        if (!ImageInspector.IsRegularFile(local))
+        {
+            throw new KvmStorageException(ErrorKind.PermissionDenied, VolumeErrorIds.BackingNotAllowed, $"'{backingHostPath}' is not a regular file; it cannot back volume '{volumeName}'.", volumeName);
+        }
+
+        if (FindPoolOf(System.IO.Path.GetFullPath(local)) is not null)
+        {
+            return;
+        }
+
+        ImageFormat format;
+        try
+        {
+            format = ImageInspector.DetectFormat(local);
+        }
+        catch (KvmStorageException e)
+        {
+            throw new KvmStorageException(ErrorKind.PermissionDenied, VolumeErrorIds.BackingNotAllowed, $"'{backingHostPath}' cannot back volume '{volumeName}': {e.Message}", volumeName, e);
+        }
+
+        if (format == ImageFormat.Raw)
+        {
+            throw new KvmStorageException(
+                ErrorKind.PermissionDenied,
+                VolumeErrorIds.BackingNotAllowed,
+                $"'{backingHostPath}' is outside every storage pool and not a disk image (no image format recognised); it is not allowed as the backing file of '{volumeName}'. Put a raw image in a pool folder to use it as a backing file.",
+                volumeName);
+        }
     }
 
     private string ToHostPath(string local) => Paths.ToHostPath(local) ?? local;

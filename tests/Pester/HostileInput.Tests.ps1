@@ -1,0 +1,315 @@
+#Requires -Version 7.4
+# Hostile input, table-driven: every case is refused with a clear typed error and changes nothing on disk.
+# Names with traversal and control characters, symlinks out of a pool, backing files that are no images,
+# crafted qcow2/vmdk metadata, XML with DTDs and entities, absurd sizes; plus file modes and a source scan.
+
+BeforeAll {
+    Import-Module $env:KVMSTORAGE_TEST_MODULE -Force
+    Import-Module (Join-Path $PSScriptRoot 'TestHelpers.psm1') -Force
+    $script:hasQemuImg = [bool](Get-Command qemu-img -ErrorAction SilentlyContinue)
+
+    function New-HostileRoot {
+        $root = New-TestHostRoot
+        New-StoragePool -Name default -Path /var/lib/libvirt/images -Build | Out-Null
+        $images = Join-Path $root 'var/lib/libvirt/images'
+        New-Volume -Pool default -Name good.qcow2 -Size 64MB | Out-Null
+        New-Item -ItemType Directory -Force (Join-Path $root 'etc/libvirt/qemu') | Out-Null
+        Copy-Item (Join-Path $PSScriptRoot '../../examples/kvm1.xml') (Join-Path $root 'etc/libvirt/qemu/kvm1.xml')
+        # Secrets and special files "on the host": outside every pool.
+        New-Item -ItemType Directory -Force (Join-Path $root 'etc'), (Join-Path $root 'run') | Out-Null
+        Set-Content -LiteralPath (Join-Path $root 'etc/shadow') -Value 'root:$6$secret-hash:19000:0:99999:7:::'
+        & mkfifo (Join-Path $root 'run/fifo')
+        $root
+    }
+
+    function Set-Bytes([string] $Path, [long] $Offset, [byte[]] $Bytes) {
+        $fs = [IO.File]::Open($Path, 'Open', 'ReadWrite')
+        try { $fs.Position = $Offset; $fs.Write($Bytes, 0, $Bytes.Length) } finally { $fs.Dispose() }
+    }
+
+    function ConvertTo-BigEndian([ulong] $Value, [int] $Size) {
+        $b = [BitConverter]::GetBytes($Value); [Array]::Reverse($b); $b[(8 - $Size)..7]
+    }
+
+    # The snapshot leaves out /run, which holds a FIFO (reading it would block; the tests never write there).
+    function Get-HostSnapshot([string] $Root) {
+        foreach ($sub in @(Get-ChildItem -LiteralPath $Root -Directory -Force | Where-Object Name -NE 'run')) { Get-TreeSnapshot $sub.FullName | ForEach-Object { "$($sub.Name)$_" } }
+        @(Get-ChildItem -LiteralPath $Root -Force).Name -join ','
+    }
+
+    function Assert-Refused {
+        <# The action must fail with a KvmStorage error id (matching $ErrorId when given) and leave the tree as it was. #>
+        param([scriptblock] $Action, [string] $ErrorId, [string] $Root)
+        $before = Get-HostSnapshot $Root
+        $caught = $null
+        # Per-item errors of the cmdlets are non-terminating: inside the action they must stop it.
+        $ErrorActionPreference = 'Stop'
+        try { & $Action | Out-Null } catch { $caught = $_ }
+        $ErrorActionPreference = 'Continue'
+        $caught | Should -Not -BeNullOrEmpty -Because 'the hostile input must be refused'
+        $id = "$($caught.FullyQualifiedErrorId)"
+        $id | Should -Match '^[A-Z][A-Za-z0-9]+(,|$)' -Because "a typed error id is expected, got '$id': $caught"
+        $id | Should -Not -Match '^(System\.|RuntimeException|MethodInvocation)' -Because "$caught"
+        if ($ErrorId) { $id | Should -BeLike "$ErrorId,*" -Because "$caught" }
+        "$caught" | Should -Not -BeNullOrEmpty
+        Get-HostSnapshot $Root | Should -Be $before
+    }
+}
+
+Describe 'Hostile volume and pool names' {
+    BeforeAll { $script:root = New-HostileRoot }
+
+    It 'New-Volume refuses the name <Label>' -ForEach @(
+        @{ Label = 'parent traversal'; Name = '../escape.qcow2' }
+        @{ Label = 'deep traversal'; Name = '../../../../etc/cron.d/x' }
+        @{ Label = 'an absolute path'; Name = '/etc/evil.qcow2' }
+        @{ Label = 'a sub-folder'; Name = 'sub/dir.qcow2' }
+        @{ Label = '.'; Name = '.' }
+        @{ Label = '..'; Name = '..' }
+        @{ Label = 'an empty name'; Name = '' }
+        @{ Label = 'a newline'; Name = "a`nb.qcow2" }
+        @{ Label = 'a carriage return'; Name = "a`rb.qcow2" }
+        @{ Label = 'a tab'; Name = "a`tb.qcow2" }
+        @{ Label = 'NUL'; Name = "a$([char]0)b.qcow2" }
+        @{ Label = 'an escape sequence'; Name = "a$([char]27)[31mred.qcow2" }
+        @{ Label = 'the temporary prefix'; Name = '.kvmstorage-tmp-x.qcow2' }
+        @{ Label = 'a 300-character name'; Name = ('x' * 300) }
+    ) {
+        Assert-Refused { New-Volume -Pool default -Name $Name -Size 1MB } -Root $root
+    }
+
+    It '<Cmd> refuses the volume name <Name>' -ForEach @(
+        foreach ($cmd in 'Get-Volume', 'Remove-Volume', 'Resize-Volume') {
+            foreach ($n in '../../etc/shadow', '/etc/shadow', 'x/../../../etc/shadow') { @{ Cmd = $cmd; Name = $n } }
+        }
+    ) {
+        $action = switch ($Cmd) {
+            'Get-Volume' { { Get-Volume -Pool default -Name $Name } }
+            'Remove-Volume' { { Remove-Volume -Pool default -Name $Name -Confirm:$false } }
+            'Resize-Volume' { { Resize-Volume -Pool default -Name $Name -Size 1GB } }
+        }
+        Assert-Refused $action -Root $root
+    }
+
+    It 'New-StoragePool refuses the pool name <Label>' -ForEach @(
+        @{ Label = 'parent traversal'; Name = '../evil' }
+        @{ Label = 'an absolute path'; Name = '/etc/libvirt/evil' }
+        @{ Label = 'a slash'; Name = 'a/b' }
+        @{ Label = '.'; Name = '.' }
+        @{ Label = '..'; Name = '..' }
+        @{ Label = 'an empty name'; Name = '' }
+        @{ Label = 'a newline'; Name = "pool`nname" }
+        @{ Label = 'NUL'; Name = "p$([char]0)" }
+        @{ Label = 'an escape sequence'; Name = "p$([char]27)]0;title" }
+        @{ Label = 'a 300-character name'; Name = ('p' * 300) }
+    ) {
+        Assert-Refused { New-StoragePool -Name $Name -Path /srv/evil -Build } -Root $root
+    }
+
+    It 'New-StoragePool refuses the target path <Path>' -ForEach @(
+        @{ Path = 'relative/folder' }
+        @{ Path = '/srv/../etc' }
+        @{ Path = '/srv/./x' }
+        @{ Path = "/srv/a`nb" }
+    ) {
+        Assert-Refused { New-StoragePool -Name evilpath -Path $Path -Build } -Root $root
+    }
+}
+
+Describe 'Hostile sizes' {
+    BeforeAll { $script:root = New-HostileRoot }
+
+    It 'New-Volume refuses the size <Size>' -ForEach @(
+        @{ Size = '-1' }, @{ Size = '-5G' }, @{ Size = 'lots' }, @{ Size = '18446744073709551615' }, @{ Size = '16E' }, @{ Size = '1e30' }
+    ) {
+        Assert-Refused { New-Volume -Pool default -Name sized.qcow2 -Size $Size } -Root $root
+    }
+
+    It 'Resize-Volume refuses the size <Size>' -ForEach @(
+        @{ Size = '-1' }, @{ Size = '18446744073709551615' }, @{ Size = '8E' }
+    ) {
+        Assert-Refused { Resize-Volume -Pool default -Name good.qcow2 -Size $Size } -Root $root
+    }
+}
+
+Describe 'Backing files that are not images' {
+    BeforeAll { $script:root = New-HostileRoot }
+
+    It 'New-Volume refuses <Label> as backing file' -ForEach @(
+        @{ Label = 'a secret outside every pool (/etc/shadow)'; Backing = '/etc/shadow'; Id = 'BackingFileNotAllowed' }
+        @{ Label = 'a FIFO'; Backing = '/run/fifo'; Id = $null }
+        @{ Label = 'a folder'; Backing = '/etc'; Id = $null }
+        @{ Label = 'a missing file'; Backing = '/nowhere/base.qcow2'; Id = $null }
+    ) {
+        Assert-Refused { New-Volume -Pool default -Name clone.qcow2 -BackingVolume (Join-Path $root $Backing.TrimStart('/')) } -ErrorId $Id -Root $root
+    }
+
+    It 'Get-Volume refuses a qcow2 whose backing file is a FIFO, without blocking' -Tag Oracle {
+        if (-not $hasQemuImg) { Set-ItResult -Skipped -Because 'qemu-img is not installed'; return }
+        $img = Join-Path $root 'var/lib/libvirt/images/fifo-backed.qcow2'
+        qemu-img create -q -f qcow2 -u -b /run/fifo -F raw $img 1M
+        try { Assert-Refused { Get-Volume -Pool default -Name fifo-backed.qcow2 } -ErrorId 'BackingFileNotRegular' -Root $root }
+        finally { Remove-Item -LiteralPath $img }
+    }
+
+    It 'Get-Volume reports a qcow2 naming /etc/shadow as backing without reading it as part of the chain' -Tag Oracle {
+        if (-not $hasQemuImg) { Set-ItResult -Skipped -Because 'qemu-img is not installed'; return }
+        $img = Join-Path $root 'var/lib/libvirt/images/shadow-backed.qcow2'
+        qemu-img create -q -f qcow2 -u -b /etc/shadow -F qcow2 $img 1M
+        try {
+            # The recorded format is qcow2 and the file is text: reading it as qcow2 fails, and nothing of it is reported.
+            $before = Get-HostSnapshot $root
+            $v = Get-Volume -Pool default -Name shadow-backed.qcow2 -ErrorAction SilentlyContinue -ErrorVariable e
+            if ($v) { $v.Chain.Count | Should -Be 1; "$($v | Format-List * | Out-String)" | Should -Not -Match 'secret-hash' }
+            else { "$e" | Should -Not -Match 'secret-hash' }
+            Get-HostSnapshot $root | Should -Be $before
+        }
+        finally { Remove-Item -LiteralPath $img }
+    }
+}
+
+Describe 'Symlinks in a pool folder pointing outside it' {
+    BeforeAll {
+        $script:root = New-HostileRoot
+        $script:images = Join-Path $root 'var/lib/libvirt/images'
+        New-Item -ItemType SymbolicLink -Path (Join-Path $images 'shadow.img') -Target (Join-Path $root 'etc/shadow') | Out-Null
+        New-Item -ItemType SymbolicLink -Path (Join-Path $images 'outside.qcow2') -Target '/etc/passwd' | Out-Null
+    }
+
+    It 'the listing reports <Link> as an error and still lists the good volume' -ForEach @(@{ Link = 'shadow.img' }, @{ Link = 'outside.qcow2' }) {
+        $vols = @(Get-Volume -Pool default -ErrorVariable e -ErrorAction SilentlyContinue)
+        $vols.Name | Should -Contain 'good.qcow2'
+        $vols.Name | Should -Not -Contain $Link
+        @($e | Where-Object { "$_" -like "*$Link*" }).Count | Should -Be 1
+        ($e | Where-Object { "$_" -like "*$Link*" }).FullyQualifiedErrorId | Should -BeLike 'VolumeOutsidePool,*'
+    }
+
+    It '<Label> through the link is refused' -ForEach @(
+        @{ Label = 'Get-Volume'; Action = { Get-Volume -Pool default -Name shadow.img } }
+        @{ Label = 'Remove-Volume'; Action = { Remove-Volume -Pool default -Name shadow.img -Confirm:$false } }
+        @{ Label = 'Remove-Volume -Force'; Action = { Remove-Volume -Pool default -Name outside.qcow2 -Force -Confirm:$false } }
+        @{ Label = 'Resize-Volume'; Action = { Resize-Volume -Pool default -Name shadow.img -Size 1GB } }
+        @{ Label = 'New-Volume over the link'; Action = { New-Volume -Pool default -Name outside.qcow2 -Size 1MB } }
+        @{ Label = 'Add-VMDisk of the link'; Action = { Add-VMDisk -VMName kvm1 -Volume (Join-Path $images 'shadow.img') } }
+    ) {
+        Assert-Refused $Action -Root $root
+        (Get-Content -Raw -LiteralPath (Join-Path $root 'etc/shadow')) | Should -Match 'secret-hash'
+    }
+}
+
+Describe 'Crafted image metadata' -Tag Oracle {
+    BeforeAll {
+        $script:root = New-HostileRoot
+        $script:images = Join-Path $root 'var/lib/libvirt/images'
+        function New-Crafted([string] $Name, [scriptblock] $Patch) {
+            $p = Join-Path $images $Name
+            qemu-img create -q -f qcow2 -o cluster_size=512 $p 1M
+            & $Patch $p
+            $p
+        }
+        if ($hasQemuImg) {
+            # l1_size claims 2^28 entries (2 GiB of L1, mapping ~32 TiB with 512-byte clusters).
+            New-Crafted l1-huge.qcow2 { param($p) Set-Bytes $p 36 (ConvertTo-BigEndian 0x10000000 4) } | Out-Null
+            # The refcount table points at the header cluster: the refcount "blocks" are the header itself.
+            New-Crafted refcount-loop.qcow2 { param($p) Set-Bytes $p 48 (ConvertTo-BigEndian 0 8) } | Out-Null
+            # The L1 table lies past the end of the file.
+            New-Crafted l1-past-end.qcow2 { param($p) Set-Bytes $p 40 (ConvertTo-BigEndian 0x100000000 8) } | Out-Null
+            # A backing chain that loops: a -> b -> a.
+            qemu-img create -q -f qcow2 -u -b loop-b.qcow2 -F qcow2 (Join-Path $images 'loop-a.qcow2') 1M
+            qemu-img create -q -f qcow2 -u -b loop-a.qcow2 -F qcow2 (Join-Path $images 'loop-b.qcow2') 1M
+            # A truncated header.
+            [IO.File]::WriteAllBytes((Join-Path $images 'truncated.qcow2'), [byte[]](0x51, 0x46, 0x49, 0xfb, 0, 0, 0, 3))
+            # A vmdk descriptor whose extents lie outside the pool folder.
+            Set-Content -LiteralPath (Join-Path $images 'escape.vmdk') -Value @'
+# Disk DescriptorFile
+version=1
+CID=fffffffe
+parentCID=ffffffff
+createType="monolithicFlat"
+RW 2048 FLAT "../../../../etc/shadow" 0
+RW 2048 FLAT "/etc/shadow" 0
+ddb.virtualHWVersion = "4"
+'@
+        }
+    }
+
+    It 'Resize-Volume refuses <Name> with a typed error and leaves it unchanged' -ForEach @(
+        @{ Name = 'l1-huge.qcow2' }, @{ Name = 'refcount-loop.qcow2' }, @{ Name = 'l1-past-end.qcow2' }, @{ Name = 'truncated.qcow2' }, @{ Name = 'loop-a.qcow2' }, @{ Name = 'escape.vmdk' }
+    ) {
+        if (-not $hasQemuImg) { Set-ItResult -Skipped -Because 'qemu-img is not installed'; return }
+        Assert-Refused { Resize-Volume -Pool default -Name $Name -Size 64GB } -Root $root
+    }
+
+    It 'Get-Volume refuses <Name> with a typed error' -ForEach @(
+        @{ Name = 'l1-huge.qcow2' }, @{ Name = 'l1-past-end.qcow2' }, @{ Name = 'truncated.qcow2' }, @{ Name = 'loop-a.qcow2' }
+    ) {
+        if (-not $hasQemuImg) { Set-ItResult -Skipped -Because 'qemu-img is not installed'; return }
+        Assert-Refused { Get-Volume -Pool default -Name $Name } -Root $root
+    }
+
+    It 'Get-Volume reads only the descriptor of a vmdk whose extents lie outside the folder' {
+        if (-not $hasQemuImg) { Set-ItResult -Skipped -Because 'qemu-img is not installed'; return }
+        $before = Get-HostSnapshot $root
+        $v = Get-Volume -Pool default -Name escape.vmdk -ErrorAction SilentlyContinue -ErrorVariable e
+        "$($v | Format-List * | Out-String) $e" | Should -Not -Match 'secret-hash'
+        Get-HostSnapshot $root | Should -Be $before
+    }
+}
+
+Describe 'Hostile XML' {
+    BeforeAll {
+        $script:root = New-HostileRoot
+        $script:bodies = @{
+            Dtd          = "<?xml version='1.0'?>`n<!DOCTYPE {0} [<!ELEMENT {0} ANY>]>`n<{0} type='{1}'><name>{2}</name></{0}>"
+            External     = "<?xml version='1.0'?>`n<!DOCTYPE {0} [<!ENTITY x SYSTEM 'file:///etc/shadow'>]>`n<{0} type='{1}'><name>{2}</name><description>&x;</description></{0}>"
+            BillionLaughs = "<?xml version='1.0'?>`n<!DOCTYPE {0} [<!ENTITY a 'lol'><!ENTITY b '&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;'><!ENTITY c '&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;'><!ENTITY d '&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;'><!ENTITY e '&d;&d;&d;&d;&d;&d;&d;&d;&d;&d;'><!ENTITY f '&e;&e;&e;&e;&e;&e;&e;&e;&e;&e;'><!ENTITY g '&f;&f;&f;&f;&f;&f;&f;&f;&f;&f;'><!ENTITY h '&g;&g;&g;&g;&g;&g;&g;&g;&g;&g;'><!ENTITY i '&h;&h;&h;&h;&h;&h;&h;&h;&h;&h;'>]>`n<{0} type='{1}'><name>{2}</name><description>&i;</description></{0}>"
+            Garbage      = "<{0} type='{1}'><name>{2}</name"
+        }
+    }
+
+    It 'a pool file with <Kind> is reported as a typed error' -ForEach @(
+        @{ Kind = 'Dtd' }, @{ Kind = 'External' }, @{ Kind = 'BillionLaughs' }, @{ Kind = 'Garbage' }, @{ Kind = 'WrongRoot' }
+    ) {
+        $file = Join-Path $root 'etc/libvirt/storage/evil.xml'
+        $text = if ($Kind -eq 'WrongRoot') { "<domain type='kvm'><name>evil</name></domain>" } else { $bodies[$Kind] -f 'pool', 'dir', 'evil' }
+        Set-Content -LiteralPath $file -Value $text
+        try {
+            Assert-Refused { Get-StoragePool -Name evil } -Root $root
+            Assert-Refused { New-Volume -Pool evil -Name x.qcow2 -Size 1MB } -Root $root
+        }
+        finally { Remove-Item -LiteralPath $file }
+    }
+
+    It 'a domain file with <Kind> is reported as a typed error and not edited' -ForEach @(
+        @{ Kind = 'Dtd' }, @{ Kind = 'External' }, @{ Kind = 'BillionLaughs' }, @{ Kind = 'Garbage' }, @{ Kind = 'WrongRoot' }
+    ) {
+        $file = Join-Path $root 'etc/libvirt/qemu/evil.xml'
+        $text = if ($Kind -eq 'WrongRoot') { "<pool type='dir'><name>evil</name><target><path>/x</path></target></pool>" } else { $bodies[$Kind] -f 'domain', 'kvm', 'evil' }
+        Set-Content -LiteralPath $file -Value $text
+        try {
+            Assert-Refused { Get-VMDisk -VMName evil } -Root $root
+            Assert-Refused { Get-Volume -Pool default -Name good.qcow2 | Add-VMDisk -VMName evil } -Root $root
+        }
+        finally { Remove-Item -LiteralPath $file }
+    }
+}
+
+Describe 'File modes and process hygiene' {
+    It 'creates images mode 0600 and pool folders 0711' {
+        $root = New-TestHostRoot
+        New-StoragePool -Name modes -Path /srv/modes -Build | Out-Null
+        (Get-Item (Join-Path $root 'srv/modes')).UnixMode | Should -Be 'drwx--x--x'
+        foreach ($f in 'qcow2', 'raw') {
+            $v = New-Volume -Pool modes -Name "m.$f" -Size 1MB -Format $f
+            (Get-Item $v.LocalPath).UnixMode | Should -Be '-rw-------'
+        }
+    }
+
+    It 'never starts an external process (no Process.Start or ProcessStartInfo in src/)' {
+        $src = Join-Path $PSScriptRoot '../../src'
+        $hits = @(Get-ChildItem -LiteralPath $src -Recurse -Filter *.cs | Where-Object { $_.FullName -notmatch '[\\/](bin|obj)[\\/]' } |
+            Select-String -Pattern 'Process\.Start|ProcessStartInfo|System\.Diagnostics\.Process\b|posix_spawn|\bexecv|\bfork\(' |
+            ForEach-Object { "$($_.Path):$($_.LineNumber): $($_.Line.Trim())" })
+        $hits | Should -BeNullOrEmpty
+    }
+}
