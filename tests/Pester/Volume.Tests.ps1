@@ -121,7 +121,8 @@ Describe 'New-Volume' {
             $async = $ps.BeginInvoke()
             $file = Join-Path $images 'big.img'
             $deadline = [DateTime]::UtcNow.AddSeconds(60)
-            while (-not (Test-Path $file) -and [DateTime]::UtcNow -lt $deadline) { Start-Sleep -Milliseconds 20 }
+            # The image is written under a hidden temporary name until complete: wait until it is under way.
+            while (-not (Get-ChildItem -Force $images | Where-Object Name -Like '*big.img*') -and [DateTime]::UtcNow -lt $deadline) { Start-Sleep -Milliseconds 20 }
             Start-Sleep -Milliseconds 300
             $ps.Stop()
             try { $null = $ps.EndInvoke($async) } catch { $_.Exception.InnerException.GetType().Name | Should -Be 'PipelineStoppedException' }
