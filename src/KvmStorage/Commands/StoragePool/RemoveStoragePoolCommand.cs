@@ -6,40 +6,20 @@ namespace KvmStorage.Commands.StoragePool;
 /// <summary>Remove-StoragePool: undefines a pool. Volumes are never deleted; the empty target folder only on request.</summary>
 [Cmdlet(VerbsCommon.Remove, "StoragePool", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High, DefaultParameterSetName = ByName)]
 [OutputType(typeof(void))]
-public sealed class RemoveStoragePoolCommand : KvmCmdlet
+public sealed class RemoveStoragePoolCommand : PoolItemCmdlet
 {
-    private const string ByName = "ByName";
-    private const string ByObject = "ByObject";
-
-    [Parameter(Mandatory = true, Position = 0, ParameterSetName = ByName, ValueFromPipelineByPropertyName = true)]
-    [Alias("PoolName")]
-    [ValidateNotNullOrEmpty]
-    [ArgumentCompleter(typeof(PoolNameCompleter))]
-    public string[] Name { get; set; } = [];
-
-    [Parameter(Mandatory = true, ParameterSetName = ByObject, ValueFromPipeline = true)]
-    public Core.Pools.StoragePool[] InputObject { get; set; } = [];
-
     /// <summary>Also delete the target folder, which must be empty.</summary>
     [Parameter]
     public SwitchParameter DeleteTargetDirectory { get; set; }
 
-    protected override void ProcessRecord()
+    protected override void ProcessPool(Core.Pools.StoragePool pool)
     {
-        IEnumerable<string> names = ParameterSetName == ByObject ? InputObject.Select(p => p.Name) : Name;
-        foreach (string name in names)
+        string action = DeleteTargetDirectory && pool.Path is not null
+            ? $"Undefine the storage pool and delete its empty folder {pool.Path}"
+            : "Undefine the storage pool (its volumes are kept)";
+        if (ShouldProcess($"{pool.Name} ({pool.Type.ToString().ToLowerInvariant()}, {pool.Path ?? pool.Source.ToString()})", action))
         {
-            RunForItem(name, () =>
-            {
-                Core.Pools.StoragePool pool = KvmHost.GetPool(name);
-                string action = DeleteTargetDirectory && pool.Path is not null
-                    ? $"Undefine the storage pool and delete its empty folder {pool.Path}"
-                    : "Undefine the storage pool (its volumes are kept)";
-                if (ShouldProcess($"{pool.Name} ({pool.Type.ToString().ToLowerInvariant()}, {pool.Path ?? pool.Source.ToString()})", action))
-                {
-                    KvmHost.UndefinePool(pool.Name, DeleteTargetDirectory);
-                }
-            });
+            KvmHost.UndefinePool(pool.Name, DeleteTargetDirectory);
         }
     }
 }

@@ -7,20 +7,8 @@ namespace KvmStorage.Commands.StoragePool;
 /// <summary>Set-StoragePool: changes a pool's autostart and target permissions, keeping everything else in its definition.</summary>
 [Cmdlet(VerbsCommon.Set, "StoragePool", SupportsShouldProcess = true, DefaultParameterSetName = ByName)]
 [OutputType(typeof(Core.Pools.StoragePool))]
-public sealed class SetStoragePoolCommand : KvmCmdlet
+public sealed class SetStoragePoolCommand : PoolItemCmdlet
 {
-    private const string ByName = "ByName";
-    private const string ByObject = "ByObject";
-
-    [Parameter(Mandatory = true, Position = 0, ParameterSetName = ByName, ValueFromPipelineByPropertyName = true)]
-    [Alias("PoolName")]
-    [ValidateNotNullOrEmpty]
-    [ArgumentCompleter(typeof(PoolNameCompleter))]
-    public string[] Name { get; set; } = [];
-
-    [Parameter(Mandatory = true, ParameterSetName = ByObject, ValueFromPipeline = true)]
-    public Core.Pools.StoragePool[] InputObject { get; set; } = [];
-
     /// <summary>Start the pool when libvirt starts.</summary>
     [Parameter]
     public bool Autostart { get; set; }
@@ -43,60 +31,52 @@ public sealed class SetStoragePoolCommand : KvmCmdlet
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
-    protected override void ProcessRecord()
+    protected override void ProcessPool(Core.Pools.StoragePool pool)
     {
-        IEnumerable<string> names = ParameterSetName == ByObject ? InputObject.Select(p => p.Name) : Name;
-        foreach (string name in names)
+        var changes = new List<string>();
+        bool? autostart = MyInvocation.BoundParameters.ContainsKey(nameof(Autostart)) ? Autostart : null;
+        if (autostart is not null)
         {
-            RunForItem(name, () =>
-            {
-                Core.Pools.StoragePool pool = KvmHost.GetPool(name);
-                var changes = new List<string>();
-                bool? autostart = MyInvocation.BoundParameters.ContainsKey(nameof(Autostart)) ? Autostart : null;
-                if (autostart is not null)
-                {
-                    changes.Add($"autostart {(autostart.Value ? "on" : "off")}");
-                }
+            changes.Add($"autostart {(autostart.Value ? "on" : "off")}");
+        }
 
-                Permissions permissions = pool.Permissions;
-                if (Mode is not null && Permissions.TryParseMode(Mode, out UnixFileMode mode))
-                {
-                    permissions = permissions with { Mode = mode };
-                    changes.Add("mode " + Permissions.FormatMode(mode));
-                }
+        Permissions permissions = pool.Permissions;
+        if (Mode is not null && Permissions.TryParseMode(Mode, out UnixFileMode mode))
+        {
+            permissions = permissions with { Mode = mode };
+            changes.Add("mode " + Permissions.FormatMode(mode));
+        }
 
-                if (MyInvocation.BoundParameters.ContainsKey(nameof(Owner)))
-                {
-                    permissions = permissions with { Owner = Owner };
-                    changes.Add($"owner {Owner}");
-                }
+        if (MyInvocation.BoundParameters.ContainsKey(nameof(Owner)))
+        {
+            permissions = permissions with { Owner = Owner };
+            changes.Add($"owner {Owner}");
+        }
 
-                if (MyInvocation.BoundParameters.ContainsKey(nameof(Group)))
-                {
-                    permissions = permissions with { Group = Group };
-                    changes.Add($"group {Group}");
-                }
+        if (MyInvocation.BoundParameters.ContainsKey(nameof(Group)))
+        {
+            permissions = permissions with { Group = Group };
+            changes.Add($"group {Group}");
+        }
 
-                if (permissions != pool.Permissions && !pool.Type.HasTarget())
-                {
-                    throw new Core.Errors.KvmStorageException(Core.Errors.ErrorKind.InvalidArgument, Core.Errors.ErrorIds.InvalidPermissions, $"Pool '{pool.Name}' is of type {pool.Type.ToXmlName()}, which has no target folder to set permissions on.", pool.Name);
-                }
+        if (permissions != pool.Permissions && !pool.Type.HasTarget())
+        {
+            throw new Core.Errors.KvmStorageException(Core.Errors.ErrorKind.InvalidArgument, Core.Errors.ErrorIds.InvalidPermissions, $"Pool '{pool.Name}' is of type {pool.Type.ToXmlName()}, which has no target folder to set permissions on.", pool.Name);
+        }
 
-                if (changes.Count == 0)
-                {
-                    WriteVerbose($"Nothing to change for pool '{name}'.");
-                }
-                else if (ShouldProcess(pool.Name, "Set " + string.Join(", ", changes)))
-                {
-                    Permissions final = permissions;
-                    pool = KvmHost.UpdatePool(pool.Name, d => d.Permissions = final, autostart);
-                }
+        if (changes.Count == 0)
+        {
+            WriteVerbose($"Nothing to change for pool '{pool.Name}'.");
+        }
+        else if (ShouldProcess(pool.Name, "Set " + string.Join(", ", changes)))
+        {
+            Permissions final = permissions;
+            pool = KvmHost.UpdatePool(pool.Name, d => d.Permissions = final, autostart);
+        }
 
-                if (PassThru)
-                {
-                    WriteObject(pool);
-                }
-            });
+        if (PassThru)
+        {
+            WriteObject(pool);
         }
     }
 }
