@@ -71,7 +71,7 @@ public sealed record ImageCommitResult(string BasePath, ulong BytesCommitted, IR
 /// </summary>
 public static partial class ImageCommitter
 {
-    private const int ChunkBytes = 4 * 1024 * 1024;
+    private const int ChunkBytes = 16 * 1024 * 1024;
 
     /// <summary>Checks everything that can be checked without writing: chain, formats, sizes, write access and QEMU's locks.</summary>
     public static ImageCommitPlan Plan(string overlayPath, ImageCommitOptions options)

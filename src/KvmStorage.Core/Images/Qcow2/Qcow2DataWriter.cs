@@ -28,7 +28,7 @@ public sealed partial class Qcow2DataWriter : IDisposable
     private const ulong ZeroFlag = 1;
 
     /// <summary>Bytes of new cluster contents one metadata batch carries (bounds memory, amortises the flushes).</summary>
-    private const ulong BatchBytes = 8UL * 1024 * 1024;
+    private const ulong BatchBytes = 32UL * 1024 * 1024;
 
     /// <summary>L2 tables kept in memory before the cache is dropped (all cached tables are clean).</summary>
     private const long L2CacheBudget = 64L * 1024 * 1024;
@@ -748,12 +748,29 @@ public sealed partial class Qcow2DataWriter : IDisposable
     /// <summary>Gives the space of clusters whose refcount dropped to 0 back to the file system (best effort).</summary>
     private void PunchFreedClusters(IEnumerable<ulong> clusters)
     {
-        foreach (ulong c in clusters.Order())
+        // Runs of adjacent clusters go in one call: punching is slow per call on some file systems.
+        ulong start = 0, count = 0;
+        foreach (ulong c in clusters.Where(c => c > 0 && refcounts.Get(c) == 0).Order())
         {
-            if (refcounts.Get(c) == 0 && c > 0)
+            if (count > 0 && c == start + count)
             {
-                _ = Fallocate(handle, FallocPunchHole | FallocKeepSize, (long)(c * clusterSize), (long)clusterSize);
+                count++;
+                continue;
             }
+
+            Punch(start, count);
+            start = c;
+            count = 1;
+        }
+
+        Punch(start, count);
+    }
+
+    private void Punch(ulong first, ulong count)
+    {
+        if (count > 0)
+        {
+            _ = Fallocate(handle, FallocPunchHole | FallocKeepSize, (long)(first * clusterSize), (long)(count * clusterSize));
         }
     }
 
