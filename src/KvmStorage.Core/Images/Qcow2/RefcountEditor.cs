@@ -220,13 +220,13 @@ internal sealed class RefcountEditor
             tableOffset = newOffset;
             tableClusters = plan.TableClusters;
             Free(oldOffset / clusterSize, oldClusters);
+            Qcow2Resizer.Flush(handle);
         }
-        else
+        else if (plan.MissingBlocks.Count > 0)
         {
             Qcow2Io.Write(handle, SerializeTable(), tableOffset);
+            Qcow2Resizer.Flush(handle);
         }
-
-        Qcow2Resizer.Flush(handle);
     }
 
     /// <summary>Drops one reference from each of <paramref name="count"/> clusters from <paramref name="first"/>.</summary>
