@@ -22,6 +22,7 @@
         'New-Volume'
         'Remove-Volume'
         'Resize-Volume'
+        'Set-Volume'
         'Get-VMDisk'
         'Add-VMDisk'
         'Set-VMDisk'

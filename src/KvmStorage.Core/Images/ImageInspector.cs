@@ -223,7 +223,7 @@ public static class ImageInspector
         }
     }
 
-    private static string Identity(string path)
+    internal static string Identity(string path)
     {
         try
         {
