@@ -47,6 +47,10 @@ public static class ImageErrorIds
     public const string ImageCorrupt = "ImageCorrupt";
     public const string ImageWriteFailed = "ImageWriteFailed";
 
+    // In-place writes of guest data (Qcow2DataWriter).
+    public const string ExtendedL2NotWritable = "ExtendedL2NotWritable";
+    public const string BitmapsNotWritable = "PersistentBitmapsNotWritable";
+
     // Internal snapshots.
     public const string SnapshotNotFound = "SnapshotNotFound";
     public const string SnapshotNameExists = "SnapshotNameAlreadyExists";

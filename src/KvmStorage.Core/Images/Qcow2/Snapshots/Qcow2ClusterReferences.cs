@@ -190,7 +190,7 @@ internal sealed class Qcow2ClusterReferences
     }
 
     /// <summary>The first and last host cluster a compressed descriptor's sectors touch.</summary>
-    private (ulong First, ulong Last) CompressedClusters(ulong entry)
+    internal (ulong First, ulong Last) CompressedClusters(ulong entry)
     {
         ulong offset = entry & ((1UL << compressedOffsetBits) - 1);
         ulong sectors = ((entry >> compressedOffsetBits) & ((1UL << (header.ClusterBits - 8)) - 1)) + 1;
