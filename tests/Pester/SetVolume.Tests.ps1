@@ -25,7 +25,8 @@ BeforeAll {
         $LASTEXITCODE | Should -Be 0 -Because "qemu-img compare said: $out"
     }
 
-    # A golden image with data, a linked clone of it with its own writes, and a second golden image.
+    # A golden image with data, a linked clone of it with its own writes, and a second golden image. Backing paths
+    # are recorded relative (-RelativeBackingPath) so that qemu can follow them inside the test's host root.
     function New-GoldenHost {
         $root = New-TestHostRoot
         New-StoragePool -Name default -Path /var/lib/libvirt/images -Build | Out-Null
@@ -37,7 +38,7 @@ BeforeAll {
             qemu-io -c 'write -P 0x11 0 2M' "$images/golden.qcow2" | Out-Null
             qemu-io -c 'write -P 0x22 1M 3M' "$images/golden2.qcow2" | Out-Null
         }
-        New-Volume -Pool default -Name clone.qcow2 -BackingVolume (Get-Volume -Pool default -Name golden.qcow2) | Out-Null
+        New-Volume -Pool default -Name clone.qcow2 -BackingVolume (Get-Volume -Pool default -Name golden.qcow2) -RelativeBackingPath | Out-Null
         if ($hasQemu) { qemu-io -c 'write -P 0x33 512k 256k' "$images/clone.qcow2" | Out-Null }
         $root
     }
@@ -53,7 +54,8 @@ Describe 'Set-Volume -BackingPath' {
     It 'rebases a linked clone onto another golden image, keeping what the guest sees' -Tag Oracle {
         if (-not $hasQemu) { Set-ItResult -Skipped -Because 'qemu-img is not installed'; return }
         $view = Save-GuestView $clone
-        $v = Get-Volume -Pool default -Name clone.qcow2 | Set-Volume -BackingPath (Get-Volume -Pool default -Name golden2.qcow2) -PassThru
+        $v = Get-Volume -Pool default -Name clone.qcow2 | Set-Volume -BackingPath (Get-Volume -Pool default -Name golden2.qcow2) -RelativeBackingPath -PassThru
+        $v.BackingFile | Should -Be 'golden2.qcow2'
         $v.BackingPath | Should -Be '/var/lib/libvirt/images/golden2.qcow2'
         $v.BackingFormat | Should -Be 'qcow2'
         $v.Chain | Should -Be @('/var/lib/libvirt/images/clone.qcow2', '/var/lib/libvirt/images/golden2.qcow2')
@@ -91,7 +93,8 @@ Describe 'Set-Volume -BackingPath' {
         $length = (Get-Item $clone).Length
         { Set-Volume -Volume $clone -BackingPath (Join-Path $images 'golden/golden.qcow2') -ErrorAction Stop } |
             Should -Throw -ErrorId "RebaseCurrentBackingMissing,$errorSuffix"
-        $v = Set-Volume -Volume $clone -BackingPath (Get-Volume -Pool golden -Name golden.qcow2) -Unsafe -PassThru
+        $v = Set-Volume -Volume $clone -BackingPath (Get-Volume -Pool golden -Name golden.qcow2) -Unsafe -RelativeBackingPath -PassThru
+        $v.BackingFile | Should -Be 'golden/golden.qcow2'
         $v.BackingPath | Should -Be '/var/lib/libvirt/images/golden/golden.qcow2'
         (Get-Item $clone).Length | Should -Be $length
         Assert-SameGuestView $view $clone
@@ -136,7 +139,7 @@ Describe 'Set-Volume -BackingPath' {
             until ($held -or [DateTime]::UtcNow -gt $deadline)
             { Set-Volume -Volume $clone -BackingPath $null -ErrorAction Stop } | Should -Throw -ErrorId "ImageInUse,$errorSuffix"
         }
-        finally { $qemu.StandardInput.WriteLine('quit'); $qemu.WaitForExit(10000) | Out-Null; $qemu.Dispose() }
+        finally { if (-not $qemu.HasExited) { $qemu.StandardInput.WriteLine('quit') }; $qemu.WaitForExit(10000) | Out-Null; $qemu.Dispose() }
         Get-TreeSnapshot $root | Should -Be $before
     }
 
@@ -144,7 +147,7 @@ Describe 'Set-Volume -BackingPath' {
         if (-not $hasQemu) { Set-ItResult -Skipped -Because 'qemu-img is not installed'; return }
         # An 8 GiB sparse raw base: reading and comparing it takes seconds, so the stop lands midway.
         New-Volume -Pool default -Name big.img -Size 8GB -Format raw | Out-Null
-        New-Volume -Pool default -Name big-clone.qcow2 -BackingVolume (Get-Volume -Pool default -Name big.img) | Out-Null
+        New-Volume -Pool default -Name big-clone.qcow2 -BackingVolume (Get-Volume -Pool default -Name big.img) -RelativeBackingPath | Out-Null
         $bigClone = Join-Path $images 'big-clone.qcow2'
         $ps = [powershell]::Create()
         try {
