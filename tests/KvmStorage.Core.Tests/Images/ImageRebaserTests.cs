@@ -88,6 +88,27 @@ public sealed class ImageRebaserTests : IDisposable
         QemuOracle.AssertInfoMatches(top);
     }
 
+    [SkippableTheory]
+    [InlineData("1.1")]
+    [InlineData("0.10")]
+    public void A_standalone_image_rebased_onto_a_backing_file_keeps_the_guest_view(string compat)
+    {
+        ExternalTool.Require("qemu-io");
+        string image = temp.Combine("alone.qcow2");
+        Qemu("create", "-q", "-f", "qcow2", "-o", $"compat={compat}", image, "4M");
+        QemuIo(image, "qcow2", "write -P 0x42 1M 128k");
+        string golden = temp.Combine("golden.qcow2");
+        Qemu("create", "-q", "-f", "qcow2", golden, "4M");
+        QemuIo(golden, "qcow2", "write -P 0x77 0 4M");
+        string before = RawCopy(image);
+
+        ImageInfo info = ImageRebaser.Rebase(image, new RebaseOptions { BackingFile = "golden.qcow2" });
+
+        Assert.Equal(golden, info.FullBackingFile);
+        AssertSameView(before, image);
+        QemuOracle.AssertCheckClean(image);
+    }
+
     [SkippableFact]
     public void Safe_rebase_agrees_with_qemu_img_rebase()
     {

@@ -171,7 +171,10 @@ public static class ImageRebaser
                         if (!before.SequenceEqual(newData.AsSpan(start, piece)))
                         {
                             ulong at = offset + (ulong)start;
-                            if (before.ContainsAnyExcept((byte)0))
+                            // Zeros are written as data when the image has no backing file yet: the writer would
+                            // otherwise leave such clusters unallocated, which reads the new backing file once the
+                            // header names it.
+                            if (before.ContainsAnyExcept((byte)0) || !writer.HasBackingFile)
                             {
                                 writer.Write((long)at, before);
                             }
