@@ -23,6 +23,7 @@
         'Remove-Volume'
         'Resize-Volume'
         'Set-Volume'
+        'Merge-Volume'
         'Get-VMDisk'
         'Add-VMDisk'
         'Set-VMDisk'

@@ -110,4 +110,32 @@
         Command = 'Get-Volume -Pool default | Remove-Volume -Confirm:$false'
         Check   = { param($Root) }
     }
+    @{
+        # Merge-Volume: the overlay's guest view never changes; once the overlay is empty, the base holds all of it.
+        Name       = 'MergeVolumeQcow2'
+        Setup      = {
+            param($Root)
+            New-StoragePool -Name default -Path /var/lib/libvirt/images -Build | Out-Null
+            $images = Join-Path $Root 'var/lib/libvirt/images'
+            & qemu-img create -q -f qcow2 (Join-Path $images 'base.qcow2') 96M
+            $null = & qemu-io -c 'write -P 0x11 0 32M' (Join-Path $images 'base.qcow2')
+            & qemu-img create -q -f qcow2 -o cluster_size=16k -b base.qcow2 -F qcow2 (Join-Path $images 'top.qcow2') 96M
+            $null = & qemu-io -c 'write -P 0x22 16M 48M' -c 'write -z 4M 1M' -c 'write -P 0x33 70M 5k' (Join-Path $images 'top.qcow2')
+            & qemu-img convert -O raw (Join-Path $images 'top.qcow2') (Join-Path $Root 'expected.raw')
+        }
+        Command    = 'Merge-Volume -Volume (Get-Volume -Pool default -Name top.qcow2)'
+        AllowLeaks = $true
+        Check      = {
+            param($Root)
+            $images = Join-Path $Root 'var/lib/libvirt/images'
+            $expected = Join-Path $Root 'expected.raw'
+            $out = & qemu-img compare -U (Join-Path $images 'top.qcow2') $expected 2>&1
+            if ($LASTEXITCODE -ne 0) { "the overlay's guest view changed: $out" }
+            $map = (& qemu-img map -U --output=json (Join-Path $images 'top.qcow2')) -join "`n" | ConvertFrom-Json
+            if (-not ($map | Where-Object { $_.depth -eq 0 -and $_.present })) {
+                $out = & qemu-img compare -U (Join-Path $images 'base.qcow2') $expected 2>&1
+                if ($LASTEXITCODE -ne 0) { "the overlay is empty but the base does not hold its data: $out" }
+            }
+        }
+    }
 )

@@ -1,0 +1,462 @@
+using System.Runtime.InteropServices;
+using KvmStorage.Core.Errors;
+using KvmStorage.Core.Images.Block;
+using KvmStorage.Core.Images.Qcow2;
+using KvmStorage.Core.IO;
+using Microsoft.Win32.SafeHandles;
+
+namespace KvmStorage.Core.Images.Chains;
+
+/// <summary>What becomes of the overlay (and the layers between it and the base) once their data is in the base.</summary>
+public enum OverlayDisposition
+{
+    /// <summary>Emptied: every layer reads through to the base, which now holds their data (qemu-img commit's default).</summary>
+    Empty,
+
+    /// <summary>The overlay and the layers between it and the base are deleted; only the base remains.</summary>
+    Remove,
+
+    /// <summary>Left as they are (qemu-img commit -d).</summary>
+    Keep,
+}
+
+/// <summary>How <see cref="ImageCommitter"/> commits an overlay.</summary>
+public sealed class ImageCommitOptions
+{
+    /// <summary>The image of the overlay's backing chain to commit into (local path); null = its immediate backing file.</summary>
+    public string? BasePath { get; init; }
+
+    public OverlayDisposition Overlay { get; init; } = OverlayDisposition.Empty;
+
+    /// <summary>Maps absolute backing paths, as the host sees them, to this machine (see <see cref="ImageInspectOptions.HostPathResolver"/>).</summary>
+    public Func<string, string>? HostPathResolver { get; init; }
+}
+
+/// <summary>A checked commit: the overlay, the layers above the base, and the base (local paths, top first).</summary>
+public sealed class ImageCommitPlan
+{
+    internal ImageCommitPlan(ImageInfo overlay, IReadOnlyList<ImageInfo> intermediates, ImageInfo baseImage, ImageCommitOptions options)
+    {
+        Overlay = overlay;
+        Intermediates = intermediates;
+        Base = baseImage;
+        Options = options;
+    }
+
+    public ImageInfo Overlay { get; }
+
+    /// <summary>Layers between the overlay and the base, top first (empty when the base is the immediate backing file).</summary>
+    public IReadOnlyList<ImageInfo> Intermediates { get; }
+
+    public ImageInfo Base { get; }
+
+    public ImageCommitOptions Options { get; }
+
+    /// <summary>Whether the base grows to the overlay's size first (qemu-img commit does the same).</summary>
+    public bool GrowsBase => Base.VirtualSize < Overlay.VirtualSize;
+
+    /// <summary>Every layer whose own data is committed, top first.</summary>
+    public IEnumerable<ImageInfo> Layers => [Overlay, .. Intermediates];
+}
+
+/// <summary>What a commit did.</summary>
+public sealed record ImageCommitResult(string BasePath, ulong BytesCommitted, IReadOnlyList<string> Emptied, IReadOnlyList<string> Removed);
+
+/// <summary>
+/// <c>qemu-img commit</c>: writes what the overlay (and, with a lower base, every layer above the base) holds itself,
+/// its zero clusters included, into the base image (raw or qcow2), then empties or removes the layers above it.
+/// The overlay's guest view is unchanged at every moment: the base only ever receives data the layers above still
+/// hide, and they are emptied (bottom up) or removed only after the base is flushed. A cancelled or crashed commit
+/// leaves every image valid and the overlay reading as before.
+/// </summary>
+public static partial class ImageCommitter
+{
+    private const int ChunkBytes = 4 * 1024 * 1024;
+
+    /// <summary>Checks everything that can be checked without writing: chain, formats, sizes, write access and QEMU's locks.</summary>
+    public static ImageCommitPlan Plan(string overlayPath, ImageCommitOptions options)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(overlayPath);
+        ArgumentNullException.ThrowIfNull(options);
+        string fullPath = Path.GetFullPath(overlayPath);
+        ImageInfo overlay = ImageInspector.Inspect(fullPath, new ImageInspectOptions { ForceShare = true, HostPathResolver = options.HostPathResolver });
+        if (string.IsNullOrEmpty(overlay.BackingFile) || overlay.BackingChain.Count == 0)
+        {
+            throw new KvmStorageException(ErrorKind.InvalidOperation, MergeErrorIds.NoBackingFile, $"'{fullPath}' has no backing file: there is nothing to commit its data into.", fullPath);
+        }
+
+        int baseIndex = 0;
+        if (options.BasePath is not null)
+        {
+            string wanted = Identity(options.BasePath);
+            baseIndex = -1;
+            for (int i = 0; i < overlay.BackingChain.Count; i++)
+            {
+                if (Identity(overlay.BackingChain[i].Path) == wanted)
+                {
+                    baseIndex = i;
+                    break;
+                }
+            }
+
+            if (baseIndex < 0)
+            {
+                string chain = string.Join(" -> ", overlay.BackingChain.Select(b => $"'{b.Path}'"));
+                throw new KvmStorageException(ErrorKind.InvalidArgument, MergeErrorIds.BaseNotInChain, $"'{options.BasePath}' is not in the backing chain of '{fullPath}' ({chain}).", options.BasePath);
+            }
+        }
+
+        ImageInfo baseImage = overlay.BackingChain[baseIndex];
+        ImageInfo[] intermediates = [.. overlay.BackingChain.Take(baseIndex)];
+        var plan = new ImageCommitPlan(overlay, intermediates, baseImage, options);
+        foreach (ImageInfo layer in plan.Layers)
+        {
+            if (layer.Format != ImageFormat.Qcow2)
+            {
+                throw ImageErrors.NotSupported(MergeErrorIds.LayerFormatNotSupported, layer.Path, $"only qcow2 layers can be committed; this one is {layer.Format.ToQemuName()}.");
+            }
+
+            if (layer.Encryption is not null)
+            {
+                throw ImageErrors.NotSupported(BlockErrorIds.ImageEncrypted, layer.Path, "the image is encrypted; encrypted images cannot be committed.");
+            }
+        }
+
+        if (baseImage.Format is not (ImageFormat.Raw or ImageFormat.Qcow2))
+        {
+            throw ImageErrors.NotSupported(MergeErrorIds.BaseFormatNotSupported, baseImage.Path, $"commits go into raw or qcow2 images; the base is {baseImage.Format.ToQemuName()}.");
+        }
+
+        if (plan.GrowsBase && overlay.VirtualSize % 512 != 0)
+        {
+            throw ImageErrors.Argument(ImageErrorIds.InvalidImageSize, $"The base '{baseImage.Path}' would have to grow to {overlay.VirtualSize} bytes, which is not a multiple of 512.", baseImage.Path);
+        }
+
+        EnsureWritable(baseImage.Path);
+        if (options.Overlay != OverlayDisposition.Keep)
+        {
+            foreach (ImageInfo layer in plan.Layers)
+            {
+                EnsureWritable(layer.Path);
+            }
+        }
+
+        // A running QEMU's locks: the base must be writable, and the layers (read, then emptied or deleted) unused.
+        ImageLock.EnsureNotInUse(baseImage.Path, forWrite: true);
+        foreach (ImageInfo layer in plan.Layers)
+        {
+            ImageLock.EnsureNotInUse(layer.Path, forWrite: options.Overlay != OverlayDisposition.Keep);
+        }
+
+        // The writer's own refusals (dirty, corrupt, external data file, bitmaps...) before anything is written.
+        if (baseImage.Format == ImageFormat.Qcow2)
+        {
+            using Qcow2DataWriter probe = OpenWriter(baseImage.Path, options);
+        }
+
+        if (options.Overlay == OverlayDisposition.Empty)
+        {
+            foreach (ImageInfo layer in plan.Layers)
+            {
+                using Qcow2DataWriter probe = OpenWriter(layer.Path, options);
+            }
+        }
+
+        return plan;
+    }
+
+    /// <summary>Plans and runs a commit.</summary>
+    public static ImageCommitResult Commit(string overlayPath, ImageCommitOptions options, IProgress<ImageProgress>? progress = null, CancellationToken cancellationToken = default) =>
+        Commit(Plan(overlayPath, options), progress, cancellationToken);
+
+    /// <summary>Runs a planned commit under QEMU-compatible write locks of every image it changes.</summary>
+    public static ImageCommitResult Commit(ImageCommitPlan plan, IProgress<ImageProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        var locks = new List<IDisposable>();
+        try
+        {
+            locks.Add(AcquireWriteLock(plan.Base.Path));
+            foreach (ImageInfo layer in plan.Layers)
+            {
+                locks.Add(plan.Options.Overlay == OverlayDisposition.Keep ? ReadLock(layer.Path) : AcquireWriteLock(layer.Path));
+            }
+
+            ulong committed = CopyIntoBase(plan, progress, cancellationToken);
+
+            // The base is durable: from here the layers above it may stop hiding it. No cancellation past this point.
+            var emptied = new List<string>();
+            var removed = new List<string>();
+            switch (plan.Options.Overlay)
+            {
+                case OverlayDisposition.Empty:
+                    // Bottom up: an intermediate emptied while the overlay still holds its data leaves the overlay's
+                    // view unchanged (the base holds the same), whereas emptying the overlay first would expose the
+                    // intermediate's older data.
+                    foreach (ImageInfo layer in plan.Layers.Reverse())
+                    {
+                        using Qcow2DataWriter writer = OpenWriter(layer.Path, plan.Options);
+                        writer.DiscardAll();
+                        writer.Flush();
+                        emptied.Add(layer.Path);
+                    }
+
+                    break;
+                case OverlayDisposition.Remove:
+                    // Top down: the overlay goes first, so no remaining image ever names a missing backing file.
+                    foreach (ImageInfo layer in plan.Layers)
+                    {
+                        File.Delete(layer.Path);
+                        AtomicFile.SyncDirectory(Path.GetDirectoryName(layer.Path)!);
+                        removed.Add(layer.Path);
+                    }
+
+                    break;
+            }
+
+            return new ImageCommitResult(plan.Base.Path, committed, emptied, removed);
+        }
+        catch (IOException e)
+        {
+            throw new KvmStorageException(ErrorKind.WriteError, ImageErrorIds.ImageWriteFailed, $"Committing '{plan.Overlay.Path}' into '{plan.Base.Path}' failed: {e.Message}", plan.Base.Path, e);
+        }
+        finally
+        {
+            foreach (IDisposable held in Enumerable.Reverse(locks))
+            {
+                held.Dispose();
+            }
+        }
+    }
+
+    /// <summary>Writes every range some layer above the base allocates (data or zeros) into the base; returns the bytes.</summary>
+    private static ulong CopyIntoBase(ImageCommitPlan plan, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
+    {
+        using ChainedBlockReader source = OpenLayers(plan);
+        ulong size = plan.Overlay.VirtualSize;
+        List<Extent> extents = [.. source.GetExtents(0, size).Where(e => e.Kind != ExtentKind.Unallocated)];
+        ulong total = extents.Aggregate(0UL, (sum, e) => sum + e.Length);
+        cancellationToken.ThrowIfCancellationRequested();
+        using IBaseTarget target = plan.Base.Format == ImageFormat.Qcow2
+            ? new Qcow2Target(plan, OpenWriterForBase(plan))
+            : new RawTarget(plan.Base.Path, size);
+        ulong done = 0;
+        progress?.Report(new ImageProgress(0, total));
+        byte[] buffer = new byte[ChunkBytes];
+        foreach (Extent extent in extents)
+        {
+            ulong position = extent.Offset;
+            while (position < extent.End)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                int n = (int)Math.Min((ulong)buffer.Length, extent.End - position);
+                if (extent.Kind == ExtentKind.Zero)
+                {
+                    target.WriteZeroes(position, (ulong)n);
+                }
+                else
+                {
+                    Span<byte> chunk = buffer.AsSpan(0, n);
+                    source.Read(position, chunk);
+                    if (chunk.ContainsAnyExcept((byte)0))
+                    {
+                        target.Write(position, chunk);
+                    }
+                    else
+                    {
+                        target.WriteZeroes(position, (ulong)n);
+                    }
+                }
+
+                position += (ulong)n;
+                done += (ulong)n;
+                progress?.Report(new ImageProgress(done, total));
+            }
+        }
+
+        target.Flush();
+        return total;
+    }
+
+    /// <summary>The layers above the base, read as one chain that stops above the base (unallocated = the base shows through).</summary>
+    private static ChainedBlockReader OpenLayers(ImageCommitPlan plan)
+    {
+        var layers = new List<ImageLayer>();
+        try
+        {
+            foreach (ImageInfo layer in plan.Layers)
+            {
+                layers.Add(BlockReaders.OpenLayer(layer));
+            }
+
+            return new ChainedBlockReader(plan.Overlay, [.. layers]);
+        }
+        catch
+        {
+            foreach (ImageLayer layer in layers)
+            {
+                layer.Dispose();
+            }
+
+            throw;
+        }
+    }
+
+    private static Qcow2DataWriter OpenWriterForBase(ImageCommitPlan plan)
+    {
+        if (plan.GrowsBase)
+        {
+            // qemu-img commit grows a smaller base to the overlay's size; the new part reads as zeros, as the overlay
+            // read it past the old end, so nothing visible changes.
+            using SafeFileHandle handle = File.OpenHandle(plan.Base.Path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
+            Qcow2Resizer.Resize(handle, plan.Base.Path, plan.Overlay.VirtualSize, new ImageResizeOptions());
+        }
+
+        return OpenWriter(plan.Base.Path, plan.Options);
+    }
+
+    private static Qcow2DataWriter OpenWriter(string path, ImageCommitOptions options) =>
+        Qcow2DataWriter.Open(path, new BlockOpenOptions { ForceShare = true, HostPathResolver = options.HostPathResolver });
+
+    /// <summary>Refuses images this process may not write, and images nobody may write (no write bit: a protected golden image).</summary>
+    private static void EnsureWritable(string path)
+    {
+        uint mode = FileStatus.Get(path).Mode;
+        if ((mode & 0x92) == 0 || Access(path, WriteOk) != 0)
+        {
+            throw new KvmStorageException(ErrorKind.PermissionDenied, MergeErrorIds.ImageNotWritable, $"'{path}' is not writable (mode {System.Convert.ToString(mode & 0xFFF, 8)}); committing would change it.", path);
+        }
+    }
+
+    /// <summary>
+    /// Takes the write lock, retrying briefly: a process this one spawns inherits our descriptors between fork and
+    /// exec, so the OFD lock of our own previous edit can outlive its handle by a moment and look like another holder.
+    /// </summary>
+    private static IDisposable AcquireWriteLock(string path)
+    {
+        for (int attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return ImageLock.AcquireForWrite(path);
+            }
+            catch (KvmStorageException e) when (e.ErrorId == ImageErrorIds.ImageInUse && attempt < 8)
+            {
+                Thread.Sleep(25 * attempt);
+            }
+        }
+    }
+
+    /// <summary>A layer that is only read: refused when a QEMU writes it, otherwise nothing to hold.</summary>
+    private static NoLock ReadLock(string path)
+    {
+        ImageLock.EnsureNotInUse(path, forWrite: false);
+        return new NoLock();
+    }
+
+    private static string Identity(string path) => ImageInspector.Identity(path);
+
+    private const int WriteOk = 2;
+
+    [LibraryImport("libc", EntryPoint = "access", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Access(string path, int mode);
+
+    private sealed class NoLock : IDisposable
+    {
+        public void Dispose()
+        {
+        }
+    }
+
+    private interface IBaseTarget : IDisposable
+    {
+        void Write(ulong offset, ReadOnlySpan<byte> data);
+
+        void WriteZeroes(ulong offset, ulong length);
+
+        void Flush();
+    }
+
+    private sealed class Qcow2Target(ImageCommitPlan plan, Qcow2DataWriter writer) : IBaseTarget
+    {
+        public void Write(ulong offset, ReadOnlySpan<byte> data) => writer.Write((long)offset, Clip(offset, data));
+
+        public void WriteZeroes(ulong offset, ulong length) => writer.WriteZeroes((long)offset, (long)Math.Min(length, (ulong)writer.VirtualSize - offset));
+
+        public void Flush() => writer.Flush();
+
+        public void Dispose() => writer.Dispose();
+
+        // The overlay may be larger than a base that could not grow to exactly its size (never beyond the base's end).
+        private ReadOnlySpan<byte> Clip(ulong offset, ReadOnlySpan<byte> data) =>
+            data[..(int)Math.Min((ulong)data.Length, (ulong)writer.VirtualSize - offset)];
+
+        public override string ToString() => plan.Base.Path;
+    }
+
+    private sealed partial class RawTarget : IBaseTarget
+    {
+        private const int FallocKeepSize = 1;
+        private const int FallocPunchHole = 2;
+        private readonly SafeFileHandle handle;
+
+        public RawTarget(string path, ulong size)
+        {
+            handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
+            if ((ulong)RandomAccess.GetLength(handle) < size)
+            {
+                // Grows sparsely: the new part reads as zeros, as the overlay read it past the old end.
+                RandomAccess.SetLength(handle, (long)size);
+            }
+        }
+
+        public void Write(ulong offset, ReadOnlySpan<byte> data) => RandomAccess.Write(handle, data, (long)offset);
+
+        public void WriteZeroes(ulong offset, ulong length)
+        {
+            // A hole reads as zeros and costs nothing; file systems that cannot punch get written zeros.
+            if (Fallocate(handle, FallocPunchHole | FallocKeepSize, (long)offset, (long)length) == 0)
+            {
+                return;
+            }
+
+            byte[] zeros = new byte[Math.Min(length, (ulong)ChunkBytes)];
+            for (ulong done = 0; done < length; done += (ulong)zeros.Length)
+            {
+                RandomAccess.Write(handle, zeros.AsSpan(0, (int)Math.Min((ulong)zeros.Length, length - done)), (long)(offset + done));
+            }
+        }
+
+        public void Flush() => Qcow2Resizer.Flush(handle);
+
+        public void Dispose() => handle.Dispose();
+
+        [LibraryImport("libc", EntryPoint = "fallocate", SetLastError = true)]
+        private static partial int Fallocate(SafeFileHandle fd, int mode, long offset, long length);
+    }
+}
+
+/// <summary>Error ids of commits (Merge-Volume).</summary>
+public static class MergeErrorIds
+{
+    /// <summary>The image has no backing file to commit into (InvalidOperation).</summary>
+    public const string NoBackingFile = "VolumeHasNoBackingFile";
+
+    /// <summary>The -Base image is not in the overlay's backing chain (InvalidArgument).</summary>
+    public const string BaseNotInChain = "BaseNotInBackingChain";
+
+    /// <summary>A layer above the base is not qcow2 (NotSupported).</summary>
+    public const string LayerFormatNotSupported = "MergeLayerFormatNotSupported";
+
+    /// <summary>The base is neither raw nor qcow2 (NotSupported).</summary>
+    public const string BaseFormatNotSupported = "MergeBaseFormatNotSupported";
+
+    /// <summary>An image the commit would change is not writable (PermissionDenied).</summary>
+    public const string ImageNotWritable = "MergeImageNotWritable";
+
+    /// <summary>Other images use the base (or a layer that changes) as backing file; -Force commits anyway (InvalidOperation).</summary>
+    public const string BackingShared = "BackingFileShared";
+
+    /// <summary>An image of the chain is attached to a running VM (ResourceBusy).</summary>
+    public const string InUseByRunningVM = "VolumeInUseByRunningVM";
+}

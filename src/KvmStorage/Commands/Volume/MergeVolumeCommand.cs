@@ -1,0 +1,52 @@
+using System.Management.Automation;
+using KvmStorage.Core.Volumes;
+using KvmStorage.Infrastructure;
+
+namespace KvmStorage.Commands.Volume;
+
+/// <summary>
+/// Merge-Volume: commits an overlay's data into its backing file (like <c>qemu-img commit</c>), then empties the
+/// overlay or, with -RemoveOverlay, deletes it.
+/// </summary>
+[Cmdlet(VerbsData.Merge, "Volume", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
+[OutputType(typeof(StorageVolume))]
+public sealed class MergeVolumeCommand : KvmCmdlet
+{
+    /// <summary>The overlay (an image with a backing file), as a Get-Volume object or an image path.</summary>
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true)]
+    public VolumeReference Volume { get; set; } = null!;
+
+    /// <summary>Delete the overlay after its data is in the backing file (and, with -Base, the layers between them).</summary>
+    [Parameter]
+    public SwitchParameter RemoveOverlay { get; set; }
+
+    /// <summary>An image further down the overlay's backing chain to merge into (qemu-img commit -b); every layer above it is merged.</summary>
+    [Parameter]
+    public VolumeReference? Base { get; set; }
+
+    /// <summary>Merge even when other images use the base (or a layer that changes) as their backing file, or a stopped VM uses it.</summary>
+    [Parameter]
+    public SwitchParameter Force { get; set; }
+
+    /// <summary>Emit the base volume after the merge.</summary>
+    [Parameter]
+    public SwitchParameter PassThru { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        RunForItem(Volume, () =>
+        {
+            StorageVolume overlay = SnapshotTargets.ResolveVolume(this, KvmHost, Volume);
+            string? baseLocal = Base is null ? null : SnapshotTargets.ResolveVolume(this, KvmHost, Base).LocalPath;
+            VolumeMergePlan plan = VolumeMerger.Plan(KvmHost, overlay, baseLocal, RemoveOverlay, Force);
+            if (ShouldProcess(overlay.Path, plan.Description))
+            {
+                StorageVolume merged = RunWithProgress("Merge-Volume", $"Merging {overlay.Name} into {plan.Base.Name}", (progress, token) => VolumeMerger.Execute(KvmHost, plan, progress, token));
+                if (PassThru)
+                {
+                    WriteObject(merged);
+                }
+            }
+        });
+    }
+}
