@@ -22,6 +22,7 @@
         'New-Volume'
         'Remove-Volume'
         'Resize-Volume'
+        'Set-Volume'
         'Merge-Volume'
         'Get-VMDisk'
         'Add-VMDisk'

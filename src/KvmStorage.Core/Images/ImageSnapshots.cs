@@ -51,25 +51,6 @@ public static class ImageSnapshots
         });
     }
 
-    /// <summary>
-    /// Takes the write lock, retrying briefly: a process this one spawns inherits our descriptors between fork and
-    /// exec, so the OFD lock of our own previous edit can outlive its handle by a moment and look like another holder.
-    /// </summary>
-    private static IDisposable AcquireWriteLock(string path)
-    {
-        for (int attempt = 1; ; attempt++)
-        {
-            try
-            {
-                return ImageLock.AcquireForWrite(path);
-            }
-            catch (KvmStorageException e) when (e.ErrorId == ImageErrorIds.ImageInUse && attempt < 8)
-            {
-                Thread.Sleep(25 * attempt);
-            }
-        }
-    }
-
     private static SnapshotInfo Edit(string path, string action, Func<Qcow2SnapshotEditor, SnapshotInfo> work)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
@@ -79,7 +60,7 @@ public static class ImageSnapshots
             throw new KvmStorageException(ErrorKind.NotFound, ImageErrorIds.ImageNotFound, $"The image '{fullPath}' does not exist.", fullPath);
         }
 
-        using (AcquireWriteLock(fullPath))
+        using (ImageLock.AcquireForWriteAfterOwnChildren(fullPath))
         {
             SafeFileHandle handle;
             try

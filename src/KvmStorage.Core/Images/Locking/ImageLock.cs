@@ -62,6 +62,25 @@ public static class ImageLock
         }
     }
 
+    /// <summary>
+    /// Takes the write lock, retrying briefly: a process this one spawns inherits our descriptors between fork and
+    /// exec, so the OFD lock of our own previous edit can outlive its handle by a moment and look like another holder.
+    /// </summary>
+    internal static IDisposable AcquireForWriteAfterOwnChildren(string path)
+    {
+        for (int attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return AcquireForWrite(path);
+            }
+            catch (KvmStorageException e) when (e.ErrorId == ImageErrorIds.ImageInUse && attempt < 8)
+            {
+                Thread.Sleep(25 * attempt);
+            }
+        }
+    }
+
     private static SafeFileHandle OpenForLock(string path, bool forWrite)
     {
         try

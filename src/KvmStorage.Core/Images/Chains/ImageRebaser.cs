@@ -1,0 +1,235 @@
+using KvmStorage.Core.Errors;
+using KvmStorage.Core.Images.Block;
+using KvmStorage.Core.Images.Convert;
+using KvmStorage.Core.Images.Qcow2;
+using Microsoft.Win32.SafeHandles;
+
+namespace KvmStorage.Core.Images.Chains;
+
+/// <summary>
+/// Changes the backing file of a qcow2 image, like <c>qemu-img rebase</c>, holding QEMU-compatible write locks.
+/// </summary>
+/// <remarks>
+/// A safe rebase first copies into the image every cluster it leaves to its backing chain where the old and the
+/// new backing chains differ (the old contents), flushes, and only then rewrites the header. Cancelled or killed
+/// before the header changes, the image holds some extra clusters with exactly what the old chain showed there:
+/// its guest view is unchanged and it is still valid. The backing files are only read.
+/// </remarks>
+public static class ImageRebaser
+{
+    private const int ChunkBytes = 1 << 20;
+
+    /// <summary>Rebases <paramref name="path"/>; returns what the image is afterwards.</summary>
+    public static ImageInfo Rebase(string path, RebaseOptions options, IProgress<ImageProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        ArgumentNullException.ThrowIfNull(options);
+        string fullPath = Path.GetFullPath(path);
+        if (!File.Exists(fullPath))
+        {
+            throw new KvmStorageException(ErrorKind.NotFound, ImageErrorIds.ImageNotFound, $"The image '{fullPath}' does not exist.", fullPath);
+        }
+
+        ImageInfo top = ImageInspector.Inspect(fullPath, new ImageInspectOptions { ForceShare = true, ResolveBackingChain = false, HostPathResolver = options.HostPathResolver });
+        if (top.Format != ImageFormat.Qcow2)
+        {
+            throw ImageErrors.NotSupported(RebaseErrorIds.RebaseNotSupported, fullPath, $"{top.Format.ToQemuName()} images record no backing file; only qcow2 images can be rebased.");
+        }
+
+        (string? newPath, ImageFormat? newFormat) = CheckNewBacking(fullPath, options);
+        using (ImageLock.AcquireForWriteAfterOwnChildren(fullPath))
+        {
+            if (!options.Unsafe)
+            {
+                CopyDifferences(fullPath, top, newPath, newFormat, options.HostPathResolver, progress, cancellationToken);
+            }
+
+            cancellationToken.ThrowIfCancellationRequested();
+            try
+            {
+                using SafeFileHandle handle = File.OpenHandle(fullPath, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
+                Qcow2BackingEditor.SetBacking(handle, fullPath, options.BackingFile, newFormat?.ToQemuName());
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new KvmStorageException(ErrorKind.WriteError, ImageErrorIds.ImageWriteFailed, $"Rewriting the header of '{fullPath}' failed: {e.Message}", fullPath, e);
+            }
+        }
+
+        return ImageInspector.Inspect(fullPath, new ImageInspectOptions { ForceShare = true, AllowMissingBacking = true, HostPathResolver = options.HostPathResolver });
+    }
+
+    /// <summary>Validates the new backing file: it exists, is a regular image file, and does not lead back to the image.</summary>
+    private static (string? Path, ImageFormat? Format) CheckNewBacking(string fullPath, RebaseOptions options)
+    {
+        if (options.BackingFile is null)
+        {
+            return (null, null);
+        }
+
+        if (options.BackingFile.Length == 0)
+        {
+            throw ImageErrors.Argument(ImageErrorIds.InvalidBackingName, "The backing file name is empty; pass null to make the image standalone.", fullPath);
+        }
+
+        if (options.BackingFile.Contains("://", StringComparison.Ordinal))
+        {
+            throw ImageErrors.NotSupported(RebaseErrorIds.BackingNotAllowed, fullPath, $"network backing files ('{options.BackingFile}') are not supported.");
+        }
+
+        string newPath = ImageInspector.ResolveBackingPath(fullPath, options.BackingFile, options.HostPathResolver);
+        if (!File.Exists(newPath))
+        {
+            throw new KvmStorageException(ErrorKind.NotFound, ImageErrorIds.BackingFileNotFound, $"The new backing file '{options.BackingFile}' (resolved to '{newPath}') does not exist.", fullPath);
+        }
+
+        if (!ImageInspector.IsRegularFile(newPath))
+        {
+            throw new KvmStorageException(ErrorKind.PermissionDenied, RebaseErrorIds.BackingNotAllowed, $"'{newPath}' is not a regular file; it cannot be a backing file.", fullPath);
+        }
+
+        string self = ImageInspector.Identity(fullPath);
+        if (ImageInspector.Identity(newPath) == self)
+        {
+            throw ImageErrors.Argument(RebaseErrorIds.RebaseWouldLoop, $"'{fullPath}' cannot be its own backing file.", fullPath);
+        }
+
+        ImageInfo backing = ImageInspector.Inspect(newPath, new ImageInspectOptions
+        {
+            ForceShare = true,
+            Format = options.BackingFormat,
+            AllowMissingBacking = true,
+            HostPathResolver = options.HostPathResolver,
+        });
+        foreach (ImageInfo below in backing.BackingChain)
+        {
+            if (ImageInspector.Identity(below.Path) == self)
+            {
+                throw ImageErrors.Argument(RebaseErrorIds.RebaseWouldLoop, $"'{newPath}' is backed by '{fullPath}' itself (through its chain); rebasing onto it would make a loop.", fullPath);
+            }
+        }
+
+        if (backing.Format == ImageFormat.Raw && !options.AllowRawBacking)
+        {
+            throw new KvmStorageException(
+                ErrorKind.PermissionDenied,
+                RebaseErrorIds.BackingNotAllowed,
+                $"'{newPath}' is not a disk image of a recognised format and lies outside every storage pool; it is not allowed as a backing file (its bytes would be exposed to the guest). Put a raw image in a pool folder to use it.",
+                fullPath);
+        }
+
+        return (newPath, backing.Format);
+    }
+
+    /// <summary>Writes the old chain's contents into every unallocated cluster where the new chain reads differently.</summary>
+    private static void CopyDifferences(string fullPath, ImageInfo top, string? newPath, ImageFormat? newFormat, Func<string, string>? resolver, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
+    {
+        if (top.BackingFile is null && newPath is null)
+        {
+            return;
+        }
+
+        // What the image leaves to its backing chain, read from its metadata before anything changes.
+        List<Extent> pending;
+        using (IBlockReader own = TopLayerReader.Open(fullPath, new BlockOpenOptions { ForceShare = true, Format = ImageFormat.Qcow2, HostPathResolver = resolver }))
+        {
+            pending = [.. own.GetExtents(0, top.VirtualSize).Where(e => e.Kind == ExtentKind.Unallocated)];
+        }
+
+        ulong total = pending.Aggregate(0UL, (sum, e) => sum + e.Length);
+        progress?.Report(new ImageProgress(0, total));
+        if (total == 0)
+        {
+            return;
+        }
+
+        using IBlockReader? oldChain = OpenOldChain(fullPath, top, resolver);
+        using IBlockReader? newChain = newPath is null ? null : BlockReaders.Open(newPath, new BlockOpenOptions { ForceShare = true, Format = newFormat, HostPathResolver = resolver });
+        using Qcow2DataWriter writer = Qcow2DataWriter.Open(fullPath, new BlockOpenOptions { ForceShare = true, HostPathResolver = resolver });
+        uint cluster = (uint)writer.ClusterSize;
+        int chunk = (int)Math.Max(cluster, ChunkBytes / cluster * cluster);
+        byte[] oldData = new byte[chunk];
+        byte[] newData = new byte[chunk];
+        ulong done = 0;
+        try
+        {
+            foreach (Extent extent in pending)
+            {
+                for (ulong offset = extent.Offset; offset < extent.End;)
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+
+                    // Chunks end on cluster boundaries so each cluster is compared (and written) whole.
+                    ulong end = Math.Min(extent.End, ((offset / cluster) * cluster) + (ulong)chunk);
+                    int length = (int)(end - offset);
+                    ReadView(oldChain, offset, oldData.AsSpan(0, length));
+                    ReadView(newChain, offset, newData.AsSpan(0, length));
+                    for (int start = 0; start < length;)
+                    {
+                        int piece = (int)Math.Min((ulong)(length - start), cluster - ((offset + (ulong)start) % cluster));
+                        ReadOnlySpan<byte> before = oldData.AsSpan(start, piece);
+                        if (!before.SequenceEqual(newData.AsSpan(start, piece)))
+                        {
+                            ulong at = offset + (ulong)start;
+                            // Zeros are written as data when the image has no backing file yet: the writer would
+                            // otherwise leave such clusters unallocated, which reads the new backing file once the
+                            // header names it.
+                            if (before.ContainsAnyExcept((byte)0) || !writer.HasBackingFile)
+                            {
+                                writer.Write((long)at, before);
+                            }
+                            else
+                            {
+                                writer.WriteZeroes((long)at, piece);
+                            }
+                        }
+
+                        start += piece;
+                    }
+
+                    offset = end;
+                    done += (ulong)length;
+                    progress?.Report(new ImageProgress(done, total));
+                }
+            }
+        }
+        finally
+        {
+            // Whatever was copied is made durable before the header can change (and on cancellation, too: the
+            // image stays valid either way, but a flushed state is the one a crash leaves).
+            writer.Flush();
+        }
+    }
+
+    private static IBlockReader? OpenOldChain(string fullPath, ImageInfo top, Func<string, string>? resolver)
+    {
+        if (top.BackingFile is null || top.FullBackingFile is null)
+        {
+            return null;
+        }
+
+        if (!File.Exists(top.FullBackingFile))
+        {
+            throw new KvmStorageException(
+                ErrorKind.NotFound,
+                RebaseErrorIds.CurrentBackingMissing,
+                $"The current backing file '{top.BackingFile}' of '{fullPath}' does not exist, so a safe rebase cannot tell what the guest sees. If the file was moved or renamed, rebase with -Unsafe onto its new path.",
+                fullPath);
+        }
+
+        ImageFormat? format = ImageFormats.TryParse(top.BackingFormat, out ImageFormat recorded) ? recorded : null;
+        return BlockReaders.Open(top.FullBackingFile, new BlockOpenOptions { ForceShare = true, Format = format, HostPathResolver = resolver });
+    }
+
+    /// <summary>Guest bytes of a chain at <paramref name="offset"/>; past its end (or without a chain) zeros.</summary>
+    private static void ReadView(IBlockReader? reader, ulong offset, Span<byte> buffer)
+    {
+        int readable = reader is null || offset >= reader.Size ? 0 : (int)Math.Min((ulong)buffer.Length, reader.Size - offset);
+        if (readable > 0)
+        {
+            reader!.Read(offset, buffer[..readable]);
+        }
+
+        buffer[readable..].Clear();
+    }
+}
