@@ -111,6 +111,11 @@ public sealed class LiveHost : IKvmHost, IDisposable
             throw new KvmStorageException(ErrorKind.AlreadyExists, ErrorIds.PoolExists, $"A pool named '{definition.Name}' already exists on {Name}.", definition.Name);
         }
 
+        // The same refusals as offline, before libvirt sees the XML: its own are less precise (a relative path is
+        // "XML error", a path with '..' is accepted, a taken target is "operation failed").
+        OfflinePoolStore.ValidateTarget(definition);
+        OfflinePoolStore.CheckConflicts(definition, ListPools().Select(r => r.Pool).OfType<StoragePool>());
+
         using LibvirtPool pool = Connection.DefinePool(definition.Element.ToString(SaveOptions.DisableFormatting), validate: true, definition.Name);
         try
         {
@@ -146,10 +151,17 @@ public sealed class LiveHost : IKvmHost, IDisposable
 
         // Redefining without the UUID makes libvirt generate one and refuse (notes §3.4).
         edited.Uuid = current.Uuid;
+        OfflinePoolStore.ValidateTarget(edited);
         using LibvirtPool redefined = Connection.DefinePool(edited.Element.ToString(SaveOptions.DisableFormatting), validate: true, name);
         if (autostart is bool value)
         {
             redefined.Autostart = value;
+        }
+
+        // libvirt applies a pool's permissions only when it builds the folder; as offline, a change applies now.
+        if (edited.Permissions != current.Definition.Permissions && current.LocalPath is { } local && Directory.Exists(local))
+        {
+            OfflinePoolStore.ApplyPermissions(local, edited.Permissions);
         }
 
         return ReadPool(redefined);
@@ -160,6 +172,17 @@ public sealed class LiveHost : IKvmHost, IDisposable
         PoolNames.Validate(name);
         using LibvirtPool pool = Connection.LookupPool(name);
         bool active = pool.GetInfo().State != (int)PoolState.Inactive;
+        string? localFolder = deleteTarget && ReadPool(pool) is { LocalPath: { } folder } current && current.Type.HoldsFileVolumes() ? folder : null;
+        if (localFolder is not null && Directory.Exists(localFolder) && Directory.EnumerateFileSystemEntries(localFolder).Any())
+        {
+            // libvirt would say only "Directory not empty", and an inactive pool lists no volumes.
+            throw new KvmStorageException(
+                ErrorKind.InvalidOperation,
+                ErrorIds.PoolTargetNotEmpty,
+                $"The target folder '{localFolder}' of pool '{name}' is not empty; volumes are never deleted with a pool. Remove them first, or undefine without deleting the folder.",
+                name);
+        }
+
         if (deleteTarget && active && pool.ListVolumes() is { Count: > 0 } volumes)
         {
             volumes.ToList().ForEach(v => v.Dispose());
@@ -176,7 +199,7 @@ public sealed class LiveHost : IKvmHost, IDisposable
             pool.Stop();
         }
 
-        if (deleteTarget)
+        if (deleteTarget && (localFolder is null || Directory.Exists(localFolder)))
         {
             pool.Delete();
         }
