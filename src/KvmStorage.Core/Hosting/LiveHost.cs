@@ -285,7 +285,18 @@ public sealed class LiveHost : IKvmHost, IDisposable
             return files.GetByPath(localPath);
         }
 
-        using LibvirtVolume volume = Connection.LookupVolumeByPath(localPath);
+        LibvirtVolume volume;
+        try
+        {
+            volume = Connection.LookupVolumeByPath(localPath);
+        }
+        catch (LibvirtException ex) when (IsLocal && ex.Code == LibvirtErrorCodes.NoStorageVolume)
+        {
+            // Neither a file here nor a volume libvirt knows (rbd, gluster): the same ImageNotFound as offline.
+            return files.GetByPath(localPath);
+        }
+
+        using LibvirtVolume _ = volume;
         string? pool = ListPools().Select(r => r.Pool).FirstOrDefault(p => p?.Path is not null && System.IO.Path.GetDirectoryName(localPath) == System.IO.Path.TrimEndingDirectorySeparator(p.Path))?.Name;
         return ReadVolume(volume, pool);
     }
