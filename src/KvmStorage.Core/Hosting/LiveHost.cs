@@ -443,8 +443,27 @@ public sealed class LiveHost : IKvmHost, IDisposable
 
         // The disk element is built by the same editor as offline, on a copy, so the same checks apply.
         DomainDefinition basis = new(new XElement((config ?? live)!.Element));
+        List<XElement> controllersBefore = basis.Devices?.Elements("controller").ToList() ?? [];
         new DomainDiskEditor(basis).AddDisk(WithTarget(spec, target));
         XElement disk = basis.FindDiskElement(target)!;
+
+        // A controller the editor added (virtio-scsi for the first SCSI disk) is attached first: left to itself,
+        // libvirt would add an lsilogic one. The running VM gets it only when it has no such controller yet.
+        foreach (XElement controller in basis.Devices?.Elements("controller").Where(c => !controllersBefore.Contains(c)).ToList() ?? [])
+        {
+            string type = (string?)controller.Attribute("type") ?? string.Empty;
+            DeviceScope controllerScope = effective;
+            if (live is not null && live.Controllers.Any(c => c.Type == type))
+            {
+                controllerScope &= ~DeviceScope.Live;
+            }
+
+            if ((controllerScope & (DeviceScope.Live | DeviceScope.Config)) != 0)
+            {
+                domain.AttachDevice(controller.ToString(SaveOptions.DisableFormatting), controllerScope);
+            }
+        }
+
         domain.AttachDevice(disk.ToString(SaveOptions.DisableFormatting), effective);
         return ReadBack(domain, effective, target) ?? basis.ReadDisk(disk);
     }
