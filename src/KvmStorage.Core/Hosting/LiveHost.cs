@@ -411,6 +411,12 @@ public sealed class LiveHost : IKvmHost, IDisposable
         return ReadDomain(domain, inactive: domain.IsPersistent);
     }
 
+    public DomainDefinition? GetLiveDomain(string name)
+    {
+        using LibvirtDomain domain = Connection.LookupDomain(name);
+        return domain.IsActive ? ReadDomain(domain, inactive: false) : null;
+    }
+
     /// <summary>Reads the persistent definition, changes it, and defines it again (libvirt validates it).</summary>
     public T EditDomain<T>(string name, Func<DomainDefinition, T> edit)
     {
@@ -477,10 +483,8 @@ public sealed class LiveHost : IKvmHost, IDisposable
     public DomainDisk DetachDisk(string vmName, string target, DeviceScope scope, TimeSpan liveTimeout)
     {
         using LibvirtDomain domain = Connection.LookupDomain(vmName);
-        DeviceScope effective = EffectiveScope(domain, scope);
-        DomainDefinition basis = ReadDomain(domain, inactive: effective.HasFlag(DeviceScope.Config));
-        XElement disk = basis.FindDiskElement(target)
-            ?? throw new KvmStorageException(ErrorKind.NotFound, DomainErrorIds.DiskNotFound, $"VM '{vmName}' has no disk '{target}' in its {(effective.HasFlag(DeviceScope.Config) ? "persistent" : "live")} definition.", target);
+        (DeviceScope effective, DomainDefinition basis) = ScopeForDisk(domain, scope, target);
+        XElement disk = basis.FindDiskElement(target)!;
         DomainDisk before = basis.ReadDisk(disk);
         domain.DetachDevice(disk.ToString(SaveOptions.DisableFormatting), effective);
         if (!effective.HasFlag(DeviceScope.Live))
@@ -518,13 +522,50 @@ public sealed class LiveHost : IKvmHost, IDisposable
     private DomainDisk ChangeDisk(string vmName, string target, DeviceScope scope, Func<DomainDiskEditor, DomainDisk> change)
     {
         using LibvirtDomain domain = Connection.LookupDomain(vmName);
-        DeviceScope effective = EffectiveScope(domain, scope);
-        DomainDefinition basis = ReadDomain(domain, inactive: effective.HasFlag(DeviceScope.Config));
+        (DeviceScope effective, DomainDefinition basis) = ScopeForDisk(domain, scope, target);
         change(new DomainDiskEditor(basis));
         XElement disk = basis.FindDiskElement(target)!;
         domain.UpdateDevice(disk.ToString(SaveOptions.DisableFormatting), effective);
         return ReadBack(domain, effective, target) ?? basis.ReadDisk(disk);
     }
+
+    /// <summary>
+    /// The definitions a change of an existing disk applies to, and the one its XML is taken from. Default: wherever
+    /// the disk is (a disk hot-plugged with -Live is in the running VM only; one detached with -Config is still in
+    /// it). Chosen with -Live/-Config: each chosen definition must have the disk.
+    /// </summary>
+    private static (DeviceScope Effective, DomainDefinition Basis) ScopeForDisk(LibvirtDomain domain, DeviceScope requested, string target)
+    {
+        DeviceScope effective = EffectiveScope(domain, requested);
+        DomainDefinition? config = effective.HasFlag(DeviceScope.Config) ? ReadDomain(domain, inactive: true) : null;
+        DomainDefinition? live = effective.HasFlag(DeviceScope.Live) ? ReadDomain(domain, inactive: false) : null;
+        bool inConfig = config?.FindDiskElement(target) is not null;
+        bool inLive = live?.FindDiskElement(target) is not null;
+        if (requested == DeviceScope.Default)
+        {
+            effective = (inConfig ? DeviceScope.Config : 0) | (inLive ? DeviceScope.Live : 0);
+            if (effective == 0)
+            {
+                throw DiskNotFound(domain.Name, target, live is null ? "in its definition" : "in its persistent definition or in the running VM");
+            }
+        }
+        else if (config is not null && !inConfig)
+        {
+            string hint = inLive || (!effective.HasFlag(DeviceScope.Live) && domain.IsActive && ReadDomain(domain, inactive: false).FindDiskElement(target) is not null)
+                ? " It is in the running VM only: use -Live."
+                : string.Empty;
+            throw DiskNotFound(domain.Name, target, "in its persistent definition", hint);
+        }
+        else if (live is not null && !inLive)
+        {
+            throw DiskNotFound(domain.Name, target, "in the running VM", inConfig ? " It is in the persistent definition only: use -Config." : string.Empty);
+        }
+
+        return (effective, inConfig ? config! : live!);
+    }
+
+    private static KvmStorageException DiskNotFound(string vmName, string target, string where, string hint = "") =>
+        new(ErrorKind.NotFound, DomainErrorIds.DiskNotFound, $"VM '{vmName}' has no disk '{target}' {where}.{hint}", target);
 
     /// <summary>Default: the persistent definition, plus the running VM when it runs (virsh's --persistent).</summary>
     private static DeviceScope EffectiveScope(LibvirtDomain domain, DeviceScope requested)
