@@ -136,6 +136,7 @@ Describe 'Live backend against libvirtd' -Tag Daemon -Skip:([bool]$skipReason) {
             Start-StoragePool vmpool
             $null = New-Volume -Pool vmpool -Name hot.qcow2 -Size 16MB -Format qcow2
             $null = New-Volume -Pool vmpool -Name cold.raw -Size 1MB -Format raw
+            $null = New-Volume -Pool vmpool -Name hotonly.raw -Size 1MB -Format raw
             $xml = Join-Path $root 'live-vm.xml'
             Set-Content -Path $xml -Value @"
 <domain type='qemu'>
@@ -156,6 +157,50 @@ Describe 'Live backend against libvirtd' -Tag Daemon -Skip:([bool]$skipReason) {
             $disk.Target | Should -Be 'vda'
             (Invoke-Virsh domblklist kvmstorage-live) -join "`n" | Should -Match 'vda\s+\S*hot\.qcow2'
             (Invoke-Virsh domblklist kvmstorage-live --inactive) -join "`n" | Should -Match 'vda\s+\S*hot\.qcow2'
+            $disk.Scope | Should -Be 'Both'
+            (Get-VMDisk kvmstorage-live -Target vda).Scope | Should -Be 'Both'
+        }
+
+        It 'shows a disk hot-plugged with -Live only, picks a target free in both definitions, and detaches it with -Live' {
+            # vdb only in the persistent definition, then a -Live disk: vdb is taken there, so the running VM gets vdc.
+            Add-VMDisk -VMName kvmstorage-live -Pool vmpool -Name cold.raw -Config 3>$null | Out-Null
+            $hot = Add-VMDisk -VMName kvmstorage-live -Pool vmpool -Name hotonly.raw -Live
+            $hot.Target | Should -Be 'vdc'
+            $hot.Scope | Should -Be 'Live'
+            (Invoke-Virsh domblklist kvmstorage-live) -join "`n" | Should -Match 'vdc\s+\S*hotonly\.raw'
+            (Invoke-Virsh domblklist kvmstorage-live --inactive) -join "`n" | Should -Not -Match 'hotonly'
+
+            $disks = Get-VMDisk kvmstorage-live
+            ($disks | Where-Object Target -EQ vda).Scope | Should -Be 'Both'
+            ($disks | Where-Object Target -EQ vdb).Scope | Should -Be 'Persistent'
+            ($disks | Where-Object Target -EQ vdc).Scope | Should -Be 'Live'
+            ($disks | Where-Object Target -EQ vdc).Source | Should -BeLike '*hotonly.raw'
+            (Get-Volume -Pool vmpool -Name hotonly.raw).AttachedTo | Should -Be @('kvmstorage-live')
+            (Get-VMDisk kvmstorage-live | Format-Table | Out-String) | Should -Match 'Live'
+
+            # Not in the persistent definition: -Config finds nothing there and says where it is.
+            $err = $null
+            Remove-VMDisk -VMName kvmstorage-live -Target vdc -Config -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue
+            $err[0].FullyQualifiedErrorId | Should -BeLike 'DiskNotFound,*'
+            $err[0].Exception.Message | Should -Match 'running VM only'
+            (Invoke-Virsh domblklist kvmstorage-live) -join "`n" | Should -Match 'vdc'
+
+            # -Live finds it; with no guest OS to acknowledge the unplug, the wait ends with an honest error.
+            $err = $null
+            Remove-VMDisk -VMName kvmstorage-live -Target vdc -Live -Timeout 1 -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue
+            if ($err) {
+                $err[0].FullyQualifiedErrorId | Should -BeLike 'LiveDetachPending,*'
+                $err[0].Exception.Message | Should -Match "disk 'vdc'"
+                $err[0].Exception.Message | Should -Not -Match 'persistent definition, so'
+                (Get-VMDisk kvmstorage-live -Target vdc).Scope | Should -Be 'Live'
+            }
+            else {
+                (Invoke-Virsh domblklist kvmstorage-live) -join "`n" | Should -Not -Match 'hotonly'
+                Get-VMDisk kvmstorage-live -Target vdc | Should -BeNullOrEmpty
+            }
+            (Invoke-Virsh domblklist kvmstorage-live --inactive) -join "`n" | Should -Match 'vdb\s+\S*cold\.raw'
+            Remove-VMDisk -VMName kvmstorage-live -Target vdb -Confirm:$false 3>$null
+            (Invoke-Virsh domblklist kvmstorage-live --inactive) -join "`n" | Should -Not -Match 'cold\.raw'
         }
 
         It 'attaches to the persistent definition only with -Config, and picks a target free in both' {
@@ -188,5 +233,31 @@ Describe 'Live backend against libvirtd' -Tag Daemon -Skip:([bool]$skipReason) {
             { Add-VMDisk -VMName kvmstorage-live -Pool vmpool -Name cold.raw -Live -ErrorAction Stop } | Should -Throw -ErrorId 'LiveChangeUnavailable,*'
             (Invoke-Virsh domblklist kvmstorage-live --inactive) -join "`n" | Should -Not -Match 'cold\.raw'
         }
+    }
+}
+
+# Last: this stops the daemon.
+Describe 'A daemon that stops in the middle of a pipeline' -Tag Daemon -Skip:([bool]$skipReason) {
+    It 'reports the lost connection per item with libvirt''s message, and writes nothing for the items after it' {
+        $null = Connect-KvmHost -Uri $daemon.Uri
+        foreach ($name in 'mid1', 'mid2') {
+            New-StoragePool -Name $name -Path (Join-Path $images $name) -Build
+            Start-StoragePool $name
+        }
+        $err = $null
+        $made = Get-StoragePool mid1, mid2 | ForEach-Object {
+            if ($_.Name -eq 'mid2') { Stop-TestLibvirtd $daemon }
+            $_
+        } | New-Volume -Name d.qcow2 -Size 1MB -ErrorVariable err -ErrorAction SilentlyContinue
+        @($made).Count | Should -Be 1
+        $made.Pool | Should -Be 'mid1'
+        $err | Should -HaveCount 1
+        $err[0].FullyQualifiedErrorId | Should -BeLike 'LibvirtConnectionLost,*'
+        $err[0].Exception.Message | Should -Match 'libvirt'
+        $err[0].Exception.Message | Should -Match 'Connect-KvmHost'
+        @(Get-ChildItem -Force (Join-Path $images 'mid2')).Count | Should -Be 0
+
+        # The next command says the same, and the offline fallback never kicks in silently.
+        { Get-StoragePool mid1 -ErrorAction Stop } | Should -Throw -ErrorId 'LibvirtConnectionLost,*'
     }
 }

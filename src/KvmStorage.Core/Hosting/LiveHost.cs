@@ -443,12 +443,15 @@ public sealed class LiveHost : IKvmHost, IDisposable
         ArgumentNullException.ThrowIfNull(spec);
         using LibvirtDomain domain = Connection.LookupDomain(vmName);
         DeviceScope effective = EffectiveScope(domain, scope);
-        DomainDefinition? config = effective.HasFlag(DeviceScope.Config) ? ReadDomain(domain, inactive: true) : null;
+        DomainDefinition? config = domain.IsPersistent ? ReadDomain(domain, inactive: true) : null;
         DomainDefinition? live = domain.IsActive ? ReadDomain(domain, inactive: false) : null;
+
+        // Free in both definitions, whatever the scope: a -Live disk on a target the persistent definition uses
+        // would clash at the next start, and the other way round.
         string target = spec.Target ?? NextFreeTarget(spec, config, live);
 
         // The disk element is built by the same editor as offline, on a copy, so the same checks apply.
-        DomainDefinition basis = new(new XElement((config ?? live)!.Element));
+        DomainDefinition basis = new(new XElement((effective.HasFlag(DeviceScope.Config) ? config : live ?? config)!.Element));
         List<XElement> controllersBefore = basis.Devices?.Elements("controller").ToList() ?? [];
         new DomainDiskEditor(basis).AddDisk(WithTarget(spec, target));
         XElement disk = basis.FindDiskElement(target)!;
