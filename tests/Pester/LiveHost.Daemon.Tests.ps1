@@ -119,6 +119,30 @@ Describe 'Live backend against libvirtd' -Tag Daemon -Skip:([bool]$skipReason) {
         (Invoke-Virsh pool-list --all --name) | Should -Not -Contain 'badfmt'
     }
 
+    It 'refuses writes through a read-only connection, before the native engine writes anything' {
+        $path = Join-Path $images 'ro'
+        New-StoragePool -Name ro -Path $path -Build
+        Start-StoragePool ro
+        $null = New-Volume -Pool ro -Name keep.qcow2 -Size 1MB
+        $ro = Connect-KvmHost -Uri $daemon.Uri -ReadOnly -NoDefault
+        try {
+            (Get-Volume -Connection $ro -Pool ro).Name | Should -Be 'keep.qcow2'
+            $before = Get-TreeSnapshot $path
+            $err = $null
+            New-StoragePool -Connection $ro -Name ro2 -Path (Join-Path $images 'ro2') -ErrorVariable err -ErrorAction SilentlyContinue
+            $err[0].FullyQualifiedErrorId | Should -BeLike 'LibvirtOperationDenied,*'
+            $err[0].Exception.Message | Should -Match 'read only'   # libvirt's own message
+            foreach ($write in { New-Volume -Connection $ro -Pool ro -Name new.qcow2 -Size 1MB -ErrorAction Stop },
+                { Resize-Volume -Connection $ro -Pool ro -Name keep.qcow2 -Size 2MB -ErrorAction Stop },
+                { Remove-Volume -Connection $ro -Pool ro -Name keep.qcow2 -Confirm:$false -ErrorAction Stop }) {
+                $write | Should -Throw -ErrorId 'LibvirtOperationDenied,*'
+            }
+            Get-TreeSnapshot $path | Should -Be $before
+            (Invoke-Virsh pool-list --all --name) | Should -Not -Contain 'ro2'
+        }
+        finally { Disconnect-KvmHost -InputObject $ro }
+    }
+
     It 'lists pools over qemu+tcp on loopback' {
         $tcp = Connect-KvmHost -Uri $daemon.TcpUri -NoDefault
         $tcp.Uri | Should -Be $daemon.TcpUri

@@ -7,6 +7,7 @@
 
 $script:Backend = 'Offline'
 $script:CurrentRoot = $null
+$script:TestConnection = $null
 
 function Get-TestBackendSkipReason {
     <# Why a suite cannot run against this backend here, or $null. #>
@@ -35,6 +36,7 @@ function Complete-TestBackend {
     if ($script:Backend -eq 'Live') {
         Get-KvmHost | Disconnect-KvmHost
         Clear-TestLibvirtd
+        if ($script:TestConnection) { $script:TestConnection.Dispose(); $script:TestConnection = $null }
     }
     $script:Backend = 'Offline'
 }
@@ -70,17 +72,35 @@ function Invoke-TestVirsh {
     @($out | ForEach-Object { "$_".TrimEnd() } | Where-Object { $_ })
 }
 
-function Get-TestVirshLists {
-    # One virsh process for four lists: all pools, active pools, all domains, running domains.
-    $lists = @(@(), @(), @(), @())
-    $i = 0
-    # Not quiet: virsh -q drops the newline after echo.
-    $out = & virsh -c $env:KVMSTORAGE_TEST_LIBVIRT_URI 'pool-list --all --name; echo @@; pool-list --name; echo @@; list --all --name; echo @@; list --name' 2>&1
-    if ($LASTEXITCODE) { throw "virsh failed to list pools and domains: $out" }
-    foreach ($line in $out | Where-Object { "$_".Trim() }) {
-        if ($line.Trim() -eq '@@') { $i++ } else { $lists[$i] += $line.Trim() }
+function Get-TestLibvirtConnection {
+    # Listing and emptying the daemon between tests goes through the module's libvirt layer in-process (a virsh
+    # process costs ~0.1 s); what the tests assert is still read with virsh.
+    if (-not $script:TestConnection -or -not $script:TestConnection.IsAlive) {
+        $script:TestConnection = [KvmStorage.Core.Libvirt.LibvirtConnection]::Open($env:KVMSTORAGE_TEST_LIBVIRT_URI)
     }
-    [pscustomobject]@{ Pools = $lists[0]; ActivePools = $lists[1]; Domains = $lists[2]; Running = $lists[3] }
+    $script:TestConnection
+}
+
+function Get-TestVirshLists {
+    # All pools, active pools, all domains, running domains.
+    $c = Get-TestLibvirtConnection
+    $pools = @($c.ListPools() | Sort-Object Name)
+    $domains = @($c.ListDomains() | Sort-Object Name)
+    try {
+        [pscustomobject]@{
+            Pools       = @($pools | ForEach-Object Name)
+            ActivePools = @($pools | Where-Object { $_.GetInfo().State -ne 0 } | ForEach-Object Name)
+            Domains     = @($domains | ForEach-Object Name)
+            Running     = @($domains | Where-Object IsActive | ForEach-Object Name)
+        }
+    }
+    finally { @($pools) + @($domains) | ForEach-Object { $_.Dispose() } }
+}
+
+function Add-TestLibvirtDomain {
+    <# Defines a domain in the shared daemon from an XML file (set-up, not an assertion: in-process, no virsh). #>
+    param([Parameter(Mandatory)] [string[]] $Path)
+    foreach ($p in $Path) { (Get-TestLibvirtConnection).DefineDomain((Get-Content -Raw $p), $true, $p).Dispose() }
 }
 
 function Clear-TestLibvirtd {
@@ -89,10 +109,17 @@ function Clear-TestLibvirtd {
     $commands = @(
         $l.Running | ForEach-Object { "destroy '$_'" }
         $l.Domains | ForEach-Object { "undefine '$_'" }
-        $l.ActivePools | ForEach-Object { "pool-destroy '$_'" }
-        $l.Pools | ForEach-Object { "pool-undefine '$_'" }
     )
     if ($commands) { $null = Invoke-TestVirsh ($commands -join '; ') }
+    $c = Get-TestLibvirtConnection
+    foreach ($name in $l.Pools) {
+        $pool = $c.LookupPool($name)
+        try {
+            if ($name -in $l.ActivePools) { $pool.Stop() }
+            $pool.Undefine()
+        }
+        finally { $pool.Dispose() }
+    }
 }
 
 function Get-HostSnapshot {
@@ -132,4 +159,4 @@ function Get-TreeSnapshot {
 }
 
 Export-ModuleMember -Function New-TestHostRoot, Get-TreeSnapshot, Get-HostSnapshot, Get-HostPath, Test-LiveBackend, `
-    Get-TestBackendSkipReason, Initialize-TestBackend, Complete-TestBackend, Invoke-TestVirsh, Clear-TestLibvirtd
+    Get-TestBackendSkipReason, Initialize-TestBackend, Complete-TestBackend, Invoke-TestVirsh, Clear-TestLibvirtd, Add-TestLibvirtDomain

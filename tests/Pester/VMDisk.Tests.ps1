@@ -35,7 +35,7 @@ BeforeAll {
         if ($live) {
             # Live, the daemon holds the definitions: define them there (and the pool must run to list volumes).
             Start-StoragePool default
-            $null = Invoke-TestVirsh "define '$qemu/kvm1.xml'; define '$qemu/kvm2.xml'"
+            Add-TestLibvirtDomain "$qemu/kvm1.xml", "$qemu/kvm2.xml"
             Remove-Item -Recurse $qemu
         }
         $root
@@ -321,6 +321,20 @@ Describe "Remove-VMDisk ($Backend)" -Tag $tags -Skip:([bool]$skip) {
     It 'takes disks from Get-VMDisk' {
         Get-VMDisk kvm1 -Target vda | Remove-VMDisk -Confirm:$false
         Get-VMDisk kvm1 -Target vda | Should -BeNullOrEmpty
+    }
+
+    It 'reports a VM removed by someone else between two commands, and changes nothing' {
+        $disk = Get-VMDisk kvm2 -Target sda
+        if ($live) { Invoke-TestVirsh undefine kvm2 | Out-Null } else { Remove-Item (Join-Path $root 'etc/libvirt/qemu/kvm2.xml') }
+        $before = Get-HostSnapshot $root
+        $err = $null
+        $disk | Remove-VMDisk -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue
+        $disk | Set-VMDisk -Eject -ErrorVariable +err -ErrorAction SilentlyContinue
+        $err | Should -HaveCount 2
+        $err.FullyQualifiedErrorId | Should -BeLike 'VMNotFound,*'
+        $err[0].Exception.Message | Should -Match 'kvm2'
+        if ($live) { $err[0].Exception.Message | Should -Match 'Domain not found' }   # libvirt's message
+        Get-HostSnapshot $root | Should -Be $before
     }
 
     It 'refuses an unknown disk, VM or volume and changes nothing' {

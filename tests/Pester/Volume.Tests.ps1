@@ -159,6 +159,19 @@ Describe "New-Volume ($Backend)" -Tag $tags -Skip:([bool]$skip) {
         finally { $ps.Dispose() }
     }
 
+    It 'reports a pool removed by someone else between two commands, and writes nothing' {
+        $pool = Get-StoragePool default
+        if ($live) { Invoke-TestVirsh 'pool-destroy default; pool-undefine default' | Out-Null } else { Remove-Item (Join-Path $root 'etc/libvirt/storage/default.xml') }
+        $before = Get-HostSnapshot $root
+        $err = $null
+        $pool | New-Volume -Name late.qcow2 -Size 1MB -ErrorVariable err -ErrorAction SilentlyContinue
+        $err | Should -HaveCount 1
+        $err[0].FullyQualifiedErrorId | Should -BeLike 'PoolNotFound,*'
+        $err[0].Exception.Message | Should -Match 'default'
+        if ($live) { $err[0].Exception.Message | Should -Match 'Storage pool not found' }   # libvirt's message
+        Get-HostSnapshot $root | Should -Be $before
+    }
+
     It 'refuses a negative size at binding' {
         { New-Volume -Pool default -Name n.img -Size -1 } | Should -Throw -ErrorId 'ParameterArgumentTransformationError*'
     }

@@ -305,6 +305,7 @@ public sealed class LiveHost : IKvmHost, IDisposable
     {
         ArgumentNullException.ThrowIfNull(request);
         VolumeNames.Validate(request.Name);
+        RequireWritable($"Creating volume '{request.Name}'", request.Name);
         StoragePool pool = GetPool(request.Pool);
         RequireActive(pool);
         if (UsesFileEngine(pool))
@@ -344,6 +345,7 @@ public sealed class LiveHost : IKvmHost, IDisposable
 
     public void RemoveVolume(string pool, string name, bool force)
     {
+        RequireWritable($"Removing volume '{name}'", name);
         StoragePool p = GetPool(pool);
         if (UsesFileEngine(p))
         {
@@ -364,6 +366,7 @@ public sealed class LiveHost : IKvmHost, IDisposable
     public StorageVolume ResizeVolume(string pool, string name, ulong newSize, ImageResizeOptions options, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(options);
+        RequireWritable($"Resizing volume '{name}'", name);
         StoragePool p = GetPool(pool);
         if (UsesFileEngine(p))
         {
@@ -654,6 +657,22 @@ public sealed class LiveHost : IKvmHost, IDisposable
     }
 
     private bool UsesFileEngine(StoragePool pool) => IsLocal && pool.Type.HoldsFileVolumes() && pool.LocalPath is not null;
+
+    /// <summary>
+    /// The native engine writes files itself, where libvirt's read-only check never runs: a read-only connection
+    /// must refuse before anything is written, as libvirt does for its own calls.
+    /// </summary>
+    private void RequireWritable(string what, string target)
+    {
+        if (Connection.ReadOnly)
+        {
+            throw new KvmStorageException(
+                ErrorKind.PermissionDenied,
+                LibvirtErrorIds.OperationDenied,
+                $"{what} needs a writable connection, but the connection to {Name} is read-only. Connect again without -ReadOnly (Connect-KvmHost -Uri '{Name}').",
+                target);
+        }
+    }
 
     private static void RequireActive(StoragePool pool)
     {
