@@ -8,6 +8,8 @@ BeforeDiscovery {
     Import-Module (Join-Path $PSScriptRoot 'LibvirtDaemon.psm1') -Force
     $script:skipReason = Get-TestLibvirtdSkipReason
     $script:emulatorSkip = Get-TestLibvirtdSkipReason -NeedEmulator
+    $script:saslSkip = Get-TestLibvirtdSkipReason -NeedSasl
+    if ($saslSkip) { Write-Host "SASL authentication tests skipped: $saslSkip" -ForegroundColor Yellow }
 }
 
 BeforeAll {
@@ -20,7 +22,8 @@ BeforeAll {
         $script:images = Join-Path $root 'images'
         # Defined offline before the daemon starts: the daemon must load it from <root>/etc/libvirt/storage.
         New-StoragePool -Name offline-made -Path /srv/kvmstorage-offline-made -Autostart:$false
-        $script:daemon = Start-TestLibvirtd -Root $root -ListenTcp
+        # The TCP listener authenticates with SASL where the tools for a private sasldb are installed.
+        $script:daemon = Start-TestLibvirtd -Root $root -ListenTcp -Sasl:(-not (Get-TestLibvirtdSkipReason -NeedSasl))
     }
 }
 
@@ -144,13 +147,32 @@ Describe 'Live backend against libvirtd' -Tag Daemon -Skip:([bool]$skipReason) {
     }
 
     It 'lists pools over qemu+tcp on loopback' {
-        $tcp = Connect-KvmHost -Uri $daemon.TcpUri -NoDefault
+        $credential = @{}
+        if ($daemon.SaslUser) { $credential.Credential = [pscredential]::new($daemon.SaslUser, (ConvertTo-SecureString $daemon.SaslPassword -AsPlainText -Force)) }
+        $tcp = Connect-KvmHost -Uri $daemon.TcpUri -NoDefault @credential
         $tcp.Uri | Should -Be $daemon.TcpUri
         $pools = @(Get-StoragePool -Connection $tcp)
         $pools.Name | Should -Contain 'offline-made'
         $pools[0].HostName | Should -Be $daemon.TcpUri
         @(Get-StoragePool -Connection $conn, $tcp | Where-Object Name -EQ 'offline-made').HostName | Should -Be @($conn.Uri, $tcp.Uri)
         Disconnect-KvmHost -InputObject $tcp
+    }
+
+    It 'authenticates with SASL over qemu+tcp: -Credential succeeds, a wrong password is refused with libvirt''s message' -Skip:([bool]$saslSkip) {
+        $good = [pscredential]::new($daemon.SaslUser, (ConvertTo-SecureString $daemon.SaslPassword -AsPlainText -Force))
+        $tcp = Connect-KvmHost -Uri $daemon.TcpUri -Credential $good -NoDefault
+        try { (Get-StoragePool -Connection $tcp).Name | Should -Contain 'offline-made' } finally { Disconnect-KvmHost -InputObject $tcp }
+
+        $count = @(Get-KvmHost).Count
+        $bad = [pscredential]::new($daemon.SaslUser, (ConvertTo-SecureString 'not-the-password' -AsPlainText -Force))
+        $err = $null
+        try { Connect-KvmHost -Uri $daemon.TcpUri -Credential $bad -NoDefault } catch { $err = $_ }
+        $err.FullyQualifiedErrorId | Should -BeLike 'LibvirtAuthFailed,*'
+        $err.CategoryInfo.Category | Should -Be 'PermissionDenied'
+        $err.Exception.Message | Should -Match 'authentication failed'   # libvirt's message
+        $err.Exception.Message | Should -Match "user name '$($daemon.SaslUser)'"
+        { Connect-KvmHost -Uri $daemon.TcpUri -NoDefault } | Should -Throw -ErrorId 'LibvirtAuthFailed,*'
+        @(Get-KvmHost).Count | Should -Be $count
     }
 
     Context 'a running TCG domain' -Skip:([bool]$emulatorSkip) {
