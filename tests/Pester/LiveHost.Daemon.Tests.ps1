@@ -119,6 +119,10 @@ Describe 'Live backend against libvirtd' -Tag Daemon -Skip:([bool]$skipReason) {
 
     It 'reports XML libvirt rejects with its message' {
         { New-StoragePool -Name badfmt -FileSystem -SourceDevice /dev/sdz1 -SourceFormat gpt -Path /srv/badfmt -ErrorAction Stop } | Should -Throw -ErrorId 'LibvirtError92,*'
+        $err = $null
+        New-StoragePool -Name badfmt -FileSystem -SourceDevice /dev/sdz1 -SourceFormat gpt -Path /srv/badfmt -ErrorVariable err -ErrorAction SilentlyContinue
+        $err[0].Exception.Message | Should -Match 'schema'   # libvirt's "XML document failed to validate against schema"
+        $err[0].CategoryInfo.Category | Should -Be 'InvalidArgument'
         (Invoke-Virsh pool-list --all --name) | Should -Not -Contain 'badfmt'
     }
 
