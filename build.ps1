@@ -121,6 +121,9 @@ function Invoke-InstallOracles {
         # The Daemon-tagged tests start their own libvirtd and a small TCG domain.
         '/usr/sbin/libvirtd'          = 'libvirt-daemon-system'
         '/usr/bin/qemu-system-x86_64' = 'qemu-system-x86'
+        # SASL authentication on the test daemon's TCP listener: a private sasldb and the DIGEST-MD5 plugin.
+        'saslpasswd2'                 = 'sasl2-bin'
+        "/usr/lib/$(& uname -m)-linux-gnu/sasl2/libdigestmd5.so" = 'libsasl2-modules'
     }
     $missing = @($packages.GetEnumerator() | Where-Object { -not (Get-Command $_.Key -ErrorAction SilentlyContinue) -and -not (Test-Path -LiteralPath $_.Key) } | ForEach-Object Value | Select-Object -Unique)
     if ($missing.Count -eq 0) { return }

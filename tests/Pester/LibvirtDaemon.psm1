@@ -6,13 +6,15 @@
 
 function Get-TestLibvirtdSkipReason {
     <# Why the daemon tests cannot run here, or $null. #>
-    param([switch] $NeedEmulator)
+    param([switch] $NeedEmulator, [switch] $NeedSasl)
     if (-not $IsLinux) { return 'libvirtd tests need Linux' }
     if ((& id -u) -ne '0') { return 'libvirtd tests need root (a private mount namespace and the system daemon)' }
     if (-not (Test-Path /usr/sbin/libvirtd)) { return 'libvirtd is not installed (package libvirt-daemon-system)' }
     if (-not (Get-Command virsh -ErrorAction SilentlyContinue)) { return 'virsh is not installed (package libvirt-clients)' }
     if (-not (Get-Command unshare -ErrorAction SilentlyContinue)) { return 'unshare is not installed (package util-linux)' }
     if ($NeedEmulator -and -not (Test-Path /usr/bin/qemu-system-x86_64)) { return 'qemu-system-x86_64 is not installed (package qemu-system-x86)' }
+    if ($NeedSasl -and -not (Get-Command saslpasswd2 -ErrorAction SilentlyContinue)) { return 'saslpasswd2 is not installed (package sasl2-bin)' }
+    if ($NeedSasl -and -not (Get-ChildItem /usr/lib/*/sasl2/libdigestmd5.so* -ErrorAction SilentlyContinue)) { return 'the DIGEST-MD5 SASL plugin is not installed (package libsasl2-modules)' }
     $null
 }
 
@@ -30,10 +32,15 @@ function Start-TestLibvirtd {
         The host root; created when missing. Files already under <Root>/etc/libvirt are what the daemon loads.
     .PARAMETER ListenTcp
         Also listen on 127.0.0.1 (only) without authentication, for a qemu+tcp:// test.
+    .PARAMETER Sasl
+        With -ListenTcp: the TCP listener asks for SASL (DIGEST-MD5, which also encrypts) against a private sasldb
+        holding one user; the result carries SaslUser and SaslPassword. /etc/sasl2 is a scratch folder in the
+        daemon's namespace too.
     #>
     param(
         [Parameter(Mandatory)] [string] $Root,
-        [switch] $ListenTcp
+        [switch] $ListenTcp,
+        [switch] $Sasl
     )
     $etc = Join-Path $Root 'etc/libvirt'
     $run = Join-Path $Root 'run/libvirt'
@@ -51,10 +58,22 @@ function Start-TestLibvirtd {
     Add-Content -Path "$etc/qemu.conf" -Value "`nuser = `"root`"`ngroup = `"root`"`nsecurity_driver = `"none`"`nstdio_handler = `"file`"`n"
     $port = $null
     $listen = ''
+    $saslDir = Join-Path $Root 'etc/sasl2'
+    $saslUser = $null
+    $saslPassword = $null
     if ($ListenTcp) {
         $port = Get-FreeTcpPort
-        Add-Content -Path "$etc/libvirtd.conf" -Value "`nlisten_tls = 0`nlisten_tcp = 1`nlisten_addr = `"127.0.0.1`"`ntcp_port = `"$port`"`nauth_tcp = `"none`"`n"
+        $auth = if ($Sasl) { 'sasl' } else { 'none' }
+        Add-Content -Path "$etc/libvirtd.conf" -Value "`nlisten_tls = 0`nlisten_tcp = 1`nlisten_addr = `"127.0.0.1`"`ntcp_port = `"$port`"`nauth_tcp = `"$auth`"`n"
         $listen = '--listen'
+    }
+    if ($Sasl) {
+        New-Item -ItemType Directory -Force -Path $saslDir | Out-Null
+        Set-Content -Path "$saslDir/libvirt.conf" -Value "mech_list: digest-md5`nsasldb_path: $saslDir/passwd.db`n"
+        $saslUser = 'kvmtest'
+        $saslPassword = [guid]::NewGuid().ToString('N')
+        $saslPassword | & saslpasswd2 -p -a libvirt -f "$saslDir/passwd.db" -c $saslUser
+        if ($LASTEXITCODE) { throw "saslpasswd2 failed ($LASTEXITCODE)" }
     }
     foreach ($mountPoint in '/run/libvirt', '/var/lib/libvirt', '/var/log/libvirt', '/var/cache/libvirt') {
         New-Item -ItemType Directory -Force -Path $mountPoint | Out-Null
@@ -67,6 +86,7 @@ function Start-TestLibvirtd {
         "mount --bind '$lib' /var/lib/libvirt"
         "mount --bind '$log' /var/log/libvirt"
         "mount --bind '$cache' /var/cache/libvirt"
+        if ($Sasl) { "mount --bind '$saslDir' /etc/sasl2" }
         "exec /usr/sbin/libvirtd $listen --pid-file '$pidFile'"
     ) -join ' && '
     $daemonLog = Join-Path $Root 'libvirtd.log'
@@ -90,6 +110,8 @@ function Start-TestLibvirtd {
         Root    = $Root
         Uri     = $uri
         TcpUri  = if ($port) { "qemu+tcp://127.0.0.1:$port/system" } else { $null }
+        SaslUser     = $saslUser
+        SaslPassword = $saslPassword
         Pid     = [int](Get-Content -Raw $pidFile).Trim()
         PidFile = $pidFile
         Log     = $daemonLog

@@ -8,6 +8,8 @@ BeforeDiscovery {
     Import-Module (Join-Path $PSScriptRoot 'LibvirtDaemon.psm1') -Force
     $script:skipReason = Get-TestLibvirtdSkipReason
     $script:emulatorSkip = Get-TestLibvirtdSkipReason -NeedEmulator
+    $script:saslSkip = Get-TestLibvirtdSkipReason -NeedSasl
+    if ($saslSkip) { Write-Host "SASL authentication tests skipped: $saslSkip" -ForegroundColor Yellow }
 }
 
 BeforeAll {
@@ -20,7 +22,8 @@ BeforeAll {
         $script:images = Join-Path $root 'images'
         # Defined offline before the daemon starts: the daemon must load it from <root>/etc/libvirt/storage.
         New-StoragePool -Name offline-made -Path /srv/kvmstorage-offline-made -Autostart:$false
-        $script:daemon = Start-TestLibvirtd -Root $root -ListenTcp
+        # The TCP listener authenticates with SASL where the tools for a private sasldb are installed.
+        $script:daemon = Start-TestLibvirtd -Root $root -ListenTcp -Sasl:(-not (Get-TestLibvirtdSkipReason -NeedSasl))
     }
 }
 
@@ -116,17 +119,64 @@ Describe 'Live backend against libvirtd' -Tag Daemon -Skip:([bool]$skipReason) {
 
     It 'reports XML libvirt rejects with its message' {
         { New-StoragePool -Name badfmt -FileSystem -SourceDevice /dev/sdz1 -SourceFormat gpt -Path /srv/badfmt -ErrorAction Stop } | Should -Throw -ErrorId 'LibvirtError92,*'
+        $err = $null
+        New-StoragePool -Name badfmt -FileSystem -SourceDevice /dev/sdz1 -SourceFormat gpt -Path /srv/badfmt -ErrorVariable err -ErrorAction SilentlyContinue
+        $err[0].Exception.Message | Should -Match 'schema'   # libvirt's "XML document failed to validate against schema"
+        $err[0].CategoryInfo.Category | Should -Be 'InvalidArgument'
         (Invoke-Virsh pool-list --all --name) | Should -Not -Contain 'badfmt'
     }
 
+    It 'refuses writes through a read-only connection, before the native engine writes anything' {
+        $path = Join-Path $images 'ro'
+        New-StoragePool -Name ro -Path $path -Build
+        Start-StoragePool ro
+        $null = New-Volume -Pool ro -Name keep.qcow2 -Size 1MB
+        $ro = Connect-KvmHost -Uri $daemon.Uri -ReadOnly -NoDefault
+        try {
+            (Get-Volume -Connection $ro -Pool ro).Name | Should -Be 'keep.qcow2'
+            $before = Get-TreeSnapshot $path
+            $err = $null
+            New-StoragePool -Connection $ro -Name ro2 -Path (Join-Path $images 'ro2') -ErrorVariable err -ErrorAction SilentlyContinue
+            $err[0].FullyQualifiedErrorId | Should -BeLike 'LibvirtOperationDenied,*'
+            $err[0].Exception.Message | Should -Match 'read only'   # libvirt's own message
+            foreach ($write in { New-Volume -Connection $ro -Pool ro -Name new.qcow2 -Size 1MB -ErrorAction Stop },
+                { Resize-Volume -Connection $ro -Pool ro -Name keep.qcow2 -Size 2MB -ErrorAction Stop },
+                { Remove-Volume -Connection $ro -Pool ro -Name keep.qcow2 -Confirm:$false -ErrorAction Stop }) {
+                $write | Should -Throw -ErrorId 'LibvirtOperationDenied,*'
+            }
+            Get-TreeSnapshot $path | Should -Be $before
+            (Invoke-Virsh pool-list --all --name) | Should -Not -Contain 'ro2'
+        }
+        finally { Disconnect-KvmHost -InputObject $ro }
+    }
+
     It 'lists pools over qemu+tcp on loopback' {
-        $tcp = Connect-KvmHost -Uri $daemon.TcpUri -NoDefault
+        $credential = @{}
+        if ($daemon.SaslUser) { $credential.Credential = [pscredential]::new($daemon.SaslUser, (ConvertTo-SecureString $daemon.SaslPassword -AsPlainText -Force)) }
+        $tcp = Connect-KvmHost -Uri $daemon.TcpUri -NoDefault @credential
         $tcp.Uri | Should -Be $daemon.TcpUri
         $pools = @(Get-StoragePool -Connection $tcp)
         $pools.Name | Should -Contain 'offline-made'
         $pools[0].HostName | Should -Be $daemon.TcpUri
         @(Get-StoragePool -Connection $conn, $tcp | Where-Object Name -EQ 'offline-made').HostName | Should -Be @($conn.Uri, $tcp.Uri)
         Disconnect-KvmHost -InputObject $tcp
+    }
+
+    It 'authenticates with SASL over qemu+tcp: -Credential succeeds, a wrong password is refused with libvirt''s message' -Skip:([bool]$saslSkip) {
+        $good = [pscredential]::new($daemon.SaslUser, (ConvertTo-SecureString $daemon.SaslPassword -AsPlainText -Force))
+        $tcp = Connect-KvmHost -Uri $daemon.TcpUri -Credential $good -NoDefault
+        try { (Get-StoragePool -Connection $tcp).Name | Should -Contain 'offline-made' } finally { Disconnect-KvmHost -InputObject $tcp }
+
+        $count = @(Get-KvmHost).Count
+        $bad = [pscredential]::new($daemon.SaslUser, (ConvertTo-SecureString 'not-the-password' -AsPlainText -Force))
+        $err = $null
+        try { Connect-KvmHost -Uri $daemon.TcpUri -Credential $bad -NoDefault } catch { $err = $_ }
+        $err.FullyQualifiedErrorId | Should -BeLike 'LibvirtAuthFailed,*'
+        $err.CategoryInfo.Category | Should -Be 'PermissionDenied'
+        $err.Exception.Message | Should -Match 'authentication failed'   # libvirt's message
+        $err.Exception.Message | Should -Match "user name '$($daemon.SaslUser)'"
+        { Connect-KvmHost -Uri $daemon.TcpUri -NoDefault } | Should -Throw -ErrorId 'LibvirtAuthFailed,*'
+        @(Get-KvmHost).Count | Should -Be $count
     }
 
     Context 'a running TCG domain' -Skip:([bool]$emulatorSkip) {
@@ -136,6 +186,7 @@ Describe 'Live backend against libvirtd' -Tag Daemon -Skip:([bool]$skipReason) {
             Start-StoragePool vmpool
             $null = New-Volume -Pool vmpool -Name hot.qcow2 -Size 16MB -Format qcow2
             $null = New-Volume -Pool vmpool -Name cold.raw -Size 1MB -Format raw
+            $null = New-Volume -Pool vmpool -Name hotonly.raw -Size 1MB -Format raw
             $xml = Join-Path $root 'live-vm.xml'
             Set-Content -Path $xml -Value @"
 <domain type='qemu'>
@@ -156,6 +207,50 @@ Describe 'Live backend against libvirtd' -Tag Daemon -Skip:([bool]$skipReason) {
             $disk.Target | Should -Be 'vda'
             (Invoke-Virsh domblklist kvmstorage-live) -join "`n" | Should -Match 'vda\s+\S*hot\.qcow2'
             (Invoke-Virsh domblklist kvmstorage-live --inactive) -join "`n" | Should -Match 'vda\s+\S*hot\.qcow2'
+            $disk.Scope | Should -Be 'Both'
+            (Get-VMDisk kvmstorage-live -Target vda).Scope | Should -Be 'Both'
+        }
+
+        It 'shows a disk hot-plugged with -Live only, picks a target free in both definitions, and detaches it with -Live' {
+            # vdb only in the persistent definition, then a -Live disk: vdb is taken there, so the running VM gets vdc.
+            Add-VMDisk -VMName kvmstorage-live -Pool vmpool -Name cold.raw -Config 3>$null | Out-Null
+            $hot = Add-VMDisk -VMName kvmstorage-live -Pool vmpool -Name hotonly.raw -Live
+            $hot.Target | Should -Be 'vdc'
+            $hot.Scope | Should -Be 'Live'
+            (Invoke-Virsh domblklist kvmstorage-live) -join "`n" | Should -Match 'vdc\s+\S*hotonly\.raw'
+            (Invoke-Virsh domblklist kvmstorage-live --inactive) -join "`n" | Should -Not -Match 'hotonly'
+
+            $disks = Get-VMDisk kvmstorage-live
+            ($disks | Where-Object Target -EQ vda).Scope | Should -Be 'Both'
+            ($disks | Where-Object Target -EQ vdb).Scope | Should -Be 'Persistent'
+            ($disks | Where-Object Target -EQ vdc).Scope | Should -Be 'Live'
+            ($disks | Where-Object Target -EQ vdc).Source | Should -BeLike '*hotonly.raw'
+            (Get-Volume -Pool vmpool -Name hotonly.raw).AttachedTo | Should -Be @('kvmstorage-live')
+            (Get-VMDisk kvmstorage-live | Format-Table | Out-String) | Should -Match 'Live'
+
+            # Not in the persistent definition: -Config finds nothing there and says where it is.
+            $err = $null
+            Remove-VMDisk -VMName kvmstorage-live -Target vdc -Config -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue
+            $err[0].FullyQualifiedErrorId | Should -BeLike 'DiskNotFound,*'
+            $err[0].Exception.Message | Should -Match 'running VM only'
+            (Invoke-Virsh domblklist kvmstorage-live) -join "`n" | Should -Match 'vdc'
+
+            # -Live finds it; with no guest OS to acknowledge the unplug, the wait ends with an honest error.
+            $err = $null
+            Remove-VMDisk -VMName kvmstorage-live -Target vdc -Live -Timeout 1 -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue
+            if ($err) {
+                $err[0].FullyQualifiedErrorId | Should -BeLike 'LiveDetachPending,*'
+                $err[0].Exception.Message | Should -Match "disk 'vdc'"
+                $err[0].Exception.Message | Should -Not -Match 'persistent definition, so'
+                (Get-VMDisk kvmstorage-live -Target vdc).Scope | Should -Be 'Live'
+            }
+            else {
+                (Invoke-Virsh domblklist kvmstorage-live) -join "`n" | Should -Not -Match 'hotonly'
+                Get-VMDisk kvmstorage-live -Target vdc | Should -BeNullOrEmpty
+            }
+            (Invoke-Virsh domblklist kvmstorage-live --inactive) -join "`n" | Should -Match 'vdb\s+\S*cold\.raw'
+            Remove-VMDisk -VMName kvmstorage-live -Target vdb -Confirm:$false 3>$null
+            (Invoke-Virsh domblklist kvmstorage-live --inactive) -join "`n" | Should -Not -Match 'cold\.raw'
         }
 
         It 'attaches to the persistent definition only with -Config, and picks a target free in both' {
@@ -188,5 +283,31 @@ Describe 'Live backend against libvirtd' -Tag Daemon -Skip:([bool]$skipReason) {
             { Add-VMDisk -VMName kvmstorage-live -Pool vmpool -Name cold.raw -Live -ErrorAction Stop } | Should -Throw -ErrorId 'LiveChangeUnavailable,*'
             (Invoke-Virsh domblklist kvmstorage-live --inactive) -join "`n" | Should -Not -Match 'cold\.raw'
         }
+    }
+}
+
+# Last: this stops the daemon.
+Describe 'A daemon that stops in the middle of a pipeline' -Tag Daemon -Skip:([bool]$skipReason) {
+    It 'reports the lost connection per item with libvirt''s message, and writes nothing for the items after it' {
+        $null = Connect-KvmHost -Uri $daemon.Uri
+        foreach ($name in 'mid1', 'mid2') {
+            New-StoragePool -Name $name -Path (Join-Path $images $name) -Build
+            Start-StoragePool $name
+        }
+        $err = $null
+        $made = Get-StoragePool mid1, mid2 | ForEach-Object {
+            if ($_.Name -eq 'mid2') { Stop-TestLibvirtd $daemon }
+            $_
+        } | New-Volume -Name d.qcow2 -Size 1MB -ErrorVariable err -ErrorAction SilentlyContinue
+        @($made).Count | Should -Be 1
+        $made.Pool | Should -Be 'mid1'
+        $err | Should -HaveCount 1
+        $err[0].FullyQualifiedErrorId | Should -BeLike 'LibvirtConnectionLost,*'
+        $err[0].Exception.Message | Should -Match 'libvirt'
+        $err[0].Exception.Message | Should -Match 'Connect-KvmHost'
+        @(Get-ChildItem -Force (Join-Path $images 'mid2')).Count | Should -Be 0
+
+        # The next command says the same, and the offline fallback never kicks in silently.
+        { Get-StoragePool mid1 -ErrorAction Stop } | Should -Throw -ErrorId 'LibvirtConnectionLost,*'
     }
 }

@@ -1,28 +1,51 @@
 #Requires -Version 7.4
-# Get-StoragePool, New-StoragePool, Set-StoragePool, Remove-StoragePool against the built module and a scratch host root.
+# Get-StoragePool, New-StoragePool, Set-StoragePool, Remove-StoragePool against the built module and a scratch host
+# root, once per backend: Offline (libvirt's files under the root) and Live (the shared libvirtd, checked with virsh).
+# Tests that inspect libvirt's files on disk are Offline only. See TestHelpers.psm1.
+param([ValidateSet('Offline', 'Live')] [string] $Backend = 'Offline')
+
+BeforeDiscovery {
+    Import-Module (Join-Path $PSScriptRoot 'TestHelpers.psm1') -Force
+    $script:skip = Get-TestBackendSkipReason $Backend
+    if ($skip) { Write-Host "StoragePool.Tests ($Backend) skipped: $skip" -ForegroundColor Yellow }
+    $script:tags = @(if ($Backend -eq 'Live') { 'Daemon' })
+    $script:offlineOnly = $Backend -ne 'Offline'
+}
 
 BeforeAll {
     Import-Module $env:KVMSTORAGE_TEST_MODULE -Force
     Import-Module (Join-Path $PSScriptRoot 'TestHelpers.psm1') -Force
+    if (-not (Get-TestBackendSkipReason $Backend)) { Initialize-TestBackend $Backend }
+    $script:live = $Backend -eq 'Live'
 }
 
-Describe 'New-StoragePool' {
+AfterAll { Complete-TestBackend }
+
+Describe "New-StoragePool ($Backend)" -Tag $tags -Skip:([bool]$skip) {
     BeforeEach { $script:root = New-TestHostRoot }
 
     It 'defines, builds and autostarts the default dir pool as libvirt does' {
-        $pool = New-StoragePool -Name default -Path /var/lib/libvirt/images -Build -Autostart -PassThru
+        $pool = New-StoragePool -Name default -Path (Get-HostPath /var/lib/libvirt/images) -Build -Autostart -PassThru
         $pool | Should -BeOfType ([KvmStorage.Core.Pools.StoragePool])
         $pool.Name | Should -Be 'default'
         $pool.Type | Should -Be 'Dir'
         $pool.Autostart | Should -BeTrue
-        $file = Join-Path $root 'etc/libvirt/storage/default.xml'
-        (Get-Item $file).UnixMode | Should -Be '-rw-------'
+        $pool.Path | Should -Be (Get-HostPath /var/lib/libvirt/images)
         (Get-Item (Join-Path $root 'var/lib/libvirt/images')).UnixMode | Should -Be 'drwx--x--x'
-        (Get-Item (Join-Path $root 'etc/libvirt/storage/autostart/default.xml')).LinkTarget | Should -Be '/etc/libvirt/storage/default.xml'
+        if ($live) {
+            $pool.HostName | Should -Be $env:KVMSTORAGE_TEST_LIBVIRT_URI
+            (Invoke-TestVirsh pool-info default) -join "`n" | Should -Match 'Autostart:\s+yes'
+            (Invoke-TestVirsh pool-dumpxml --inactive default) -join "`n" | Should -Match "<path>$([regex]::Escape($pool.Path))</path>"
+        }
+        else {
+            $file = Join-Path $root 'etc/libvirt/storage/default.xml'
+            (Get-Item $file).UnixMode | Should -Be '-rw-------'
+            (Get-Item (Join-Path $root 'etc/libvirt/storage/autostart/default.xml')).LinkTarget | Should -Be '/etc/libvirt/storage/default.xml'
+        }
     }
 
     It 'emits nothing without -PassThru' {
-        New-StoragePool -Name quiet -Path /srv/quiet | Should -BeNullOrEmpty
+        New-StoragePool -Name quiet -Path (Get-HostPath /srv/quiet) | Should -BeNullOrEmpty
         Get-StoragePool quiet | Should -Not -BeNullOrEmpty
     }
 
@@ -35,16 +58,19 @@ Describe 'New-StoragePool' {
         @{ Type = 'Rbd'; Params = @{ Rbd = $true; SourceHost = 'mon1', 'mon2'; SourceName = 'rbd'; AuthUsername = 'libvirt'; SecretUsage = 'client.libvirt' }; Source = 'mon1,mon2 rbd' }
         @{ Type = 'Gluster'; Params = @{ Gluster = $true; SourceHost = 'g1'; SourceName = 'gvol0' }; Source = 'g1:/ gvol0' }
     ) {
-        $pool = New-StoragePool -Name "p$Type" @Params -PassThru
+        $p = $Params.Clone()
+        if ($p.Path) { $p.Path = Get-HostPath $p.Path }
+        $pool = New-StoragePool -Name "p$Type" @p -PassThru
         $pool.Type | Should -Be $Type
         $pool.Source.ToString() | Should -Be $Source
         (Get-StoragePool "p$Type").Type | Should -Be $Type
+        if ($live) { (Invoke-TestVirsh pool-dumpxml --inactive "p$Type") -join "`n" | Should -Match "<pool type='$($Type.ToLowerInvariant())'>" }
     }
 
-    It 'validates every written definition with libvirt''s schema' -Tag Oracle {
+    It 'validates every written definition with libvirt''s schema' -Tag Oracle -Skip:$offlineOnly {
         if (-not (Get-Command virt-xml-validate -ErrorAction SilentlyContinue)) { Set-ItResult -Skipped -Because 'virt-xml-validate is not installed'; return }
-        New-StoragePool -Name a -Path /srv/a -Build -Mode 0750 -Owner 0 -Group 0
-        New-StoragePool -Name b -NetworkFileSystem -SourceHost nas -SourcePath /e -Path /mnt/b -ProtocolVersion 4
+        New-StoragePool -Name a -Path (Get-HostPath /srv/a) -Build -Mode 0750 -Owner 0 -Group 0
+        New-StoragePool -Name b -NetworkFileSystem -SourceHost nas -SourcePath /e -Path (Get-HostPath /mnt/b) -ProtocolVersion 4
         New-StoragePool -Name c -Iscsi -SourceHost san -SourcePort 3260 -SourceDevice iqn.2024-01.com.example:t -AuthUsername u -SecretUuid ([guid]::NewGuid())
         foreach ($f in Get-ChildItem (Join-Path $root 'etc/libvirt/storage/*.xml')) {
             $out = virt-xml-validate $f.FullName storagepool 2>&1
@@ -63,37 +89,39 @@ Describe 'New-StoragePool' {
         @{ Case = 'a relative target path'; Params = @{ Name = 'rel'; Path = 'srv/x' }; Id = 'InvalidTargetPath' }
         @{ Case = 'a target path with ..'; Params = @{ Name = 'dots'; Path = '/srv/../etc' }; Id = 'InvalidTargetPath' }
     ) {
-        New-StoragePool -Name dup -Path /srv/dup -Build
-        $before = Get-TreeSnapshot $root
-        { New-StoragePool @Params -Build -ErrorAction Stop } | Should -Throw -ErrorId "$Id,KvmStorage.Commands.StoragePool.NewStoragePoolCommand"
-        Get-TreeSnapshot $root | Should -Be $before
+        New-StoragePool -Name dup -Path (Get-HostPath /srv/dup) -Build
+        $p = $Params.Clone()
+        if ($p.Path -like '/*') { $p.Path = Get-HostPath $p.Path }
+        $before = Get-HostSnapshot $root
+        { New-StoragePool @p -Build -ErrorAction Stop } | Should -Throw -ErrorId "$Id,KvmStorage.Commands.StoragePool.NewStoragePoolCommand"
+        Get-HostSnapshot $root | Should -Be $before
     }
 
     It 'writes a non-terminating error with the category and target' {
-        New-StoragePool -Name dup -Path /srv/dup
-        New-StoragePool -Name dup -Path /srv/dup2 -ErrorVariable err -ErrorAction SilentlyContinue
+        New-StoragePool -Name dup -Path (Get-HostPath /srv/dup)
+        New-StoragePool -Name dup -Path (Get-HostPath /srv/dup2) -ErrorVariable err -ErrorAction SilentlyContinue
         $err | Should -HaveCount 1
         $err[0].CategoryInfo.Category | Should -Be 'ResourceExists'
         $err[0].TargetObject | Should -Be 'dup'
     }
 
     It 'refuses an empty name at binding' {
-        { New-StoragePool -Name '' -Path /srv/x } | Should -Throw -ErrorId 'ParameterArgumentValidationError*'
+        { New-StoragePool -Name '' -Path (Get-HostPath /srv/x) } | Should -Throw -ErrorId 'ParameterArgumentValidationError*'
     }
 
     It 'changes nothing with -WhatIf' {
-        $before = Get-TreeSnapshot $root
-        New-StoragePool -Name w -Path /srv/w -Build -Autostart -WhatIf
-        Get-TreeSnapshot $root | Should -Be $before
+        $before = Get-HostSnapshot $root
+        New-StoragePool -Name w -Path (Get-HostPath /srv/w) -Build -Autostart -WhatIf
+        Get-HostSnapshot $root | Should -Be $before
     }
 }
 
-Describe 'Get-StoragePool' {
+Describe "Get-StoragePool ($Backend)" -Tag $tags -Skip:([bool]$skip) {
     BeforeAll {
         $script:root = New-TestHostRoot
-        New-StoragePool -Name default -Path /var/lib/libvirt/images -Build -Autostart
-        New-StoragePool -Name backup -Path /srv/backup
-        New-StoragePool -Name nfs1 -NetworkFileSystem -SourceHost nas -SourcePath /e -Path /mnt/nfs1
+        New-StoragePool -Name default -Path (Get-HostPath /var/lib/libvirt/images) -Build -Autostart
+        New-StoragePool -Name backup -Path (Get-HostPath /srv/backup)
+        New-StoragePool -Name nfs1 -NetworkFileSystem -SourceHost nas -SourcePath /e -Path (Get-HostPath /mnt/nfs1)
     }
     BeforeEach { $env:KVMSTORAGE_ROOT = $root }
 
@@ -108,6 +136,23 @@ Describe 'Get-StoragePool' {
 
     It 'reports state, space and volume count' {
         Set-Content -Path (Join-Path $root 'var/lib/libvirt/images/a.img') -Value 'x'
+        if ($live) {
+            # libvirt knows the space and volumes of a running pool only.
+            (Get-StoragePool default).State | Should -Be 'Inactive'
+            Invoke-TestVirsh pool-start default | Out-Null
+            try {
+                $p = Get-StoragePool default
+                $p.State | Should -Be 'Running'
+                $p.Capacity | Should -BeGreaterThan 0
+                $p.Available | Should -BeGreaterThan 0
+                $p.VolumeCount | Should -Be 1
+                $p.Persistent | Should -BeTrue
+                $p.Uuid | Should -Be ([guid](Invoke-TestVirsh pool-uuid default))
+                (Invoke-TestVirsh vol-list default) -join "`n" | Should -Match "a\.img"
+            }
+            finally { Invoke-TestVirsh pool-destroy default | Out-Null; Remove-Item (Join-Path $root 'var/lib/libvirt/images/a.img') }
+            return
+        }
         $p = Get-StoragePool default
         $p.State | Should -Be 'Inactive'
         $p.Capacity | Should -BeGreaterThan 0
@@ -125,7 +170,7 @@ Describe 'Get-StoragePool' {
         { Get-StoragePool nope -ErrorAction Stop } | Should -Throw -ErrorId 'PoolNotFound,KvmStorage.Commands.StoragePool.GetStoragePoolCommand'
     }
 
-    It 'reports a malformed file and still lists the others' {
+    It 'reports a malformed file and still lists the others' -Skip:$offlineOnly {
         $bad = Join-Path $root 'etc/libvirt/storage/broken.xml'
         Set-Content $bad '<pool type=''dir''><name>broken'
         try {
@@ -138,7 +183,7 @@ Describe 'Get-StoragePool' {
         finally { Remove-Item $bad }
     }
 
-    It 'reports an unreadable file' -Skip:((& id -u) -eq '0') {
+    It 'reports an unreadable file' -Skip:($offlineOnly -or (& id -u) -eq '0') {
         $f = Join-Path $root 'etc/libvirt/storage/secret.xml'
         Set-Content $f '<pool type=''dir''><name>secret</name></pool>'
         chmod 000 $f
@@ -149,7 +194,7 @@ Describe 'Get-StoragePool' {
         finally { Remove-Item -Force $f }
     }
 
-    It 'reports a definition that cannot be read (a dangling link) and still lists the others' {
+    It 'reports a definition that cannot be read (a dangling link) and still lists the others' -Skip:$offlineOnly {
         $link = Join-Path $root 'etc/libvirt/storage/gone.xml'
         New-Item -ItemType SymbolicLink -Path $link -Target (Join-Path $root 'nowhere.xml') | Out-Null
         try {
@@ -179,10 +224,10 @@ Describe 'Get-StoragePool' {
     }
 }
 
-Describe 'Set-StoragePool' {
+Describe "Set-StoragePool ($Backend)" -Tag $tags -Skip:([bool]$skip) {
     BeforeEach {
         $script:root = New-TestHostRoot
-        New-StoragePool -Name p -Path /srv/p -Build
+        New-StoragePool -Name p -Path (Get-HostPath /srv/p) -Build
     }
 
     It 'turns autostart on and off' {
@@ -198,13 +243,15 @@ Describe 'Set-StoragePool' {
         $p.Uuid | Should -Be $uuid
         $p.Permissions.Mode | Should -Be ([System.IO.UnixFileMode]493)
         (Get-Item (Join-Path $root 'srv/p')).UnixMode | Should -Be 'drwxr-xr-x'
-        Get-Content -Raw (Join-Path $root 'etc/libvirt/storage/p.xml') | Should -Match '<mode>0755</mode>'
+        $xml = if ($live) { (Invoke-TestVirsh pool-dumpxml --inactive p) -join "`n" } else { Get-Content -Raw (Join-Path $root 'etc/libvirt/storage/p.xml') }
+        $xml | Should -Match '<mode>0755</mode>'
+        if ($live) { $xml | Should -Match "<uuid>$uuid</uuid>" }
     }
 
     It 'changes nothing with -WhatIf' {
-        $before = Get-TreeSnapshot $root
+        $before = Get-HostSnapshot $root
         Set-StoragePool -Name p -Autostart $true -Mode 0700 -WhatIf
-        Get-TreeSnapshot $root | Should -Be $before
+        Get-HostSnapshot $root | Should -Be $before
     }
 
     It 'refuses an unknown pool' {
@@ -217,16 +264,16 @@ Describe 'Set-StoragePool' {
 
     It 'refuses permissions on a pool type without a target' {
         New-StoragePool -Name g -Gluster -SourceHost g1 -SourceName v
-        $before = Get-TreeSnapshot $root
+        $before = Get-HostSnapshot $root
         { Set-StoragePool -Name g -Mode 0700 -ErrorAction Stop } | Should -Throw -ErrorId 'InvalidPermissions,*'
-        Get-TreeSnapshot $root | Should -Be $before
+        Get-HostSnapshot $root | Should -Be $before
     }
 }
 
-Describe 'Remove-StoragePool' {
+Describe "Remove-StoragePool ($Backend)" -Tag $tags -Skip:([bool]$skip) {
     BeforeEach {
         $script:root = New-TestHostRoot
-        New-StoragePool -Name p -Path /srv/p -Build -Autostart
+        New-StoragePool -Name p -Path (Get-HostPath /srv/p) -Build -Autostart
     }
 
     It 'undefines the pool and keeps the folder and volumes' {
@@ -234,29 +281,31 @@ Describe 'Remove-StoragePool' {
         Remove-StoragePool -Name p -Confirm:$false
         Get-StoragePool p -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
         Test-Path (Join-Path $root 'srv/p/vol.img') | Should -BeTrue
-        Test-Path (Join-Path $root 'etc/libvirt/storage/autostart/p.xml') | Should -BeFalse
+        if ($live) { (Invoke-TestVirsh pool-list --all --name) | Should -Not -Contain 'p' }
+        else { Test-Path (Join-Path $root 'etc/libvirt/storage/autostart/p.xml') | Should -BeFalse }
     }
 
     It 'deletes an empty folder with -DeleteTargetDirectory' {
         Get-StoragePool p | Remove-StoragePool -DeleteTargetDirectory -Confirm:$false
         Test-Path (Join-Path $root 'srv/p') | Should -BeFalse
+        if ($live) { (Invoke-TestVirsh pool-list --all --name) | Should -Not -Contain 'p' }
     }
 
     It 'refuses to delete a folder holding volumes and changes nothing' {
         Set-Content (Join-Path $root 'srv/p/vol.img') 'data'
-        $before = Get-TreeSnapshot $root
+        $before = Get-HostSnapshot $root
         { Remove-StoragePool -Name p -DeleteTargetDirectory -Confirm:$false -ErrorAction Stop } | Should -Throw -ErrorId 'PoolTargetNotEmpty,*'
-        Get-TreeSnapshot $root | Should -Be $before
+        Get-HostSnapshot $root | Should -Be $before
     }
 
     It 'changes nothing with -WhatIf' {
-        $before = Get-TreeSnapshot $root
+        $before = Get-HostSnapshot $root
         Remove-StoragePool -Name p -DeleteTargetDirectory -WhatIf
-        Get-TreeSnapshot $root | Should -Be $before
+        Get-HostSnapshot $root | Should -Be $before
     }
 
     It 'refuses an unknown pool and goes on with the next' {
-        New-StoragePool -Name q -Path /srv/q
+        New-StoragePool -Name q -Path (Get-HostPath /srv/q)
         Remove-StoragePool -Name nope, q -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue
         $err | Should -HaveCount 1
         $err[0].FullyQualifiedErrorId | Should -BeLike 'PoolNotFound,*'

@@ -1,29 +1,55 @@
 #Requires -Version 7.4
 # Get-VMDisk, Add-VMDisk, Set-VMDisk, Remove-VMDisk against the built module, a scratch host root and
-# domain definitions as libvirt writes them (examples/kvm1.xml was written by libvirtd 9.0).
+# domain definitions as libvirt writes them (examples/kvm1.xml was written by libvirtd 9.0), once per backend:
+# Offline (the files under the root) and Live (the domains defined in the shared libvirtd, which virsh reads back).
+# See TestHelpers.psm1; disks of running domains are tested in LiveHost.Daemon.Tests.ps1.
+param([ValidateSet('Offline', 'Live')] [string] $Backend = 'Offline')
+
+BeforeDiscovery {
+    Import-Module (Join-Path $PSScriptRoot 'TestHelpers.psm1') -Force
+    $script:skip = Get-TestBackendSkipReason $Backend
+    if ($skip) { Write-Host "VMDisk.Tests ($Backend) skipped: $skip" -ForegroundColor Yellow }
+    $script:tags = @(if ($Backend -eq 'Live') { 'Daemon' })
+    $script:offlineOnly = $Backend -ne 'Offline'
+}
+
+AfterAll { Complete-TestBackend }
 
 BeforeAll {
     Import-Module $env:KVMSTORAGE_TEST_MODULE -Force
     Import-Module (Join-Path $PSScriptRoot 'TestHelpers.psm1') -Force
+    if (-not (Get-TestBackendSkipReason $Backend)) { Initialize-TestBackend $Backend }
+    $script:live = $Backend -eq 'Live'
     $script:kvm1Xml = Join-Path $PSScriptRoot '../../examples/kvm1.xml'
     $script:hasValidator = [bool](Get-Command virt-xml-validate -ErrorAction SilentlyContinue)
 
     function New-VMRoot {
         $root = New-TestHostRoot
-        New-StoragePool -Name default -Path /var/lib/libvirt/images -Build
+        New-StoragePool -Name default -Path (Get-HostPath /var/lib/libvirt/images) -Build
         $qemu = Join-Path $root 'etc/libvirt/qemu'
         New-Item -ItemType Directory -Force $qemu | Out-Null
         foreach ($vm in 'kvm1', 'kvm2') {
             $text = (Get-Content -Raw $kvm1Xml) -replace 'kvm1', $vm -replace '<uuid>[^<]+</uuid>', "<uuid>$([guid]::NewGuid())</uuid>"
             [IO.File]::WriteAllText((Join-Path $qemu "$vm.xml"), $text)
         }
+        if ($live) {
+            # Live, the daemon holds the definitions: define them there (and the pool must run to list volumes).
+            Start-StoragePool default
+            Add-TestLibvirtDomain "$qemu/kvm1.xml", "$qemu/kvm2.xml"
+            Remove-Item -Recurse $qemu
+        }
         $root
     }
 
-    function Get-DomainText([string] $Root, [string] $Vm = 'kvm1') { Get-Content -Raw (Join-Path $Root "etc/libvirt/qemu/$Vm.xml") }
+    # The persistent definition: the file offline, libvirt's (virsh dumpxml --inactive) live.
+    function Get-DomainText([string] $Root, [string] $Vm = 'kvm1') {
+        if ($live) { return (Invoke-TestVirsh dumpxml --inactive $Vm) -join "`n" }
+        Get-Content -Raw (Join-Path $Root "etc/libvirt/qemu/$Vm.xml")
+    }
 
     function Assert-DomainValid([string] $Root) {
-        if (-not $hasValidator) { return }
+        # Live, libvirt validated the XML itself (the module defines with VIR_DOMAIN_DEFINE_VALIDATE).
+        if (-not $hasValidator -or $live) { return }
         foreach ($f in Get-ChildItem (Join-Path $Root 'etc/libvirt/qemu/*.xml')) {
             $out = virt-xml-validate $f.FullName domain 2>&1
             $LASTEXITCODE | Should -Be 0 -Because "$out"
@@ -31,7 +57,7 @@ BeforeAll {
     }
 }
 
-Describe 'Add-VMDisk' {
+Describe "Add-VMDisk ($Backend)" -Tag $tags -Skip:([bool]$skip) {
     BeforeEach { $script:root = New-VMRoot }
 
     It 'attaches a new volume from the pipeline as the next free virtio disk' {
@@ -40,10 +66,11 @@ Describe 'Add-VMDisk' {
         $disk.Target | Should -Be 'vda'
         $disk.Bus | Should -Be 'virtio'
         $disk.Format | Should -Be 'qcow2'
-        $disk.Source | Should -Be '/var/lib/libvirt/images/kvm1-data.qcow2'
+        $disk.Source | Should -Be (Get-HostPath '/var/lib/libvirt/images/kvm1-data.qcow2')
         $text = Get-DomainText $root
-        $text | Should -Match "<driver name='qemu' type='qcow2'/>\s+<source file='/var/lib/libvirt/images/kvm1-data.qcow2'/>\s+<target dev='vda' bus='virtio'/>"
-        (Get-Item (Join-Path $root 'etc/libvirt/qemu/kvm1.xml')).UnixMode | Should -Be '-rw-------'
+        $text | Should -Match "<driver name='qemu' type='qcow2'/>\s+<source file='$([regex]::Escape($disk.Source))'/>\s+<target dev='vda' bus='virtio'/>"
+        if ($live) { (Invoke-TestVirsh domblklist kvm1 --inactive) -join "`n" | Should -Match "vda\s+$([regex]::Escape($disk.Source))" }
+        else { (Get-Item (Join-Path $root 'etc/libvirt/qemu/kvm1.xml')).UnixMode | Should -Be '-rw-------' }
         Assert-DomainValid $root
     }
 
@@ -54,7 +81,9 @@ Describe 'Add-VMDisk' {
         $added = Compare-Object $before $after | Where-Object SideIndicator -EQ '=>' | ForEach-Object { $_.InputObject.Trim() }
         $removed = Compare-Object $before $after | Where-Object SideIndicator -EQ '<='
         $removed | Should -BeNullOrEmpty
-        $added | Should -Be @("<disk type='file' device='disk'>", "<driver name='qemu' type='raw'/>", "<source file='/var/lib/libvirt/images/d.img'/>", "<target dev='vda' bus='virtio'/>", '</disk>')
+        # Live, libvirt also gives the new disk its PCI address.
+        $added = $added | Where-Object { -not ($live -and $_ -like '<address *') }
+        $added | Should -Be @("<disk type='file' device='disk'>", "<driver name='qemu' type='raw'/>", "<source file='$(Get-HostPath /var/lib/libvirt/images/d.img)'/>", "<target dev='vda' bus='virtio'/>", '</disk>')
     }
 
     It 'picks vdb, then sdb on sata (sda is the cdrom), and honours a given target' {
@@ -67,7 +96,7 @@ Describe 'Add-VMDisk' {
 
     It 'adds a virtio-scsi controller for the first SCSI disk' {
         (New-Volume default s.img 1GB -Format raw | Add-VMDisk -VMName kvm1 -Bus scsi).Target | Should -Be 'sdb'
-        Get-DomainText $root | Should -Match "<controller type='scsi' index='0' model='virtio-scsi'/>"
+        Get-DomainText $root | Should -Match "<controller type='scsi' index='0' model='virtio-scsi'/?>"
         Assert-DomainValid $root
     }
 
@@ -79,7 +108,7 @@ Describe 'Add-VMDisk' {
         $d.Cache | Should -Be 'none'
         Get-DomainText $root | Should -Match "<source pool='default' volume='p.qcow2'/>"
         New-Volume default q.img 1GB -Format raw | Out-Null
-        (Add-VMDisk -VMName kvm2 -Path (Join-Path $root 'var/lib/libvirt/images/q.img')).Source | Should -Be '/var/lib/libvirt/images/q.img'
+        (Add-VMDisk -VMName kvm2 -Path (Join-Path $root 'var/lib/libvirt/images/q.img')).Source | Should -Be (Get-HostPath '/var/lib/libvirt/images/q.img')
         Assert-DomainValid $root
     }
 
@@ -120,14 +149,14 @@ Describe 'Add-VMDisk' {
         $p = @{}
         foreach ($k in $Params.Keys) { $p[$k] = $Params[$k] }
         $p['Path'] = switch ($p['Path']) { 'IMG' { Join-Path $images 'img.img' } 'QCOW' { Join-Path $images 'q.qcow2' } 'ATTACHED' { Join-Path $images 'att.img' } 'VHDX' { $vhdx } default { $_ } }
-        $before = Get-TreeSnapshot $root
+        $before = Get-HostSnapshot $root
         { Add-VMDisk @p -ErrorAction Stop } | Should -Throw -ErrorId "$Id,*"
-        Get-TreeSnapshot $root | Should -Be $before
+        Get-HostSnapshot $root | Should -Be $before
     }
 
     It 'refuses more than four IDE disks' {
         1..4 | ForEach-Object { New-Volume default "i$_.img" 1MB -Format raw | Add-VMDisk -VMName kvm2 -Bus ide | Out-Null }
-        $before = Get-TreeSnapshot $root
+        $before = Get-HostSnapshot $root
         { New-Volume default i5.img 1MB -Format raw | Add-VMDisk -VMName kvm2 -Bus ide -ErrorAction Stop } | Should -Throw -ErrorId 'IdeUnitsExhausted,*'
         (Get-VMDisk kvm2 -Target 'hd*').Count | Should -Be 4
     }
@@ -139,13 +168,13 @@ Describe 'Add-VMDisk' {
         ($v | Add-VMDisk -VMName kvm1 -Force).Target | Should -Be 'vdb'
     }
 
-    It 'rejects a malformed domain file with a clear error' {
+    It 'rejects a malformed domain file with a clear error' -Skip:$offlineOnly {
         Set-Content (Join-Path $root 'etc/libvirt/qemu/broken.xml') '<domain type=''kvm''><name>broken'
-        $before = Get-TreeSnapshot $root
+        $before = Get-HostSnapshot $root
         { New-Volume default x.img 1MB -Format raw | Add-VMDisk -VMName broken -ErrorAction Stop } | Should -Throw -ErrorId 'DomainFileMalformed,*'
     }
 
-    It 'warns that a running VM sees the change only after a restart' {
+    It 'warns that a running VM sees the change only after a restart' -Skip:$offlineOnly {
         New-Item -ItemType Directory -Force (Join-Path $root 'run/libvirt/qemu') | Out-Null
         Set-Content (Join-Path $root 'run/libvirt/qemu/kvm1.xml') "<domstatus state='running' reason='booted' pid='1'><domain type='qemu'><name>kvm1</name></domain></domstatus>"
         New-Volume default r.img 1MB -Format raw | Add-VMDisk -VMName kvm1 -WarningVariable w -WarningAction SilentlyContinue | Out-Null
@@ -155,13 +184,13 @@ Describe 'Add-VMDisk' {
 
     It 'changes nothing with -WhatIf' {
         New-Volume default w.img 1GB -Format raw | Out-Null
-        $before = Get-TreeSnapshot $root
+        $before = Get-HostSnapshot $root
         Get-Volume default w.img | Add-VMDisk -VMName kvm1 -WhatIf
-        Get-TreeSnapshot $root | Should -Be $before
+        Get-HostSnapshot $root | Should -Be $before
     }
 }
 
-Describe 'Get-VMDisk' {
+Describe "Get-VMDisk ($Backend)" -Tag $tags -Skip:([bool]$skip) {
     BeforeAll {
         $script:root = New-VMRoot
         New-Volume default base.qcow2 1GB | Out-Null
@@ -196,9 +225,9 @@ Describe 'Get-VMDisk' {
     }
 
     It 'makes Remove-Volume refuse an attached volume unless forced' {
-        $before = Get-TreeSnapshot $root
+        $before = Get-HostSnapshot $root
         { Remove-Volume default data.img -Confirm:$false -ErrorAction Stop } | Should -Throw -ErrorId 'VolumeAttachedToVM,*'
-        Get-TreeSnapshot $root | Should -Be $before
+        Get-HostSnapshot $root | Should -Be $before
     }
 
     It 'shows a table grouped by VM' {
@@ -213,7 +242,7 @@ Describe 'Get-VMDisk' {
     }
 }
 
-Describe 'Set-VMDisk' {
+Describe "Set-VMDisk ($Backend)" -Tag $tags -Skip:([bool]$skip) {
     BeforeEach {
         $script:root = New-VMRoot
         New-Volume default d.img 1GB -Format raw | Add-VMDisk -VMName kvm1 | Out-Null
@@ -236,8 +265,8 @@ Describe 'Set-VMDisk' {
     It 'changes and ejects cdrom media' {
         $iso1 = Join-Path $root 'var/lib/libvirt/images/a.iso'; [IO.File]::WriteAllBytes($iso1, [byte[]]::new(1MB))
         $iso2 = Join-Path $root 'var/lib/libvirt/images/b.iso'; [IO.File]::WriteAllBytes($iso2, [byte[]]::new(1MB))
-        (Set-VMDisk -VMName kvm1 -Target sda -Path $iso1 -PassThru).Source | Should -Be '/var/lib/libvirt/images/a.iso'
-        (Set-VMDisk -VMName kvm1 -Target sda -Path $iso2 -PassThru).Source | Should -Be '/var/lib/libvirt/images/b.iso'
+        (Set-VMDisk -VMName kvm1 -Target sda -Path $iso1 -PassThru).Source | Should -Be (Get-HostPath '/var/lib/libvirt/images/a.iso')
+        (Set-VMDisk -VMName kvm1 -Target sda -Path $iso2 -PassThru).Source | Should -Be (Get-HostPath '/var/lib/libvirt/images/b.iso')
         (Set-VMDisk -VMName kvm1 -Target sda -Eject -PassThru).IsEmpty | Should -BeTrue
         Assert-DomainValid $root
     }
@@ -249,19 +278,19 @@ Describe 'Set-VMDisk' {
         @{ Case = 'a boot order beside <os><boot dev>'; Params = @{ Target = 'vda'; BootOrder = 1 }; Id = 'BootOrderWithOsBoot' }
         @{ Case = 'a writable cdrom'; Params = @{ Target = 'sda'; ReadOnly = $false }; Id = 'ReadOnlyMedia' }
     ) {
-        $before = Get-TreeSnapshot $root
+        $before = Get-HostSnapshot $root
         { Set-VMDisk -VMName kvm1 @Params -ErrorAction Stop } | Should -Throw -ErrorId "$Id,*"
-        Get-TreeSnapshot $root | Should -Be $before
+        Get-HostSnapshot $root | Should -Be $before
     }
 
     It 'changes nothing with -WhatIf' {
-        $before = Get-TreeSnapshot $root
+        $before = Get-HostSnapshot $root
         Set-VMDisk -VMName kvm1 -Target vda -Cache none -WhatIf
-        Get-TreeSnapshot $root | Should -Be $before
+        Get-HostSnapshot $root | Should -Be $before
     }
 }
 
-Describe 'Remove-VMDisk' {
+Describe "Remove-VMDisk ($Backend)" -Tag $tags -Skip:([bool]$skip) {
     BeforeEach {
         $script:root = New-VMRoot
         $script:v = New-Volume default d.img 1GB -Format raw
@@ -294,16 +323,30 @@ Describe 'Remove-VMDisk' {
         Get-VMDisk kvm1 -Target vda | Should -BeNullOrEmpty
     }
 
+    It 'reports a VM removed by someone else between two commands, and changes nothing' {
+        $disk = Get-VMDisk kvm2 -Target sda
+        if ($live) { Invoke-TestVirsh undefine kvm2 | Out-Null } else { Remove-Item (Join-Path $root 'etc/libvirt/qemu/kvm2.xml') }
+        $before = Get-HostSnapshot $root
+        $err = $null
+        $disk | Remove-VMDisk -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue
+        $disk | Set-VMDisk -Eject -ErrorVariable +err -ErrorAction SilentlyContinue
+        $err | Should -HaveCount 2
+        $err.FullyQualifiedErrorId | Should -BeLike 'VMNotFound,*'
+        $err[0].Exception.Message | Should -Match 'kvm2'
+        if ($live) { $err[0].Exception.Message | Should -Match 'Domain not found' }   # libvirt's message
+        Get-HostSnapshot $root | Should -Be $before
+    }
+
     It 'refuses an unknown disk, VM or volume and changes nothing' {
-        $before = Get-TreeSnapshot $root
+        $before = Get-HostSnapshot $root
         { Remove-VMDisk -VMName kvm1 -Target vdq -Confirm:$false -ErrorAction Stop } | Should -Throw -ErrorId 'DiskNotFound,*'
         { Remove-VMDisk -VMName nope -Target vda -Confirm:$false -ErrorAction Stop } | Should -Throw -ErrorId 'VMNotFound,*'
         { New-Volume default other.img 1MB -Format raw | Remove-VMDisk -VMName kvm2 -Confirm:$false -ErrorAction Stop } | Should -Throw -ErrorId 'DiskNotFound,*'
     }
 
     It 'changes nothing with -WhatIf' {
-        $before = Get-TreeSnapshot $root
+        $before = Get-HostSnapshot $root
         Remove-VMDisk -VMName kvm1 -Target vda -DeleteVolume -WhatIf
-        Get-TreeSnapshot $root | Should -Be $before
+        Get-HostSnapshot $root | Should -Be $before
     }
 }

@@ -1,9 +1,28 @@
 #Requires -Version 7.4
-# Get-Volume, New-Volume, Remove-Volume, Resize-Volume against the built module, with qemu-img as the oracle.
+# Get-Volume, New-Volume, Remove-Volume, Resize-Volume against the built module, with qemu-img as the oracle, once
+# per backend: Offline (files under a scratch host root) and Live (the shared libvirtd, which must list what the
+# module writes: checked with virsh). See TestHelpers.psm1.
+param([ValidateSet('Offline', 'Live')] [string] $Backend = 'Offline')
+
+BeforeDiscovery {
+    Import-Module (Join-Path $PSScriptRoot 'TestHelpers.psm1') -Force
+    $script:skip = Get-TestBackendSkipReason $Backend
+    if ($skip) { Write-Host "Volume.Tests ($Backend) skipped: $skip" -ForegroundColor Yellow }
+    $script:tags = @(if ($Backend -eq 'Live') { 'Daemon' })
+}
+
+AfterAll { Complete-TestBackend }
 
 BeforeAll {
     Import-Module $env:KVMSTORAGE_TEST_MODULE -Force
     Import-Module (Join-Path $PSScriptRoot 'TestHelpers.psm1') -Force
+    if (-not (Get-TestBackendSkipReason $Backend)) { Initialize-TestBackend $Backend }
+    $script:live = $Backend -eq 'Live'
+
+    function Get-VirshVolumes([string] $Pool = 'default') {
+        # vol-list -q prints "name path" lines.
+        @(Invoke-TestVirsh vol-list $Pool | ForEach-Object { ($_.Trim() -split '\s+')[0] })
+    }
     $script:hasQemuImg = [bool](Get-Command qemu-img -ErrorAction SilentlyContinue)
 
     function Get-QemuInfo([string] $Path) {
@@ -19,12 +38,13 @@ BeforeAll {
 
     function New-PoolRoot {
         $root = New-TestHostRoot
-        New-StoragePool -Name default -Path /var/lib/libvirt/images -Build
+        New-StoragePool -Name default -Path (Get-HostPath /var/lib/libvirt/images) -Build
+        if ($live) { Start-StoragePool default }
         $root
     }
 }
 
-Describe 'New-Volume' {
+Describe "New-Volume ($Backend)" -Tag $tags -Skip:([bool]$skip) {
     BeforeEach { $script:root = New-PoolRoot; $script:images = Join-Path $root 'var/lib/libvirt/images' }
 
     It 'creates the classic sparse 8 GiB raw kvm1.img from a piped pool, mode 0600' {
@@ -33,9 +53,13 @@ Describe 'New-Volume' {
         $v.Format | Should -Be 'Raw'
         $v.Capacity | Should -Be 8GB
         $v.Allocation | Should -BeLessThan 1MB
-        $v.Path | Should -Be '/var/lib/libvirt/images/kvm1.img'
+        $v.Path | Should -Be (Get-HostPath '/var/lib/libvirt/images/kvm1.img')
         (Get-Item (Join-Path $images 'kvm1.img')).UnixMode | Should -Be '-rw-------'
         (Get-Item (Join-Path $images 'kvm1.img')).Length | Should -Be 8GB
+        if ($live) {
+            Get-VirshVolumes | Should -Be @('kvm1.img')
+            (Invoke-TestVirsh vol-info --pool default kvm1.img) -join "`n" | Should -Match 'Capacity:\s+8\.00 GiB'
+        }
     }
 
     It 'creates a qcow2 by default that qemu-img checks clean and reports identically' -Tag Oracle {
@@ -48,6 +72,7 @@ Describe 'New-Volume' {
         $info['cluster-size'] | Should -Be $v.ClusterSize
         $info['format-specific']['data']['compat'] | Should -Be '1.1'
         Assert-QemuCheckClean $v.LocalPath
+        if ($live) { (Invoke-TestVirsh vol-dumpxml --pool default data.qcow2) -join "`n" | Should -Match "<format type='qcow2'/>" }
     }
 
     It 'honours <Case>' -Tag Oracle -ForEach @(
@@ -71,12 +96,13 @@ Describe 'New-Volume' {
         $clone = New-Volume -Pool default -Name vm2.qcow2 -BackingVolume (Get-Volume -Pool default -Name base.qcow2) -RelativeBackingPath
         $clone.Capacity | Should -Be 1GB
         $clone.BackingFormat | Should -Be 'qcow2'
-        $clone.BackingPath | Should -Be '/var/lib/libvirt/images/base.qcow2'
-        $clone.Chain | Should -Be @('/var/lib/libvirt/images/vm2.qcow2', '/var/lib/libvirt/images/base.qcow2')
+        $clone.BackingPath | Should -Be (Get-HostPath '/var/lib/libvirt/images/base.qcow2')
+        $clone.Chain | Should -Be @((Get-HostPath '/var/lib/libvirt/images/vm2.qcow2'), (Get-HostPath '/var/lib/libvirt/images/base.qcow2'))
         $info = Get-QemuInfo $clone.LocalPath
         $info['backing-filename'] | Should -Be 'base.qcow2'
         $info['backing-filename-format'] | Should -Be 'qcow2'
         Assert-QemuCheckClean $clone.LocalPath
+        if ($live) { (Invoke-TestVirsh vol-dumpxml --pool default vm2.qcow2) -join "`n" | Should -Match "<backingStore>\s*<path>$([regex]::Escape($clone.BackingPath))</path>" }
     }
 
     It 'creates a monolithicSparse vmdk' -Tag Oracle {
@@ -107,11 +133,11 @@ Describe 'New-Volume' {
         @{ Case = 'a missing backing file'; Params = @{ Name = 'x.qcow2'; BackingVolume = '/nonexistent/base.qcow2' }; Id = 'ImageNotFound' }
     ) {
         Set-Content (Join-Path $images 'exists.img') 'keep'
-        $before = Get-TreeSnapshot $root
+        $before = Get-HostSnapshot $root
         $p = @{ Pool = 'default' }
         foreach ($k in $Params.Keys) { $p[$k] = $Params[$k] }
         { New-Volume @p -ErrorAction Stop } | Should -Throw -ErrorId "$Id,KvmStorage.Commands.Volume.NewVolumeCommand"
-        Get-TreeSnapshot $root | Should -Be $before
+        Get-HostSnapshot $root | Should -Be $before
     }
 
     It 'stops on Ctrl+C (StopProcessing) and removes the partial file' {
@@ -133,18 +159,31 @@ Describe 'New-Volume' {
         finally { $ps.Dispose() }
     }
 
+    It 'reports a pool removed by someone else between two commands, and writes nothing' {
+        $pool = Get-StoragePool default
+        if ($live) { Invoke-TestVirsh 'pool-destroy default; pool-undefine default' | Out-Null } else { Remove-Item (Join-Path $root 'etc/libvirt/storage/default.xml') }
+        $before = Get-HostSnapshot $root
+        $err = $null
+        $pool | New-Volume -Name late.qcow2 -Size 1MB -ErrorVariable err -ErrorAction SilentlyContinue
+        $err | Should -HaveCount 1
+        $err[0].FullyQualifiedErrorId | Should -BeLike 'PoolNotFound,*'
+        $err[0].Exception.Message | Should -Match 'default'
+        if ($live) { $err[0].Exception.Message | Should -Match 'Storage pool not found' }   # libvirt's message
+        Get-HostSnapshot $root | Should -Be $before
+    }
+
     It 'refuses a negative size at binding' {
         { New-Volume -Pool default -Name n.img -Size -1 } | Should -Throw -ErrorId 'ParameterArgumentTransformationError*'
     }
 
     It 'changes nothing with -WhatIf' {
-        $before = Get-TreeSnapshot $root
+        $before = Get-HostSnapshot $root
         New-Volume -Pool default -Name w.qcow2 -Size 1GB -WhatIf
-        Get-TreeSnapshot $root | Should -Be $before
+        Get-HostSnapshot $root | Should -Be $before
     }
 }
 
-Describe 'Get-Volume' {
+Describe "Get-Volume ($Backend)" -Tag $tags -Skip:([bool]$skip) {
     BeforeAll {
         $script:root = New-PoolRoot
         $script:images = Join-Path $root 'var/lib/libvirt/images'
@@ -159,6 +198,11 @@ Describe 'Get-Volume' {
         $all = Get-Volume -Pool default
         $all.Name | Sort-Object | Should -Be @('a.qcow2', 'b.img', 'README')
         ($all | Where-Object Name -EQ README).Format | Should -Be 'Raw'
+        if ($live) {
+            # libvirt lists hidden files too; a real temporary exists only while a write runs, before the refresh.
+            Update-StoragePool default
+            Get-VirshVolumes | Where-Object { $_ -notlike '.kvmstorage-tmp-*' } | Sort-Object | Should -Be ($all.Name | Sort-Object)
+        }
     }
 
     It 'lists all file pools when no pool is given, and filters names with wildcards' {
@@ -234,7 +278,7 @@ Describe 'Get-Volume' {
     }
 }
 
-Describe 'Remove-Volume' {
+Describe "Remove-Volume ($Backend)" -Tag $tags -Skip:([bool]$skip) {
     BeforeEach {
         $script:root = New-PoolRoot
         $script:images = Join-Path $root 'var/lib/libvirt/images'
@@ -243,14 +287,16 @@ Describe 'Remove-Volume' {
     }
 
     It 'deletes a volume' {
+        if ($live) { Get-VirshVolumes | Should -Contain 'clone.qcow2' }
         Remove-Volume -Pool default -Name clone.qcow2 -Confirm:$false
         Test-Path (Join-Path $images 'clone.qcow2') | Should -BeFalse
+        if ($live) { Get-VirshVolumes | Should -Be @('base.qcow2') }
     }
 
     It 'refuses a volume that is another volume''s backing file, and changes nothing' {
-        $before = Get-TreeSnapshot $root
+        $before = Get-HostSnapshot $root
         { Get-Volume default base.qcow2 | Remove-Volume -Confirm:$false -ErrorAction Stop } | Should -Throw -ErrorId 'VolumeIsBackingFile,*'
-        Get-TreeSnapshot $root | Should -Be $before
+        Get-HostSnapshot $root | Should -Be $before
     }
 
     It 'removes a backing file with -Force' {
@@ -259,9 +305,9 @@ Describe 'Remove-Volume' {
     }
 
     It 'changes nothing with -WhatIf' {
-        $before = Get-TreeSnapshot $root
+        $before = Get-HostSnapshot $root
         Remove-Volume default clone.qcow2 -WhatIf
-        Get-TreeSnapshot $root | Should -Be $before
+        Get-HostSnapshot $root | Should -Be $before
     }
 
     It 'refuses an unknown volume and a link out of the pool' {
@@ -274,7 +320,7 @@ Describe 'Remove-Volume' {
     }
 }
 
-Describe 'Resize-Volume' {
+Describe "Resize-Volume ($Backend)" -Tag $tags -Skip:([bool]$skip) {
     BeforeEach {
         $script:root = New-PoolRoot
         $script:images = Join-Path $root 'var/lib/libvirt/images'
@@ -294,7 +340,9 @@ Describe 'Resize-Volume' {
     It 'grows by -Delta and shrinks a raw image with -Shrink' {
         New-Volume default r.img -Size 1GB -Format raw | Out-Null
         (Resize-Volume default r.img -Delta 1GB -PassThru).Capacity | Should -Be 2GB
+        if ($live) { (Invoke-TestVirsh vol-info --pool default r.img) -join "`n" | Should -Match 'Capacity:\s+2\.00 GiB' }
         (Get-Volume default r.img | Resize-Volume -Size 512MB -Shrink -PassThru).Capacity | Should -Be 512MB
+        if ($live) { (Invoke-TestVirsh vol-info --pool default r.img) -join "`n" | Should -Match 'Capacity:\s+512\.00 MiB' }
     }
 
     It 'grows a fully allocated raw image fully allocated, and a sparse one sparsely' {
@@ -306,24 +354,24 @@ Describe 'Resize-Volume' {
 
     It 'refuses to shrink without -Shrink and changes nothing' {
         New-Volume default r.img -Size 1GB -Format raw | Out-Null
-        $before = Get-TreeSnapshot $root
+        $before = Get-HostSnapshot $root
         { Resize-Volume default r.img -Size 512MB -ErrorAction Stop } | Should -Throw -ErrorId 'ShrinkNotAllowed,*'
-        Get-TreeSnapshot $root | Should -Be $before
+        Get-HostSnapshot $root | Should -Be $before
     }
 
     It 'refuses to shrink a qcow2 over allocated data' -Tag Oracle {
         if (-not (Get-Command qemu-io -ErrorAction SilentlyContinue)) { Set-ItResult -Skipped -Because 'qemu-io is not installed'; return }
         $v = New-Volume default d.qcow2 -Size 1GB
         qemu-io -c 'write -P 0xab 900M 1M' $v.LocalPath | Out-Null
-        $before = Get-TreeSnapshot $root
+        $before = Get-HostSnapshot $root
         { Resize-Volume default d.qcow2 -Size 512MB -Shrink -ErrorAction Stop } | Should -Throw -ErrorId 'ShrinkWouldLoseData,*'
-        Get-TreeSnapshot $root | Should -Be $before
+        Get-HostSnapshot $root | Should -Be $before
     }
 
     It 'changes nothing with -WhatIf' {
         New-Volume default r.qcow2 -Size 1GB | Out-Null
-        $before = Get-TreeSnapshot $root
+        $before = Get-HostSnapshot $root
         Resize-Volume default r.qcow2 -Size 2GB -WhatIf
-        Get-TreeSnapshot $root | Should -Be $before
+        Get-HostSnapshot $root | Should -Be $before
     }
 }

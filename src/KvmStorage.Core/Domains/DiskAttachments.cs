@@ -18,8 +18,39 @@ public sealed class DiskAttachments
 
     public DiskAttachments(IKvmHost host) => this.host = host;
 
-    /// <summary>The disks of one domain, each with its image resolved where it can be read.</summary>
-    public IReadOnlyList<VMDisk> GetDisks(DomainDefinition domain) => domain.Disks.Select(ToVMDisk).ToList();
+    /// <summary>
+    /// The disks of one domain, each with its image resolved where it can be read. With the running VM's definition
+    /// (<paramref name="live"/>), a disk in both with the same source is one disk of scope Both; a disk only in the
+    /// running VM (hot-plugged with -Live) is listed with scope Live, one only in the persistent definition with
+    /// scope Persistent; a target whose source differs between the two is listed twice.
+    /// </summary>
+    public IReadOnlyList<VMDisk> GetDisks(DomainDefinition domain, DomainDefinition? live = null)
+    {
+        ArgumentNullException.ThrowIfNull(domain);
+        if (live is null)
+        {
+            return domain.Disks.Select(d => ToVMDisk(d, VMDiskScope.Persistent)).ToList();
+        }
+
+        var result = new List<VMDisk>();
+        List<DomainDisk> liveOnly = [.. live.Disks];
+        foreach (DomainDisk disk in domain.Disks)
+        {
+            DomainDisk? running = liveOnly.Find(l => l.Target == disk.Target && SameSource(l, disk));
+            if (running is not null)
+            {
+                liveOnly.Remove(running);
+            }
+
+            result.Add(ToVMDisk(disk, running is null ? VMDiskScope.Persistent : VMDiskScope.Both));
+        }
+
+        result.AddRange(liveOnly.Select(l => ToVMDisk(l, VMDiskScope.Live)));
+        return result;
+    }
+
+    /// <summary>The disks of one VM: its persistent definition merged with the running VM's (see <see cref="GetDisks(DomainDefinition, DomainDefinition?)"/>).</summary>
+    public IReadOnlyList<VMDisk> GetDisks(string vmName) => GetDisks(host.GetDomain(vmName), host.GetLiveDomain(vmName));
 
     public VMDisk Attach(DiskAttachRequest request)
     {
@@ -62,13 +93,13 @@ public sealed class DiskAttachments
             BootOrder = request.BootOrder,
         };
         DomainDisk added = host.AttachDisk(domain.Name, spec, request.Scope);
-        return ToVMDisk(added);
+        return AsNowDefined(domain.Name, added);
     }
 
     public VMDisk Update(string vmName, string target, DiskUpdate update, DeviceScope scope = DeviceScope.Default)
     {
         DomainDisk updated = host.UpdateDisk(vmName, target, update, scope);
-        return ToVMDisk(updated);
+        return AsNowDefined(vmName, updated);
     }
 
     /// <summary>Inserts, changes or (with null) ejects the medium of a cdrom or floppy drive.</summary>
@@ -76,7 +107,7 @@ public sealed class DiskAttachments
     {
         StorageVolume? volume = localImagePath is null ? null : host.GetVolumeByPath(localImagePath);
         DomainDisk changed = host.ChangeDiskMedia(vmName, target, volume?.Path, volume?.Format.ToQemuName(), scope);
-        return ToVMDisk(changed);
+        return AsNowDefined(vmName, changed);
     }
 
     /// <summary>The default wait for a guest to release a hot-unplugged disk.</summary>
@@ -85,14 +116,13 @@ public sealed class DiskAttachments
     /// <summary>Removes a disk (from the persistent definition, and from the running VM where the backend can) and returns what it was.</summary>
     public VMDisk Detach(string vmName, string target, DeviceScope scope = DeviceScope.Default, TimeSpan? liveTimeout = null)
     {
-        if (!scope.HasFlag(DeviceScope.Live))
+        if (!scope.HasFlag(DeviceScope.Live) && !GetDisks(vmName).Any(d => d.Target == target))
         {
-            _ = host.GetDomain(vmName).FindDisk(target)
-                ?? throw new KvmStorageException(ErrorKind.NotFound, DomainErrorIds.DiskNotFound, $"VM '{vmName}' has no disk '{target}'.", target);
+            throw new KvmStorageException(ErrorKind.NotFound, DomainErrorIds.DiskNotFound, $"VM '{vmName}' has no disk '{target}'.", target);
         }
 
         DomainDisk removed = host.DetachDisk(vmName, target, scope, liveTimeout ?? DefaultLiveDetachTimeout);
-        return ToVMDisk(removed);
+        return ToVMDisk(removed, VMDiskScope.Persistent);
     }
 
     /// <summary>For each host path of an image, the VMs using it directly or as a backing file of an attached image.</summary>
@@ -106,7 +136,7 @@ public sealed class DiskAttachments
                 continue;
             }
 
-            foreach (DomainDisk disk in domain.Disks)
+            foreach (DomainDisk disk in WithLiveDisks(domain))
             {
                 string? source = SourceHostPath(disk);
                 if (source is null)
@@ -177,7 +207,7 @@ public sealed class DiskAttachments
                 continue;
             }
 
-            foreach (DomainDisk disk in other.Disks.Where(d => SourceHostPath(d) == volume.Path))
+            foreach (DomainDisk disk in WithLiveDisks(other).Where(d => SourceHostPath(d) == volume.Path))
             {
                 if (other.Name == vmName)
                 {
@@ -201,7 +231,55 @@ public sealed class DiskAttachments
         }
     }
 
-    private VMDisk ToVMDisk(DomainDisk disk)
+    /// <summary>A domain's persistent disks, then those only its running VM has (hot-plugged with -Live).</summary>
+    private IEnumerable<DomainDisk> WithLiveDisks(DomainDefinition domain)
+    {
+        DomainDefinition? live;
+        try
+        {
+            live = host.GetLiveDomain(domain.Name);
+        }
+        catch (KvmStorageException)
+        {
+            live = null;
+        }
+
+        IReadOnlyList<DomainDisk> persistent = domain.Disks;
+        return live is null ? persistent : persistent.Concat(live.Disks.Where(l => !persistent.Any(p => p.Target == l.Target && SameSource(p, l))));
+    }
+
+    private static bool SameSource(DomainDisk a, DomainDisk b) =>
+        a.SourcePath == b.SourcePath && a.SourcePool == b.SourcePool && a.SourceVolume == b.SourceVolume;
+
+    /// <summary>A disk just changed, with its scope: offline (no running VM to read) always Persistent.</summary>
+    private VMDisk AsNowDefined(string vmName, DomainDisk disk)
+    {
+        try
+        {
+            if (host.GetLiveDomain(vmName) is { } live)
+            {
+                VMDisk? merged = GetDisks(host.GetDomain(vmName), live).FirstOrDefault(d => d.Target == disk.Target && SameSource(d.Disk, disk));
+                if (merged is not null)
+                {
+                    return merged;
+                }
+
+                // A transient VM, or a change made to the running VM only: the returned disk is the running one.
+                if (live.FindDisk(disk.Target) is { } running && SameSource(running, disk))
+                {
+                    return ToVMDisk(disk, VMDiskScope.Live);
+                }
+            }
+        }
+        catch (KvmStorageException)
+        {
+            // The VM went away meanwhile: report the disk as the change left it.
+        }
+
+        return ToVMDisk(disk, VMDiskScope.Persistent);
+    }
+
+    private VMDisk ToVMDisk(DomainDisk disk, VMDiskScope scope)
     {
         string? source = SourceHostPath(disk);
         StorageVolume? volume = source is null ? null : TryRead(host.Paths.Resolve(source));
@@ -226,6 +304,7 @@ public sealed class DiskAttachments
             IsEmpty = disk.IsEmpty,
             Volume = volume,
             HostName = host.Name,
+            Scope = scope,
             Disk = disk,
         };
     }

@@ -47,6 +47,9 @@ public sealed class VMDisk
 
     public required string HostName { get; init; }
 
+    /// <summary>Persistent, Live (the running VM only) or Both; offline, always Persistent.</summary>
+    public VMDiskScope Scope { get; init; } = VMDiskScope.Persistent;
+
     public required DomainDisk Disk { get; init; }
 
     public override string ToString() => $"{VMName}:{Target}";

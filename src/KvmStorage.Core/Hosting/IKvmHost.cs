@@ -45,6 +45,12 @@ public interface IKvmHost
 
     DomainDefinition GetDomain(string name);
 
+    /// <summary>
+    /// The running VM's definition (libvirt's live XML), or null when it does not run or the backend cannot see it
+    /// (offline). Disks hot-plugged or unplugged with -Live differ from the persistent definition.
+    /// </summary>
+    DomainDefinition? GetLiveDomain(string name);
+
     /// <summary>Locks, re-reads, changes and saves one domain's persistent definition.</summary>
     T EditDomain<T>(string name, Func<DomainDefinition, T> edit);
 

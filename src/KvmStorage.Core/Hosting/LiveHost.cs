@@ -111,6 +111,11 @@ public sealed class LiveHost : IKvmHost, IDisposable
             throw new KvmStorageException(ErrorKind.AlreadyExists, ErrorIds.PoolExists, $"A pool named '{definition.Name}' already exists on {Name}.", definition.Name);
         }
 
+        // The same refusals as offline, before libvirt sees the XML: its own are less precise (a relative path is
+        // "XML error", a path with '..' is accepted, a taken target is "operation failed").
+        OfflinePoolStore.ValidateTarget(definition);
+        OfflinePoolStore.CheckConflicts(definition, ListPools().Select(r => r.Pool).OfType<StoragePool>());
+
         using LibvirtPool pool = Connection.DefinePool(definition.Element.ToString(SaveOptions.DisableFormatting), validate: true, definition.Name);
         try
         {
@@ -146,10 +151,17 @@ public sealed class LiveHost : IKvmHost, IDisposable
 
         // Redefining without the UUID makes libvirt generate one and refuse (notes §3.4).
         edited.Uuid = current.Uuid;
+        OfflinePoolStore.ValidateTarget(edited);
         using LibvirtPool redefined = Connection.DefinePool(edited.Element.ToString(SaveOptions.DisableFormatting), validate: true, name);
         if (autostart is bool value)
         {
             redefined.Autostart = value;
+        }
+
+        // libvirt applies a pool's permissions only when it builds the folder; as offline, a change applies now.
+        if (edited.Permissions != current.Definition.Permissions && current.LocalPath is { } local && Directory.Exists(local))
+        {
+            OfflinePoolStore.ApplyPermissions(local, edited.Permissions);
         }
 
         return ReadPool(redefined);
@@ -160,6 +172,17 @@ public sealed class LiveHost : IKvmHost, IDisposable
         PoolNames.Validate(name);
         using LibvirtPool pool = Connection.LookupPool(name);
         bool active = pool.GetInfo().State != (int)PoolState.Inactive;
+        string? localFolder = deleteTarget && ReadPool(pool) is { LocalPath: { } folder } current && current.Type.HoldsFileVolumes() ? folder : null;
+        if (localFolder is not null && Directory.Exists(localFolder) && Directory.EnumerateFileSystemEntries(localFolder).Any())
+        {
+            // libvirt would say only "Directory not empty", and an inactive pool lists no volumes.
+            throw new KvmStorageException(
+                ErrorKind.InvalidOperation,
+                ErrorIds.PoolTargetNotEmpty,
+                $"The target folder '{localFolder}' of pool '{name}' is not empty; volumes are never deleted with a pool. Remove them first, or undefine without deleting the folder.",
+                name);
+        }
+
         if (deleteTarget && active && pool.ListVolumes() is { Count: > 0 } volumes)
         {
             volumes.ToList().ForEach(v => v.Dispose());
@@ -176,7 +199,7 @@ public sealed class LiveHost : IKvmHost, IDisposable
             pool.Stop();
         }
 
-        if (deleteTarget)
+        if (deleteTarget && (localFolder is null || Directory.Exists(localFolder)))
         {
             pool.Delete();
         }
@@ -262,7 +285,18 @@ public sealed class LiveHost : IKvmHost, IDisposable
             return files.GetByPath(localPath);
         }
 
-        using LibvirtVolume volume = Connection.LookupVolumeByPath(localPath);
+        LibvirtVolume volume;
+        try
+        {
+            volume = Connection.LookupVolumeByPath(localPath);
+        }
+        catch (LibvirtException ex) when (IsLocal && ex.Code == LibvirtErrorCodes.NoStorageVolume)
+        {
+            // Neither a file here nor a volume libvirt knows (rbd, gluster): the same ImageNotFound as offline.
+            return files.GetByPath(localPath);
+        }
+
+        using LibvirtVolume _ = volume;
         string? pool = ListPools().Select(r => r.Pool).FirstOrDefault(p => p?.Path is not null && System.IO.Path.GetDirectoryName(localPath) == System.IO.Path.TrimEndingDirectorySeparator(p.Path))?.Name;
         return ReadVolume(volume, pool);
     }
@@ -271,6 +305,7 @@ public sealed class LiveHost : IKvmHost, IDisposable
     {
         ArgumentNullException.ThrowIfNull(request);
         VolumeNames.Validate(request.Name);
+        RequireWritable($"Creating volume '{request.Name}'", request.Name);
         StoragePool pool = GetPool(request.Pool);
         RequireActive(pool);
         if (UsesFileEngine(pool))
@@ -310,6 +345,7 @@ public sealed class LiveHost : IKvmHost, IDisposable
 
     public void RemoveVolume(string pool, string name, bool force)
     {
+        RequireWritable($"Removing volume '{name}'", name);
         StoragePool p = GetPool(pool);
         if (UsesFileEngine(p))
         {
@@ -330,6 +366,7 @@ public sealed class LiveHost : IKvmHost, IDisposable
     public StorageVolume ResizeVolume(string pool, string name, ulong newSize, ImageResizeOptions options, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(options);
+        RequireWritable($"Resizing volume '{name}'", name);
         StoragePool p = GetPool(pool);
         if (UsesFileEngine(p))
         {
@@ -377,6 +414,12 @@ public sealed class LiveHost : IKvmHost, IDisposable
         return ReadDomain(domain, inactive: domain.IsPersistent);
     }
 
+    public DomainDefinition? GetLiveDomain(string name)
+    {
+        using LibvirtDomain domain = Connection.LookupDomain(name);
+        return domain.IsActive ? ReadDomain(domain, inactive: false) : null;
+    }
+
     /// <summary>Reads the persistent definition, changes it, and defines it again (libvirt validates it).</summary>
     public T EditDomain<T>(string name, Func<DomainDefinition, T> edit)
     {
@@ -403,14 +446,36 @@ public sealed class LiveHost : IKvmHost, IDisposable
         ArgumentNullException.ThrowIfNull(spec);
         using LibvirtDomain domain = Connection.LookupDomain(vmName);
         DeviceScope effective = EffectiveScope(domain, scope);
-        DomainDefinition? config = effective.HasFlag(DeviceScope.Config) ? ReadDomain(domain, inactive: true) : null;
+        DomainDefinition? config = domain.IsPersistent ? ReadDomain(domain, inactive: true) : null;
         DomainDefinition? live = domain.IsActive ? ReadDomain(domain, inactive: false) : null;
+
+        // Free in both definitions, whatever the scope: a -Live disk on a target the persistent definition uses
+        // would clash at the next start, and the other way round.
         string target = spec.Target ?? NextFreeTarget(spec, config, live);
 
         // The disk element is built by the same editor as offline, on a copy, so the same checks apply.
-        DomainDefinition basis = new(new XElement((config ?? live)!.Element));
+        DomainDefinition basis = new(new XElement((effective.HasFlag(DeviceScope.Config) ? config : live ?? config)!.Element));
+        List<XElement> controllersBefore = basis.Devices?.Elements("controller").ToList() ?? [];
         new DomainDiskEditor(basis).AddDisk(WithTarget(spec, target));
         XElement disk = basis.FindDiskElement(target)!;
+
+        // A controller the editor added (virtio-scsi for the first SCSI disk) is attached first: left to itself,
+        // libvirt would add an lsilogic one. The running VM gets it only when it has no such controller yet.
+        foreach (XElement controller in basis.Devices?.Elements("controller").Where(c => !controllersBefore.Contains(c)).ToList() ?? [])
+        {
+            string type = (string?)controller.Attribute("type") ?? string.Empty;
+            DeviceScope controllerScope = effective;
+            if (live is not null && live.Controllers.Any(c => c.Type == type))
+            {
+                controllerScope &= ~DeviceScope.Live;
+            }
+
+            if ((controllerScope & (DeviceScope.Live | DeviceScope.Config)) != 0)
+            {
+                domain.AttachDevice(controller.ToString(SaveOptions.DisableFormatting), controllerScope);
+            }
+        }
+
         domain.AttachDevice(disk.ToString(SaveOptions.DisableFormatting), effective);
         return ReadBack(domain, effective, target) ?? basis.ReadDisk(disk);
     }
@@ -424,10 +489,8 @@ public sealed class LiveHost : IKvmHost, IDisposable
     public DomainDisk DetachDisk(string vmName, string target, DeviceScope scope, TimeSpan liveTimeout)
     {
         using LibvirtDomain domain = Connection.LookupDomain(vmName);
-        DeviceScope effective = EffectiveScope(domain, scope);
-        DomainDefinition basis = ReadDomain(domain, inactive: effective.HasFlag(DeviceScope.Config));
-        XElement disk = basis.FindDiskElement(target)
-            ?? throw new KvmStorageException(ErrorKind.NotFound, DomainErrorIds.DiskNotFound, $"VM '{vmName}' has no disk '{target}' in its {(effective.HasFlag(DeviceScope.Config) ? "persistent" : "live")} definition.", target);
+        (DeviceScope effective, DomainDefinition basis) = ScopeForDisk(domain, scope, target);
+        XElement disk = basis.FindDiskElement(target)!;
         DomainDisk before = basis.ReadDisk(disk);
         domain.DetachDevice(disk.ToString(SaveOptions.DisableFormatting), effective);
         if (!effective.HasFlag(DeviceScope.Live))
@@ -465,13 +528,50 @@ public sealed class LiveHost : IKvmHost, IDisposable
     private DomainDisk ChangeDisk(string vmName, string target, DeviceScope scope, Func<DomainDiskEditor, DomainDisk> change)
     {
         using LibvirtDomain domain = Connection.LookupDomain(vmName);
-        DeviceScope effective = EffectiveScope(domain, scope);
-        DomainDefinition basis = ReadDomain(domain, inactive: effective.HasFlag(DeviceScope.Config));
+        (DeviceScope effective, DomainDefinition basis) = ScopeForDisk(domain, scope, target);
         change(new DomainDiskEditor(basis));
         XElement disk = basis.FindDiskElement(target)!;
         domain.UpdateDevice(disk.ToString(SaveOptions.DisableFormatting), effective);
         return ReadBack(domain, effective, target) ?? basis.ReadDisk(disk);
     }
+
+    /// <summary>
+    /// The definitions a change of an existing disk applies to, and the one its XML is taken from. Default: wherever
+    /// the disk is (a disk hot-plugged with -Live is in the running VM only; one detached with -Config is still in
+    /// it). Chosen with -Live/-Config: each chosen definition must have the disk.
+    /// </summary>
+    private static (DeviceScope Effective, DomainDefinition Basis) ScopeForDisk(LibvirtDomain domain, DeviceScope requested, string target)
+    {
+        DeviceScope effective = EffectiveScope(domain, requested);
+        DomainDefinition? config = effective.HasFlag(DeviceScope.Config) ? ReadDomain(domain, inactive: true) : null;
+        DomainDefinition? live = effective.HasFlag(DeviceScope.Live) ? ReadDomain(domain, inactive: false) : null;
+        bool inConfig = config?.FindDiskElement(target) is not null;
+        bool inLive = live?.FindDiskElement(target) is not null;
+        if (requested == DeviceScope.Default)
+        {
+            effective = (inConfig ? DeviceScope.Config : 0) | (inLive ? DeviceScope.Live : 0);
+            if (effective == 0)
+            {
+                throw DiskNotFound(domain.Name, target, live is null ? "in its definition" : "in its persistent definition or in the running VM");
+            }
+        }
+        else if (config is not null && !inConfig)
+        {
+            string hint = inLive || (!effective.HasFlag(DeviceScope.Live) && domain.IsActive && ReadDomain(domain, inactive: false).FindDiskElement(target) is not null)
+                ? " It is in the running VM only: use -Live."
+                : string.Empty;
+            throw DiskNotFound(domain.Name, target, "in its persistent definition", hint);
+        }
+        else if (live is not null && !inLive)
+        {
+            throw DiskNotFound(domain.Name, target, "in the running VM", inConfig ? " It is in the persistent definition only: use -Config." : string.Empty);
+        }
+
+        return (effective, inConfig ? config! : live!);
+    }
+
+    private static KvmStorageException DiskNotFound(string vmName, string target, string where, string hint = "") =>
+        new(ErrorKind.NotFound, DomainErrorIds.DiskNotFound, $"VM '{vmName}' has no disk '{target}' {where}.{hint}", target);
 
     /// <summary>Default: the persistent definition, plus the running VM when it runs (virsh's --persistent).</summary>
     private static DeviceScope EffectiveScope(LibvirtDomain domain, DeviceScope requested)
@@ -557,6 +657,22 @@ public sealed class LiveHost : IKvmHost, IDisposable
     }
 
     private bool UsesFileEngine(StoragePool pool) => IsLocal && pool.Type.HoldsFileVolumes() && pool.LocalPath is not null;
+
+    /// <summary>
+    /// The native engine writes files itself, where libvirt's read-only check never runs: a read-only connection
+    /// must refuse before anything is written, as libvirt does for its own calls.
+    /// </summary>
+    private void RequireWritable(string what, string target)
+    {
+        if (Connection.ReadOnly)
+        {
+            throw new KvmStorageException(
+                ErrorKind.PermissionDenied,
+                LibvirtErrorIds.OperationDenied,
+                $"{what} needs a writable connection, but the connection to {Name} is read-only. Connect again without -ReadOnly (Connect-KvmHost -Uri '{Name}').",
+                target);
+        }
+    }
 
     private static void RequireActive(StoragePool pool)
     {

@@ -58,6 +58,9 @@ public sealed class OfflineHost : IKvmHost
 
     public DomainDefinition GetDomain(string name) => domains.Get(name);
 
+    /// <summary>Offline there is no running VM to ask; libvirt's status files are not a definition to rely on.</summary>
+    public DomainDefinition? GetLiveDomain(string name) => null;
+
     public T EditDomain<T>(string name, Func<DomainDefinition, T> edit) => domains.Edit(name, edit);
 
     public bool IsDomainActive(string name) => domains.IsActive(name);

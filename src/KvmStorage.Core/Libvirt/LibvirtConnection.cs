@@ -71,7 +71,12 @@ public sealed unsafe class LibvirtConnection : IDisposable
             LibvirtException error = LibvirtLibrary.LastError("virConnectOpen", uri);
             if (error.Code is LibvirtErrorCodes.AuthFailed or LibvirtErrorCodes.AuthUnavailable)
             {
-                throw error;
+                throw new KvmStorageException(
+                    ErrorKind.PermissionDenied,
+                    error.ErrorId,
+                    $"'{uri}' refused the authentication ({error.LibvirtMessage}). {(userName is null ? "Give a user name and password with -Credential, or use an URI whose transport authenticates you (qemu+ssh)." : $"Check the user name '{userName}' and the password given with -Credential.")}",
+                    uri,
+                    error);
             }
 
             // libvirt reports a refused or missing socket under various codes (38, 1, 5): all mean "cannot connect".

@@ -43,6 +43,9 @@ public static class LibvirtErrorIds
     /// <summary>No connection with that URI is open in the session.</summary>
     public const string ConnectionNotFound = "ConnectionNotFound";
 
+    /// <summary>The daemon went away under an open connection (stopped, restarted, network lost).</summary>
+    public const string ConnectionLost = "LibvirtConnectionLost";
+
     /// <summary>The connection was closed (Disconnect-KvmHost).</summary>
     public const string ConnectionClosed = "ConnectionClosed";
 
@@ -61,6 +64,13 @@ public static class LibvirtErrorIds
         LibvirtErrorCodes.NoDomain => DomainErrorIds.VMNotFound,
         _ => "LibvirtError" + code.ToString(System.Globalization.CultureInfo.InvariantCulture),
     };
+}
+
+/// <summary>libvirt's <c>virErrorDomain</c> values the backend treats specially.</summary>
+public static class LibvirtErrorDomains
+{
+    /// <summary>VIR_FROM_RPC: the client-daemon transport.</summary>
+    public const int Rpc = 7;
 }
 
 /// <summary>libvirt's <c>virErrorNumber</c> values the backend treats specially (libvirt notes §11.1).</summary>
@@ -91,7 +101,13 @@ public static class LibvirtErrorCodes
 public sealed class LibvirtException : KvmStorageException
 {
     public LibvirtException(int code, int domain, string libvirtMessage, string function, object? target)
-        : base(KindOf(code), LibvirtErrorIds.ForCode(code), libvirtMessage, target)
+        : base(
+            IsTransportFailure(code, domain) ? ErrorKind.ResourceUnavailable : KindOf(code),
+            IsTransportFailure(code, domain) ? LibvirtErrorIds.ConnectionLost : LibvirtErrorIds.ForCode(code),
+            IsTransportFailure(code, domain)
+                ? $"The connection to the libvirt daemon was lost ({libvirtMessage}). Check that the daemon runs and is reachable, then connect again with Connect-KvmHost."
+                : libvirtMessage,
+            target)
     {
         Code = code;
         Domain = domain;
@@ -127,6 +143,13 @@ public sealed class LibvirtException : KvmStorageException
 
     /// <summary>The libvirt function that failed.</summary>
     public string Function { get; }
+
+    /// <summary>
+    /// A failure of the RPC layer itself (VIR_FROM_RPC): "End of file while reading data", "Cannot write data",
+    /// "client socket is closed". Errors the daemon reports carry the domain of the driver that raised them.
+    /// </summary>
+    private static bool IsTransportFailure(int code, int domain) =>
+        domain == LibvirtErrorDomains.Rpc && code is LibvirtErrorCodes.SystemError or LibvirtErrorCodes.InternalError;
 
     private static ErrorKind KindOf(int code) => code switch
     {

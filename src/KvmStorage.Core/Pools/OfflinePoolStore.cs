@@ -291,7 +291,8 @@ public sealed class OfflinePoolStore
         }
     }
 
-    private static void ValidateTarget(PoolDefinition definition)
+    /// <summary>A target path must be absolute, without '.' or '..' parts (libvirt's own rule, checked before anything is written).</summary>
+    internal static void ValidateTarget(PoolDefinition definition)
     {
         string? target = definition.TargetPath;
         if (definition.Type.HasTarget() && string.IsNullOrEmpty(target))
@@ -305,13 +306,16 @@ public sealed class OfflinePoolStore
         }
     }
 
-    private void CheckConflicts(PoolDefinition definition)
+    private void CheckConflicts(PoolDefinition definition) => CheckConflicts(definition, ReadAll().Select(r => r.Pool).OfType<StoragePool>());
+
+    /// <summary>Refuses a definition whose target folder or source another pool already uses (libvirt's "Storage source conflict").</summary>
+    internal static void CheckConflicts(PoolDefinition definition, IEnumerable<StoragePool> others)
     {
         string? target = definition.TargetPath is null ? null : Path.TrimEndingDirectorySeparator(definition.TargetPath);
         PoolSource source = definition.Source;
-        foreach (PoolReadResult other in ReadAll())
+        foreach (StoragePool pool in others)
         {
-            if (other.Pool is not { } pool)
+            if (pool.Name == definition.Name)
             {
                 continue;
             }
@@ -344,7 +348,7 @@ public sealed class OfflinePoolStore
         ApplyPermissions(local, permissions with { Mode = mode });
     }
 
-    private static void ApplyPermissions(string directory, Permissions permissions)
+    internal static void ApplyPermissions(string directory, Permissions permissions)
     {
         if (permissions.Mode is { } mode)
         {

@@ -103,8 +103,9 @@ public sealed class LibvirtTestDriverTests
     public void Xml_libvirt_rejects_is_a_typed_error_with_libvirts_message()
     {
         using LiveHost host = OpenDefault();
+        // Something only libvirt's schema catches (a missing target path is refused before libvirt is asked).
         PoolDefinition definition = new PoolSpec { Type = PoolType.Dir, Name = "no-target", TargetPath = "/srv/x" }.ToDefinition();
-        definition.Element.Element("target")!.Remove();
+        definition.Element.Element("target")!.Add(new System.Xml.Linq.XElement("unknown-element"));
         var ex = Assert.Throws<LibvirtException>(() => host.DefinePool(definition, new PoolDefineOptions()));
         Assert.Contains(ex.Code, new[] { LibvirtErrorCodes.XmlError, LibvirtErrorCodes.XmlInvalidSchema });
         Assert.StartsWith("LibvirtError", ex.ErrorId, StringComparison.Ordinal);

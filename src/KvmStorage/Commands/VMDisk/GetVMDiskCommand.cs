@@ -4,7 +4,7 @@ using KvmStorage.Infrastructure;
 
 namespace KvmStorage.Commands.VMDisk;
 
-/// <summary>Get-VMDisk: lists the disks (and cdrom drives) of VMs from their definitions.</summary>
+/// <summary>Get-VMDisk: lists the disks (and cdrom drives) of VMs from their definitions, and of running VMs from the live one too.</summary>
 [Cmdlet(VerbsCommon.Get, "VMDisk")]
 [OutputType(typeof(Core.Domains.VMDisk))]
 public sealed class GetVMDiskCommand : KvmCmdlet
@@ -48,13 +48,18 @@ public sealed class GetVMDiskCommand : KvmCmdlet
                         continue;
                     }
 
-                    foreach (Core.Domains.VMDisk disk in attachments.GetDisks(entry.Definition!))
+                    // A running VM's disks are merged in (Scope Persistent, Live or Both); a VM that vanished
+                    // meanwhile is an error of its own.
+                    RunForItem(entry.Name, () =>
                     {
-                        if (targets is null || targets.Exists(t => t.IsMatch(disk.Target)))
+                        foreach (Core.Domains.VMDisk disk in attachments.GetDisks(entry.Definition!, KvmHost.GetLiveDomain(entry.Name)))
                         {
-                            WriteObject(disk);
+                            if (targets is null || targets.Exists(t => t.IsMatch(disk.Target)))
+                            {
+                                WriteObject(disk);
+                            }
                         }
-                    }
+                    });
                 }
             }
         });

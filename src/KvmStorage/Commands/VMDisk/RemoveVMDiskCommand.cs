@@ -55,7 +55,8 @@ public sealed class RemoveVMDiskCommand : KvmCmdlet
         RunForItem(vm, () =>
         {
             var attachments = new DiskAttachments(KvmHost);
-            IReadOnlyList<Core.Domains.VMDisk> disks = attachments.GetDisks(KvmHost.GetDomain(vm));
+            // The persistent and the running VM's disks: one hot-plugged with -Live is in the running VM only.
+            IReadOnlyList<Core.Domains.VMDisk> disks = attachments.GetDisks(vm);
             List<Core.Domains.VMDisk> selected;
             if (ParameterSetName == ByVolume)
             {
@@ -76,7 +77,8 @@ public sealed class RemoveVMDiskCommand : KvmCmdlet
                 }
             }
 
-            foreach (Core.Domains.VMDisk disk in selected)
+            // A target whose source differs between the two definitions is listed twice; one detach takes both.
+            foreach (Core.Domains.VMDisk disk in selected.DistinctBy(d => d.Target))
             {
                 string action = DeleteVolume && disk.Source is not null ? $"Detach the disk and delete its image {disk.Source}" : "Detach the disk (the image is kept)";
                 if (!ShouldProcess($"{vm}:{disk.Target} ({disk.Source ?? "empty"})", action))

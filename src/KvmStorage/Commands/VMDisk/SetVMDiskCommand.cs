@@ -102,8 +102,7 @@ public sealed class SetVMDiskCommand : KvmCmdlet
                 || update.Shareable is not null || update.Serial is not null || update.BootOrder is not null;
             bool media = Path is not null || Eject;
             var attachments = new DiskAttachments(KvmHost);
-            DomainDefinition domain = KvmHost.GetDomain(vm);
-            if (domain.FindDisk(target) is null)
+            if (!attachments.GetDisks(vm).Any(d => d.Target == target))
             {
                 throw new Core.Errors.KvmStorageException(Core.Errors.ErrorKind.NotFound, DomainErrorIds.DiskNotFound, $"VM '{vm}' has no disk '{target}'.", target);
             }
@@ -130,7 +129,7 @@ public sealed class SetVMDiskCommand : KvmCmdlet
 
             if (PassThru)
             {
-                WriteObject(result ?? attachments.GetDisks(KvmHost.GetDomain(vm)).First(d => d.Target == target));
+                WriteObject(result ?? attachments.GetDisks(vm).First(d => d.Target == target));
             }
         });
     }
