@@ -141,7 +141,14 @@ Describe 'Live backend against libvirtd' -Tag Daemon -Skip:([bool]$skipReason) {
             $err[0].Exception.Message | Should -Match 'read only'   # libvirt's own message
             foreach ($write in { New-Volume -Connection $ro -Pool ro -Name new.qcow2 -Size 1MB -ErrorAction Stop },
                 { Resize-Volume -Connection $ro -Pool ro -Name keep.qcow2 -Size 2MB -ErrorAction Stop },
-                { Remove-Volume -Connection $ro -Pool ro -Name keep.qcow2 -Confirm:$false -ErrorAction Stop }) {
+                { Remove-Volume -Connection $ro -Pool ro -Name keep.qcow2 -Confirm:$false -ErrorAction Stop },
+                # The cmdlets whose native engine edits image files directly, where libvirt's own check never runs.
+                { New-VolumeSnapshot -Connection $ro -Volume (Join-Path $path keep.qcow2) -Name s1 -ErrorAction Stop },
+                { Set-Volume -Connection $ro -Volume (Join-Path $path keep.qcow2) -BackingPath $null -ErrorAction Stop },
+                { Optimize-Volume -Connection $ro -Volume (Join-Path $path keep.qcow2) -ErrorAction Stop },
+                { Test-Volume -Connection $ro -Path (Join-Path $path keep.qcow2) -Repair Leaks -ErrorAction Stop },
+                { Convert-Volume -Connection $ro -Volume (Get-Volume -Connection $ro -Pool ro -Name keep.qcow2) -Format raw -ErrorAction Stop },
+                { Copy-Volume -Connection $ro -Volume (Get-Volume -Connection $ro -Pool ro -Name keep.qcow2) -Name copy.qcow2 -ErrorAction Stop }) {
                 $write | Should -Throw -ErrorId 'LibvirtOperationDenied,*'
             }
             Get-TreeSnapshot $path | Should -Be $before

@@ -17,6 +17,12 @@ public interface IKvmHost
 
     HostPaths Paths { get; }
 
+    /// <summary>
+    /// Refuses (before anything is written) a change the connection may not make: image files the native engine
+    /// writes itself (snapshots, rebase, merge, conversion, repair) bypass libvirt's own read-only check.
+    /// </summary>
+    void EnsureWritable(string what, string target);
+
     IReadOnlyList<PoolReadResult> ListPools();
 
     StoragePool GetPool(string name);

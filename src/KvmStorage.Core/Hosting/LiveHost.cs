@@ -38,6 +38,8 @@ public sealed class LiveHost : IKvmHost, IDisposable
 
     public HostPaths Paths { get; }
 
+    public void EnsureWritable(string what, string target) => RequireWritable(what, target);
+
     public LibvirtConnection Connection { get; }
 
     public bool OwnsConnection { get; }

@@ -27,6 +27,11 @@ public sealed class OfflineHost : IKvmHost
 
     public HostPaths Paths { get; }
 
+    /// <summary>Offline, the files' own permissions are the only limit.</summary>
+    public void EnsureWritable(string what, string target)
+    {
+    }
+
     /// <summary>The host of the current session: <c>KVMSTORAGE_ROOT</c>, else <c>/</c>.</summary>
     public static OfflineHost FromEnvironment() => new(HostPaths.FromEnvironment());
 

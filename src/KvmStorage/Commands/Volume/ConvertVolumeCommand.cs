@@ -83,6 +83,7 @@ public sealed class ConvertVolumeCommand : KvmCmdlet
             {
                 if (ShouldProcess(source.Path, $"Convert to {Format} and replace the original"))
                 {
+                    KvmHost.EnsureWritable($"Converting '{source.Name}'", source.Path);
                     StorageVolume replaced = RunWithProgress("Convert-Volume", $"Converting {source.Name} to {Format}", (progress, token) => transfer.Replace(source, options, progress, token));
                     WriteObject(replaced);
                 }
@@ -96,6 +97,7 @@ public sealed class ConvertVolumeCommand : KvmCmdlet
             string destination = transfer.NewVolumePath(pool, name);
             if (ShouldProcess(source.Path, $"Convert to {Format} volume {name} in pool {pool}"))
             {
+                KvmHost.EnsureWritable($"Creating volume '{name}'", name);
                 StorageVolume created = RunWithProgress("Convert-Volume", $"Converting {source.Name} to {name}", (progress, token) => transfer.Convert(source, destination, options, progress, token));
                 WriteObject(created);
             }

@@ -58,6 +58,7 @@ public sealed class CopyVolumeCommand : KvmCmdlet
             {
                 if (ShouldProcess(source.Path, $"Create linked clone {Name} in pool {pool}"))
                 {
+                    KvmHost.EnsureWritable($"Creating volume '{Name}'", Name);
                     WriteObject(transfer.Link(source, destination, Permissions.DefaultVolumeMode));
                 }
 
@@ -71,6 +72,7 @@ public sealed class CopyVolumeCommand : KvmCmdlet
             string what = keep ? $"Copy to {Name} in pool {pool}, keeping backing file {source.BackingPath}" : $"Copy to {format.ToQemuName()} volume {Name} in pool {pool}";
             if (ShouldProcess(source.Path, what))
             {
+                KvmHost.EnsureWritable($"Creating volume '{Name}'", Name);
                 StorageVolume copy = RunWithProgress("Copy-Volume", $"Copying {source.Name} to {Name}", (progress, token) => keep
                     ? transfer.CopyKeepingBacking(source, destination, options, progress, token)
                     : transfer.Convert(source, destination, options, progress, token));

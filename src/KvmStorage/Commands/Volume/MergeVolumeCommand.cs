@@ -41,6 +41,7 @@ public sealed class MergeVolumeCommand : KvmCmdlet
             VolumeMergePlan plan = VolumeMerger.Plan(KvmHost, overlay, baseLocal, RemoveOverlay, Force);
             if (ShouldProcess(overlay.Path, plan.Description))
             {
+                KvmHost.EnsureWritable($"Merging '{overlay.Name}'", overlay.Path);
                 StorageVolume merged = RunWithProgress("Merge-Volume", $"Merging {overlay.Name} into {plan.Base.Name}", (progress, token) => VolumeMerger.Execute(KvmHost, plan, progress, token));
                 if (PassThru)
                 {

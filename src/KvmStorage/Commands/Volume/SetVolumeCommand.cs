@@ -1,4 +1,5 @@
 using System.Management.Automation;
+using KvmStorage.Core.Errors;
 using KvmStorage.Core.Images;
 using KvmStorage.Core.Images.Chains;
 using KvmStorage.Core.Volumes;
@@ -75,7 +76,21 @@ public sealed class SetVolumeCommand : KvmCmdlet
             };
             if (ShouldProcess(volume.Path, what))
             {
+                KvmHost.EnsureWritable($"Rebasing '{volume.Name}'", volume.Path);
                 RunWithProgress("Set-Volume", $"Rebasing {volume.Name}", (progress, token) => ImageRebaser.Rebase(volume.LocalPath, options, progress, token));
+                if (volume.Pool is { } pool)
+                {
+                    // A libvirt daemon caches each volume's backing store until its pool is refreshed.
+                    try
+                    {
+                        KvmHost.RefreshPool(pool);
+                    }
+                    catch (KvmStorageException e)
+                    {
+                        WriteWarning($"'{volume.Path}' was rebased, but refreshing pool '{pool}' failed, so libvirt may still show the old backing file until Update-StoragePool: {e.Message}");
+                    }
+                }
+
                 if (PassThru)
                 {
                     WriteObject(SnapshotTargets.ResolveVolume(this, KvmHost, new VolumeReference(volume)));

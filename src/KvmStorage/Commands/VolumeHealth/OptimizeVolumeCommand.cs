@@ -31,6 +31,8 @@ public sealed class OptimizeVolumeCommand : KvmCmdlet
                     return;
                 }
 
+                KvmHost.EnsureWritable($"Optimizing '{System.IO.Path.GetFileName(file)}'", file);
+
                 ImageOptimizeResult result = RunWithProgress("Optimize-Volume", $"Optimizing {System.IO.Path.GetFileName(file)}", (progress, token) => ImageOptimizer.Optimize(file, Compact, progress, token));
                 WriteObject(result);
             });

@@ -78,6 +78,11 @@ public sealed class TestVolumeCommand : KvmCmdlet
                 return;
             }
 
+            if (Repair != ImageRepairMode.None)
+            {
+                KvmHost.EnsureWritable($"Repairing '{System.IO.Path.GetFileName(file)}'", file);
+            }
+
             string activity = Repair == ImageRepairMode.None ? "Checking" : "Checking and repairing";
             ImageCheckResult result = RunWithProgress("Test-Volume", $"{activity} {System.IO.Path.GetFileName(file)}", (progress, token) => ImageChecker.Check(file, Repair, progress, token));
             if (result.MarkedCorrupt)

@@ -27,6 +27,7 @@ public sealed class NewVolumeSnapshotCommand : KvmCmdlet
             SnapshotTargets.RequireQcow2(volume);
             if (ShouldProcess(volume.Path, $"Create snapshot '{Name}'"))
             {
+                KvmHost.EnsureWritable($"Creating a snapshot of '{volume.Name}'", volume.Path);
                 SnapshotInfo created = ImageSnapshots.Create(volume.LocalPath, Name);
                 WriteObject(Core.Volumes.VolumeSnapshot.From(volume, created));
             }

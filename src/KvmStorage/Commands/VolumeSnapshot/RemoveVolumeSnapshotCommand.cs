@@ -67,6 +67,7 @@ public sealed class RemoveVolumeSnapshotCommand : KvmCmdlet
         SnapshotInfo snapshot = SnapshotTargets.Find(volume, id, name);
         if (ShouldProcess(volume.Path, $"Delete snapshot '{snapshot.Name}' (id {snapshot.Id})"))
         {
+            KvmHost.EnsureWritable($"Deleting a snapshot of '{volume.Name}'", volume.Path);
             ImageSnapshots.Delete(volume.LocalPath, snapshot.Id, SnapshotLookup.Id);
         }
     }

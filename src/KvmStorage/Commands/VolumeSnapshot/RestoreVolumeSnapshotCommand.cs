@@ -55,6 +55,7 @@ public sealed class RestoreVolumeSnapshotCommand : KvmCmdlet
             string taken = snapshot.Date.ToLocalTime().ToString("g", CultureInfo.CurrentCulture);
             if (ShouldProcess(volume.Path, $"Revert to snapshot '{snapshot.Name}' (id {snapshot.Id}, taken {taken}); changes made since are lost"))
             {
+                KvmHost.EnsureWritable($"Reverting '{volume.Name}' to a snapshot", volume.Path);
                 ImageSnapshots.Revert(volume.LocalPath, snapshot.Id, SnapshotLookup.Id);
                 if (PassThru)
                 {
