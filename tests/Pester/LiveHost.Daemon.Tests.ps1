@@ -157,6 +157,38 @@ Describe 'Live backend against libvirtd' -Tag Daemon -Skip:([bool]$skipReason) {
         finally { Disconnect-KvmHost -InputObject $ro }
     }
 
+    It 'snapshots, rebases, merges, converts, copies, optimizes and checks volumes of a running pool; virsh agrees' {
+        $path = Join-Path $images 'chain'
+        New-StoragePool -Name chain -Path $path -Build
+        Start-StoragePool chain
+        $gold = New-Volume -Pool chain -Name gold.qcow2 -Size 8MB
+        New-Volume -Pool chain -Name gold2.qcow2 -Size 8MB | Out-Null
+        $clone = New-Volume -Pool chain -Name clone.qcow2 -BackingVolume $gold
+        (Invoke-Virsh vol-dumpxml --pool chain clone.qcow2) -join ' ' | Should -Match ([regex]::Escape("<path>$path/gold.qcow2</path>"))
+
+        New-VolumeSnapshot -Volume $clone -Name before-upgrade | Out-Null
+        @(Get-Volume -Pool chain -Name clone.qcow2 | Get-VolumeSnapshot).Name | Should -Be @('before-upgrade')
+        Restore-VolumeSnapshot -Volume $clone -Name before-upgrade -Confirm:$false
+        Remove-VolumeSnapshot -Volume $clone -Name before-upgrade -Confirm:$false
+        @(Get-Volume -Pool chain -Name clone.qcow2 | Get-VolumeSnapshot) | Should -BeNullOrEmpty
+
+        $rebased = Get-Volume -Pool chain -Name clone.qcow2 | Set-Volume -BackingPath (Get-Volume -Pool chain -Name gold2.qcow2) -PassThru
+        $rebased.BackingPath | Should -Be "$path/gold2.qcow2"
+        (Invoke-Virsh vol-dumpxml --pool chain clone.qcow2) -join ' ' | Should -Match ([regex]::Escape("<path>$path/gold2.qcow2</path>"))
+
+        Merge-Volume -Volume (Get-Volume -Pool chain -Name clone.qcow2) -RemoveOverlay -Confirm:$false
+        (Invoke-Virsh vol-list chain --details | Select-String -SimpleMatch 'clone.qcow2') | Should -BeNullOrEmpty
+        Test-Path (Join-Path $path 'clone.qcow2') | Should -BeFalse
+
+        Convert-Volume -Volume (Get-Volume -Pool chain -Name gold2.qcow2) -Format raw -Name gold2.img | Out-Null
+        Copy-Volume -Volume (Get-Volume -Pool chain -Name gold.qcow2) -Name gold-copy.qcow2 | Out-Null
+        $names = @(Invoke-Virsh vol-list chain | Select-Object -Skip 2 | ForEach-Object { ($_ -split '\s+')[0] }) | Sort-Object
+        $names | Should -Be @('gold-copy.qcow2', 'gold.qcow2', 'gold2.img', 'gold2.qcow2')
+        (Get-Volume -Pool chain).Name | Sort-Object | Should -Be $names
+        (Optimize-Volume -Volume (Get-Volume -Pool chain -Name gold.qcow2)) | Should -Not -BeNullOrEmpty
+        (Get-Volume -Pool chain | Test-Volume).Passed | Should -Not -Contain $false
+    }
+
     It 'lists pools over qemu+tcp on loopback' {
         $credential = @{}
         if ($daemon.SaslUser) { $credential.Credential = [pscredential]::new($daemon.SaslUser, (ConvertTo-SecureString $daemon.SaslPassword -AsPlainText -Force)) }

@@ -46,7 +46,7 @@ public sealed class VolumeTransfer(IKvmHost host)
             ImageConverter.Convert(reader, destinationLocalPath, options, progress, cancellationToken);
         }
 
-        return host.GetVolumeByPath(destinationLocalPath);
+        return Written(destinationLocalPath);
     }
 
     /// <summary>Converts a file outside the pools (an import); its backing paths are read as this machine sees them.</summary>
@@ -58,7 +58,7 @@ public sealed class VolumeTransfer(IKvmHost host)
             ImageConverter.Convert(reader, destinationLocalPath, options, progress, cancellationToken);
         }
 
-        return host.GetVolumeByPath(destinationLocalPath);
+        return Written(destinationLocalPath);
     }
 
     /// <summary>
@@ -90,7 +90,7 @@ public sealed class VolumeTransfer(IKvmHost host)
             ImageConverter.Convert(reader, source.LocalPath, replacing, progress, cancellationToken);
         }
 
-        return host.GetVolumeByPath(source.LocalPath);
+        return Written(source.LocalPath);
     }
 
     /// <summary>
@@ -134,7 +134,7 @@ public sealed class VolumeTransfer(IKvmHost host)
             ImageConverter.Convert(reader, destinationLocalPath, overlay, progress, cancellationToken);
         }
 
-        return host.GetVolumeByPath(destinationLocalPath);
+        return Written(destinationLocalPath);
     }
 
     /// <summary>A linked clone: a new empty qcow2 overlay whose backing file is <paramref name="source"/> (full host path).</summary>
@@ -149,10 +149,36 @@ public sealed class VolumeTransfer(IKvmHost host)
             Mode = mode,
             HostPathResolver = Resolver,
         });
-        return host.GetVolumeByPath(destinationLocalPath);
+        return Written(destinationLocalPath);
     }
 
     private Func<string, string>? Resolver => host.Paths.IsSystemRoot ? null : host.Paths.Resolve;
+
+    /// <summary>
+    /// The volume just written, after its pool was refreshed: a libvirt daemon lists a pool's files from its own
+    /// cache. A failed refresh is reported with what was done (the file exists), never left silent.
+    /// </summary>
+    private StorageVolume Written(string localPath)
+    {
+        if (host.GetVolumeByPath(localPath).Pool is { } pool)
+        {
+            try
+            {
+                host.RefreshPool(pool);
+            }
+            catch (KvmStorageException e)
+            {
+                throw new KvmStorageException(
+                    ErrorKind.ResourceUnavailable,
+                    Libvirt.LibvirtErrorIds.PoolRefreshFailed,
+                    $"'{host.Paths.ToHostPath(localPath) ?? localPath}' was written, but refreshing pool '{pool}' on {host.Name} failed, so libvirt may not list it yet: {e.Message} Run Update-StoragePool -Name '{pool}' to retry.",
+                    pool,
+                    e);
+            }
+        }
+
+        return host.GetVolumeByPath(localPath);
+    }
 
     private void EnsureNotReferenced(StorageVolume volume)
     {
