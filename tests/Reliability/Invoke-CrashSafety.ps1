@@ -46,7 +46,8 @@ if ($Parallel -gt 1 -and $names.Count -gt 1) {
     $names | ForEach-Object -ThrottleLimit $Parallel -Parallel {
         $json = Join-Path $using:scratch "$_.json"
         $log = Join-Path $using:scratch "$_.log"
-        & $using:exe @using:prefix -NoProfile -NonInteractive -File $using:self -Operation $_ -Trials $using:Trials -Seed $using:Seed -Module $using:Module -ResultPath $json *> $log
+        $pre = @($using:prefix)
+        & $using:exe @pre -NoProfile -NonInteractive -File $using:self -Operation $_ -Trials $using:Trials -Seed $using:Seed -Module $using:Module -ResultPath $json *> $log
         Write-Host "$(Get-Date -Format HH:mm:ss) $_ finished (exit $LASTEXITCODE)"
     }
     $results = foreach ($n in $names) {
