@@ -138,6 +138,43 @@ function Test-HostConsistency {
     $problems
 }
 
+function Write-CrashTestData {
+    <# A sparse file of Size bytes holding DataSize bytes of base64 text (compresses to about 3/4, like real data
+       more than a fill pattern does) in 1 MiB runs spread over it, the same for the same Seed. #>
+    param([string] $Path, [long] $Size, [long] $DataSize, [int] $Seed = 1)
+    $rng = [Random]::new($Seed)
+    $raw = [byte[]]::new(768KB)   # 1 MiB of base64
+    $runs = [Math]::Max(1, [long]($DataSize / 1MB))
+    $stride = [long]([Math]::Floor($Size / $runs / 1MB)) * 1MB
+    $fs = [IO.File]::Create($Path)
+    try {
+        $fs.SetLength($Size)
+        for ($i = 0; $i -lt $runs; $i++) {
+            $rng.NextBytes($raw)
+            $fs.Position = $i * $stride
+            $fs.Write([Text.Encoding]::ASCII.GetBytes([Convert]::ToBase64String($raw)))
+        }
+    }
+    finally { $fs.Dispose() }
+}
+
+function Test-ImagePattern {
+    <# True when every read of Reads ('<pattern> <offset> <length>', qemu-io read -P syntax) verifies on the image. #>
+    param([string] $Path, [string[]] $Reads)
+    $format = if (Test-Qcow2Magic $Path) { 'qcow2' } else { 'raw' }
+    $arguments = @('-r', '-U', '-f', $format) + @($Reads | ForEach-Object { '-c', "read -P $_" }) + @($Path)
+    $out = & qemu-io @arguments 2>&1 | Out-String
+    $LASTEXITCODE -eq 0 -and $out -notmatch 'verification failed|error|failed' -and ([regex]::Matches($out, 'read \d+/\d+ bytes').Count -eq $Reads.Count)
+}
+
+function Compare-CrashImage {
+    <# qemu-img compare of two images (formats given, never probed); returns the problem text or nothing. #>
+    param([string] $First, [string] $Second)
+    $formats = foreach ($f in $First, $Second) { if (Test-Qcow2Magic $f) { 'qcow2' } elseif ($f -like '*.vmdk') { 'vmdk' } else { 'raw' } }
+    $out = & qemu-img compare -U -f $formats[0] -F $formats[1] $First $Second 2>&1 | Out-String
+    if ($LASTEXITCODE -ne 0) { "qemu-img compare $([IO.Path]::GetFileName($First)) $([IO.Path]::GetFileName($Second)) exit $LASTEXITCODE`: $($out.Trim())" }
+}
+
 function Test-Qcow2Magic([string] $Path) {
     $s = [IO.File]::OpenRead($Path)
     try { $b = [byte[]]::new(4); $n = $s.Read($b, 0, 4); $n -eq 4 -and $b[0] -eq 0x51 -and $b[1] -eq 0x46 -and $b[2] -eq 0x49 -and $b[3] -eq 0xfb }
@@ -238,4 +275,4 @@ function Copy-CrashRoot([string] $WorkFolder, $Op, [string] $Template) {
     $root
 }
 
-Export-ModuleMember -Function Invoke-CrashTrial, Test-HostConsistency
+Export-ModuleMember -Function Invoke-CrashTrial, Test-HostConsistency, Write-CrashTestData, Test-ImagePattern, Compare-CrashImage, Test-Qcow2Magic
