@@ -26,7 +26,7 @@ $PSNativeCommandUseErrorActionPreference = $true
 $repo = Split-Path $PSScriptRoot -Parent
 $out = Join-Path $repo 'out/fuzz'
 $bin = Join-Path $out 'bin'
-$targets = 'qcow2', 'vmdk', 'vdi', 'vhd', 'vhdx', 'probe', 'pool-xml', 'domain-xml'
+$targets = 'qcow2', 'vmdk', 'vdi', 'vhd', 'vhdx', 'probe', 'qcow2-blocks', 'vmdk-blocks', 'vdi-blocks', 'vhd-blocks', 'vhdx-blocks', 'pool-xml', 'domain-xml'
 if (-not $Target) { $Target = $targets }
 
 if (-not (Get-Command afl-fuzz -ErrorAction SilentlyContinue)) {
