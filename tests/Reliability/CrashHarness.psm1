@@ -127,11 +127,11 @@ function Test-HostConsistency {
                         $null = Test-Volume -LiteralPath $copy -Repair Leaks -Confirm:$false -ErrorVariable repairErrors -ErrorAction SilentlyContinue
                         foreach ($e in $repairErrors) { $problems.Add("Test-Volume -Repair Leaks $($f.Name): $e") }
                         $after = & qemu-img check --output=json $copy 2>&1
-                        if ($LASTEXITCODE -ne 0) { $problems.Add("$($f.Name) after Test-Volume -Repair Leaks: qemu-img check exit $LASTEXITCODE`: $after") }
+                        if ($LASTEXITCODE -ne 0) { $problems.Add("$($f.Name) after Test-Volume -Repair Leaks: qemu-img check exit $LASTEXITCODE`: $(Get-CheckDigest $after)") }
                     }
                     finally { Remove-Item -LiteralPath $copy -Force -ErrorAction SilentlyContinue }
                 }
-                elseif ($code -ne 0) { $problems.Add("qemu-img check $($f.Name) exit $code`: $out") }
+                elseif ($code -ne 0) { $problems.Add("qemu-img check $($f.Name) exit $code`: $(Get-CheckDigest $out)") }
             }
         }
     }
@@ -173,6 +173,14 @@ function Compare-CrashImage {
     $formats = foreach ($f in $First, $Second) { if (Test-Qcow2Magic $f) { 'qcow2' } elseif ($f -like '*.vmdk') { 'vmdk' } else { 'raw' } }
     $out = & qemu-img compare -U -f $formats[0] -F $formats[1] $First $Second 2>&1 | Out-String
     if ($LASTEXITCODE -ne 0) { "qemu-img compare $([IO.Path]::GetFileName($First)) $([IO.Path]::GetFileName($Second)) exit $LASTEXITCODE`: $($out.Trim())" }
+}
+
+function Get-CheckDigest($Output) {
+    # qemu-img check prints a line per bad cluster: keep the counts and the first few lines of each kind.
+    $lines = @($Output | ForEach-Object { "$_" } | Where-Object { $_ })
+    $kinds = $lines | Where-Object { $_ -match '^(ERROR|Leaked|Warning)' } | Group-Object { ($_ -split ':')[0] -replace '\d+', 'N' }
+    $json = ($lines | Where-Object { $_ -match '"(corruptions|leaks|check-errors)"' }) -join ' '
+    (@($kinds | ForEach-Object { "$($_.Count) x $($_.Group[0])" }) + $json) -join ' | '
 }
 
 function Test-Qcow2Magic([string] $Path) {
