@@ -2,7 +2,7 @@
 # The short form of the crash-safety harness (tests/Reliability): each operation class of CrashOperations.ps1 is
 # run in a child pwsh and killed with SIGKILL at seeded random moments, then the host root is checked (qemu-img
 # check, virt-xml-validate, listings, no half-written file under a final name) and the command is run again.
-# KVMSTORAGE_CRASH_TRIALS sets the trials per class (default 4); KVMSTORAGE_CRASH_SEED the seed. The long form:
+# KVMSTORAGE_CRASH_TRIALS sets the trials per class (default 3); KVMSTORAGE_CRASH_SEED the seed. The long form:
 #   dotnet pwsh tests/Reliability/Invoke-CrashSafety.ps1 -Trials 200
 
 BeforeDiscovery {
@@ -12,7 +12,7 @@ BeforeDiscovery {
 BeforeAll {
     Import-Module $env:KVMSTORAGE_TEST_MODULE -Force
     Import-Module (Join-Path $PSScriptRoot '../Reliability/CrashHarness.psm1') -Force
-    $script:trials = if ($env:KVMSTORAGE_CRASH_TRIALS) { [int]$env:KVMSTORAGE_CRASH_TRIALS } else { 4 }
+    $script:trials = if ($env:KVMSTORAGE_CRASH_TRIALS) { [int]$env:KVMSTORAGE_CRASH_TRIALS } else { 3 }
     $script:seed = if ($env:KVMSTORAGE_CRASH_SEED) { [int]$env:KVMSTORAGE_CRASH_SEED } else { 20261125 }
     $script:savedRoot = $env:KVMSTORAGE_ROOT
 }
