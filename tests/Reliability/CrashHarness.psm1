@@ -37,12 +37,28 @@ $Command
     $psi.UseShellExecute = $false
     [void]$psi.Environment.Remove('KVMSTORAGE_ROOT')
     $p = [Diagnostics.Process]::Start($psi)
-    $lines = [Collections.Concurrent.ConcurrentQueue[string]]::new()
-    $errLines = [Collections.Concurrent.ConcurrentQueue[string]]::new()
-    $null = Register-ObjectEvent -InputObject $p -EventName OutputDataReceived -MessageData $lines -Action { if ($null -ne $EventArgs.Data) { $Event.MessageData.Enqueue($EventArgs.Data) } }
-    $null = Register-ObjectEvent -InputObject $p -EventName ErrorDataReceived -MessageData $errLines -Action { if ($null -ne $EventArgs.Data) { $Event.MessageData.Enqueue($EventArgs.Data) } }
-    $p.BeginOutputReadLine(); $p.BeginErrorReadLine()
-    [pscustomobject]@{ Process = $p; Lines = $lines; Errors = $errLines; Script = $script }
+    # Output is read with pending ReadLineAsync tasks polled by Update-ChildLines, not with PowerShell events: an
+    # event action only runs at the pipeline's next safe point, so after a Start-Sleep the lines (DONE) would lag.
+    [pscustomobject]@{
+        Process = $p
+        Lines   = [Collections.Generic.List[string]]::new()
+        Pending = $p.StandardOutput.ReadLineAsync()
+        Errors  = $p.StandardError.ReadToEndAsync()
+        Script  = $script
+    }
+}
+
+function Update-ChildLines($Child) {
+    while ($Child.Pending -and $Child.Pending.IsCompleted) {
+        $line = if ($Child.Pending.IsCompletedSuccessfully) { $Child.Pending.Result }
+        if ($null -eq $line) { $Child.Pending = $null; break }
+        $Child.Lines.Add($line)
+        $Child.Pending = $Child.Process.StandardOutput.ReadLineAsync()
+    }
+}
+
+function Get-ChildErrors($Child) {
+    if ($Child.Errors.IsCompletedSuccessfully) { $Child.Errors.Result.Trim() } else { '' }
 }
 
 function Send-CrashRoot {
@@ -58,9 +74,10 @@ function Wait-ChildLine {
     param($Child, [string] $Line, [int] $TimeoutSeconds)
     $sw = [Diagnostics.Stopwatch]::StartNew()
     while ($sw.Elapsed.TotalSeconds -lt $TimeoutSeconds) {
-        if ($Child.Lines.ToArray() -contains $Line) { return $true }
-        if ($Child.Process.HasExited) { Start-Sleep -Milliseconds 100; return ($Child.Lines.ToArray() -contains $Line) }
-        Start-Sleep -Milliseconds 10
+        Update-ChildLines $Child
+        if ($Child.Lines.Contains($Line)) { return $true }
+        if ($Child.Process.HasExited) { Start-Sleep -Milliseconds 100; Update-ChildLines $Child; return $Child.Lines.Contains($Line) }
+        Start-Sleep -Milliseconds 5
     }
     $false
 }
@@ -68,7 +85,7 @@ function Wait-ChildLine {
 function Stop-CrashChild($Child) {
     if (-not $Child.Process.HasExited) { $Child.Process.Kill() }   # SIGKILL on Linux
     $Child.Process.WaitForExit()
-    Get-EventSubscriber | Where-Object { $_.SourceObject -eq $Child.Process } | Unregister-Event
+    $null = $Child.Errors.Wait(5000)
     Remove-Item -LiteralPath $Child.Script -ErrorAction SilentlyContinue
 }
 
@@ -224,19 +241,21 @@ function Invoke-CrashTrial {
                 $next = $null
                 $problems = [Collections.Generic.List[string]]::new()
                 $started = Send-CrashRoot $child $root
-                if (-not $started) { $problems.Add('the child never started the command: ' + ($child.Errors.ToArray() -join ' ')) }
+                if (-not $started) { Stop-CrashChild $child; $problems.Add('the child never started the command: ' + (Get-ChildErrors $child)) }
                 if ($t -eq 0) {
                     # Calibration: one uninterrupted run gives the operation's typical duration on this machine.
                     $sw = [Diagnostics.Stopwatch]::StartNew()
                     $completed = Wait-ChildLine $child 'DONE' 600
                     $duration = $sw.Elapsed.TotalMilliseconds
                     $delay = -1
-                    if (-not $completed) { $problems.Add("the uninterrupted run did not finish: $($child.Errors.ToArray() -join ' ')") }
+                    if (-not $completed) { Stop-CrashChild $child; $problems.Add("the uninterrupted run did not finish: $(Get-ChildErrors $child)") }
                 }
                 else {
                     $delay = [int]($random.NextDouble() * $duration * 1.1)
                     Start-Sleep -Milliseconds $delay
-                    $completed = $child.Lines.ToArray() -contains 'DONE'
+                    # Finished before the kill: it said DONE, or it has already exited by itself.
+                    Update-ChildLines $child
+                    $completed = $child.Lines.Contains('DONE') -or $child.Process.HasExited
                 }
                 Stop-CrashChild $child
                 # The next trial's child starts now, so its start-up overlaps this trial's checks.

@@ -85,6 +85,8 @@ $summary = $results | Group-Object Operation | ForEach-Object {
         Operation    = $_.Name
         Trials       = $runs.Count
         KilledMidway = @($runs | Where-Object { -not $_.Completed }).Count
+        # Kills timed before the end of the calibrated run (the rest of [0, 1.1 x duration) tests the finished state).
+        KillBeforeEnd = @($runs | Where-Object { $_.DelayMs -lt $_.DurationMs }).Count
         DurationMs   = ($_.Group | Where-Object Trial -EQ 0 | Select-Object -First 1).DurationMs
         KillAtMs     = if ($delays) { "$($delays[0])..$($delays[-1])" } else { '' }
         Failures     = @($_.Group | Where-Object { $_.Problems.Count -gt 0 }).Count
