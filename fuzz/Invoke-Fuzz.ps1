@@ -26,8 +26,9 @@ $PSNativeCommandUseErrorActionPreference = $true
 $repo = Split-Path $PSScriptRoot -Parent
 $out = Join-Path $repo 'out/fuzz'
 $bin = Join-Path $out 'bin'
-$targets = 'qcow2', 'vmdk', 'vdi', 'vhd', 'vhdx', 'probe', 'pool-xml', 'domain-xml'
+$targets = 'qcow2', 'vmdk', 'vdi', 'vhd', 'vhdx', 'probe', 'qcow2-blocks', 'vmdk-blocks', 'vdi-blocks', 'vhd-blocks', 'vhdx-blocks', 'pool-xml', 'domain-xml'
 if (-not $Target) { $Target = $targets }
+$Target = @($Target | ForEach-Object { $_ -split ',' } | Where-Object { $_ })   # 'a,b' from a shell arrives as one string
 
 if (-not (Get-Command afl-fuzz -ErrorAction SilentlyContinue)) {
     if ((& id -u) -ne '0' -or -not (Test-Path /etc/debian_version)) { throw 'afl-fuzz is missing: install afl++ (Debian: apt-get install afl++).' }

@@ -295,13 +295,28 @@ public static partial class ImageOptimizer
     private static void Rewrite(string path, ImageFormat format, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
     {
         string directory = Path.GetDirectoryName(path)!;
-        string temp = Path.Combine(directory, AtomicFile.TempPrefix + Path.GetFileName(path) + "." + RandomNumberGenerator.GetHexString(8, lowercase: true));
+
+        // What a killed compaction left behind: hidden, but as large as the image.
+        AtomicFile.RemoveAbandonedTempFiles(directory);
+        string temp = AtomicFile.TempPathFor(path);
         FileStatus status = FileStatus.Get(path);
         try
         {
             using (SafeFileHandle source = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete))
-            using (SafeFileHandle target = File.OpenHandle(temp, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None))
+            using (var stream = new FileStream(temp, new FileStreamOptions
             {
+                Mode = FileMode.CreateNew,
+                Access = FileAccess.ReadWrite,
+                Share = FileShare.None,
+
+                // Owner-only until complete: the image's data must not be readable by others while it is copied.
+                UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
+            }))
+            {
+                SafeFileHandle target = stream.SafeFileHandle;
+
+                // The exclusive flock marks the temporary as alive (AtomicFile.RemoveAbandonedTempFiles leaves it).
+                AtomicFile.HoldTempLock(target, temp);
                 if (format == ImageFormat.Raw)
                 {
                     CopySparse(source, target, path, progress, cancellationToken);
@@ -312,12 +327,13 @@ public static partial class ImageOptimizer
                 }
 
                 Qcow2Resizer.Flush(target);
-            }
+                File.SetUnixFileMode(target, (UnixFileMode)(status.Mode & 0xFFF));
+                _ = NativeMethods.chown(temp, (int)status.Uid, (int)status.Gid);
 
-            File.SetUnixFileMode(temp, (UnixFileMode)(status.Mode & 0xFFF));
-            _ = NativeMethods.chown(temp, (int)status.Uid, (int)status.Gid);
-            File.Move(temp, path, overwrite: true);
-            AtomicFile.SyncDirectory(directory);
+                // Renamed while the lock is still held, so no cleaner can take the finished temporary for abandoned.
+                File.Move(temp, path, overwrite: true);
+                AtomicFile.SyncDirectory(directory);
+            }
         }
         catch
         {

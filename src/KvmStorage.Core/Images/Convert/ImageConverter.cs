@@ -49,7 +49,10 @@ public static class ImageConverter
         }
 
         cancellationToken.ThrowIfCancellationRequested();
-        string temp = Path.Combine(directory, AtomicFile.TempPrefix + Path.GetFileName(fullPath) + "." + RandomNumberGenerator.GetHexString(8, lowercase: true));
+
+        // What a killed conversion left behind: hidden, but it can hold as much space as the output.
+        AtomicFile.RemoveAbandonedTempFiles(directory);
+        string temp = AtomicFile.TempPathFor(fullPath);
         try
         {
             using (var stream = new FileStream(temp, new FileStreamOptions
@@ -60,6 +63,8 @@ public static class ImageConverter
                 UnixCreateMode = options.Mode,
             }))
             {
+                // The exclusive flock marks the temporary as alive (AtomicFile.RemoveAbandonedTempFiles leaves it).
+                AtomicFile.HoldTempLock(stream.SafeFileHandle, temp);
                 File.SetUnixFileMode(stream.SafeFileHandle, options.Mode);
                 PosixFile.SetOwner(temp, options.Owner, options.Group);
                 ConvertTarget target = CreateTarget(stream.SafeFileHandle, temp, fullPath, source.Size, options);
@@ -68,15 +73,16 @@ public static class ImageConverter
                 target.Complete(cancellationToken);
                 cancellationToken.ThrowIfCancellationRequested();
                 stream.Flush(flushToDisk: true);
-            }
 
-            if (!options.Overwrite && (File.Exists(fullPath) || Directory.Exists(fullPath)))
-            {
-                throw Exists(fullPath);
-            }
+                if (!options.Overwrite && (File.Exists(fullPath) || Directory.Exists(fullPath)))
+                {
+                    throw Exists(fullPath);
+                }
 
-            File.Move(temp, fullPath, overwrite: options.Overwrite);
-            AtomicFile.SyncDirectory(directory);
+                // Renamed while the lock is still held, so no cleaner can take the finished temporary for abandoned.
+                File.Move(temp, fullPath, overwrite: options.Overwrite);
+                AtomicFile.SyncDirectory(directory);
+            }
         }
         catch (Exception e)
         {

@@ -1,0 +1,114 @@
+using KvmStorage.Core.Images;
+using KvmStorage.Core.Images.Check;
+using KvmStorage.Core.Images.Convert;
+using KvmStorage.Core.IO;
+using KvmStorage.Core.Tests.Convert;
+using KvmStorage.Core.Tests.Support;
+using Xunit;
+
+namespace KvmStorage.Core.Tests.Reliability;
+
+/// <summary>
+/// Found by the crash harness (tests/Reliability, classes ConvertVolumeCompress, ConvertVolumeRawReplace and
+/// OptimizeVolumeCompact): a SIGKILLed conversion or compaction left its hidden temporary in the pool for good,
+/// since only New-Volume removed abandoned temporaries. Every writer of a temporary now marks it alive with the
+/// temp flock, renames it while still holding that lock, and removes the abandoned ones of its folder first.
+/// </summary>
+public sealed class AbandonedTempFileTests : IDisposable
+{
+    private readonly TempDirectory temp = new();
+
+    public void Dispose() => temp.Dispose();
+
+    [Fact]
+    public void Convert_removes_abandoned_temporaries_leaves_live_ones_and_locks_its_own()
+    {
+        string source = ImageConverterTests.MakeSampleRaw(temp.Combine("source.raw"));
+        string abandoned = MakeAbandoned("old.qcow2");
+        string live = temp.Combine(AtomicFile.TempPrefix + "busy.qcow2.12345678");
+        using var liveStream = new FileStream(live, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None);
+        AtomicFile.HoldTempLock(liveStream.SafeFileHandle, live);
+        var probe = new TempProbe(temp.Path, "out.qcow2");
+
+        using (var reader = new RawFileBlockReader(source))
+        {
+            ImageConverter.Convert(reader, temp.Combine("out.qcow2"), new ConvertOptions(), probe, CancellationToken.None);
+        }
+
+        Assert.False(File.Exists(abandoned), "the abandoned temporary is still there");
+        Assert.True(File.Exists(live), "a temporary whose writer is alive was removed");
+        Assert.True(probe.Seen > 0, "progress was reported while no temporary existed");
+        Assert.Equal(0, probe.Unlocked);
+        Assert.Single(Directory.GetFiles(temp.Path, AtomicFile.TempPrefix + "*"));
+    }
+
+    [SkippableFact]
+    public void Compaction_removes_abandoned_temporaries_and_writes_a_locked_owner_only_temporary()
+    {
+        ExternalTool.Require("qemu-io");
+        string image = temp.Combine("opt.qcow2");
+        ImageCreator.Create(image, new ImageCreateOptions { Format = ImageFormat.Qcow2, VirtualSize = 16 * 1024 * 1024 });
+        File.SetUnixFileMode(image, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+        ExternalTool.RunChecked("qemu-io", "-c", "write -P 0x11 0 4M", "-c", "write -P 0 4M 4M", image);
+        string abandoned = MakeAbandoned("opt.qcow2");
+        var probe = new TempProbe(temp.Path, "opt.qcow2");
+
+        ImageOptimizer.Optimize(image, compact: true, probe);
+
+        Assert.False(File.Exists(abandoned), "the abandoned temporary is still there");
+        Assert.True(probe.Seen > 0, "no progress was reported while the temporary existed");
+        Assert.Equal(0, probe.Unlocked);
+        Assert.Equal(0, probe.ReadableByOthers);
+        Assert.Empty(Directory.GetFiles(temp.Path, AtomicFile.TempPrefix + "*"));
+
+        // The finished image keeps the original's mode.
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead, File.GetUnixFileMode(image));
+        ExternalTool.RunChecked("qemu-io", "-c", "read -P 0x11 0 4M", "-c", "read -P 0 4M 12M", image);
+    }
+
+    private string MakeAbandoned(string name)
+    {
+        // What a SIGKILLed writer leaves: a temporary nobody holds a lock on.
+        string file = temp.Combine(AtomicFile.TempPrefix + name + ".0badc0de");
+        File.WriteAllBytes(file, new byte[65536]);
+        return file;
+    }
+
+    /// <summary>At each progress report, looks at the writer's temporaries: locked, and not readable by others.</summary>
+    private sealed class TempProbe(string folder, string name) : IProgress<ImageProgress>
+    {
+        public int Seen { get; private set; }
+
+        public int Unlocked { get; private set; }
+
+        public int ReadableByOthers { get; private set; }
+
+        public void Report(ImageProgress value)
+        {
+            foreach (string file in Directory.GetFiles(folder, AtomicFile.TempPrefix + name + ".*"))
+            {
+                if (file.EndsWith(".0badc0de", StringComparison.Ordinal))
+                {
+                    continue;
+                }
+
+                Seen++;
+                if ((File.GetUnixFileMode(file) & (UnixFileMode.GroupRead | UnixFileMode.OtherRead)) != 0)
+                {
+                    ReadableByOthers++;
+                }
+
+                try
+                {
+                    using var other = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+                    AtomicFile.HoldTempLock(other.SafeFileHandle, file);
+                    Unlocked++;
+                }
+                catch (IOException)
+                {
+                    // Locked by its writer: what a cleaner must see.
+                }
+            }
+        }
+    }
+}
