@@ -91,7 +91,7 @@ function Stop-CrashChild($Child) {
 
 function Test-HostConsistency {
     <# Every problem on a host root after a crash, as strings: images, definitions, temporaries, listings. #>
-    param([string] $Root, [bool] $AllowLeaks, [switch] $NoTempAllowed, [string] $ScratchFolder = [IO.Path]::GetTempPath())
+    param([string] $Root, [bool] $AllowLeaks, [switch] $NoTempAllowed)
     $problems = [Collections.Generic.List[string]]::new()
     $xmllint = [bool](Get-Command xmllint -ErrorAction SilentlyContinue) -and (Test-Path /usr/share/libvirt/schemas/storagepool.rng)
     $qemuImg = [bool](Get-Command qemu-img -ErrorAction SilentlyContinue)
@@ -137,8 +137,9 @@ function Test-HostConsistency {
                 $code = $LASTEXITCODE
                 if ($code -eq 3 -and $AllowLeaks) {
                     # Leaks are allowed by design here, and then Test-Volume -Repair Leaks must reclaim them: repair a
-                    # copy (the re-run works on the image as the crash left it) and check the copy is clean.
-                    $copy = Join-Path $ScratchFolder ('leaks-' + [guid]::NewGuid().ToString('N') + '.qcow2')
+                    # copy (the re-run works on the image as the crash left it) and check the copy is clean. The copy
+                    # lies beside the image so that a relative backing file name still resolves.
+                    $copy = Join-Path $f.DirectoryName ('.leakcheck-' + [guid]::NewGuid().ToString('N') + '.qcow2')
                     & cp --sparse=always -- $f.FullName $copy
                     try {
                         $null = Test-Volume -LiteralPath $copy -Repair Leaks -Confirm:$false -ErrorVariable repairErrors -ErrorAction SilentlyContinue
@@ -262,7 +263,7 @@ function Invoke-CrashTrial {
                 if ($t -lt $Trials) { $next = Start-CrashChild -Command $op.Command -Module $Module -ScriptFolder $WorkFolder }
                 $env:KVMSTORAGE_ROOT = $root
                 $phase = if ($t -eq 0) { 'after the run' } else { 'after the kill' }
-                foreach ($p in @(Test-HostConsistency -Root $root -AllowLeaks ([bool]$op.AllowLeaks) -ScratchFolder $WorkFolder) + @(& $op.Check $root)) { if ($p) { $problems.Add("$phase`: $p") } }
+                foreach ($p in @(Test-HostConsistency -Root $root -AllowLeaks ([bool]$op.AllowLeaks)) + @(& $op.Check $root)) { if ($p) { $problems.Add("$phase`: $p") } }
 
                 if ($t -gt 0) {
                     # The next run of the same command succeeds (or reports that the killed run had finished).
@@ -273,7 +274,7 @@ function Invoke-CrashTrial {
                         $id = "$($_.FullyQualifiedErrorId)".Split(',')[0]
                         if ($id -notin @($op.DoneErrorIds)) { $problems.Add("the re-run failed: [$($_.FullyQualifiedErrorId)] $_") }
                     }
-                    foreach ($p in @(Test-HostConsistency -Root $root -AllowLeaks ([bool]$op.AllowLeaks) -NoTempAllowed -ScratchFolder $WorkFolder) + @(& $op.Check $root)) { if ($p) { $problems.Add("after the re-run: $p") } }
+                    foreach ($p in @(Test-HostConsistency -Root $root -AllowLeaks ([bool]$op.AllowLeaks) -NoTempAllowed) + @(& $op.Check $root)) { if ($p) { $problems.Add("after the re-run: $p") } }
                 }
                 [pscustomobject]@{ Operation = $op.Name; Trial = $t; DelayMs = $delay; DurationMs = [int]$duration; Completed = $completed; Problems = @($problems) }
                 Remove-Item -Recurse -Force $root
