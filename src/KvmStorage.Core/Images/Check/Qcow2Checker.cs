@@ -69,8 +69,10 @@ internal sealed class Qcow2Checker
                 FreeLeaks(before);
             }
 
+            // qemu then repairs copied flags too when they are the only errors left: freeing a leak can bring a
+            // shared cluster back to refcount 1 (a snapshot create killed midway leaves exactly that).
             Analysis afterLeaks = Analyze(countRefcountStructures: true);
-            if (afterLeaks.Corruptions == 0 && afterLeaks.Leaks == 0 && afterLeaks.CheckErrors == 0 && afterLeaks.CopiedFixes.Count > 0)
+            if (afterLeaks.CopiedFixes.Count > 0 && afterLeaks.Corruptions == (ulong)afterLeaks.CopiedFixes.Count && afterLeaks.Leaks == 0 && afterLeaks.CheckErrors == 0)
             {
                 WriteEntries(afterLeaks.CopiedFixes);
             }
