@@ -164,27 +164,43 @@ public static class ImageRebaser
                     int length = (int)(end - offset);
                     ReadView(oldChain, offset, oldData.AsSpan(0, length));
                     ReadView(newChain, offset, newData.AsSpan(0, length));
+                    // Runs of adjacent clusters that need the same kind of write go to the writer as one call (one
+                    // metadata batch instead of one per cluster).
+                    int runStart = 0, runLength = 0;
+                    bool runZeros = false;
                     for (int start = 0; start < length;)
                     {
                         int piece = (int)Math.Min((ulong)(length - start), cluster - ((offset + (ulong)start) % cluster));
                         ReadOnlySpan<byte> before = oldData.AsSpan(start, piece);
-                        if (!before.SequenceEqual(newData.AsSpan(start, piece)))
+                        bool differs = !before.SequenceEqual(newData.AsSpan(start, piece));
+
+                        // Zeros are written as data when the image has no backing file yet: the writer would
+                        // otherwise leave such clusters unallocated, which reads the new backing file once the
+                        // header names it.
+                        bool zeros = differs && writer.HasBackingFile && !before.ContainsAnyExcept((byte)0);
+                        if (runLength > 0 && (!differs || zeros != runZeros))
                         {
-                            ulong at = offset + (ulong)start;
-                            // Zeros are written as data when the image has no backing file yet: the writer would
-                            // otherwise leave such clusters unallocated, which reads the new backing file once the
-                            // header names it.
-                            if (before.ContainsAnyExcept((byte)0) || !writer.HasBackingFile)
+                            WriteRun(writer, offset, oldData, runStart, runLength, runZeros);
+                            runLength = 0;
+                        }
+
+                        if (differs)
+                        {
+                            if (runLength == 0)
                             {
-                                writer.Write((long)at, before);
+                                runStart = start;
+                                runZeros = zeros;
                             }
-                            else
-                            {
-                                writer.WriteZeroes((long)at, piece);
-                            }
+
+                            runLength += piece;
                         }
 
                         start += piece;
+                    }
+
+                    if (runLength > 0)
+                    {
+                        WriteRun(writer, offset, oldData, runStart, runLength, runZeros);
                     }
 
                     offset = end;
@@ -198,6 +214,19 @@ public static class ImageRebaser
             // Whatever was copied is made durable before the header can change (and on cancellation, too: the
             // image stays valid either way, but a flushed state is the one a crash leaves).
             writer.Flush();
+        }
+    }
+
+    private static void WriteRun(Qcow2DataWriter writer, ulong chunkOffset, byte[] data, int start, int length, bool zeros)
+    {
+        long at = (long)chunkOffset + start;
+        if (zeros)
+        {
+            writer.WriteZeroes(at, length);
+        }
+        else
+        {
+            writer.Write(at, data.AsSpan(start, length));
         }
     }
 
