@@ -36,8 +36,8 @@ public sealed class MergeVolumeCommand : KvmCmdlet
     {
         RunForItem(Volume, () =>
         {
-            StorageVolume overlay = SnapshotTargets.ResolveVolume(this, KvmHost, Volume);
-            string? baseLocal = Base is null ? null : SnapshotTargets.ResolveVolume(this, KvmHost, Base).LocalPath;
+            StorageVolume overlay = VolumeTargets.ResolveVolume(this, KvmHost, Volume);
+            string? baseLocal = Base is null ? null : VolumeTargets.ResolveVolume(this, KvmHost, Base).LocalPath;
             VolumeMergePlan plan = VolumeMerger.Plan(KvmHost, overlay, baseLocal, RemoveOverlay, Force);
             if (ShouldProcess(overlay.Path, plan.Description))
             {

@@ -46,11 +46,11 @@ public sealed class SetVolumeCommand : KvmCmdlet
     {
         RunForItem(Volume, () =>
         {
-            StorageVolume volume = SnapshotTargets.ResolveVolume(this, KvmHost, Volume);
+            StorageVolume volume = VolumeTargets.ResolveVolume(this, KvmHost, Volume);
             StorageVolume? backing = null;
             if (BackingPath is not null && BackingPath.Path.Length > 0)
             {
-                backing = SnapshotTargets.ResolveVolume(this, KvmHost, BackingPath);
+                backing = VolumeTargets.ResolveVolume(this, KvmHost, BackingPath);
             }
 
             string? recorded = backing?.Path;
@@ -93,7 +93,7 @@ public sealed class SetVolumeCommand : KvmCmdlet
 
                 if (PassThru)
                 {
-                    WriteObject(SnapshotTargets.ResolveVolume(this, KvmHost, new VolumeReference(volume)));
+                    WriteObject(VolumeTargets.ResolveVolume(this, KvmHost, new VolumeReference(volume)));
                 }
             }
         });

@@ -32,7 +32,7 @@ public sealed class GetVolumeSnapshotCommand : KvmCmdlet
 
         foreach (VolumeReference reference in Volume)
         {
-            RunForItem(reference, () => WriteSnapshots([SnapshotTargets.ResolveVolume(this, KvmHost, reference)]));
+            RunForItem(reference, () => WriteSnapshots([VolumeTargets.ResolveVolume(this, KvmHost, reference)]));
         }
     }
 

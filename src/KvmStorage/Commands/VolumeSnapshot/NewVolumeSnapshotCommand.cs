@@ -23,8 +23,8 @@ public sealed class NewVolumeSnapshotCommand : KvmCmdlet
     {
         RunForItem(Volume, () =>
         {
-            StorageVolume volume = SnapshotTargets.ResolveVolume(this, KvmHost, Volume);
-            SnapshotTargets.RequireQcow2(volume);
+            StorageVolume volume = VolumeTargets.ResolveVolume(this, KvmHost, Volume);
+            VolumeTargets.RequireQcow2(volume);
             if (ShouldProcess(volume.Path, $"Create snapshot '{Name}'"))
             {
                 KvmHost.EnsureWritable($"Creating a snapshot of '{volume.Name}'", volume.Path);

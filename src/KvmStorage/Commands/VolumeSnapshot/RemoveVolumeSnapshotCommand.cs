@@ -39,7 +39,7 @@ public sealed class RemoveVolumeSnapshotCommand : KvmCmdlet
         {
             foreach (Core.Volumes.VolumeSnapshot item in InputObject)
             {
-                RunForItem(item, () => Remove(SnapshotTargets.ResolveVolume(this, KvmHost, new VolumeReference(item.LocalPath)), item.Id, item.Name));
+                RunForItem(item, () => Remove(VolumeTargets.ResolveVolume(this, KvmHost, new VolumeReference(item.LocalPath)), item.Id, item.Name));
             }
 
             return;
@@ -49,7 +49,7 @@ public sealed class RemoveVolumeSnapshotCommand : KvmCmdlet
         {
             RunForItem(key, () =>
             {
-                StorageVolume volume = SnapshotTargets.ResolveVolume(this, KvmHost, Volume);
+                StorageVolume volume = VolumeTargets.ResolveVolume(this, KvmHost, Volume);
                 if (ParameterSetName == ById)
                 {
                     Remove(volume, key, null);
@@ -64,7 +64,7 @@ public sealed class RemoveVolumeSnapshotCommand : KvmCmdlet
 
     private void Remove(StorageVolume volume, string? id, string? name)
     {
-        SnapshotInfo snapshot = SnapshotTargets.Find(volume, id, name);
+        SnapshotInfo snapshot = VolumeTargets.Find(volume, id, name);
         if (ShouldProcess(volume.Path, $"Delete snapshot '{snapshot.Name}' (id {snapshot.Id})"))
         {
             KvmHost.EnsureWritable($"Deleting a snapshot of '{volume.Name}'", volume.Path);

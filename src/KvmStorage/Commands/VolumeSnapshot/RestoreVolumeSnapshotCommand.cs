@@ -44,13 +44,13 @@ public sealed class RestoreVolumeSnapshotCommand : KvmCmdlet
         RunForItem(target, () =>
         {
             StorageVolume volume = ParameterSetName == ByObject
-                ? SnapshotTargets.ResolveVolume(this, KvmHost, new VolumeReference(InputObject.LocalPath))
-                : SnapshotTargets.ResolveVolume(this, KvmHost, Volume);
+                ? VolumeTargets.ResolveVolume(this, KvmHost, new VolumeReference(InputObject.LocalPath))
+                : VolumeTargets.ResolveVolume(this, KvmHost, Volume);
             SnapshotInfo snapshot = ParameterSetName switch
             {
-                ByObject => SnapshotTargets.Find(volume, InputObject.Id, InputObject.Name),
-                ById => SnapshotTargets.Find(volume, Id, null),
-                _ => SnapshotTargets.Find(volume, null, Name),
+                ByObject => VolumeTargets.Find(volume, InputObject.Id, InputObject.Name),
+                ById => VolumeTargets.Find(volume, Id, null),
+                _ => VolumeTargets.Find(volume, null, Name),
             };
             string taken = snapshot.Date.ToLocalTime().ToString("g", CultureInfo.CurrentCulture);
             if (ShouldProcess(volume.Path, $"Revert to snapshot '{snapshot.Name}' (id {snapshot.Id}, taken {taken}); changes made since are lost"))

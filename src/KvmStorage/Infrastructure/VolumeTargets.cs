@@ -6,8 +6,8 @@ using KvmStorage.Core.Volumes;
 
 namespace KvmStorage.Infrastructure;
 
-/// <summary>Resolves the volume and snapshot a *-VolumeSnapshot cmdlet works on, before it asks ShouldProcess.</summary>
-internal static class SnapshotTargets
+/// <summary>Resolves the volume (and snapshot) a volume cmdlet works on, before it asks ShouldProcess.</summary>
+internal static class VolumeTargets
 {
     /// <summary>Reads the volume afresh: a volume object by its pool and name (or path), a path through the provider.</summary>
     public static StorageVolume ResolveVolume(PSCmdlet cmdlet, IKvmHost host, VolumeReference reference) => reference.Volume switch
