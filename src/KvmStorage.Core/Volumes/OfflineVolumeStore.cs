@@ -134,7 +134,7 @@ public sealed class OfflineVolumeStore
                     volume.Name);
             }
 
-            List<string> users = FindBackingUsers(volume.Path);
+            List<string> users = BackingUsers.Find(host, volume.Path);
             if (users.Count > 0)
             {
                 throw new KvmStorageException(
@@ -155,29 +155,6 @@ public sealed class OfflineVolumeStore
         StorageVolume volume = Get(poolName, name);
         ImageResizer.Resize(volume.LocalPath, newSize, options, progress, cancellationToken);
         return Get(volume.Pool!, volume.Name);
-    }
-
-    /// <summary>Images in any file pool whose backing chain includes <paramref name="hostPath"/>.</summary>
-    public List<string> FindBackingUsers(string hostPath)
-    {
-        var users = new List<string>();
-        foreach (PoolReadResult entry in host.ListPools())
-        {
-            if (entry.Pool is not { } pool || !pool.Type.HoldsFileVolumes() || pool.LocalPath is null || !Directory.Exists(pool.LocalPath))
-            {
-                continue;
-            }
-
-            foreach (VolumeReadResult v in List(pool.Name))
-            {
-                if (v.Volume is { } other && other.Path != hostPath && other.Chain.Skip(1).Contains(hostPath))
-                {
-                    users.Add($"'{other.Path}'");
-                }
-            }
-        }
-
-        return users;
     }
 
     private StorageVolume Read(string localFile, string? poolName, IReadOnlyDictionary<string, SortedSet<string>>? attachments)

@@ -102,7 +102,7 @@ public static class VolumeMerger
         foreach (StorageVolume changed in intermediates.Append(baseVolume))
         {
             shared.AddRange(changed.AttachedTo.Except(overlay.AttachedTo, StringComparer.Ordinal).Select(vm => $"VM '{vm}'"));
-            shared.AddRange(BackingUsers(host, changed.Path, members, overlay.Path));
+            shared.AddRange(BackingUsers.Find(host, changed.Path, members, overlay.Path));
         }
 
         shared = [.. shared.Distinct(StringComparer.Ordinal)];
@@ -128,7 +128,7 @@ public static class VolumeMerger
                         gone.Name);
                 }
 
-                List<string> users = BackingUsers(host, gone.Path, members, null);
+                List<string> users = BackingUsers.Find(host, gone.Path, members);
                 if (users.Count > 0)
                 {
                     throw new KvmStorageException(
@@ -169,32 +169,5 @@ public static class VolumeMerger
         }
 
         return host.GetVolumeByPath(plan.Base.LocalPath);
-    }
-
-    /// <summary>
-    /// Images in any file pool (other than <paramref name="exclude"/>) whose backing chain includes <paramref name="hostPath"/>,
-    /// leaving out those that reach it through <paramref name="through"/> (whose view a merge of it keeps).
-    /// </summary>
-    private static List<string> BackingUsers(IKvmHost host, string hostPath, HashSet<string> exclude, string? through)
-    {
-        var users = new List<string>();
-        foreach (PoolReadResult entry in host.ListPools())
-        {
-            if (entry.Pool is not { } pool || !pool.Type.HoldsFileVolumes() || pool.LocalPath is null || !Directory.Exists(pool.LocalPath))
-            {
-                continue;
-            }
-
-            foreach (VolumeReadResult v in host.ListVolumes(pool.Name))
-            {
-                if (v.Volume is { } other && !exclude.Contains(other.Path) && other.Chain.Skip(1).Contains(hostPath)
-                    && (through is null || !other.Chain.Contains(through)))
-                {
-                    users.Add($"'{other.Path}'");
-                }
-            }
-        }
-
-        return users;
     }
 }

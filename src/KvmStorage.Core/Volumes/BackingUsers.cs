@@ -1,0 +1,36 @@
+using KvmStorage.Core.Hosting;
+using KvmStorage.Core.Pools;
+
+namespace KvmStorage.Core.Volumes;
+
+/// <summary>Which images in a host's file pools build on an image: the refusals of Remove-Volume and Merge-Volume.</summary>
+internal static class BackingUsers
+{
+    /// <summary>
+    /// Images in any file pool (other than <paramref name="exclude"/> and <paramref name="hostPath"/> itself) whose
+    /// backing chain includes <paramref name="hostPath"/>, leaving out those that reach it through
+    /// <paramref name="through"/> (whose view a merge of it keeps), each as a quoted host path.
+    /// </summary>
+    public static List<string> Find(IKvmHost host, string hostPath, IReadOnlySet<string>? exclude = null, string? through = null)
+    {
+        var users = new List<string>();
+        foreach (PoolReadResult entry in host.ListPools())
+        {
+            if (entry.Pool is not { } pool || !pool.Type.HoldsFileVolumes() || pool.LocalPath is null || !Directory.Exists(pool.LocalPath))
+            {
+                continue;
+            }
+
+            foreach (VolumeReadResult v in host.ListVolumes(pool.Name))
+            {
+                if (v.Volume is { } other && other.Path != hostPath && exclude?.Contains(other.Path) != true
+                    && other.Chain.Skip(1).Contains(hostPath) && (through is null || !other.Chain.Contains(through)))
+                {
+                    users.Add($"'{other.Path}'");
+                }
+            }
+        }
+
+        return users;
+    }
+}
