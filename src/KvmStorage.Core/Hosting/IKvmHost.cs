@@ -23,6 +23,12 @@ public interface IKvmHost
     /// </summary>
     void EnsureWritable(string what, string target);
 
+    /// <summary>
+    /// After the native engine changed a file in <paramref name="pool"/>: lets a libvirt daemon list it (it caches
+    /// pool contents). A failed refresh is reported as <c>PoolRefreshFailed</c> starting with <paramref name="done"/>.
+    /// </summary>
+    void RefreshAfterWrite(string pool, string done);
+
     IReadOnlyList<PoolReadResult> ListPools();
 
     StoragePool GetPool(string name);

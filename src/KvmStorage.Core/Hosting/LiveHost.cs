@@ -685,7 +685,7 @@ public sealed class LiveHost : IKvmHost, IDisposable
     }
 
     /// <summary>The file is already changed: a failed refresh is reported with what was done, never left silent.</summary>
-    private void RefreshAfterWrite(string pool, string done)
+    public void RefreshAfterWrite(string pool, string done)
     {
         try
         {

@@ -32,6 +32,11 @@ public sealed class OfflineHost : IKvmHost
     {
     }
 
+    /// <summary>Offline, the files are the listing: nothing to refresh.</summary>
+    public void RefreshAfterWrite(string pool, string done)
+    {
+    }
+
     /// <summary>The host of the current session: <c>KVMSTORAGE_ROOT</c>, else <c>/</c>.</summary>
     public static OfflineHost FromEnvironment() => new(HostPaths.FromEnvironment());
 

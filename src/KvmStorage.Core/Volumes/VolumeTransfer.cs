@@ -162,19 +162,7 @@ public sealed class VolumeTransfer(IKvmHost host)
     {
         if (host.GetVolumeByPath(localPath).Pool is { } pool)
         {
-            try
-            {
-                host.RefreshPool(pool);
-            }
-            catch (KvmStorageException e)
-            {
-                throw new KvmStorageException(
-                    ErrorKind.ResourceUnavailable,
-                    Libvirt.LibvirtErrorIds.PoolRefreshFailed,
-                    $"'{host.Paths.ToHostPath(localPath) ?? localPath}' was written, but refreshing pool '{pool}' on {host.Name} failed, so libvirt may not list it yet: {e.Message} Run Update-StoragePool -Name '{pool}' to retry.",
-                    pool,
-                    e);
-            }
+            host.RefreshAfterWrite(pool, $"'{host.Paths.ToHostPath(localPath) ?? localPath}' was written");
         }
 
         return host.GetVolumeByPath(localPath);
