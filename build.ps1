@@ -121,6 +121,12 @@ function Invoke-InstallOracles {
         # The Daemon-tagged tests start their own libvirtd and a small TCG domain.
         '/usr/sbin/libvirtd'          = 'libvirt-daemon-system'
         '/usr/bin/qemu-system-x86_64' = 'qemu-system-x86'
+        # libvirt-daemon holds the dir, fs, netfs, logical, disk, iscsi, scsi and mpath storage backends; the live
+        # pool suites also define rbd and gluster pools, whose backends are packaged apart (and only recommended).
+        "/usr/lib/$(& uname -m)-linux-gnu/libvirt/storage-backend/libvirt_storage_backend_rbd.so"     = 'libvirt-daemon-driver-storage-rbd'
+        "/usr/lib/$(& uname -m)-linux-gnu/libvirt/storage-backend/libvirt_storage_backend_gluster.so" = 'libvirt-daemon-driver-storage-gluster'
+        # The quickstart test enters the daemon's mount namespace.
+        'nsenter'                     = 'util-linux'
         # SASL authentication on the test daemon's TCP listener: a private sasldb and the DIGEST-MD5 plugin.
         'saslpasswd2'                 = 'sasl2-bin'
         "/usr/lib/$(& uname -m)-linux-gnu/sasl2/libdigestmd5.so" = 'libsasl2-modules'

@@ -3,7 +3,8 @@
 .SYNOPSIS
     The everyday job on a KVM host, start to finish, against a host root.
 .DESCRIPTION
-    Defines libvirt's `default` dir pool at /var/lib/libvirt/images (as libvirt ships it) and shows it, then
+    Defines libvirt's `default` dir pool at /var/lib/libvirt/images (as libvirt ships it: built, started and
+    autostarted) and shows it, then
     creates the classic 8 GiB raw kvm1.img (sparse, mode 0600) and a qcow2 beside it, and attaches kvm1.img
     to VM kvm1 as its next free virtio disk.
     Against a sandbox folder (the default of build.ps1 -Task Quickstart) nothing on the real host is touched;
@@ -22,9 +23,15 @@ Import-Module $ModulePath
 $env:KVMSTORAGE_ROOT = $HostRoot
 Write-Host "Host root: $HostRoot"
 
-# 1. The default pool, as libvirt defines it, unless the host already has one.
-if (-not (Get-StoragePool -Name default -ErrorAction SilentlyContinue)) {
-    New-StoragePool -Name default -Path /var/lib/libvirt/images -Build -Autostart | Out-Null
+# 1. The default pool, as libvirt defines it (define, build, start, autostart), unless the host already has one.
+#    Offline (no libvirtd) there is nothing to start: the pool starts with libvirtd, and its volumes are files.
+$pool = Get-StoragePool -Name default -ErrorAction SilentlyContinue
+if (-not $pool) {
+    New-StoragePool -Name default -Path /var/lib/libvirt/images -Build -Start -Autostart | Out-Null
+}
+elseif ($pool.State -ne 'Running' -and $pool.HostName -notlike 'offline:*') {
+    # A host whose libvirtd knows the pool but does not run it: libvirt creates volumes only in a running pool.
+    Start-StoragePool -Name default | Out-Null
 }
 Get-StoragePool -Name default | Format-List
 

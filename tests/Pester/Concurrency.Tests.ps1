@@ -125,6 +125,71 @@ foreach ($i in 1..6) {
     }
 }
 
+Describe 'Listers while others create and remove volumes' {
+    # A volume removed (or created, through a temporary and a rename) by another process between a lister's read of
+    # the folder and its open of the file is a normal event: the listing shows it or not, never an error.
+    BeforeAll {
+        $script:root = New-TestHostRoot
+        New-StoragePool -Name default -Path /var/lib/libvirt/images -Build | Out-Null
+        $qemu = Join-Path $root 'etc/libvirt/qemu'
+        New-Item -ItemType Directory -Force $qemu | Out-Null
+        Copy-Item $kvm1Xml (Join-Path $qemu 'kvm1.xml')
+        foreach ($i in 1..12) { New-Volume -Pool default -Name "keep$i.qcow2" -Size 16MB | Out-Null }
+        $script:folder = Join-Path $TestDrive ('churn-' + [guid]::NewGuid().ToString('N').Substring(0, 6))
+        New-Item -ItemType Directory $folder | Out-Null
+
+        $script:listers = foreach ($l in 1..4) {
+            Start-Child $root @"
+foreach (`$k in 1..200) {
+    `$vols = @(Get-Volume -Pool default -ErrorVariable e -ErrorAction SilentlyContinue)
+    Out-Result @{ Role = 'lister'; Op = 'Get-Volume'; Ok = (`$e.Count -eq 0); Id = (@(`$e | ForEach-Object { Get-Id `$_ }) -join ';'); Message = "`$e"; Count = `$vols.Count; Keep = @(`$vols | Where-Object Name -Like 'keep*').Count }
+}
+"@ $folder
+        }
+        # Removers churn until every lister is done: each round creates two volumes and removes them again.
+        $script:removers = foreach ($r in 1..4) {
+            Start-Child $root @"
+`$round = 0
+while (-not (Test-Path '$folder/stop') -and `$round -lt 2000) {
+    `$round++
+    foreach (`$n in "r$r-`$round-a.qcow2", "r$r-`$round-b.raw") {
+        `$fmt = if (`$n -like '*.raw') { 'raw' } else { 'qcow2' }
+        try { New-Volume -Pool default -Name `$n -Size 8MB -Format `$fmt | Out-Null }
+        catch { Out-Result @{ Role = 'remover'; Op = 'create'; Name = `$n; Ok = `$false; Id = (Get-Id `$_); Message = "`$_" } }
+    }
+    foreach (`$n in "r$r-`$round-a.qcow2", "r$r-`$round-b.raw") {
+        try { Remove-Volume -Pool default -Name `$n -Confirm:`$false; Out-Result @{ Role = 'remover'; Op = 'remove'; Name = `$n; Ok = `$true } }
+        catch { Out-Result @{ Role = 'remover'; Op = 'remove'; Name = `$n; Ok = `$false; Id = (Get-Id `$_); Message = "`$_" } }
+    }
+}
+"@ $folder
+        }
+        New-Item -ItemType File (Join-Path $folder 'go') | Out-Null
+        $script:listed = @($listers | ForEach-Object { Receive-Child $_ })
+        New-Item -ItemType File (Join-Path $folder 'stop') | Out-Null
+        $script:removed = @($removers | ForEach-Object { Receive-Child $_ })
+        $env:KVMSTORAGE_ROOT = $root
+    }
+
+    It 'lists 800 times with no error while volumes come and go' {
+        $listed.Count | Should -Be 800
+        foreach ($r in $listed | Where-Object { -not $_.Ok }) { $r.Ok | Should -BeTrue -Because "a listing failed with '$($r.Id)': $($r.Message)" }
+        # Every listing holds every volume nobody touched: no partial object, no lost entry.
+        @($listed | Where-Object Keep -NE 12) | Should -BeNullOrEmpty
+    }
+
+    It 'really raced: the removers created and removed volumes while the listers ran' {
+        @($removed | Where-Object { $_.Op -eq 'remove' -and $_.Ok }).Count | Should -BeGreaterThan 8
+        @($removed | Where-Object { -not $_.Ok }) | Should -BeNullOrEmpty
+        @($listed | Where-Object { $_.Count -gt 12 }).Count | Should -BeGreaterThan 0 -Because 'some listing should have seen a churned volume'
+    }
+
+    It 'leaves only the untouched volumes and no temporary' {
+        @(Get-ChildItem -Force -LiteralPath (Join-Path $root 'var/lib/libvirt/images') -File | ForEach-Object Name | Sort-Object) |
+            Should -Be @(1..12 | ForEach-Object { "keep$_.qcow2" } | Sort-Object)
+    }
+}
+
 Describe 'Two writers on one image' {
     BeforeAll {
         $script:root = New-TestHostRoot

@@ -6,7 +6,7 @@
 
 function Get-TestLibvirtdSkipReason {
     <# Why the daemon tests cannot run here, or $null. #>
-    param([switch] $NeedEmulator, [switch] $NeedSasl)
+    param([switch] $NeedEmulator, [switch] $NeedSasl, [string[]] $NeedStorageBackend = @())
     if (-not $IsLinux) { return 'libvirtd tests need Linux' }
     if ((& id -u) -ne '0') { return 'libvirtd tests need root (a private mount namespace and the system daemon)' }
     if (-not (Test-Path /usr/sbin/libvirtd)) { return 'libvirtd is not installed (package libvirt-daemon-system)' }
@@ -15,6 +15,11 @@ function Get-TestLibvirtdSkipReason {
     if ($NeedEmulator -and -not (Test-Path /usr/bin/qemu-system-x86_64)) { return 'qemu-system-x86_64 is not installed (package qemu-system-x86)' }
     if ($NeedSasl -and -not (Get-Command saslpasswd2 -ErrorAction SilentlyContinue)) { return 'saslpasswd2 is not installed (package sasl2-bin)' }
     if ($NeedSasl -and -not (Get-ChildItem /usr/lib/*/sasl2/libdigestmd5.so* -ErrorAction SilentlyContinue)) { return 'the DIGEST-MD5 SASL plugin is not installed (package libsasl2-modules)' }
+    foreach ($backend in $NeedStorageBackend) {
+        if (-not (Get-ChildItem "/usr/lib/*/libvirt/storage-backend/libvirt_storage_backend_$backend.so" -ErrorAction SilentlyContinue)) {
+            return "libvirt's $backend storage backend is not installed (package libvirt-daemon-driver-storage-$backend)"
+        }
+    }
     $null
 }
 

@@ -15,6 +15,7 @@ BeforeDiscovery {
 BeforeAll {
     Import-Module $env:KVMSTORAGE_TEST_MODULE -Force
     Import-Module (Join-Path $PSScriptRoot 'TestHelpers.psm1') -Force
+    Import-Module (Join-Path $PSScriptRoot 'LibvirtDaemon.psm1') -Force
     if (-not (Get-TestBackendSkipReason $Backend)) { Initialize-TestBackend $Backend }
     $script:live = $Backend -eq 'Live'
 }
@@ -44,6 +45,20 @@ Describe "New-StoragePool ($Backend)" -Tag $tags -Skip:([bool]$skip) {
         }
     }
 
+    It 'starts the pool with -Start where a daemon runs, and says why it cannot offline' {
+        $pool = New-StoragePool -Name started -Path (Get-HostPath /srv/started) -Build -Start -PassThru -WarningVariable w -WarningAction SilentlyContinue
+        if ($live) {
+            $pool.State | Should -Be 'Running'
+            $w | Should -BeNullOrEmpty
+            (Invoke-TestVirsh pool-info started) -join "`n" | Should -Match 'State:\s+running'
+        }
+        else {
+            $pool.State | Should -Be 'Inactive'
+            "$w" | Should -Match 'not started: no libvirt daemon'
+            Test-Path (Join-Path $root 'run/libvirt/storage/started.xml') | Should -BeFalse
+        }
+    }
+
     It 'emits nothing without -PassThru' {
         New-StoragePool -Name quiet -Path (Get-HostPath /srv/quiet) | Should -BeNullOrEmpty
         Get-StoragePool quiet | Should -Not -BeNullOrEmpty
@@ -55,9 +70,11 @@ Describe "New-StoragePool ($Backend)" -Tag $tags -Skip:([bool]$skip) {
         @{ Type = 'Logical'; Params = @{ Logical = $true; SourceName = 'vg_vms' }; Source = 'vg_vms (lvm2)' }
         @{ Type = 'Disk'; Params = @{ Disk = $true; SourceDevice = '/dev/sdc'; SourceFormat = 'gpt' }; Source = '/dev/sdc (gpt)' }
         @{ Type = 'Iscsi'; Params = @{ Iscsi = $true; SourceHost = 'san'; SourceDevice = 'iqn.2024-01.com.example:t1' }; Source = 'san iqn.2024-01.com.example:t1' }
-        @{ Type = 'Rbd'; Params = @{ Rbd = $true; SourceHost = 'mon1', 'mon2'; SourceName = 'rbd'; AuthUsername = 'libvirt'; SecretUsage = 'client.libvirt' }; Source = 'mon1,mon2 rbd' }
-        @{ Type = 'Gluster'; Params = @{ Gluster = $true; SourceHost = 'g1'; SourceName = 'gvol0' }; Source = 'g1:/ gvol0' }
+        @{ Type = 'Rbd'; Params = @{ Rbd = $true; SourceHost = 'mon1', 'mon2'; SourceName = 'rbd'; AuthUsername = 'libvirt'; SecretUsage = 'client.libvirt' }; Source = 'mon1,mon2 rbd'; StorageBackend = 'rbd' }
+        @{ Type = 'Gluster'; Params = @{ Gluster = $true; SourceHost = 'g1'; SourceName = 'gvol0' }; Source = 'g1:/ gvol0'; StorageBackend = 'gluster' }
     ) {
+        # libvirt defines a pool only when the storage backend of its type is loaded.
+        if ($live -and $StorageBackend) { Get-TestLibvirtdSkipReason -NeedStorageBackend $StorageBackend | Should -BeNullOrEmpty }
         $p = $Params.Clone()
         if ($p.Path) { $p.Path = Get-HostPath $p.Path }
         $pool = New-StoragePool -Name "p$Type" @p -PassThru
@@ -263,6 +280,7 @@ Describe "Set-StoragePool ($Backend)" -Tag $tags -Skip:([bool]$skip) {
     }
 
     It 'refuses permissions on a pool type without a target' {
+        if ($live) { Get-TestLibvirtdSkipReason -NeedStorageBackend gluster | Should -BeNullOrEmpty -Because 'libvirt defines a gluster pool only with its backend' }
         New-StoragePool -Name g -Gluster -SourceHost g1 -SourceName v
         $before = Get-HostSnapshot $root
         { Set-StoragePool -Name g -Mode 0700 -ErrorAction Stop } | Should -Throw -ErrorId 'InvalidPermissions,*'

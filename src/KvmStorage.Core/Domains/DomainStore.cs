@@ -63,6 +63,10 @@ public sealed class DomainStore
             {
                 entries.Add(new DomainFileEntry(name, file, LoadFile(file, name), null));
             }
+            catch (Exception e) when (e is KvmStorageException or IOException && PosixFile.Vanished(file))
+            {
+                // Undefined by another process since the folder was read: gone, not an error.
+            }
             catch (KvmStorageException e)
             {
                 entries.Add(new DomainFileEntry(name, file, null, e));

@@ -119,11 +119,18 @@ public sealed class LiveHost : IKvmHost, IDisposable
         OfflinePoolStore.CheckConflicts(definition, ListPools().Select(r => r.Pool).OfType<StoragePool>());
 
         using LibvirtPool pool = Connection.DefinePool(definition.Element.ToString(SaveOptions.DisableFormatting), validate: true, definition.Name);
+        bool started = false;
         try
         {
             if (options.Build)
             {
                 pool.Build();
+            }
+
+            if (options.Start)
+            {
+                pool.Start(0);
+                started = true;
             }
 
             if (options.Autostart)
@@ -133,7 +140,12 @@ public sealed class LiveHost : IKvmHost, IDisposable
         }
         catch
         {
-            // A failed build leaves no definition behind, as offline.
+            // A failed build or start leaves no definition behind (and no running pool), as offline.
+            if (started)
+            {
+                pool.Stop();
+            }
+
             pool.Undefine();
             throw;
         }

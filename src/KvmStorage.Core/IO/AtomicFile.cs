@@ -72,20 +72,49 @@ public static class AtomicFile
         SyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
     }
 
-    /// <summary>Takes the exclusive flock that marks a temporary file as being written by a live process.</summary>
-    public static void HoldTempLock(Microsoft.Win32.SafeHandles.SafeFileHandle handle, string temp)
+    /// <summary>
+    /// Creates the temporary file <paramref name="temp"/> (never an existing one) for a writer that renames it over its
+    /// final name when done, and marks it as alive with a <em>shared</em> flock for as long as the stream is open.
+    /// <see cref="RemoveAbandonedTempFiles"/> deletes only temporaries whose exclusive flock it can take, that is whose
+    /// writer died. The lock is shared, not exclusive, because it outlives the rename: .NET takes a shared flock on
+    /// every file it opens for reading, and an exclusive one would make a reader that opens the finished file in the
+    /// moment between the rename and the writer's close fail with "being used by another process".
+    /// </summary>
+    /// <exception cref="IOException">The file exists or cannot be created or locked (nothing is left behind).</exception>
+    public static FileStream CreateTemp(string temp, UnixFileMode mode)
     {
-        ArgumentNullException.ThrowIfNull(handle);
-        if (NativeMethods.flock((int)handle.DangerousGetHandle(), NativeMethods.LOCK_EX | NativeMethods.LOCK_NB) != 0)
+        // FileShare.Read: .NET's own lock on this stream is the shared one too (FileShare.None would take LOCK_EX).
+        var stream = new FileStream(temp, new FileStreamOptions
         {
-            int errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
-            throw new IOException($"Cannot lock the temporary file '{temp}': {System.Runtime.InteropServices.Marshal.GetPInvokeErrorMessage(errno)}", errno);
+            Mode = FileMode.CreateNew,
+            Access = FileAccess.ReadWrite,
+            Share = FileShare.Read,
+            UnixCreateMode = mode,
+        });
+        try
+        {
+            // Explicit, because .NET skips its advisory lock on some file systems (NFS, CIFS) and when
+            // DOTNET_SYSTEM_IO_DISABLEFILELOCKING is set.
+            if (NativeMethods.flock((int)stream.SafeFileHandle.DangerousGetHandle(), NativeMethods.LOCK_SH | NativeMethods.LOCK_NB) != 0)
+            {
+                int errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
+                throw new IOException($"Cannot lock the temporary file '{temp}': {System.Runtime.InteropServices.Marshal.GetPInvokeErrorMessage(errno)}", errno);
+            }
+
+            return stream;
+        }
+        catch
+        {
+            stream.Dispose();
+            TryDelete(temp);
+            throw;
         }
     }
 
     /// <summary>
     /// Deletes the temporary files in <paramref name="directory"/> whose writer died (a killed New-Volume): their
-    /// exclusive flock is free. A temporary still being written keeps its lock and is left alone.
+    /// exclusive flock is free. A temporary still being written keeps its shared lock (<see cref="CreateTemp"/>) and is
+    /// left alone.
     /// </summary>
     /// <returns>How many files were removed.</returns>
     public static int RemoveAbandonedTempFiles(string directory)
@@ -103,23 +132,10 @@ public static class AtomicFile
                 continue;
             }
 
-            int fd = NativeMethods.open(file, NativeMethods.O_CLOEXEC | NativeMethods.O_NOFOLLOW);
-            if (fd < 0)
+            if (!IsWriterAlive(file))
             {
-                continue;
-            }
-
-            try
-            {
-                if (NativeMethods.flock(fd, NativeMethods.LOCK_EX | NativeMethods.LOCK_NB) == 0)
-                {
-                    TryDelete(file);
-                    removed++;
-                }
-            }
-            finally
-            {
-                _ = NativeMethods.close(fd);
+                TryDelete(file);
+                removed++;
             }
         }
 
@@ -129,6 +145,29 @@ public static class AtomicFile
         }
 
         return removed;
+    }
+
+    /// <summary>
+    /// True while the process that made the temporary <paramref name="temp"/> with <see cref="CreateTemp"/> still holds
+    /// it open (its shared flock stops an exclusive one), and for a file that cannot be opened to find out.
+    /// </summary>
+    public static bool IsWriterAlive(string temp)
+    {
+        int fd = NativeMethods.open(temp, NativeMethods.O_CLOEXEC | NativeMethods.O_NOFOLLOW);
+        if (fd < 0)
+        {
+            return true;
+        }
+
+        try
+        {
+            // Taken and dropped with the descriptor: only a probe.
+            return NativeMethods.flock(fd, NativeMethods.LOCK_EX | NativeMethods.LOCK_NB) != 0;
+        }
+        finally
+        {
+            _ = NativeMethods.close(fd);
+        }
     }
 
     /// <summary>Makes a rename or a new directory entry durable.</summary>

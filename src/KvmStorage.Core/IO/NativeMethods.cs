@@ -2,11 +2,12 @@ using System.Runtime.InteropServices;
 
 namespace KvmStorage.Core.IO;
 
-/// <summary>The few libc calls .NET does not expose: flock, fsync of a directory, chown, statx, statvfs.</summary>
+/// <summary>The few libc calls .NET does not expose: flock, OFD byte-range locks, fsync of a directory, chown, statx, statvfs.</summary>
 internal static unsafe partial class NativeMethods
 {
     private const string LibC = "libc";
 
+    internal const int LOCK_SH = 1;
     internal const int LOCK_EX = 2;
     internal const int LOCK_NB = 4;
     internal const int LOCK_UN = 8;
@@ -18,6 +19,27 @@ internal static unsafe partial class NativeMethods
 
     [LibraryImport(LibC, SetLastError = true)]
     internal static partial int flock(int fd, int operation);
+
+    internal const int F_OFD_GETLK = 36;
+    internal const int F_OFD_SETLK = 37;
+    internal const short F_RDLCK = 0;
+    internal const short F_WRLCK = 1;
+    internal const short F_UNLCK = 2;
+    internal const short SEEK_SET = 0;
+
+    /// <summary>struct flock on 64-bit Linux (x86-64 and arm64 share this layout).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct Flock
+    {
+        public short Type;
+        public short Whence;
+        public long Start;
+        public long Len;
+        public int Pid;
+    }
+
+    [LibraryImport(LibC, EntryPoint = "fcntl", SetLastError = true)]
+    internal static partial int FcntlLock(int fd, int command, Flock* lockInfo);
 
     internal const int O_RDWR = 2;
     internal const int O_CREAT = 0x40;

@@ -21,4 +21,11 @@ public static class PosixFile
     }
 
     public static bool IsRoot => NativeMethods.geteuid() == 0;
+
+    /// <summary>
+    /// True when no directory entry (file, folder or link, dangling or not) is left at <paramref name="path"/>: a
+    /// listing that met the entry and then failed to read it lost a race with a writer that removed it, which is a
+    /// normal event for a lister, not an error to report.
+    /// </summary>
+    public static bool Vanished(string path) => !File.Exists(path) && !Directory.Exists(path) && new FileInfo(path).LinkTarget is null;
 }

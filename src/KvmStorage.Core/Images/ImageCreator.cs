@@ -33,17 +33,8 @@ public static class ImageCreator
         FileStream stream;
         try
         {
-            stream = new FileStream(temp, new FileStreamOptions
-            {
-                Mode = FileMode.CreateNew,
-                Access = FileAccess.ReadWrite,
-                Share = FileShare.None,
-                UnixCreateMode = resolved.Mode,
-            });
-
-            // The exclusive flock marks the temporary as alive; AtomicFile.RemoveAbandonedTempFiles only deletes
-            // temporaries whose lock is free, that is whose writer died.
-            AtomicFile.HoldTempLock(stream.SafeFileHandle, temp);
+            // Marked alive until closed: AtomicFile.RemoveAbandonedTempFiles only deletes temporaries whose writer died.
+            stream = AtomicFile.CreateTemp(temp, resolved.Mode);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

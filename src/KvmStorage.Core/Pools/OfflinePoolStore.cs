@@ -44,6 +44,10 @@ public sealed class OfflinePoolStore
             {
                 results.Add(new PoolReadResult(file, ReadFile(file), null));
             }
+            catch (Exception ex) when (ex is KvmStorageException or IOException && PosixFile.Vanished(file))
+            {
+                // Undefined by another process since the folder was read: gone, not an error.
+            }
             catch (KvmStorageException ex)
             {
                 results.Add(new PoolReadResult(file, null, ex));

@@ -57,4 +57,11 @@ public sealed class PoolDefineOptions
     public bool Build { get; init; }
 
     public bool Autostart { get; init; }
+
+    /// <summary>
+    /// Start (activate) the pool once defined, as <c>virsh pool-start</c> after <c>pool-define</c>: libvirt creates
+    /// volumes only in a running pool. Only a daemon can start a pool; offline the definition is written and the
+    /// pool starts when libvirtd does (with <see cref="Autostart"/>).
+    /// </summary>
+    public bool Start { get; init; }
 }

@@ -39,6 +39,10 @@ public sealed class OfflineVolumeStore
                 EnsureInside(pool, file, name);
                 results.Add(new VolumeReadResult(file, Read(file, pool.Name, attachments), null));
             }
+            catch (Exception ex) when (ex is KvmStorageException or IOException && PosixFile.Vanished(file))
+            {
+                // Removed (or renamed away) by another process since the folder was read: gone, not an error.
+            }
             catch (KvmStorageException ex)
             {
                 results.Add(new VolumeReadResult(file, null, ex));
@@ -55,12 +59,22 @@ public sealed class OfflineVolumeStore
         string file = System.IO.Path.Combine(RequireFolder(pool), name);
         if (!File.Exists(file))
         {
-            throw new KvmStorageException(ErrorKind.NotFound, VolumeErrorIds.VolumeNotFound, $"Pool '{pool.Name}' has no volume named '{PoolNames.Printable(name)}'.", name);
+            throw VolumeNotFound(pool, name);
         }
 
         EnsureInside(pool, file, name);
-        return Read(file, pool.Name, new DiskAttachments(host).BuildAttachmentIndex());
+        try
+        {
+            return Read(file, pool.Name, new DiskAttachments(host).BuildAttachmentIndex());
+        }
+        catch (Exception e) when (e is KvmStorageException or IOException && PosixFile.Vanished(file))
+        {
+            throw VolumeNotFound(pool, name);
+        }
     }
+
+    private static KvmStorageException VolumeNotFound(StoragePool pool, string name) =>
+        new(ErrorKind.NotFound, VolumeErrorIds.VolumeNotFound, $"Pool '{pool.Name}' has no volume named '{PoolNames.Printable(name)}'.", name);
 
     /// <summary>An image file anywhere; its pool is the one whose folder holds it, if any.</summary>
     public StorageVolume GetByPath(string localPath)

@@ -82,7 +82,7 @@ public sealed class ForeignTestImages : IDisposable
         Create("child.qcow", "qcow", "4M", "-b", raw, "-F", "raw");
         Convert("image.qed", "qed");
         Create("child.qed", "qed", "4M", "-b", "source.raw", "-F", "raw");
-        Create("image.luks", "luks", "4M", "--object", "secret,id=s0,data=secret", "-o", "key-secret=s0,iter-time=10");
+        ExternalTool.CreateLuksFixture(_dir.Combine("image.luks"), "create", "-q", "-f", "luks", "--object", "secret,id=s0,data=secret", "-o", "key-secret=s0,iter-time=10", _dir.Combine("image.luks"), "4M");
         Convert("image.parallels", "parallels");
         MakeStreamWithFooter(_dir.Combine("stream.vmdk"), _dir.Combine("footer.vmdk"));
     }

@@ -26,8 +26,7 @@ public sealed class AbandonedTempFileTests : IDisposable
         string source = ImageConverterTests.MakeSampleRaw(temp.Combine("source.raw"));
         string abandoned = MakeAbandoned("old.qcow2");
         string live = temp.Combine(AtomicFile.TempPrefix + "busy.qcow2.12345678");
-        using var liveStream = new FileStream(live, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None);
-        AtomicFile.HoldTempLock(liveStream.SafeFileHandle, live);
+        using FileStream liveStream = AtomicFile.CreateTemp(live, UnixFileMode.UserRead | UnixFileMode.UserWrite);
         var probe = new TempProbe(temp.Path, "out.qcow2");
 
         using (var reader = new RawFileBlockReader(source))
@@ -66,6 +65,28 @@ public sealed class AbandonedTempFileTests : IDisposable
         ExternalTool.RunChecked("qemu-io", "-c", "read -P 0x11 0 4M", "-c", "read -P 0 4M 12M", image);
     }
 
+    [Fact]
+    public void A_reader_opens_a_file_whose_writer_still_holds_it_after_the_rename()
+    {
+        // The race the concurrency test met: a lister opened a new volume in the instant between the writer's rename
+        // and its close, and .NET's shared flock met the writer's exclusive one ("being used by another process").
+        string final = temp.Combine("new.qcow2");
+        string tempFile = AtomicFile.TempPathFor(final);
+        using (FileStream writer = AtomicFile.CreateTemp(tempFile, UnixFileMode.UserRead | UnixFileMode.UserWrite))
+        {
+            writer.Write(new byte[4096]);
+            writer.Flush(flushToDisk: true);
+            Assert.True(AtomicFile.IsWriterAlive(tempFile), "a live writer's temporary looks abandoned");
+            Assert.Equal(0, AtomicFile.RemoveAbandonedTempFiles(temp.Path));
+            AtomicFile.MoveNoReplace(tempFile, final);
+
+            using var reader = new FileStream(final, FileMode.Open, FileAccess.Read, FileShare.Read);
+            Assert.Equal(4096, reader.Length);
+        }
+
+        Assert.False(AtomicFile.IsWriterAlive(final), "the lock outlived the writer's stream");
+    }
+
     private string MakeAbandoned(string name)
     {
         // What a SIGKILLed writer leaves: a temporary nobody holds a lock on.
@@ -98,15 +119,10 @@ public sealed class AbandonedTempFileTests : IDisposable
                     ReadableByOthers++;
                 }
 
-                try
+                // Locked by its writer is what a cleaner must see.
+                if (!AtomicFile.IsWriterAlive(file))
                 {
-                    using var other = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-                    AtomicFile.HoldTempLock(other.SafeFileHandle, file);
                     Unlocked++;
-                }
-                catch (IOException)
-                {
-                    // Locked by its writer: what a cleaner must see.
                 }
             }
         }

@@ -303,20 +303,11 @@ public static partial class ImageOptimizer
         try
         {
             using (SafeFileHandle source = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete))
-            using (var stream = new FileStream(temp, new FileStreamOptions
-            {
-                Mode = FileMode.CreateNew,
-                Access = FileAccess.ReadWrite,
-                Share = FileShare.None,
-
-                // Owner-only until complete: the image's data must not be readable by others while it is copied.
-                UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
-            }))
+            // Owner-only until complete: the image's data must not be readable by others while it is copied. Marked
+            // alive until closed (AtomicFile.RemoveAbandonedTempFiles leaves it).
+            using (FileStream stream = AtomicFile.CreateTemp(temp, UnixFileMode.UserRead | UnixFileMode.UserWrite))
             {
                 SafeFileHandle target = stream.SafeFileHandle;
-
-                // The exclusive flock marks the temporary as alive (AtomicFile.RemoveAbandonedTempFiles leaves it).
-                AtomicFile.HoldTempLock(target, temp);
                 if (format == ImageFormat.Raw)
                 {
                     CopySparse(source, target, path, progress, cancellationToken);

@@ -55,16 +55,9 @@ public static class ImageConverter
         string temp = AtomicFile.TempPathFor(fullPath);
         try
         {
-            using (var stream = new FileStream(temp, new FileStreamOptions
+            // Marked alive until closed (AtomicFile.RemoveAbandonedTempFiles leaves it).
+            using (FileStream stream = AtomicFile.CreateTemp(temp, options.Mode))
             {
-                Mode = FileMode.CreateNew,
-                Access = FileAccess.ReadWrite,
-                Share = FileShare.None,
-                UnixCreateMode = options.Mode,
-            }))
-            {
-                // The exclusive flock marks the temporary as alive (AtomicFile.RemoveAbandonedTempFiles leaves it).
-                AtomicFile.HoldTempLock(stream.SafeFileHandle, temp);
                 File.SetUnixFileMode(stream.SafeFileHandle, options.Mode);
                 PosixFile.SetOwner(temp, options.Owner, options.Group);
                 ConvertTarget target = CreateTarget(stream.SafeFileHandle, temp, fullPath, source.Size, options);

@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using KvmStorage.Core.Errors;
+using KvmStorage.Core.IO;
 using Microsoft.Win32.SafeHandles;
 
 namespace KvmStorage.Core.Images;
@@ -46,7 +47,7 @@ public static class ImageLock
             int fd = Fd(handle);
             foreach (long offset in new[] { PermBase + ConsistentRead, PermBase + Write, PermBase + Resize, SharedBase + Write, SharedBase + Resize })
             {
-                if (!SetLock(fd, offset, ImageNativeMethods.F_RDLCK))
+                if (!OfdLock.TryLock(fd, offset, exclusive: false))
                 {
                     throw InUse(path, "another process holds a conflicting lock");
                 }
@@ -132,23 +133,16 @@ public static class ImageLock
 
     private static int Fd(SafeFileHandle handle) => (int)handle.DangerousGetHandle();
 
-    private static unsafe bool IsLockedByOther(int fd, long offset)
+    private static bool IsLockedByOther(int fd, long offset)
     {
-        // F_OFD_GETLK with an exclusive probe reports any lock of another open file description on the byte.
-        var probe = new ImageNativeMethods.Flock { Type = ImageNativeMethods.F_WRLCK, Whence = ImageNativeMethods.SEEK_SET, Start = offset, Len = 1 };
-        if (ImageNativeMethods.FcntlLock(fd, ImageNativeMethods.F_OFD_GETLK, &probe) != 0)
+        try
         {
-            int errno = Marshal.GetLastPInvokeError();
-            throw new KvmStorageException(ErrorKind.ResourceUnavailable, ImageErrorIds.ImageUnreadable, $"fcntl(F_OFD_GETLK) failed: {Marshal.GetPInvokeErrorMessage(errno)}");
+            return OfdLock.IsLockedByOther(fd, offset);
         }
-
-        return probe.Type != ImageNativeMethods.F_UNLCK;
-    }
-
-    private static unsafe bool SetLock(int fd, long offset, short type)
-    {
-        var request = new ImageNativeMethods.Flock { Type = type, Whence = ImageNativeMethods.SEEK_SET, Start = offset, Len = 1 };
-        return ImageNativeMethods.FcntlLock(fd, ImageNativeMethods.F_OFD_SETLK, &request) == 0;
+        catch (IOException e)
+        {
+            throw new KvmStorageException(ErrorKind.ResourceUnavailable, ImageErrorIds.ImageUnreadable, e.Message, null, e);
+        }
     }
 
     /// <summary>Closing the descriptor drops its OFD locks.</summary>

@@ -149,6 +149,13 @@ public sealed class NewStoragePoolCommand : KvmCmdlet
     [Parameter]
     public SwitchParameter Autostart { get; set; }
 
+    /// <summary>
+    /// Start the pool once defined (and built), as <c>virsh pool-start</c>: a running libvirtd creates volumes only in
+    /// a running pool. Offline there is no daemon to start it; the pool starts when libvirtd does (with -Autostart).
+    /// </summary>
+    [Parameter]
+    public SwitchParameter Start { get; set; }
+
     /// <summary>Emit the new pool.</summary>
     [Parameter]
     public SwitchParameter PassThru { get; set; }
@@ -171,10 +178,25 @@ public sealed class NewStoragePoolCommand : KvmCmdlet
             PoolNames.Validate(Name);
             PoolDefinition definition = BuildDefinition(type);
             string where = definition.TargetPath ?? definition.Source.ToString();
-            string action = $"Define {type.ToXmlName()} storage pool at {where}" + (Build ? " and create the folder" : string.Empty) + (Autostart ? ", autostarted" : string.Empty);
+            string action = $"Define {type.ToXmlName()} storage pool at {where}" + (Build ? " and create the folder" : string.Empty)
+                + (Start ? ", start it" : string.Empty) + (Autostart ? ", autostarted" : string.Empty);
             if (ShouldProcess(Name, action))
             {
-                Core.Pools.StoragePool pool = KvmHost.DefinePool(definition, new PoolDefineOptions { Build = Build, Autostart = Autostart });
+                Core.Pools.StoragePool pool = KvmHost.DefinePool(definition, new PoolDefineOptions { Build = Build, Autostart = Autostart, Start = Start });
+                if (Start && pool.State != PoolState.Running)
+                {
+                    string later = Autostart ? "it starts when libvirtd starts (autostart)" : "start it with Start-StoragePool once libvirtd runs, or define it with -Autostart";
+                    string note = $"Pool '{pool.Name}' is defined but not started: no libvirt daemon manages {KvmHost.Name}; {later}.";
+                    if (Autostart)
+                    {
+                        WriteVerbose(note);
+                    }
+                    else
+                    {
+                        WriteWarning(note);
+                    }
+                }
+
                 if (PassThru)
                 {
                     WriteObject(pool);
