@@ -34,6 +34,8 @@ public static class FuzzTargets
         ["domain-xml"] = ParseDomain,
     };
 
+    internal static string SandboxFolder => Sandbox.Value;
+
     private static readonly Lazy<string> Sandbox = new(() =>
     {
         string dir = Path.Combine(Path.GetTempPath(), "kvmstorage-fuzz-" + Environment.ProcessId);
@@ -55,7 +57,7 @@ public static class FuzzTargets
                 Format = format,
                 ForceShare = true,
                 ResolveBackingChain = false,
-                HostPathResolver = p => Path.Combine(Sandbox.Value, "host", p.TrimStart('/')),
+                BackingRule = SandboxRule.Instance,
             });
             _ = info.VirtualSize + info.ActualSize;
         }
@@ -98,7 +100,7 @@ public static class FuzzTargets
             {
                 Format = format,
                 ForceShare = true,
-                HostPathResolver = p => Path.Combine(Sandbox.Value, "host", p.TrimStart('/')),
+                BackingRule = SandboxRule.Instance,
             });
             ulong size = reader.Size;
             byte[] buffer = new byte[64 * 1024];
@@ -186,4 +188,13 @@ public static class FuzzTargets
         {
         }
     }
+}
+
+/// <summary>Backing names resolve inside the fuzz sandbox: a fuzzed absolute name must not make a target read /dev/stdin.</summary>
+internal sealed class SandboxRule : BackingFileRule
+{
+    public static readonly SandboxRule Instance = new();
+
+    public override string Resolve(string imagePath, string backingName) =>
+        Path.IsPathRooted(backingName) ? Path.Combine(FuzzTargets.SandboxFolder, "host", backingName.TrimStart('/')) : base.Resolve(imagePath, backingName);
 }

@@ -114,7 +114,7 @@ Describe 'Set-Volume -BackingPath' {
         @{ Case = 'a missing backing file'; Volume = 'clone.qcow2'; Backing = 'missing.qcow2'; Id = 'ImageNotFound' }
         @{ Case = 'the volume itself'; Volume = 'clone.qcow2'; Backing = 'clone.qcow2'; Id = 'RebaseWouldLoop' }
         @{ Case = 'a loop through the chain'; Volume = 'golden.qcow2'; Backing = 'clone.qcow2'; Id = 'RebaseWouldLoop' }
-        @{ Case = 'a raw file outside every pool'; Volume = 'clone.qcow2'; Backing = '../../../../etc/secret'; Id = 'RebaseBackingNotAllowed' }
+        @{ Case = 'a raw file outside every pool'; Volume = 'clone.qcow2'; Backing = '../../../../etc/secret'; Id = 'BackingFileNotAllowed' }
         @{ Case = 'a folder'; Volume = 'clone.qcow2'; Backing = '../images'; Id = 'NotAVolume' }
     ) {
         New-Item -ItemType Directory (Join-Path $root 'etc') -Force | Out-Null

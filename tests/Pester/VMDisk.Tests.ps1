@@ -274,12 +274,14 @@ Describe "Set-VMDisk ($Backend)" -Tag $tags -Skip:([bool]$skip) {
     It 'refuses <Case> and changes nothing' -ForEach @(
         @{ Case = 'io native with writeback'; Params = @{ Target = 'vda'; Io = 'native'; Cache = 'writeback' }; Id = 'NativeIoNeedsDirectCache' }
         @{ Case = 'an unknown disk'; Params = @{ Target = 'vdq'; Cache = 'none' }; Id = 'DiskNotFound' }
-        @{ Case = 'media on a hard disk'; Params = @{ Target = 'vda'; Path = '/etc/hostname' }; Id = 'NotRemovableMedia' }
+        @{ Case = 'media on a hard disk'; Params = @{ Target = 'vda'; Path = '/var/lib/libvirt/images/d.img' }; Id = 'NotRemovableMedia' }
         @{ Case = 'a boot order beside <os><boot dev>'; Params = @{ Target = 'vda'; BootOrder = 1 }; Id = 'BootOrderWithOsBoot' }
         @{ Case = 'a writable cdrom'; Params = @{ Target = 'sda'; ReadOnly = $false }; Id = 'ReadOnlyMedia' }
     ) {
+        $p = $Params.Clone()
+        if ($p.Path) { $p.Path = Get-HostPath $p.Path }
         $before = Get-HostSnapshot $root
-        { Set-VMDisk -VMName kvm1 @Params -ErrorAction Stop } | Should -Throw -ErrorId "$Id,*"
+        { Set-VMDisk -VMName kvm1 @p -ErrorAction Stop } | Should -Throw -ErrorId "$Id,*"
         Get-HostSnapshot $root | Should -Be $before
     }
 

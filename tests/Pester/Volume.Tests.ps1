@@ -228,9 +228,14 @@ Describe "Get-Volume ($Backend)" -Tag $tags -Skip:([bool]$skip) {
         @{ Format = 'qcow'; Options = @() }
     ) {
         if (-not $hasQemuImg) { Set-ItResult -Skipped -Because 'qemu-img is not installed'; return }
-        $file = Join-Path $TestDrive "q-$([guid]::NewGuid().ToString('N')).$Format"
+        # An image outside every pool, given by its host path (resolved under the host root).
+        $relative = "srv/q-$([guid]::NewGuid().ToString('N')).$Format"
+        $hostPath = Get-HostPath "/$relative"
+        $file = Join-Path $root $relative
+        New-Item -ItemType Directory -Force (Split-Path $file) | Out-Null
         qemu-img create -q -f $Format @Options $file 256M
-        $v = Get-Volume -LiteralPath $file
+        $v = Get-Volume -LiteralPath $hostPath
+        $v.Path | Should -Be $hostPath
         $info = Get-QemuInfo $file
         $v.Format.ToString().ToLowerInvariant() | Should -Be $info['format']
         $v.Capacity | Should -Be $info['virtual-size']

@@ -1,3 +1,4 @@
+using KvmStorage.Core.Access;
 using KvmStorage.Core.Errors;
 using KvmStorage.Core.Hosting;
 using KvmStorage.Core.Images;
@@ -15,6 +16,7 @@ namespace KvmStorage.Core.Domains;
 public sealed class DiskAttachments
 {
     private readonly IKvmHost host;
+    private HostFiles? files;
 
     public DiskAttachments(IKvmHost host) => this.host = host;
 
@@ -64,6 +66,18 @@ public sealed class DiskAttachments
         if (volume is not null)
         {
             CheckOtherUsers(domain.Name, volume, request);
+
+            // A guest given a regular file from outside the pools reads and may write whatever that file is (a host
+            // file named by mistake, or through a hostile script). Read-only cdrom media are the usual exception.
+            bool readOnlyMedia = request.Device == "cdrom" || (request.Device == "floppy" && request.ReadOnly == true);
+            if (volume.Pool is null && !request.Force && !readOnlyMedia && ImageInspector.IsRegularFile(volume.LocalPath))
+            {
+                throw new KvmStorageException(
+                    ErrorKind.PermissionDenied,
+                    AccessErrorIds.FileOutsidePools,
+                    $"'{volume.Path}' is a file outside every storage pool; a VM given it could read and write it. Move or import it into a pool (Import-Volume), or use -Force if it really is meant as this VM's disk.",
+                    volume.Path);
+            }
         }
 
         if (request.AsVolumeSource && (volume?.Pool is null))
@@ -168,8 +182,7 @@ public sealed class DiskAttachments
         {
             if (File.Exists(local) && !IsBlockDevice(local))
             {
-                Func<string, string>? resolver = host.Paths.IsSystemRoot ? null : host.Paths.Resolve;
-                info = ImageInspector.Inspect(local, new ImageInspectOptions { ForceShare = true, AllowMissingBacking = true, HostPathResolver = resolver });
+                info = ImageInspector.Inspect(local, new ImageInspectOptions { ForceShare = true, AllowMissingBacking = true, BackingRule = (files ??= new HostFiles(host)).BackingRule });
             }
         }
         catch (KvmStorageException)

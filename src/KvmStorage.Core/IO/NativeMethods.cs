@@ -70,6 +70,12 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(LibC)]
     internal static partial uint geteuid();
 
+    [LibraryImport(LibC, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial nint realpath(string path, nint resolved);
+
+    [LibraryImport(LibC)]
+    internal static partial void free(nint pointer);
+
     internal const uint RENAME_NOREPLACE = 1;
     internal const int EEXIST = 17;
 

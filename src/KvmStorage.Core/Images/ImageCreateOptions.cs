@@ -60,8 +60,8 @@ public sealed class ImageCreateOptions
     /// <summary>Group gid, or -1 to keep the caller's.</summary>
     public int Group { get; init; } = -1;
 
-    /// <summary>Maps an absolute backing path, as the host sees it, to where it lies on this machine (the host root); null keeps it.</summary>
-    public Func<string, string>? HostPathResolver { get; init; }
+    /// <summary>How recorded backing names become files here and which may be read (see <see cref="BackingFileRule"/>); null is qemu's unrestricted rule.</summary>
+    public BackingFileRule? BackingRule { get; init; }
 }
 
 /// <summary>Writes a new image of one format into a freshly created, empty file.</summary>

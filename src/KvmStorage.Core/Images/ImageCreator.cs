@@ -83,7 +83,7 @@ public static class ImageCreator
 
         try
         {
-            return ImageInspector.Inspect(fullPath, new ImageInspectOptions { ForceShare = true, AllowMissingBacking = true, HostPathResolver = options.HostPathResolver });
+            return ImageInspector.Inspect(fullPath, new ImageInspectOptions { ForceShare = true, AllowMissingBacking = true, BackingRule = options.BackingRule });
         }
         catch (KvmStorageException)
         {
@@ -104,7 +104,7 @@ public static class ImageCreator
                 throw ImageErrors.Argument(ImageErrorIds.InvalidBackingName, "The backing file name is empty.", fullPath);
             }
 
-            string backingPath = ImageInspector.ResolveBackingPath(fullPath, options.BackingFile, options.HostPathResolver);
+            string backingPath = ImageInspector.ResolveCheckedBackingPath(fullPath, options.BackingFile, options.BackingRule);
             if (!File.Exists(backingPath))
             {
                 throw new KvmStorageException(ErrorKind.NotFound, ImageErrorIds.BackingFileNotFound, $"The backing file '{options.BackingFile}' (resolved to '{backingPath}') does not exist.", fullPath);
@@ -141,7 +141,7 @@ public static class ImageCreator
             Mode = options.Mode,
             Owner = options.Owner,
             Group = options.Group,
-            HostPathResolver = options.HostPathResolver,
+            BackingRule = options.BackingRule,
         };
     }
 

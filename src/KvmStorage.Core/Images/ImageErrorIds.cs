@@ -31,6 +31,12 @@ public static class ImageErrorIds
     public const string ImageUnreadable = "ImageUnreadable";
     public const string BackingFileNotFound = "BackingFileNotFound";
     public const string BackingFileNotRegular = "BackingFileNotRegular";
+
+    /// <summary>A backing file a guest must not see: a raw or unrecognised file outside every storage pool.</summary>
+    public const string BackingFileNotAllowed = "BackingFileNotAllowed";
+
+    /// <summary>A backing name that resolves (lexically or through a link) outside the host root.</summary>
+    public const string BackingFileOutsideRoot = "BackingFileOutsideRoot";
     public const string BackingChainLoop = "BackingChainLoop";
     public const string BackingChainTooDeep = "BackingChainTooDeep";
 

@@ -61,6 +61,12 @@ public sealed class ImageInfo
 
     /// <summary>The backing chain below this image, nearest first (empty when standalone). Filled by <c>ImageInspector</c>.</summary>
     public IReadOnlyList<ImageInfo> BackingChain { get; init; } = [];
+
+    /// <summary>
+    /// Why the chain stops short of the recorded backing file: the host's rule refused it (a raw file outside every
+    /// pool, a name that leaves the host root), so it was not read. Null when the chain is whole or simply missing.
+    /// </summary>
+    public string? BackingRefusal { get; init; }
 }
 
 /// <summary>qcow2 header details (qemu's <c>format-specific.data</c>).</summary>

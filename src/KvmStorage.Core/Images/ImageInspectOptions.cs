@@ -9,7 +9,10 @@ public sealed class ImageInspectOptions
     /// <summary>Follow the backing chain and fill <see cref="ImageInfo.BackingChain"/> (default true).</summary>
     public bool ResolveBackingChain { get; init; } = true;
 
-    /// <summary>Report the image even when a backing file is missing (the chain stops there).</summary>
+    /// <summary>
+    /// Report the image even when a backing file is missing or refused by <see cref="BackingRule"/> (the chain stops
+    /// there; a refusal is reported in <see cref="ImageInfo.BackingRefusal"/>, and the refused file is never read).
+    /// </summary>
     public bool AllowMissingBacking { get; init; }
 
     /// <summary>Format of the inspected image itself; null probes it (<c>qemu-img info -f</c>).</summary>
@@ -21,6 +24,6 @@ public sealed class ImageInspectOptions
     /// <summary>Longest backing chain followed before failing with <c>BackingChainTooDeep</c>.</summary>
     public int MaxChainDepth { get; init; } = 64;
 
-    /// <summary>Maps an absolute backing path, as the host sees it, to where it lies on this machine (the host root); null keeps it.</summary>
-    public Func<string, string>? HostPathResolver { get; init; }
+    /// <summary>How recorded backing names become files here and which may be read (see <see cref="BackingFileRule"/>); null is qemu's unrestricted rule.</summary>
+    public BackingFileRule? BackingRule { get; init; }
 }

@@ -15,13 +15,15 @@ public static class ImageInspector
         ArgumentException.ThrowIfNullOrEmpty(path);
         options ??= new ImageInspectOptions();
         string fullPath = Path.GetFullPath(path);
-        ImageInfo top = ReadOne(fullPath, options.Format, options.ForceShare, options.HostPathResolver);
+        BackingFileRule rule = options.BackingRule ?? BackingFileRule.Unrestricted;
+        ImageInfo top = ReadOne(fullPath, options.Format, options.ForceShare, rule);
         if (!options.ResolveBackingChain || string.IsNullOrEmpty(top.BackingFile))
         {
             return top;
         }
 
         var chain = new List<ImageInfo>();
+        string? refusal = null;
         var seen = new HashSet<string>(StringComparer.Ordinal) { Identity(fullPath) };
         ImageInfo current = top;
         while (!string.IsNullOrEmpty(current.BackingFile) && current.FullBackingFile is not null)
@@ -32,6 +34,19 @@ public static class ImageInspector
             }
 
             string backingPath = current.FullBackingFile;
+
+            // The rule sees the name before anything is looked at: a name that leaves the host root is not even
+            // tested for existence, and a file a guest must not see is never opened.
+            try
+            {
+                rule.Check(current.Path, current.BackingFile, backingPath);
+            }
+            catch (KvmStorageException e) when (options.AllowMissingBacking && BackingFileRule.IsRefusal(e))
+            {
+                refusal = e.Message;
+                break;
+            }
+
             if (!File.Exists(backingPath))
             {
                 if (options.AllowMissingBacking)
@@ -63,12 +78,12 @@ public static class ImageInspector
             }
 
             ImageFormat? format = ImageFormats.TryParse(current.BackingFormat, out ImageFormat recorded) ? recorded : options.BackingFormat;
-            ImageInfo next = ReadOne(backingPath, format, options.ForceShare, options.HostPathResolver);
+            ImageInfo next = ReadOne(backingPath, format, options.ForceShare, rule);
             chain.Add(next);
             current = next;
         }
 
-        return Rebuild(top, chain);
+        return Rebuild(top, chain, refusal);
     }
 
     public static ImageFormat DetectFormat(string path)
@@ -79,27 +94,20 @@ public static class ImageInspector
         return ImageFormatRegistry.Detect(ReadProbe(handle, fullPath)).Format;
     }
 
-    /// <summary>qemu's <c>path_combine</c>: a relative backing name is relative to the folder of the image.</summary>
-    /// <remarks>
-    /// An absolute name is the host's own view; <paramref name="hostPathResolver"/> maps it to where that path lies
-    /// on this machine (under a host root), so a chain inside a mounted host image resolves within it.
-    /// </remarks>
-    public static string ResolveBackingPath(string imagePath, string backingFile, Func<string, string>? hostPathResolver = null)
+    /// <summary>The file a recorded backing name names on this machine, by <paramref name="rule"/> (qemu's <c>path_combine</c> when null).</summary>
+    public static string ResolveBackingPath(string imagePath, string backingFile, BackingFileRule? rule = null) =>
+        (rule ?? BackingFileRule.Unrestricted).Resolve(imagePath, backingFile);
+
+    /// <summary>
+    /// Resolves a backing name that is about to be opened directly (as the top of a reader, not through
+    /// <see cref="Inspect"/>'s chain walk) and passes it through <paramref name="rule"/>'s check first.
+    /// </summary>
+    public static string ResolveCheckedBackingPath(string imagePath, string backingFile, BackingFileRule? rule)
     {
-        ArgumentNullException.ThrowIfNull(imagePath);
-        ArgumentNullException.ThrowIfNull(backingFile);
-        if (backingFile.Contains("://", StringComparison.Ordinal))
-        {
-            return backingFile;
-        }
-
-        if (Path.IsPathRooted(backingFile))
-        {
-            return hostPathResolver is null ? backingFile : hostPathResolver(backingFile);
-        }
-
-        string? directory = Path.GetDirectoryName(imagePath);
-        return string.IsNullOrEmpty(directory) ? backingFile : directory.TrimEnd('/') + "/" + backingFile;
+        rule ??= BackingFileRule.Unrestricted;
+        string resolved = rule.Resolve(imagePath, backingFile);
+        rule.Check(imagePath, backingFile, resolved);
+        return resolved;
     }
 
     internal static ImageProbe ReadProbe(SafeFileHandle handle, string path)
@@ -120,7 +128,7 @@ public static class ImageInspector
         }
     }
 
-    private static ImageInfo ReadOne(string path, ImageFormat? format, bool forceShare, Func<string, string>? hostPathResolver)
+    private static ImageInfo ReadOne(string path, ImageFormat? format, bool forceShare, BackingFileRule rule)
     {
         // open(2) of a FIFO blocks until a writer appears: never open one (nor a socket) as an image.
         if (File.Exists(path) && FileKind(path) is 0x1000 or 0xC000)
@@ -163,9 +171,9 @@ public static class ImageInspector
             throw ImageErrors.Invalid(ImageErrorIds.InvalidMetadata, path, $"the {reader.Format.ToQemuName()} metadata is malformed ({e.Message}).");
         }
 
-        if (info.BackingFile is { Length: > 0 } backing && (info.FullBackingFile is null || hostPathResolver is not null))
+        if (info.BackingFile is { Length: > 0 } backing && (info.FullBackingFile is null || !ReferenceEquals(rule, BackingFileRule.Unrestricted)))
         {
-            info = CopyWith(info, ResolveBackingPath(path, backing, hostPathResolver), info.BackingChain);
+            info = CopyWith(info, rule.Resolve(path, backing), info.BackingChain, null);
         }
 
         return info;
@@ -237,9 +245,9 @@ public static class ImageInspector
         }
     }
 
-    private static ImageInfo Rebuild(ImageInfo top, IReadOnlyList<ImageInfo> chain) => CopyWith(top, top.FullBackingFile, chain);
+    private static ImageInfo Rebuild(ImageInfo top, IReadOnlyList<ImageInfo> chain, string? refusal) => CopyWith(top, top.FullBackingFile, chain, refusal);
 
-    private static ImageInfo CopyWith(ImageInfo info, string? fullBackingFile, IReadOnlyList<ImageInfo> chain) => new()
+    private static ImageInfo CopyWith(ImageInfo info, string? fullBackingFile, IReadOnlyList<ImageInfo> chain, string? refusal) => new()
     {
         Path = info.Path,
         Format = info.Format,
@@ -256,5 +264,6 @@ public static class ImageInspector
         Encryption = info.Encryption,
         Snapshots = info.Snapshots,
         BackingChain = chain,
+        BackingRefusal = refusal,
     };
 }

@@ -1,3 +1,4 @@
+using KvmStorage.Core.Access;
 using KvmStorage.Core.Domains;
 using KvmStorage.Core.Errors;
 using KvmStorage.Core.Hosting;
@@ -23,7 +24,8 @@ public sealed class OfflineVolumeStore
     public IReadOnlyList<VolumeReadResult> List(string poolName)
     {
         StoragePool pool = host.GetPool(poolName);
-        string folder = RequireFolder(pool);
+        var files = new HostFiles(host);
+        string folder = RequireFolder(pool, files);
         var results = new List<VolumeReadResult>();
         IReadOnlyDictionary<string, SortedSet<string>> attachments = new DiskAttachments(host).BuildAttachmentIndex();
         foreach (string file in Directory.EnumerateFiles(folder).Order(StringComparer.Ordinal))
@@ -36,8 +38,8 @@ public sealed class OfflineVolumeStore
 
             try
             {
-                EnsureInside(pool, file, name);
-                results.Add(new VolumeReadResult(file, Read(file, pool.Name, attachments), null));
+                HostFiles.EnsureInsidePool(pool, file, name);
+                results.Add(new VolumeReadResult(file, Read(file, pool.Name, attachments, files), null));
             }
             catch (Exception ex) when (ex is KvmStorageException or IOException && PosixFile.Vanished(file))
             {
@@ -56,16 +58,17 @@ public sealed class OfflineVolumeStore
     {
         VolumeNames.Validate(name);
         StoragePool pool = host.GetPool(poolName);
-        string file = System.IO.Path.Combine(RequireFolder(pool), name);
+        var files = new HostFiles(host);
+        string file = System.IO.Path.Combine(RequireFolder(pool, files), name);
         if (!File.Exists(file))
         {
             throw VolumeNotFound(pool, name);
         }
 
-        EnsureInside(pool, file, name);
+        HostFiles.EnsureInsidePool(pool, file, name);
         try
         {
-            return Read(file, pool.Name, new DiskAttachments(host).BuildAttachmentIndex());
+            return Read(file, pool.Name, new DiskAttachments(host).BuildAttachmentIndex(), files);
         }
         catch (Exception e) when (e is KvmStorageException or IOException && PosixFile.Vanished(file))
         {
@@ -90,21 +93,26 @@ public sealed class OfflineVolumeStore
             throw new KvmStorageException(ErrorKind.NotFound, ImageErrorIds.ImageNotFound, $"The image file '{full}' does not exist.", full);
         }
 
-        // A pool's symlink pointing out of the pool is refused by path as it is by name (Add-VMDisk binds paths).
-        StoragePool? pool = FindPoolOf(full);
+        // A pool's symlink pointing out of the pool is refused by path as it is by name (Add-VMDisk binds paths). Paths
+        // the user gave reach here through the access layer (VolumeLocator), which keeps them under the host root; an
+        // explicitly local file (Export-Volume's output) is read where it is.
+        var files = new HostFiles(host);
+        StoragePool? pool = files.PoolOf(full) is { } poolName ? host.GetPool(poolName) : null;
         if (pool is not null)
         {
-            EnsureInside(pool, full, System.IO.Path.GetFileName(full));
+            RequireFolder(pool, files);
+            HostFiles.EnsureInsidePool(pool, full, System.IO.Path.GetFileName(full));
         }
 
-        return Read(full, pool?.Name, new DiskAttachments(host).BuildAttachmentIndex());
+        return Read(full, pool?.Name, new DiskAttachments(host).BuildAttachmentIndex(), files);
     }
 
     public StorageVolume Create(VolumeCreateRequest request, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
     {
         VolumeNames.Validate(request.Name);
         StoragePool pool = host.GetPool(request.Pool);
-        string folder = RequireFolder(pool);
+        var files = new HostFiles(host);
+        string folder = RequireFolder(pool, files);
         string file = System.IO.Path.Combine(folder, request.Name);
 
         // What a killed New-Volume left behind: hidden, but it holds disk space.
@@ -114,10 +122,9 @@ public sealed class OfflineVolumeStore
             throw new KvmStorageException(ErrorKind.AlreadyExists, VolumeErrorIds.VolumeExists, $"Pool '{pool.Name}' already has a volume named '{request.Name}'.", request.Name);
         }
 
-        ImageCreateOptions options = Copy(request.Image, request.Image.BackingFile);
+        ImageCreateOptions options = Copy(request.Image, request.Image.BackingFile, files);
         if (request.BackingPath is not null)
         {
-            EnsureBackingAllowed(request.BackingPath, request.Name);
             string backingHost = request.BackingPath;
             string recorded = backingHost;
             if (request.RelativeBacking)
@@ -126,17 +133,31 @@ public sealed class OfflineVolumeStore
                 recorded = System.IO.Path.GetRelativePath(newHostFolder, backingHost);
             }
 
-            options = Copy(options, recorded);
+            options = Copy(options, recorded, files);
         }
 
+        // The backing file passes the host's one rule (HostFiles.BackingRule) inside ImageCreator before it is read.
         ImageCreator.Create(file, options, progress, cancellationToken);
-        return Read(file, pool.Name, null);
+        return Read(file, pool.Name, null, files);
     }
 
     /// <summary>Deletes a volume's file. Refuses one that another image uses as its backing file unless forced.</summary>
     public void Remove(string poolName, string name, bool force)
     {
         StorageVolume volume = Get(poolName, name);
+        EnsureRemovable(host, volume, force);
+        File.Delete(volume.LocalPath);
+        AtomicFile.SyncDirectory(System.IO.Path.GetDirectoryName(volume.LocalPath)!);
+    }
+
+    /// <summary>
+    /// The refusals of removing <paramref name="volume"/>, checked before anything is asked or deleted: a VM uses it or
+    /// another image is built on it (unless <paramref name="force"/>), or a process holds it open for writing.
+    /// </summary>
+    public static void EnsureRemovable(IKvmHost host, StorageVolume volume, bool force)
+    {
+        ArgumentNullException.ThrowIfNull(host);
+        ArgumentNullException.ThrowIfNull(volume);
         if (!force)
         {
             if (volume.AttachedTo.Count > 0)
@@ -159,9 +180,10 @@ public sealed class OfflineVolumeStore
             }
         }
 
-        ImageLock.EnsureNotInUse(volume.LocalPath, forWrite: true);
-        File.Delete(volume.LocalPath);
-        AtomicFile.SyncDirectory(System.IO.Path.GetDirectoryName(volume.LocalPath)!);
+        if (File.Exists(volume.LocalPath))
+        {
+            ImageLock.EnsureNotInUse(volume.LocalPath, forWrite: true);
+        }
     }
 
     public StorageVolume Resize(string poolName, string name, ulong newSize, ImageResizeOptions options, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
@@ -171,9 +193,9 @@ public sealed class OfflineVolumeStore
         return Get(volume.Pool!, volume.Name);
     }
 
-    private StorageVolume Read(string localFile, string? poolName, IReadOnlyDictionary<string, SortedSet<string>>? attachments)
+    private StorageVolume Read(string localFile, string? poolName, IReadOnlyDictionary<string, SortedSet<string>>? attachments, HostFiles files)
     {
-        ImageInfo info = ImageInspector.Inspect(localFile, new ImageInspectOptions { ForceShare = true, AllowMissingBacking = true, HostPathResolver = HostPathResolver });
+        ImageInfo info = ImageInspector.Inspect(localFile, new ImageInspectOptions { ForceShare = true, AllowMissingBacking = true, BackingRule = files.BackingRule });
         FileStatus status = FileStatus.Get(localFile);
         var chain = new List<string> { ToHostPath(info.Path) };
         chain.AddRange(info.BackingChain.Select(b => ToHostPath(b.Path)));
@@ -191,6 +213,7 @@ public sealed class OfflineVolumeStore
             BackingFile = info.BackingFile,
             BackingPath = info.FullBackingFile is null ? null : ToHostPath(info.FullBackingFile),
             BackingFormat = info.BackingFormat,
+            BackingRefusal = info.BackingRefusal,
             Chain = chain,
             Snapshots = info.Snapshots,
             Compat = info.Qcow2?.Compat,
@@ -206,60 +229,9 @@ public sealed class OfflineVolumeStore
         };
     }
 
-    /// <summary>
-    /// The rule for backing files of new volumes: a regular file, and either inside a file pool's folder or a
-    /// recognised image format. A raw file elsewhere (/etc/shadow, a key) would expose its bytes to the guest, and a
-    /// device or FIFO is no image at all.
-    /// </summary>
-    private void EnsureBackingAllowed(string backingHostPath, string volumeName)
-    {
-        string local = backingHostPath.StartsWith('/') ? Paths.Resolve(backingHostPath) : backingHostPath;
-        if (!File.Exists(local))
-        {
-            return; // ImageCreator reports BackingFileNotFound.
-        }
-
-        if (!ImageInspector.IsRegularFile(local))
-        {
-            throw new KvmStorageException(ErrorKind.PermissionDenied, VolumeErrorIds.BackingNotAllowed, $"'{backingHostPath}' is not a regular file; it cannot back volume '{volumeName}'.", volumeName);
-        }
-
-        if (FindPoolOf(System.IO.Path.GetFullPath(local)) is not null)
-        {
-            return;
-        }
-
-        ImageFormat format;
-        try
-        {
-            format = ImageInspector.DetectFormat(local);
-        }
-        catch (KvmStorageException e)
-        {
-            throw new KvmStorageException(ErrorKind.PermissionDenied, VolumeErrorIds.BackingNotAllowed, $"'{backingHostPath}' cannot back volume '{volumeName}': {e.Message}", volumeName, e);
-        }
-
-        if (format == ImageFormat.Raw)
-        {
-            throw new KvmStorageException(
-                ErrorKind.PermissionDenied,
-                VolumeErrorIds.BackingNotAllowed,
-                $"'{backingHostPath}' is outside every storage pool and not a disk image (no image format recognised); it is not allowed as the backing file of '{volumeName}'. Put a raw image in a pool folder to use it as a backing file.",
-                volumeName);
-        }
-    }
-
     private string ToHostPath(string local) => Paths.ToHostPath(local) ?? local;
 
-    private StoragePool? FindPoolOf(string localFile)
-    {
-        string folder = System.IO.Path.GetDirectoryName(localFile)!;
-        return host.ListPools()
-            .Select(r => r.Pool)
-            .FirstOrDefault(p => p is not null && p.Type.HoldsFileVolumes() && p.LocalPath is not null && System.IO.Path.TrimEndingDirectorySeparator(p.LocalPath) == folder);
-    }
-
-    private static string RequireFolder(StoragePool pool)
+    private static string RequireFolder(StoragePool pool, HostFiles files)
     {
         if (!pool.Type.HoldsFileVolumes() || pool.LocalPath is null)
         {
@@ -270,6 +242,8 @@ public sealed class OfflineVolumeStore
                 pool.Name);
         }
 
+        // A pool folder that is (or lies behind) a link out of the host root is refused before anything in it is touched.
+        files.PoolFolder(pool);
         if (!Directory.Exists(pool.LocalPath))
         {
             throw new KvmStorageException(
@@ -282,30 +256,7 @@ public sealed class OfflineVolumeStore
         return pool.LocalPath;
     }
 
-    /// <summary>A name that resolves outside the pool folder (through a symlink) is refused.</summary>
-    private static void EnsureInside(StoragePool pool, string file, string name)
-    {
-        var info = new FileInfo(file);
-        if (info.LinkTarget is null)
-        {
-            return;
-        }
-
-        string folder = System.IO.Path.TrimEndingDirectorySeparator(System.IO.Path.GetFullPath(pool.LocalPath!));
-        FileSystemInfo? target = info.ResolveLinkTarget(returnFinalTarget: true);
-        string resolved = target?.FullName ?? string.Empty;
-        string? realFolder = new DirectoryInfo(folder).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? folder;
-        if (!resolved.StartsWith(folder + "/", StringComparison.Ordinal) && !resolved.StartsWith(realFolder + "/", StringComparison.Ordinal))
-        {
-            throw new KvmStorageException(
-                ErrorKind.PermissionDenied,
-                VolumeErrorIds.VolumeOutsidePool,
-                $"Volume '{name}' of pool '{pool.Name}' is a link to '{info.LinkTarget}', outside the pool folder; the module does not read or write through it.",
-                name);
-        }
-    }
-
-    private ImageCreateOptions Copy(ImageCreateOptions o, string? backingFile) => new()
+    private static ImageCreateOptions Copy(ImageCreateOptions o, string? backingFile, HostFiles files) => new()
     {
         Format = o.Format,
         VirtualSize = o.VirtualSize,
@@ -319,9 +270,6 @@ public sealed class OfflineVolumeStore
         Mode = o.Mode,
         Owner = o.Owner,
         Group = o.Group,
-        HostPathResolver = HostPathResolver,
+        BackingRule = files.BackingRule,
     };
-
-    /// <summary>Absolute paths recorded in images are the host's view: resolve them under the host root.</summary>
-    private Func<string, string>? HostPathResolver => Paths.IsSystemRoot ? null : Paths.Resolve;
 }

@@ -40,6 +40,12 @@ public sealed class StorageVolume
     /// <summary>The whole chain, this image first, then each backing file (host paths).</summary>
     public IReadOnlyList<string> Chain { get; init; } = [];
 
+    /// <summary>
+    /// Why the chain stops at a backing file that was not read: the module's rule refused it (a raw file outside every
+    /// pool, a name leaving the host root). Null when the chain is whole or a backing file is merely missing.
+    /// </summary>
+    public string? BackingRefusal { get; init; }
+
     public IReadOnlyList<SnapshotInfo> Snapshots { get; init; } = [];
 
     /// <summary><c>1.1</c> or <c>0.10</c> for qcow2; null for other formats.</summary>

@@ -1,3 +1,4 @@
+using KvmStorage.Core.Access;
 using KvmStorage.Core.Errors;
 using KvmStorage.Core.Hosting;
 using KvmStorage.Core.Images;
@@ -68,13 +69,29 @@ public static class VolumeMerger
             throw new KvmStorageException(ErrorKind.InvalidOperation, MergeErrorIds.NoBackingFile, $"Volume '{overlay.Path}' has no backing file: there is nothing to merge it into.", overlay.Name);
         }
 
-        Func<string, string>? resolver = host.Paths.IsSystemRoot ? null : host.Paths.Resolve;
+        var files = new HostFiles(host);
         ImageCommitPlan image = ImageCommitter.Plan(overlay.LocalPath, new ImageCommitOptions
         {
             BasePath = baseLocalPath,
             Overlay = removeOverlay ? OverlayDisposition.Remove : OverlayDisposition.Empty,
-            HostPathResolver = resolver,
+            BackingRule = files.BackingRule,
         });
+
+        // The base is written and, with -RemoveOverlay, the layers above it are deleted: files an image's chain names
+        // (not the user) are written only when they are volumes of a pool. A base given with -Base is the user's choice.
+        foreach ((string path, bool explicitlyNamed) in image.Intermediates.Select(i => (i.Path, false)).Append((image.Base.Path, baseLocalPath is not null)))
+        {
+            bool written = path == image.Base.Path || removeOverlay;
+            if (written && !explicitlyNamed && !files.IsInsidePool(path))
+            {
+                string shown = host.Paths.ToHostPath(path) ?? path;
+                throw new KvmStorageException(
+                    ErrorKind.PermissionDenied,
+                    AccessErrorIds.ChainFileNotWritable,
+                    $"Merging '{overlay.Path}' would write '{shown}', which its backing chain names but which is not a volume of any storage pool; the module writes such a file only when you name it (-Base '{shown}').",
+                    overlay.Name);
+            }
+        }
 
         StorageVolume baseVolume = host.GetVolumeByPath(image.Base.Path);
         StorageVolume[] intermediates = [.. image.Intermediates.Select(i => host.GetVolumeByPath(i.Path))];

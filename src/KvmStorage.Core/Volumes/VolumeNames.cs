@@ -65,7 +65,7 @@ public static class VolumeErrorIds
     public const string VolumeAttached = "VolumeAttachedToVM";
     public const string InvalidSize = "InvalidVolumeSize";
     public const string NotAVolume = "NotAVolume";
-    public const string BackingNotAllowed = "BackingFileNotAllowed";
+    public const string BackingNotAllowed = Images.ImageErrorIds.BackingFileNotAllowed;
 }
 
 /// <summary>How an existing image was allocated, so that growing it keeps to the same mode.</summary>

@@ -1,3 +1,4 @@
+using KvmStorage.Core.Access;
 using KvmStorage.Core.Errors;
 using KvmStorage.Core.Hosting;
 using KvmStorage.Core.Images;
@@ -13,15 +14,21 @@ namespace KvmStorage.Core.Volumes;
 /// </summary>
 public sealed class VolumeTransfer(IKvmHost host)
 {
+    private readonly HostFiles files = new(host);
+
     /// <summary>The file extension the module gives an output format: .qcow2, .raw or .vmdk.</summary>
     public static string ExtensionOf(ImageFormat format) => "." + format.ToQemuName();
 
-    /// <summary>Where a new volume named <paramref name="name"/> goes in pool <paramref name="pool"/>; refuses bad and taken names.</summary>
+    /// <summary>
+    /// Where a new volume named <paramref name="name"/> goes in pool <paramref name="pool"/>; refuses bad and taken
+    /// names, a pool folder that leads out of the host root, and a connection that may not write.
+    /// </summary>
     public string NewVolumePath(string pool, string name)
     {
         VolumeNames.Validate(name);
         StoragePool target = host.GetPool(pool);
-        string folder = target.LocalPath ?? throw new KvmStorageException(ErrorKind.NotSupported, VolumeErrorIds.PoolHasNoFolder, $"Pool '{target.Name}' has no folder to hold image files.", target.Name);
+        host.EnsureWritable($"Creating volume '{name}'", name);
+        string folder = files.PoolFolder(target);
         if (!Directory.Exists(folder))
         {
             throw new KvmStorageException(ErrorKind.NotFound, VolumeErrorIds.PoolFolderMissing, $"The folder '{folder}' of pool '{target.Name}' does not exist; build the pool first.", target.Name);
@@ -41,7 +48,7 @@ public sealed class VolumeTransfer(IKvmHost host)
     {
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(options);
-        using (IBlockReader reader = BlockReaders.Open(source.LocalPath, new BlockOpenOptions { HostPathResolver = Resolver }))
+        using (IBlockReader reader = BlockReaders.Open(source.LocalPath, new BlockOpenOptions { BackingRule = files.BackingRule }))
         {
             ImageConverter.Convert(reader, destinationLocalPath, options, progress, cancellationToken);
         }
@@ -53,7 +60,7 @@ public sealed class VolumeTransfer(IKvmHost host)
     public StorageVolume ConvertFile(string sourceLocalPath, string destinationLocalPath, ConvertOptions options, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(options);
-        using (IBlockReader reader = BlockReaders.Open(sourceLocalPath))
+        using (IBlockReader reader = BlockReaders.Open(sourceLocalPath, new BlockOpenOptions { BackingRule = files.LocalBackingRule }))
         {
             ImageConverter.Convert(reader, destinationLocalPath, options, progress, cancellationToken);
         }
@@ -69,7 +76,7 @@ public sealed class VolumeTransfer(IKvmHost host)
     {
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(options);
-        EnsureNotReferenced(source);
+        PrepareReplace(source);
         var replacing = new ConvertOptions
         {
             Format = options.Format,
@@ -84,13 +91,24 @@ public sealed class VolumeTransfer(IKvmHost host)
             Group = source.Group,
             Threads = options.Threads,
         };
-        using (IBlockReader reader = BlockReaders.Open(source.LocalPath, new BlockOpenOptions { HostPathResolver = Resolver }))
+        using (IBlockReader reader = BlockReaders.Open(source.LocalPath, new BlockOpenOptions { BackingRule = files.BackingRule }))
         using (ImageLock.AcquireForWrite(source.LocalPath))
         {
             ImageConverter.Convert(reader, source.LocalPath, replacing, progress, cancellationToken);
         }
 
         return Written(source.LocalPath);
+    }
+
+    /// <summary>
+    /// The refusals of <see cref="Replace"/>, made before anything is asked or written: a connection that may not
+    /// write, a volume that a VM or another image uses.
+    /// </summary>
+    public void PrepareReplace(StorageVolume source)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        host.EnsureWritable($"Converting '{source.Name}'", source.Path);
+        EnsureNotReferenced(source);
     }
 
     /// <summary>
@@ -114,7 +132,7 @@ public sealed class VolumeTransfer(IKvmHost host)
         bool sameFolder = string.Equals(Path.GetDirectoryName(Path.GetFullPath(destinationLocalPath)), Path.GetDirectoryName(source.LocalPath), StringComparison.Ordinal);
         string recorded = sameFolder ? source.BackingFile : source.BackingPath;
         ImageFormat? backingFormat = ImageFormats.TryParse(source.BackingFormat, out ImageFormat f) ? f : source.Image.BackingChain.Count > 0 ? source.Image.BackingChain[0].Format : null;
-        using (IBlockReader reader = BlockReaders.Open(source.LocalPath, new BlockOpenOptions { HostPathResolver = Resolver }))
+        using (IBlockReader reader = BlockReaders.Open(source.LocalPath, new BlockOpenOptions { BackingRule = files.BackingRule }))
         using (IBlockReader top = TopLayerReader.Open(source.LocalPath))
         {
             var overlay = new ConvertOptions
@@ -147,12 +165,10 @@ public sealed class VolumeTransfer(IKvmHost host)
             BackingFile = source.Path,
             BackingFormat = source.Format,
             Mode = mode,
-            HostPathResolver = Resolver,
+            BackingRule = files.BackingRule,
         });
         return Written(destinationLocalPath);
     }
-
-    private Func<string, string>? Resolver => host.Paths.IsSystemRoot ? null : host.Paths.Resolve;
 
     /// <summary>
     /// The volume just written, after its pool was refreshed: a libvirt daemon lists a pool's files from its own

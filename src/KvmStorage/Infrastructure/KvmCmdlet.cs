@@ -2,11 +2,13 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Management.Automation;
 using System.Reflection;
+using KvmStorage.Core.Access;
 using KvmStorage.Core.Images;
 using KvmStorage.Core.Sizes;
 using KvmStorage.Core.Errors;
 using KvmStorage.Core.Hosting;
 using KvmStorage.Core.Libvirt;
+using KvmStorage.Core.Volumes;
 
 namespace KvmStorage.Infrastructure;
 
@@ -17,6 +19,7 @@ namespace KvmStorage.Infrastructure;
 public abstract class KvmCmdlet : PSCmdlet
 {
     private IKvmHost? host;
+    private VolumeOperations? volumes;
     private CancellationTokenSource? cancellation;
 
     private static readonly object ImplicitGate = new();
@@ -38,6 +41,29 @@ public abstract class KvmCmdlet : PSCmdlet
     protected IReadOnlyList<IKvmHost> KvmHosts => Connection is { Length: > 1 } several
         ? several.Select(c => (IKvmHost)OpenHost(c)).ToList()
         : [KvmHost];
+
+    /// <summary>The core's one way to every volume file: resolution, containment, write policy, refresh after writes.</summary>
+    protected VolumeOperations Volumes => volumes ??= new VolumeOperations(KvmHost);
+
+    /// <summary>A volume argument as the core's resolver takes it (typed paths resolved against the current location).</summary>
+    protected VolumeSpec SpecOf(VolumeReference reference)
+    {
+        ArgumentNullException.ThrowIfNull(reference);
+        return reference.ToSpec(GetUnresolvedProviderPathFromPSPath);
+    }
+
+    /// <summary>The volume a reference names, read afresh.</summary>
+    protected StorageVolume ResolveVolume(VolumeReference reference) => Volumes.Locator.Get(SpecOf(reference));
+
+    /// <summary>A typed path (<c>-Path</c>, <c>-BackingVolume</c>) as the core's resolver takes it.</summary>
+    protected VolumeSpec SpecOfPath(string typed) => new VolumeSpec.AtPath(typed, GetUnresolvedProviderPathFromPSPath(typed));
+
+    /// <summary>
+    /// Expands a wildcard path pattern to the files it matches on this machine: a host-view pattern under the host root.
+    /// A pattern matching nothing is the provider's error.
+    /// </summary>
+    protected IEnumerable<VolumeSpec> ExpandPathPattern(string pattern) =>
+        GetResolvedProviderPathFromPSPath(Volumes.Locator.Files.LocalPattern(pattern), out _).Select(f => (VolumeSpec)new VolumeSpec.AtLocalPath(f));
 
     /// <summary>Cancelled when the user presses Ctrl+C (<see cref="StopProcessing"/>).</summary>
     protected CancellationToken CancellationToken => (cancellation ??= new CancellationTokenSource()).Token;

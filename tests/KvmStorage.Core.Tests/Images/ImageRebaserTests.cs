@@ -77,7 +77,7 @@ public sealed class ImageRebaserTests : IDisposable
         string before = RawCopy(top);
         string baseImage = temp.Combine("layer0." + baseFormat);
 
-        ImageInfo info = ImageRebaser.Rebase(top, new RebaseOptions { BackingFile = "layer0." + baseFormat, AllowRawBacking = true });
+        ImageInfo info = ImageRebaser.Rebase(top, new RebaseOptions { BackingFile = "layer0." + baseFormat });
 
         Assert.Equal("layer0." + baseFormat, info.BackingFile);
         Assert.Equal(baseImage, info.FullBackingFile);
@@ -262,11 +262,12 @@ public sealed class ImageRebaserTests : IDisposable
                 expected = RebaseErrorIds.RebaseWouldLoop;
                 break;
             case "raw outside pools":
-                options = new RebaseOptions { BackingFile = raw };
-                expected = RebaseErrorIds.BackingNotAllowed;
+                // The host's rule (a host root here with no pool at all): a raw file outside every pool is never a backing file.
+                options = new RebaseOptions { BackingFile = "plain.raw", BackingRule = new KvmStorage.Core.Access.HostFiles(new KvmStorage.Core.Hosting.OfflineHost(new KvmStorage.Core.Hosting.HostPaths(temp.Path))).BackingRule };
+                expected = ImageErrorIds.BackingFileNotAllowed;
                 break;
             case "device":
-                options = new RebaseOptions { BackingFile = "/dev/null", AllowRawBacking = true };
+                options = new RebaseOptions { BackingFile = "/dev/null" };
                 expected = RebaseErrorIds.BackingNotAllowed;
                 break;
             case "current backing missing":

@@ -9,6 +9,6 @@ public sealed class BlockOpenOptions
     /// <summary>Read even while a running QEMU holds the image for writing (<c>qemu-img -U</c>): skips the lock check.</summary>
     public bool ForceShare { get; init; }
 
-    /// <summary>Maps an absolute backing path, as the host sees it, to where it lies on this machine (see <see cref="ImageInspectOptions.HostPathResolver"/>).</summary>
-    public Func<string, string>? HostPathResolver { get; init; }
+    /// <summary>How recorded backing names become files here and which may be read (see <see cref="BackingFileRule"/>); null is qemu's unrestricted rule.</summary>
+    public BackingFileRule? BackingRule { get; init; }
 }

@@ -21,7 +21,7 @@ public static class BlockReaders
         {
             ForceShare = options.ForceShare,
             Format = options.Format,
-            HostPathResolver = options.HostPathResolver,
+            BackingRule = options.BackingRule,
         });
 
         var layers = new List<ImageLayer>(1 + info.BackingChain.Count);

@@ -28,8 +28,8 @@ public sealed class ImageCommitOptions
 
     public OverlayDisposition Overlay { get; init; } = OverlayDisposition.Empty;
 
-    /// <summary>Maps absolute backing paths, as the host sees them, to this machine (see <see cref="ImageInspectOptions.HostPathResolver"/>).</summary>
-    public Func<string, string>? HostPathResolver { get; init; }
+    /// <summary>How recorded backing names become files here and which may be read (see <see cref="BackingFileRule"/>); null is qemu's unrestricted rule.</summary>
+    public BackingFileRule? BackingRule { get; init; }
 }
 
 /// <summary>A checked commit: the overlay, the layers above the base, and the base (local paths, top first).</summary>
@@ -79,7 +79,7 @@ public static partial class ImageCommitter
         ArgumentException.ThrowIfNullOrEmpty(overlayPath);
         ArgumentNullException.ThrowIfNull(options);
         string fullPath = Path.GetFullPath(overlayPath);
-        ImageInfo overlay = ImageInspector.Inspect(fullPath, new ImageInspectOptions { ForceShare = true, HostPathResolver = options.HostPathResolver });
+        ImageInfo overlay = ImageInspector.Inspect(fullPath, new ImageInspectOptions { ForceShare = true, BackingRule = options.BackingRule });
         if (string.IsNullOrEmpty(overlay.BackingFile) || overlay.BackingChain.Count == 0)
         {
             throw new KvmStorageException(ErrorKind.InvalidOperation, MergeErrorIds.NoBackingFile, $"'{fullPath}' has no backing file: there is nothing to commit its data into.", fullPath);
@@ -316,7 +316,7 @@ public static partial class ImageCommitter
     }
 
     private static Qcow2DataWriter OpenWriter(string path, ImageCommitOptions options) =>
-        Qcow2DataWriter.Open(path, new BlockOpenOptions { ForceShare = true, HostPathResolver = options.HostPathResolver });
+        Qcow2DataWriter.Open(path, new BlockOpenOptions { ForceShare = true, BackingRule = options.BackingRule });
 
     /// <summary>Refuses images this process may not write, and images nobody may write (no write bit: a protected golden image).</summary>
     private static void EnsureWritable(string path)

@@ -30,7 +30,7 @@ public static class ImageRebaser
             throw new KvmStorageException(ErrorKind.NotFound, ImageErrorIds.ImageNotFound, $"The image '{fullPath}' does not exist.", fullPath);
         }
 
-        ImageInfo top = ImageInspector.Inspect(fullPath, new ImageInspectOptions { ForceShare = true, ResolveBackingChain = false, HostPathResolver = options.HostPathResolver });
+        ImageInfo top = ImageInspector.Inspect(fullPath, new ImageInspectOptions { ForceShare = true, ResolveBackingChain = false, BackingRule = options.BackingRule });
         if (top.Format != ImageFormat.Qcow2)
         {
             throw ImageErrors.NotSupported(RebaseErrorIds.RebaseNotSupported, fullPath, $"{top.Format.ToQemuName()} images record no backing file; only qcow2 images can be rebased.");
@@ -41,7 +41,7 @@ public static class ImageRebaser
         {
             if (!options.Unsafe)
             {
-                CopyDifferences(fullPath, top, newPath, newFormat, options.HostPathResolver, progress, cancellationToken);
+                CopyDifferences(fullPath, top, newPath, newFormat, options.BackingRule, progress, cancellationToken);
             }
 
             cancellationToken.ThrowIfCancellationRequested();
@@ -56,7 +56,7 @@ public static class ImageRebaser
             }
         }
 
-        return ImageInspector.Inspect(fullPath, new ImageInspectOptions { ForceShare = true, AllowMissingBacking = true, HostPathResolver = options.HostPathResolver });
+        return ImageInspector.Inspect(fullPath, new ImageInspectOptions { ForceShare = true, AllowMissingBacking = true, BackingRule = options.BackingRule });
     }
 
     /// <summary>Validates the new backing file: it exists, is a regular image file, and does not lead back to the image.</summary>
@@ -77,7 +77,9 @@ public static class ImageRebaser
             throw ImageErrors.NotSupported(RebaseErrorIds.BackingNotAllowed, fullPath, $"network backing files ('{options.BackingFile}') are not supported.");
         }
 
-        string newPath = ImageInspector.ResolveBackingPath(fullPath, options.BackingFile, options.HostPathResolver);
+        // The one rule for backing files: a raw or unrecognised file outside every pool, or a name leaving the host
+        // root, is refused before anything is read from it.
+        string newPath = ImageInspector.ResolveCheckedBackingPath(fullPath, options.BackingFile, options.BackingRule);
         if (!File.Exists(newPath))
         {
             throw new KvmStorageException(ErrorKind.NotFound, ImageErrorIds.BackingFileNotFound, $"The new backing file '{options.BackingFile}' (resolved to '{newPath}') does not exist.", fullPath);
@@ -99,7 +101,7 @@ public static class ImageRebaser
             ForceShare = true,
             Format = options.BackingFormat,
             AllowMissingBacking = true,
-            HostPathResolver = options.HostPathResolver,
+            BackingRule = options.BackingRule,
         });
         foreach (ImageInfo below in backing.BackingChain)
         {
@@ -109,20 +111,11 @@ public static class ImageRebaser
             }
         }
 
-        if (backing.Format == ImageFormat.Raw && !options.AllowRawBacking)
-        {
-            throw new KvmStorageException(
-                ErrorKind.PermissionDenied,
-                RebaseErrorIds.BackingNotAllowed,
-                $"'{newPath}' is not a disk image of a recognised format and lies outside every storage pool; it is not allowed as a backing file (its bytes would be exposed to the guest). Put a raw image in a pool folder to use it.",
-                fullPath);
-        }
-
         return (newPath, backing.Format);
     }
 
     /// <summary>Writes the old chain's contents into every unallocated cluster where the new chain reads differently.</summary>
-    private static void CopyDifferences(string fullPath, ImageInfo top, string? newPath, ImageFormat? newFormat, Func<string, string>? resolver, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
+    private static void CopyDifferences(string fullPath, ImageInfo top, string? newPath, ImageFormat? newFormat, BackingFileRule? rule, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
     {
         if (top.BackingFile is null && newPath is null)
         {
@@ -131,7 +124,7 @@ public static class ImageRebaser
 
         // What the image leaves to its backing chain, read from its metadata before anything changes.
         List<Extent> pending;
-        using (IBlockReader own = TopLayerReader.Open(fullPath, new BlockOpenOptions { ForceShare = true, Format = ImageFormat.Qcow2, HostPathResolver = resolver }))
+        using (IBlockReader own = TopLayerReader.Open(fullPath, new BlockOpenOptions { ForceShare = true, Format = ImageFormat.Qcow2, BackingRule = rule }))
         {
             pending = [.. own.GetExtents(0, top.VirtualSize).Where(e => e.Kind == ExtentKind.Unallocated)];
         }
@@ -143,9 +136,9 @@ public static class ImageRebaser
             return;
         }
 
-        using IBlockReader? oldChain = OpenOldChain(fullPath, top, resolver);
-        using IBlockReader? newChain = newPath is null ? null : BlockReaders.Open(newPath, new BlockOpenOptions { ForceShare = true, Format = newFormat, HostPathResolver = resolver });
-        using Qcow2DataWriter writer = Qcow2DataWriter.Open(fullPath, new BlockOpenOptions { ForceShare = true, HostPathResolver = resolver });
+        using IBlockReader? oldChain = OpenOldChain(fullPath, top, rule);
+        using IBlockReader? newChain = newPath is null ? null : BlockReaders.Open(newPath, new BlockOpenOptions { ForceShare = true, Format = newFormat, BackingRule = rule });
+        using Qcow2DataWriter writer = Qcow2DataWriter.Open(fullPath, new BlockOpenOptions { ForceShare = true, BackingRule = rule });
         uint cluster = (uint)writer.ClusterSize;
         int chunk = (int)Math.Max(cluster, ChunkBytes / cluster * cluster);
         byte[] oldData = new byte[chunk];
@@ -230,13 +223,15 @@ public static class ImageRebaser
         }
     }
 
-    private static IBlockReader? OpenOldChain(string fullPath, ImageInfo top, Func<string, string>? resolver)
+    private static IBlockReader? OpenOldChain(string fullPath, ImageInfo top, BackingFileRule? rule)
     {
         if (top.BackingFile is null || top.FullBackingFile is null)
         {
             return null;
         }
 
+        // The current backing file is read into the image: the rule sees it before its existence is even tested.
+        ImageInspector.ResolveCheckedBackingPath(fullPath, top.BackingFile, rule);
         if (!File.Exists(top.FullBackingFile))
         {
             throw new KvmStorageException(
@@ -247,7 +242,7 @@ public static class ImageRebaser
         }
 
         ImageFormat? format = ImageFormats.TryParse(top.BackingFormat, out ImageFormat recorded) ? recorded : null;
-        return BlockReaders.Open(top.FullBackingFile, new BlockOpenOptions { ForceShare = true, Format = format, HostPathResolver = resolver });
+        return BlockReaders.Open(top.FullBackingFile, new BlockOpenOptions { ForceShare = true, Format = format, BackingRule = rule });
     }
 
     /// <summary>Guest bytes of a chain at <paramref name="offset"/>; past its end (or without a chain) zeros.</summary>

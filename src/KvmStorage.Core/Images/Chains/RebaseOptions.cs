@@ -18,12 +18,6 @@ public sealed class RebaseOptions
     /// </summary>
     public bool Unsafe { get; init; }
 
-    /// <summary>
-    /// Allow a backing file that no format recognises (raw). Callers set it only for files inside a storage pool:
-    /// a raw file elsewhere (/etc/shadow, a key) would expose its bytes to the guest.
-    /// </summary>
-    public bool AllowRawBacking { get; init; }
-
-    /// <summary>Maps an absolute backing path, as the host sees it, to where it lies on this machine.</summary>
-    public Func<string, string>? HostPathResolver { get; init; }
+    /// <summary>How recorded backing names become files here and which may be read (see <see cref="BackingFileRule"/>); null is qemu's unrestricted rule.</summary>
+    public BackingFileRule? BackingRule { get; init; }
 }

@@ -642,12 +642,12 @@ public sealed partial class Qcow2DataWriter : IDisposable
             backingOpened = true;
             if (HasBackingFile)
             {
-                string backingPath = ImageInspector.ResolveBackingPath(path, header.BackingFile!, backingOptions?.HostPathResolver);
+                string backingPath = ImageInspector.ResolveCheckedBackingPath(path, header.BackingFile!, backingOptions?.BackingRule);
                 backing = BlockReaders.Open(backingPath, new BlockOpenOptions
                 {
                     Format = ImageFormats.TryParse(header.BackingFormat, out ImageFormat format) ? format : null,
                     ForceShare = backingOptions?.ForceShare ?? false,
-                    HostPathResolver = backingOptions?.HostPathResolver,
+                    BackingRule = backingOptions?.BackingRule,
                 });
             }
         }

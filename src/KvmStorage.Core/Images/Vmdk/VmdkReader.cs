@@ -1,6 +1,6 @@
 using System.Buffers.Binary;
-using System.Runtime.InteropServices;
 using KvmStorage.Core.Errors;
+using KvmStorage.Core.IO;
 using Microsoft.Win32.SafeHandles;
 using static KvmStorage.Core.Images.ForeignImageFile;
 
@@ -347,7 +347,7 @@ public sealed partial class VmdkReader : IImageFormatReader
     /// <summary>True when the real path of <paramref name="file"/> lies in the real folder <paramref name="folder"/> or below it.</summary>
     internal static bool IsInsideFolder(string file, string folder)
     {
-        string? realFolder = RealPath(folder);
+        string? realFolder = PosixFile.RealPath(folder);
         if (realFolder is null)
         {
             return false;
@@ -355,39 +355,12 @@ public sealed partial class VmdkReader : IImageFormatReader
 
         // Symlinks are resolved, so a link in the folder cannot lead the reader elsewhere. A missing file is
         // checked by its name alone; opening it then fails, as it does in qemu.
-        string candidate = RealPath(file) ?? file;
+        string candidate = PosixFile.RealPath(file) ?? file;
         string prefix = realFolder.EndsWith('/') ? realFolder : realFolder + "/";
         return candidate.StartsWith(prefix, StringComparison.Ordinal);
-    }
-
-    private static string? RealPath(string path)
-    {
-        nint resolved = NativeRealPath.realpath(path, 0);
-        if (resolved == 0)
-        {
-            return null;
-        }
-
-        try
-        {
-            return Marshal.PtrToStringUTF8(resolved);
-        }
-        finally
-        {
-            NativeRealPath.free(resolved);
-        }
     }
 
     private sealed record Extent(string Path, ulong Sectors, bool Flat, bool Compressed, uint? GrainBytes);
 
     private sealed record Layout(string CreateType, List<Extent> Extents);
-
-    private static partial class NativeRealPath
-    {
-        [LibraryImport("libc", StringMarshalling = StringMarshalling.Utf8)]
-        internal static partial nint realpath(string path, nint resolved);
-
-        [LibraryImport("libc")]
-        internal static partial void free(nint pointer);
-    }
 }

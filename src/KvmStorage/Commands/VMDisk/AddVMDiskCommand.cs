@@ -96,7 +96,7 @@ public sealed class AddVMDiskCommand : KvmCmdlet
     [Parameter]
     public SwitchParameter AsVolumeSource { get; set; }
 
-    /// <summary>Attach even if the image is already attached to this VM, or read-write to another.</summary>
+    /// <summary>Attach even if the image is already attached to this VM, read-write to another, or a regular file outside every pool.</summary>
     [Parameter]
     public SwitchParameter Force { get; set; }
 
@@ -114,8 +114,8 @@ public sealed class AddVMDiskCommand : KvmCmdlet
         {
             string? localPath = ParameterSetName switch
             {
-                ByVolume => Volume.Volume?.LocalPath ?? GetUnresolvedProviderPathFromPSPath(Volume.Path),
-                ByPath => GetUnresolvedProviderPathFromPSPath(Path),
+                ByVolume => Volumes.Locator.File(SpecOf(Volume)),
+                ByPath => Volumes.Locator.File(SpecOfPath(Path)),
                 _ => null,
             };
             var request = new DiskAttachRequest

@@ -60,7 +60,7 @@ public sealed class RemoveVMDiskCommand : KvmCmdlet
             List<Core.Domains.VMDisk> selected;
             if (ParameterSetName == ByVolume)
             {
-                string hostPath = Volume.Volume?.Path ?? KvmHost.GetVolumeByPath(GetUnresolvedProviderPathFromPSPath(Volume.Path)).Path;
+                string hostPath = ResolveVolume(Volume).Path;
                 selected = disks.Where(d => d.Source == hostPath).ToList();
                 if (selected.Count == 0)
                 {

@@ -116,7 +116,7 @@ public sealed class SetVMDiskCommand : KvmCmdlet
             {
                 if (media)
                 {
-                    result = attachments.ChangeMedia(vm, target, Path is null ? null : GetUnresolvedProviderPathFromPSPath(Path), DeviceScopes.From(Live, Config));
+                    result = attachments.ChangeMedia(vm, target, Path is null ? null : Volumes.Locator.File(SpecOfPath(Path)), DeviceScopes.From(Live, Config));
                 }
 
                 if (settings)

@@ -68,7 +68,7 @@ public sealed class ConvertVolumeCommand : KvmCmdlet
     {
         RunForItem(Volume.ToString(), () =>
         {
-            StorageVolume source = VolumeResolver.Resolve(this, KvmHost, Volume);
+            StorageVolume source = ResolveVolume(Volume);
             ImageFormat format = ConvertParameters.ParseFormat(Format, ImageFormat.Qcow2);
             ConvertOptions options = ConvertParameters.Build(
                 format,
@@ -81,9 +81,9 @@ public sealed class ConvertVolumeCommand : KvmCmdlet
             var transfer = new VolumeTransfer(KvmHost);
             if (Replace)
             {
+                transfer.PrepareReplace(source);
                 if (ShouldProcess(source.Path, $"Convert to {Format} and replace the original"))
                 {
-                    KvmHost.EnsureWritable($"Converting '{source.Name}'", source.Path);
                     StorageVolume replaced = RunWithProgress("Convert-Volume", $"Converting {source.Name} to {Format}", (progress, token) => transfer.Replace(source, options, progress, token));
                     WriteObject(replaced);
                 }
@@ -97,7 +97,6 @@ public sealed class ConvertVolumeCommand : KvmCmdlet
             string destination = transfer.NewVolumePath(pool, name);
             if (ShouldProcess(source.Path, $"Convert to {Format} volume {name} in pool {pool}"))
             {
-                KvmHost.EnsureWritable($"Creating volume '{name}'", name);
                 StorageVolume created = RunWithProgress("Convert-Volume", $"Converting {source.Name} to {name}", (progress, token) => transfer.Convert(source, destination, options, progress, token));
                 WriteObject(created);
             }

@@ -49,7 +49,7 @@ public sealed class CopyVolumeCommand : KvmCmdlet
     {
         RunForItem(Volume.ToString(), () =>
         {
-            StorageVolume source = VolumeResolver.Resolve(this, KvmHost, Volume);
+            StorageVolume source = ResolveVolume(Volume);
             string pool = Pool?.Name ?? source.Pool ?? throw new Core.Errors.KvmStorageException(
                 Core.Errors.ErrorKind.InvalidArgument, VolumeErrorIds.VolumeOutsidePool, $"'{source.Path}' is in no pool; name the target with -Pool.", source.Path);
             var transfer = new VolumeTransfer(KvmHost);
@@ -58,7 +58,6 @@ public sealed class CopyVolumeCommand : KvmCmdlet
             {
                 if (ShouldProcess(source.Path, $"Create linked clone {Name} in pool {pool}"))
                 {
-                    KvmHost.EnsureWritable($"Creating volume '{Name}'", Name);
                     WriteObject(transfer.Link(source, destination, Permissions.DefaultVolumeMode));
                 }
 
@@ -72,7 +71,6 @@ public sealed class CopyVolumeCommand : KvmCmdlet
             string what = keep ? $"Copy to {Name} in pool {pool}, keeping backing file {source.BackingPath}" : $"Copy to {format.ToQemuName()} volume {Name} in pool {pool}";
             if (ShouldProcess(source.Path, what))
             {
-                KvmHost.EnsureWritable($"Creating volume '{Name}'", Name);
                 StorageVolume copy = RunWithProgress("Copy-Volume", $"Copying {source.Name} to {Name}", (progress, token) => keep
                     ? transfer.CopyKeepingBacking(source, destination, options, progress, token)
                     : transfer.Convert(source, destination, options, progress, token));

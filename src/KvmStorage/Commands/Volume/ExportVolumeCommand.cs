@@ -39,7 +39,7 @@ public sealed class ExportVolumeCommand : KvmCmdlet
     {
         RunForItem(Volume.ToString(), () =>
         {
-            StorageVolume source = VolumeResolver.Resolve(this, KvmHost, Volume);
+            StorageVolume source = ResolveVolume(Volume);
             string destination = GetUnresolvedProviderPathFromPSPath(Destination);
             ImageFormat format = Format is not null
                 ? ConvertParameters.ParseFormat(Format, ImageFormat.Qcow2)

@@ -11,29 +11,40 @@ namespace KvmStorage.Commands.Volume;
 public sealed class GetVolumeCommand : KvmCmdlet
 {
     private const string ByPool = "ByPool";
+    private const string ByInput = "ByInput";
     private const string ByPath = "ByPath";
     private const string ByLiteralPath = "ByLiteralPath";
 
     /// <summary>The pool, by name or as a pool object; all file pools when omitted.</summary>
-    [Parameter(Position = 0, ParameterSetName = ByPool, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
+    [Parameter(Position = 0, ParameterSetName = ByPool)]
+    [Parameter(ParameterSetName = ByInput)]
     [ArgumentCompleter(typeof(PoolNameCompleter))]
     public PoolReference[]? Pool { get; set; }
 
     /// <summary>Volume names; wildcards allowed.</summary>
     [Parameter(Position = 1, ParameterSetName = ByPool)]
+    [Parameter(ParameterSetName = ByInput)]
     [ValidateNotNullOrEmpty]
     [SupportsWildcards]
     [ArgumentCompleter(typeof(VolumeNameCompleter))]
     public string[]? Name { get; set; }
 
-    /// <summary>Image files anywhere; wildcards allowed.</summary>
+    /// <summary>
+    /// Objects from the pipeline, each naming exactly what it is: a pool object (its volumes), a volume, a VM disk (its
+    /// image), a snapshot (its volume), a file from Get-ChildItem, a string (a volume name, in -Pool or in every pool),
+    /// or a record with Pool and Name (or Path) properties. A record that names a pool but no volume is refused.
+    /// </summary>
+    [Parameter(Mandatory = true, ValueFromPipeline = true, ParameterSetName = ByInput)]
+    public PSObject[] InputObject { get; set; } = [];
+
+    /// <summary>Image files (host paths, or local paths under the host root); wildcards allowed.</summary>
     [Parameter(Mandatory = true, ParameterSetName = ByPath)]
     [ValidateNotNullOrEmpty]
     [SupportsWildcards]
     public string[] Path { get; set; } = [];
 
-    /// <summary>Image files anywhere, taken literally (Get-ChildItem output binds here).</summary>
-    [Parameter(Mandatory = true, ParameterSetName = ByLiteralPath, ValueFromPipelineByPropertyName = true)]
+    /// <summary>Image files, taken literally.</summary>
+    [Parameter(Mandatory = true, ParameterSetName = ByLiteralPath)]
     [Alias("PSPath", "LP")]
     [ValidateNotNullOrEmpty]
     public string[] LiteralPath { get; set; } = [];
@@ -47,9 +58,9 @@ public sealed class GetVolumeCommand : KvmCmdlet
                 {
                     RunForItem(pattern, () =>
                     {
-                        foreach (string file in GetResolvedProviderPathFromPSPath(pattern, out _))
+                        foreach (Core.Access.VolumeSpec file in ExpandPathPattern(pattern))
                         {
-                            RunForItem(file, () => WriteObject(KvmHost.GetVolumeByPath(file)));
+                            RunForItem(file.ToString(), () => WriteObject(Volumes.Locator.Get(file)));
                         }
                     });
                 }
@@ -58,27 +69,52 @@ public sealed class GetVolumeCommand : KvmCmdlet
             case ByLiteralPath:
                 foreach (string path in LiteralPath)
                 {
-                    RunForItem(path, () => WriteObject(KvmHost.GetVolumeByPath(GetUnresolvedProviderPathFromPSPath(path))));
+                    RunForItem(path, () => WriteObject(Volumes.Locator.Get(SpecOfPath(path))));
+                }
+
+                break;
+            case ByInput:
+                foreach (PSObject input in InputObject)
+                {
+                    RunForItem(input, () =>
+                    {
+                        VolumeInput.Item item = VolumeInput.Interpret(input, GetUnresolvedProviderPathFromPSPath);
+                        if (item.Volume is not null)
+                        {
+                            WriteObject(Volumes.Locator.Get(item.Volume));
+                        }
+                        else if (item.Pool is not null)
+                        {
+                            WritePoolVolumes([item.Pool.Name], Name);
+                        }
+                        else
+                        {
+                            WritePoolVolumes(Pool?.Select(p => p.Name), [item.Name!]);
+                        }
+                    });
                 }
 
                 break;
             default:
-                WritePoolVolumes();
+                WritePoolVolumes(Pool?.Select(p => p.Name), Name);
                 break;
         }
     }
 
-    private void WritePoolVolumes()
+    private void WritePoolVolumes(IEnumerable<string>? pools, string[]? names)
     {
-        IEnumerable<string> pools = Pool?.Select(p => p.Name)
-            ?? KvmHost.ListPools().Where(r => r.Pool is { } p && p.Type.HoldsFileVolumes() && p.LocalPath is not null && Directory.Exists(p.LocalPath)).Select(r => r.Pool!.Name);
+        // A literal name asked of one pool is looked up there (VolumeNotFound when missing); asked of every pool, it is
+        // matched in each and reported missing only when no pool has it.
+        bool everyPool = pools is null;
+        pools ??= KvmHost.ListPools().Where(r => r.Pool is { } p && p.Type.HoldsFileVolumes() && p.LocalPath is not null && Directory.Exists(p.LocalPath)).Select(r => r.Pool!.Name);
+        var found = new HashSet<string>(StringComparer.Ordinal);
         foreach (string pool in pools)
         {
             RunForItem(pool, () =>
             {
-                if (Name is not null && Name.All(n => !WildcardPattern.ContainsWildcardCharacters(n)))
+                if (!everyPool && names is not null && names.All(n => !WildcardPattern.ContainsWildcardCharacters(n)))
                 {
-                    foreach (string name in Name)
+                    foreach (string name in names)
                     {
                         RunForItem(name, () => WriteObject(KvmHost.GetVolume(pool, name)));
                     }
@@ -86,7 +122,7 @@ public sealed class GetVolumeCommand : KvmCmdlet
                     return;
                 }
 
-                var patterns = Name?.Select(n => new WildcardPattern(n, WildcardOptions.None)).ToList();
+                var patterns = names?.Select(n => new WildcardPattern(n, WildcardOptions.None)).ToList();
                 foreach (VolumeReadResult result in KvmHost.ListVolumes(pool))
                 {
                     string name = System.IO.Path.GetFileName(result.File);
@@ -95,6 +131,7 @@ public sealed class GetVolumeCommand : KvmCmdlet
                         continue;
                     }
 
+                    found.Add(name);
                     if (result.Error is not null)
                     {
                         WriteError(ErrorRecords.From(result.Error, result.File));
@@ -105,6 +142,11 @@ public sealed class GetVolumeCommand : KvmCmdlet
                     }
                 }
             });
+        }
+
+        foreach (string missing in everyPool ? names?.Where(n => !WildcardPattern.ContainsWildcardCharacters(n) && !found.Contains(n)) ?? [] : [])
+        {
+            WriteError(ErrorRecords.From(new Core.Errors.KvmStorageException(Core.Errors.ErrorKind.NotFound, VolumeErrorIds.VolumeNotFound, $"No storage pool has a volume named '{missing}'.", missing), missing));
         }
     }
 }

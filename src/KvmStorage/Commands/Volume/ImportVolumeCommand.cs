@@ -54,7 +54,6 @@ public sealed class ImportVolumeCommand : KvmCmdlet
             ConvertOptions options = ConvertParameters.Build(format, Compress, null, Preallocation.Off, null, null, Permissions.DefaultVolumeMode);
             if (ShouldProcess(file, $"Import as {Format} volume {name} in pool {Pool.Name}"))
             {
-                KvmHost.EnsureWritable($"Creating volume '{name}'", name);
                 StorageVolume created = RunWithProgress("Import-Volume", $"Importing {System.IO.Path.GetFileName(file)}", (progress, token) => transfer.ConvertFile(file, destination, options, progress, token));
                 WriteObject(created);
             }

@@ -1,4 +1,5 @@
 using System.Management.Automation;
+using KvmStorage.Core.Access;
 using KvmStorage.Core.Volumes;
 using KvmStorage.Infrastructure;
 
@@ -36,13 +37,10 @@ public sealed class MergeVolumeCommand : KvmCmdlet
     {
         RunForItem(Volume, () =>
         {
-            StorageVolume overlay = VolumeTargets.ResolveVolume(this, KvmHost, Volume);
-            string? baseLocal = Base is null ? null : VolumeTargets.ResolveVolume(this, KvmHost, Base).LocalPath;
-            VolumeMergePlan plan = VolumeMerger.Plan(KvmHost, overlay, baseLocal, RemoveOverlay, Force);
-            if (ShouldProcess(overlay.Path, plan.Description))
+            VolumeAction<StorageVolume> merge = Volumes.Merge(SpecOf(Volume), Base is null ? null : SpecOf(Base), RemoveOverlay, Force);
+            if (ShouldProcess(merge.Target, merge.Description))
             {
-                KvmHost.EnsureWritable($"Merging '{overlay.Name}'", overlay.Path);
-                StorageVolume merged = RunWithProgress("Merge-Volume", $"Merging {overlay.Name} into {plan.Base.Name}", (progress, token) => VolumeMerger.Execute(KvmHost, plan, progress, token));
+                StorageVolume merged = RunWithProgress("Merge-Volume", $"Merging {System.IO.Path.GetFileName(merge.Target)}", merge.Run);
                 if (PassThru)
                 {
                     WriteObject(merged);

@@ -38,6 +38,7 @@ public sealed class NewVolumeCommand : KvmCmdlet
 
     /// <summary>Backing image of a linked clone: a volume object or a path; the new image records its format.</summary>
     [Parameter]
+    [Alias("BackingPath")]
     public VolumeReference? BackingVolume { get; set; }
 
     /// <summary>Format of the backing image; detected from its content when omitted.</summary>
@@ -94,7 +95,7 @@ public sealed class NewVolumeCommand : KvmCmdlet
             string? backingHostPath = null;
             if (BackingVolume is not null)
             {
-                StorageVolume backing = BackingVolume.Volume ?? KvmHost.GetVolumeByPath(GetUnresolvedProviderPathFromPSPath(BackingVolume.Path));
+                StorageVolume backing = ResolveVolume(BackingVolume);
                 backingHostPath = backing.Path;
             }
             else if (!sizeGiven)

@@ -1,4 +1,6 @@
 using System.Management.Automation;
+using KvmStorage.Core.Access;
+using KvmStorage.Core.Errors;
 using KvmStorage.Core.Volumes;
 using KvmStorage.Infrastructure;
 
@@ -10,20 +12,27 @@ namespace KvmStorage.Commands.Volume;
 public sealed class RemoveVolumeCommand : KvmCmdlet
 {
     private const string ByName = "ByName";
-    private const string ByObject = "ByObject";
+    private const string ByInput = "ByInput";
 
-    [Parameter(Mandatory = true, Position = 0, ParameterSetName = ByName, ValueFromPipelineByPropertyName = true)]
+    /// <summary>The pool of the volumes named by -Name (or by strings piped in).</summary>
+    [Parameter(Mandatory = true, Position = 0, ParameterSetName = ByName)]
+    [Parameter(ParameterSetName = ByInput)]
     [ArgumentCompleter(typeof(PoolNameCompleter))]
     public PoolReference Pool { get; set; } = null!;
 
-    [Parameter(Mandatory = true, Position = 1, ParameterSetName = ByName, ValueFromPipelineByPropertyName = true)]
+    /// <summary>Names of the volumes in -Pool.</summary>
+    [Parameter(Mandatory = true, Position = 1, ParameterSetName = ByName)]
     [ValidateNotNullOrEmpty]
     [ArgumentCompleter(typeof(VolumeNameCompleter))]
     public string[] Name { get; set; } = [];
 
-    /// <summary>Volumes as Get-Volume emits them.</summary>
-    [Parameter(Mandatory = true, ParameterSetName = ByObject, ValueFromPipeline = true)]
-    public StorageVolume[] InputObject { get; set; } = [];
+    /// <summary>
+    /// Objects from the pipeline, each naming one volume: a volume (Get-Volume), a VM disk (its image), a record with
+    /// Pool and Name properties (Import-Csv), or a name string (with -Pool). A pool object, or a record naming a pool
+    /// but no volume, is refused: nothing is ever read as "every volume of the pool".
+    /// </summary>
+    [Parameter(Mandatory = true, ParameterSetName = ByInput, ValueFromPipeline = true)]
+    public PSObject[] InputObject { get; set; } = [];
 
     /// <summary>Remove even when another image uses this one as its backing file, or a VM has it attached.</summary>
     [Parameter]
@@ -31,24 +40,44 @@ public sealed class RemoveVolumeCommand : KvmCmdlet
 
     protected override void ProcessRecord()
     {
-        IEnumerable<(string? Pool, string Name)> targets = ParameterSetName == ByObject
-            ? InputObject.Select(v => (v.Pool, v.Name))
-            : Name.Select(n => ((string?)Pool.Name, n));
-        foreach ((string? pool, string name) in targets)
+        if (ParameterSetName == ByName)
         {
-            RunForItem(name, () =>
+            foreach (string name in Name)
             {
-                if (pool is null)
-                {
-                    throw new Core.Errors.KvmStorageException(Core.Errors.ErrorKind.InvalidArgument, VolumeErrorIds.VolumeNotFound, $"'{name}' is not in a storage pool; Remove-Volume deletes pool volumes only.", name);
-                }
+                RemoveOne(new VolumeSpec.InPool(Pool.Name, name));
+            }
 
-                StorageVolume volume = KvmHost.GetVolume(pool, name);
-                if (ShouldProcess($"{volume.Path} ({volume.Format.ToString().ToLowerInvariant()}, {Core.Sizes.ByteSize.Format(volume.Capacity)})", "Delete the volume's image file"))
+            return;
+        }
+
+        foreach (PSObject input in InputObject)
+        {
+            RunForItem(input, () =>
+            {
+                VolumeInput.Item item = VolumeInput.Interpret(input, GetUnresolvedProviderPathFromPSPath);
+                VolumeSpec spec = item switch
                 {
-                    KvmHost.RemoveVolume(pool, name, Force);
-                }
+                    { Volume: { } volume } => volume,
+                    { Name: { } name } when MyInvocation.BoundParameters.ContainsKey(nameof(Pool)) => new VolumeSpec.InPool(Pool.Name, name),
+                    { Name: { } name } => throw new KvmStorageException(ErrorKind.InvalidArgument, AccessErrorIds.VolumeNotNamed, $"'{name}' is a volume name without a pool; give -Pool.", name),
+                    _ => throw new KvmStorageException(ErrorKind.InvalidArgument, AccessErrorIds.VolumeNotNamed, $"Pool '{item.Pool!.Name}' is not a volume: Remove-Volume never takes a pool for all its volumes (Remove-StoragePool removes a pool).", item.Pool!.Name),
+                };
+                RemoveOne(spec);
             });
         }
+    }
+
+    private void RemoveOne(VolumeSpec spec)
+    {
+        RunForItem(spec.ToString(), () =>
+        {
+            // Prepared first: what the real run would refuse (attached, a backing file, in use) is refused here,
+            // so neither -WhatIf nor -Confirm offers a delete that cannot happen.
+            VolumeAction<bool> remove = Volumes.Remove(spec, Force);
+            if (ShouldProcess(remove.Target, remove.Description))
+            {
+                remove.Run(null, CancellationToken);
+            }
+        });
     }
 }

@@ -1,7 +1,7 @@
 using System.Management.Automation;
 using KvmStorage.Core.Errors;
+using KvmStorage.Core.Access;
 using KvmStorage.Core.Images;
-using KvmStorage.Core.Images.Chains;
 using KvmStorage.Core.Volumes;
 using KvmStorage.Infrastructure;
 
@@ -22,8 +22,8 @@ public sealed class SetVolumeCommand : KvmCmdlet
     /// <summary>The new backing image: a volume object or a path; $null (or '') makes the volume standalone.</summary>
     [Parameter(Mandatory = true)]
     [AllowNull]
-    [Alias("BackingVolume")]
-    public VolumeReference? BackingPath { get; set; }
+    [Alias("BackingPath")]
+    public VolumeReference? BackingVolume { get; set; }
 
     /// <summary>Format of the new backing image; detected from its content when omitted, and recorded in the header.</summary>
     [Parameter]
@@ -46,54 +46,15 @@ public sealed class SetVolumeCommand : KvmCmdlet
     {
         RunForItem(Volume, () =>
         {
-            StorageVolume volume = VolumeTargets.ResolveVolume(this, KvmHost, Volume);
-            StorageVolume? backing = null;
-            if (BackingPath is not null && BackingPath.Path.Length > 0)
+            VolumeSpec? backing = BackingVolume is null || BackingVolume.Path.Length == 0 ? null : SpecOf(BackingVolume);
+            ImageFormat? format = BackingFormat is not null && ImageFormats.TryParse(BackingFormat, out ImageFormat parsed) ? parsed : null;
+            VolumeAction<StorageVolume> rebase = Volumes.Rebase(SpecOf(Volume), backing, format, RelativeBackingPath, Unsafe);
+            if (ShouldProcess(rebase.Target, rebase.Description))
             {
-                backing = VolumeTargets.ResolveVolume(this, KvmHost, BackingPath);
-            }
-
-            string? recorded = backing?.Path;
-            if (backing is not null && RelativeBackingPath)
-            {
-                recorded = Path.GetRelativePath(Path.GetDirectoryName(volume.Path)!, backing.Path);
-            }
-
-            var options = new RebaseOptions
-            {
-                BackingFile = recorded,
-                BackingFormat = BackingFormat is not null && ImageFormats.TryParse(BackingFormat, out ImageFormat format) ? format : null,
-                Unsafe = Unsafe,
-                AllowRawBacking = backing?.Pool is not null,
-                HostPathResolver = KvmHost.Paths.IsSystemRoot ? null : KvmHost.Paths.Resolve,
-            };
-            string what = (recorded, Unsafe.IsPresent) switch
-            {
-                (null, false) => $"Make standalone (copy the data it reads from '{volume.BackingPath}' into it)",
-                (null, true) => "Drop the backing file without copying its data (the guest loses what it read from it)",
-                (_, false) => $"Rebase onto '{recorded}' (copy what differs from '{volume.BackingPath}' first, so the guest sees the same data)",
-                (_, true) => $"Record '{recorded}' as backing file without comparing contents",
-            };
-            if (ShouldProcess(volume.Path, what))
-            {
-                KvmHost.EnsureWritable($"Rebasing '{volume.Name}'", volume.Path);
-                RunWithProgress("Set-Volume", $"Rebasing {volume.Name}", (progress, token) => ImageRebaser.Rebase(volume.LocalPath, options, progress, token));
-                if (volume.Pool is { } pool)
-                {
-                    // A libvirt daemon caches each volume's backing store until its pool is refreshed.
-                    try
-                    {
-                        KvmHost.RefreshPool(pool);
-                    }
-                    catch (KvmStorageException e)
-                    {
-                        WriteWarning($"'{volume.Path}' was rebased, but refreshing pool '{pool}' failed, so libvirt may still show the old backing file until Update-StoragePool: {e.Message}");
-                    }
-                }
-
+                StorageVolume rebased = RunWithProgress("Set-Volume", $"Rebasing {System.IO.Path.GetFileName(rebase.Target)}", rebase.Run);
                 if (PassThru)
                 {
-                    WriteObject(VolumeTargets.ResolveVolume(this, KvmHost, new VolumeReference(volume)));
+                    WriteObject(rebased);
                 }
             }
         });

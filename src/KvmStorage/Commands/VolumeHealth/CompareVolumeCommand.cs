@@ -1,5 +1,5 @@
 using System.Management.Automation;
-using KvmStorage.Core.Images.Block;
+using KvmStorage.Core.Access;
 using KvmStorage.Core.Images.Check;
 using KvmStorage.Infrastructure;
 
@@ -30,14 +30,8 @@ public sealed class CompareVolumeCommand : KvmCmdlet
         {
             RunForItem(difference, () =>
             {
-                string reference = VolumePathResolver.Resolve(this, ReferenceVolume);
-                string other = VolumePathResolver.Resolve(this, difference);
-                var options = new BlockOpenOptions { HostPathResolver = KvmHost.Paths.IsSystemRoot ? null : KvmHost.Paths.Resolve };
-                ImageCompareResult result = RunWithProgress(
-                    "Compare-Volume",
-                    $"Comparing {System.IO.Path.GetFileName(reference)} with {System.IO.Path.GetFileName(other)}",
-                    (progress, token) => ImageComparer.Compare(reference, other, Strict, options, progress, token));
-                WriteObject(result);
+                VolumeAction<ImageCompareResult> compare = Volumes.Compare(SpecOf(ReferenceVolume), SpecOf(difference), Strict);
+                WriteObject(RunWithProgress("Compare-Volume", $"Comparing {System.IO.Path.GetFileName(compare.Target)}", compare.Run));
             });
         }
     }

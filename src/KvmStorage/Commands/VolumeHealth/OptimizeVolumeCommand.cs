@@ -1,4 +1,5 @@
 using System.Management.Automation;
+using KvmStorage.Core.Access;
 using KvmStorage.Core.Images.Check;
 using KvmStorage.Infrastructure;
 
@@ -24,17 +25,11 @@ public sealed class OptimizeVolumeCommand : KvmCmdlet
         {
             RunForItem(volume, () =>
             {
-                string file = VolumePathResolver.Resolve(this, volume);
-                string action = Compact ? "Free all-zero data and rewrite the image compactly" : "Free all-zero data";
-                if (!ShouldProcess(volume.ToString(), action))
+                VolumeAction<ImageOptimizeResult> optimize = Volumes.Optimize(SpecOf(volume), Compact);
+                if (ShouldProcess(optimize.Target, optimize.Description))
                 {
-                    return;
+                    WriteObject(RunWithProgress("Optimize-Volume", $"Optimizing {System.IO.Path.GetFileName(optimize.Target)}", optimize.Run));
                 }
-
-                KvmHost.EnsureWritable($"Optimizing '{System.IO.Path.GetFileName(file)}'", file);
-
-                ImageOptimizeResult result = RunWithProgress("Optimize-Volume", $"Optimizing {System.IO.Path.GetFileName(file)}", (progress, token) => ImageOptimizer.Optimize(file, Compact, progress, token));
-                WriteObject(result);
             });
         }
     }

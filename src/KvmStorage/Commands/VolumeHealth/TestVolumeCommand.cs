@@ -1,4 +1,5 @@
 using System.Management.Automation;
+using KvmStorage.Core.Access;
 using KvmStorage.Core.Images.Check;
 using KvmStorage.Infrastructure;
 
@@ -43,9 +44,9 @@ public sealed class TestVolumeCommand : KvmCmdlet
                 {
                     RunForItem(pattern, () =>
                     {
-                        foreach (string file in VolumePathResolver.ResolveWildcard(this, pattern))
+                        foreach (VolumeSpec file in ExpandPathPattern(pattern))
                         {
-                            CheckOne(file, file);
+                            CheckOne(file);
                         }
                     });
                 }
@@ -54,40 +55,37 @@ public sealed class TestVolumeCommand : KvmCmdlet
             case ByLiteralPath:
                 foreach (string path in LiteralPath)
                 {
-                    RunForItem(path, () => CheckOne(GetUnresolvedProviderPathFromPSPath(path), path));
+                    CheckOne(SpecOfPath(path));
                 }
 
                 break;
             default:
                 foreach (VolumeReference volume in Volume)
                 {
-                    RunForItem(volume, () => CheckOne(VolumePathResolver.Resolve(this, volume), volume));
+                    RunForItem(volume, () => CheckOne(SpecOf(volume)));
                 }
 
                 break;
         }
     }
 
-    private void CheckOne(string file, object target)
+    private void CheckOne(VolumeSpec spec)
     {
-        RunForItem(target, () =>
+        RunForItem(spec.ToString(), () =>
         {
+            VolumeAction<ImageCheckResult> check = Volumes.Check(spec, Repair);
+
             // Checking is read-only and never asks; only a repair writes, so only a repair is confirmed.
-            if (Repair != ImageRepairMode.None && !ShouldProcess(target.ToString(), $"Repair the image metadata ({Repair})"))
+            if (Repair != ImageRepairMode.None && !ShouldProcess(check.Target, check.Description))
             {
                 return;
             }
 
-            if (Repair != ImageRepairMode.None)
-            {
-                KvmHost.EnsureWritable($"Repairing '{System.IO.Path.GetFileName(file)}'", file);
-            }
-
             string activity = Repair == ImageRepairMode.None ? "Checking" : "Checking and repairing";
-            ImageCheckResult result = RunWithProgress("Test-Volume", $"{activity} {System.IO.Path.GetFileName(file)}", (progress, token) => ImageChecker.Check(file, Repair, progress, token));
+            ImageCheckResult result = RunWithProgress("Test-Volume", $"{activity} {System.IO.Path.GetFileName(check.Target)}", check.Run);
             if (result.MarkedCorrupt)
             {
-                WriteWarning($"'{file}' is marked corrupt: QEMU will not open it for writing until 'Test-Volume -Repair All' clears the mark.");
+                WriteWarning($"'{check.Target}' is marked corrupt: QEMU will not open it for writing until 'Test-Volume -Repair All' clears the mark.");
             }
 
             WriteObject(result);

@@ -1,4 +1,5 @@
 using System.Management.Automation;
+using KvmStorage.Core.Access;
 using KvmStorage.Core.Errors;
 using KvmStorage.Core.Images;
 using KvmStorage.Core.Pools;
@@ -32,7 +33,7 @@ public sealed class GetVolumeSnapshotCommand : KvmCmdlet
 
         foreach (VolumeReference reference in Volume)
         {
-            RunForItem(reference, () => WriteSnapshots([VolumeTargets.ResolveVolume(this, KvmHost, reference)]));
+            RunForItem(reference, () => WriteSnapshots([ResolveVolume(reference)]));
         }
     }
 

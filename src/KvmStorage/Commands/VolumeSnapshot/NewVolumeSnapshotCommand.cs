@@ -1,4 +1,5 @@
 using System.Management.Automation;
+using KvmStorage.Core.Access;
 using KvmStorage.Core.Images;
 using KvmStorage.Core.Volumes;
 using KvmStorage.Infrastructure;
@@ -23,13 +24,12 @@ public sealed class NewVolumeSnapshotCommand : KvmCmdlet
     {
         RunForItem(Volume, () =>
         {
-            StorageVolume volume = VolumeTargets.ResolveVolume(this, KvmHost, Volume);
-            VolumeTargets.RequireQcow2(volume);
-            if (ShouldProcess(volume.Path, $"Create snapshot '{Name}'"))
+            VolumeSpec spec = SpecOf(Volume);
+            VolumeAction<SnapshotInfo> create = Volumes.CreateSnapshot(spec, Name);
+            if (ShouldProcess(create.Target, create.Description))
             {
-                KvmHost.EnsureWritable($"Creating a snapshot of '{volume.Name}'", volume.Path);
-                SnapshotInfo created = ImageSnapshots.Create(volume.LocalPath, Name);
-                WriteObject(Core.Volumes.VolumeSnapshot.From(volume, created));
+                SnapshotInfo created = create.Run(null, CancellationToken);
+                WriteObject(Core.Volumes.VolumeSnapshot.From(Volumes.Locator.Get(spec), created));
             }
         });
     }

@@ -1,4 +1,5 @@
 using System.Management.Automation;
+using KvmStorage.Core.Access;
 using KvmStorage.Core.Images;
 using KvmStorage.Core.Volumes;
 using KvmStorage.Infrastructure;
@@ -39,7 +40,7 @@ public sealed class RemoveVolumeSnapshotCommand : KvmCmdlet
         {
             foreach (Core.Volumes.VolumeSnapshot item in InputObject)
             {
-                RunForItem(item, () => Remove(VolumeTargets.ResolveVolume(this, KvmHost, new VolumeReference(item.LocalPath)), item.Id, item.Name));
+                RunForItem(item, () => Remove(SpecOf(item), item.Id, item.Name));
             }
 
             return;
@@ -49,26 +50,29 @@ public sealed class RemoveVolumeSnapshotCommand : KvmCmdlet
         {
             RunForItem(key, () =>
             {
-                StorageVolume volume = VolumeTargets.ResolveVolume(this, KvmHost, Volume);
+                VolumeSpec spec = SpecOf(Volume);
                 if (ParameterSetName == ById)
                 {
-                    Remove(volume, key, null);
+                    Remove(spec, key, null);
                 }
                 else
                 {
-                    Remove(volume, null, key);
+                    Remove(spec, null, key);
                 }
             });
         }
     }
 
-    private void Remove(StorageVolume volume, string? id, string? name)
+    /// <summary>A snapshot object names its volume by pool and name, or by its host path.</summary>
+    internal static VolumeSpec SpecOf(Core.Volumes.VolumeSnapshot snapshot) =>
+        snapshot.Pool is { } pool ? new VolumeSpec.InPool(pool, snapshot.VolumeName) : new VolumeSpec.AtHostPath(snapshot.Path);
+
+    private void Remove(VolumeSpec spec, string? id, string? name)
     {
-        SnapshotInfo snapshot = VolumeTargets.Find(volume, id, name);
-        if (ShouldProcess(volume.Path, $"Delete snapshot '{snapshot.Name}' (id {snapshot.Id})"))
+        VolumeAction<SnapshotInfo> delete = Volumes.DeleteSnapshot(spec, id, name);
+        if (ShouldProcess(delete.Target, delete.Description))
         {
-            KvmHost.EnsureWritable($"Deleting a snapshot of '{volume.Name}'", volume.Path);
-            ImageSnapshots.Delete(volume.LocalPath, snapshot.Id, SnapshotLookup.Id);
+            delete.Run(null, CancellationToken);
         }
     }
 }

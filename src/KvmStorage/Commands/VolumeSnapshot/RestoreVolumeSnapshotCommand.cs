@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Management.Automation;
+using KvmStorage.Core.Access;
 using KvmStorage.Core.Images;
 using KvmStorage.Core.Volumes;
 using KvmStorage.Infrastructure;
@@ -43,23 +44,19 @@ public sealed class RestoreVolumeSnapshotCommand : KvmCmdlet
         object target = ParameterSetName == ByObject ? InputObject : Volume;
         RunForItem(target, () =>
         {
-            StorageVolume volume = ParameterSetName == ByObject
-                ? VolumeTargets.ResolveVolume(this, KvmHost, new VolumeReference(InputObject.LocalPath))
-                : VolumeTargets.ResolveVolume(this, KvmHost, Volume);
-            SnapshotInfo snapshot = ParameterSetName switch
+            VolumeSpec spec = ParameterSetName == ByObject ? RemoveVolumeSnapshotCommand.SpecOf(InputObject) : SpecOf(Volume);
+            VolumeAction<SnapshotInfo> revert = ParameterSetName switch
             {
-                ByObject => VolumeTargets.Find(volume, InputObject.Id, InputObject.Name),
-                ById => VolumeTargets.Find(volume, Id, null),
-                _ => VolumeTargets.Find(volume, null, Name),
+                ByObject => Volumes.RevertSnapshot(spec, InputObject.Id, InputObject.Name),
+                ById => Volumes.RevertSnapshot(spec, Id, null),
+                _ => Volumes.RevertSnapshot(spec, null, Name),
             };
-            string taken = snapshot.Date.ToLocalTime().ToString("g", CultureInfo.CurrentCulture);
-            if (ShouldProcess(volume.Path, $"Revert to snapshot '{snapshot.Name}' (id {snapshot.Id}, taken {taken}); changes made since are lost"))
+            if (ShouldProcess(revert.Target, revert.Description))
             {
-                KvmHost.EnsureWritable($"Reverting '{volume.Name}' to a snapshot", volume.Path);
-                ImageSnapshots.Revert(volume.LocalPath, snapshot.Id, SnapshotLookup.Id);
+                revert.Run(null, CancellationToken);
                 if (PassThru)
                 {
-                    WriteObject(KvmHost.GetVolumeByPath(volume.LocalPath));
+                    WriteObject(Volumes.Locator.Get(spec));
                 }
             }
         });

@@ -1,0 +1,240 @@
+using KvmStorage.Core.Errors;
+using KvmStorage.Core.Hosting;
+using KvmStorage.Core.Images;
+using KvmStorage.Core.Images.Block;
+using KvmStorage.Core.Images.Chains;
+using KvmStorage.Core.Images.Check;
+using KvmStorage.Core.Volumes;
+
+namespace KvmStorage.Core.Access;
+
+/// <summary>
+/// One checked operation on a volume, prepared before any question is asked: every refusal the real run would make
+/// (read-only connection, containment, the engine's own preconditions that need no write) has already happened, so
+/// <c>-WhatIf</c> promises exactly what <see cref="Run"/> does.
+/// </summary>
+public sealed class VolumeAction<T>
+{
+    internal VolumeAction(string target, string description, Func<IProgress<ImageProgress>?, CancellationToken, T> run)
+    {
+        Target = target;
+        Description = description;
+        Run = run;
+    }
+
+    /// <summary>What ShouldProcess names: the volume's host path.</summary>
+    public string Target { get; }
+
+    /// <summary>The action, in words.</summary>
+    public string Description { get; }
+
+    /// <summary>Does the work, then lets a libvirt daemon see the changed pool.</summary>
+    public Func<IProgress<ImageProgress>?, CancellationToken, T> Run { get; }
+}
+
+/// <summary>
+/// The policy of every image operation the cmdlets run, in one place: resolution and containment
+/// (<see cref="VolumeLocator"/>), writability (<see cref="IKvmHost.EnsureWritable"/>), the engine call with the host's
+/// backing-file rule, and the pool refresh after a write. A cmdlet makes one call here per item and never calls the
+/// image engine itself.
+/// </summary>
+public sealed class VolumeOperations(IKvmHost host)
+{
+    private readonly VolumeLocator locator = new(host);
+
+    public VolumeLocator Locator => locator;
+
+    /// <summary>Checks (and with <paramref name="repair"/>, repairs) an image's metadata, like <c>qemu-img check [-r]</c>.</summary>
+    public VolumeAction<ImageCheckResult> Check(VolumeSpec spec, ImageRepairMode repair)
+    {
+        string file = locator.File(spec);
+        string shown = Shown(file);
+        if (repair != ImageRepairMode.None)
+        {
+            host.EnsureWritable($"Repairing '{Path.GetFileName(file)}'", shown);
+        }
+
+        string action = repair == ImageRepairMode.None ? "Check the image metadata" : $"Repair the image metadata ({repair})";
+        return new(shown, action, (progress, token) =>
+        {
+            ImageCheckResult result = ImageChecker.Check(file, repair, progress, token);
+            if (repair != ImageRepairMode.None)
+            {
+                Refresh(file, $"'{shown}' was repaired");
+            }
+
+            return result;
+        });
+    }
+
+    /// <summary>Frees data that reads as zeros; with <paramref name="compact"/> also rewrites the image compactly.</summary>
+    public VolumeAction<ImageOptimizeResult> Optimize(VolumeSpec spec, bool compact)
+    {
+        string file = locator.File(spec);
+        string shown = Shown(file);
+        host.EnsureWritable($"Optimizing '{Path.GetFileName(file)}'", shown);
+        string action = compact ? "Free all-zero data and rewrite the image compactly" : "Free all-zero data";
+        return new(shown, action, (progress, token) =>
+        {
+            ImageOptimizeResult result = ImageOptimizer.Optimize(file, compact, progress, token);
+            Refresh(file, $"'{shown}' was optimized");
+            return result;
+        });
+    }
+
+    /// <summary>Compares what a guest sees in two images, like <c>qemu-img compare</c>; both chains pass the host's rule.</summary>
+    public VolumeAction<ImageCompareResult> Compare(VolumeSpec reference, VolumeSpec difference, bool strict)
+    {
+        string first = locator.File(reference);
+        string second = locator.File(difference);
+        var options = new BlockOpenOptions { BackingRule = locator.Files.BackingRule };
+        return new(Shown(second), $"Compare with '{Shown(first)}'", (progress, token) => ImageComparer.Compare(first, second, strict, options, progress, token));
+    }
+
+    /// <summary>Creates an internal snapshot of a qcow2 volume.</summary>
+    public VolumeAction<SnapshotInfo> CreateSnapshot(VolumeSpec spec, string name)
+    {
+        StorageVolume volume = Writable(spec, "Creating a snapshot of");
+        RequireQcow2(volume);
+        return new(volume.Path, $"Create snapshot '{name}'", (_, _) => Changed(volume, ImageSnapshots.Create(volume.LocalPath, name), "a snapshot was created"));
+    }
+
+    /// <summary>Deletes an internal snapshot (by its id, which <see cref="FindSnapshot"/> gives).</summary>
+    public VolumeAction<SnapshotInfo> DeleteSnapshot(VolumeSpec spec, string? id, string? name)
+    {
+        StorageVolume volume = Writable(spec, "Deleting a snapshot of");
+        SnapshotInfo snapshot = FindSnapshot(volume, id, name);
+        return new(volume.Path, $"Delete snapshot '{snapshot.Name}' (id {snapshot.Id})", (_, _) => Changed(volume, ImageSnapshots.Delete(volume.LocalPath, snapshot.Id, SnapshotLookup.Id), "a snapshot was deleted"));
+    }
+
+    /// <summary>Reverts a volume to an internal snapshot: what was written since is lost.</summary>
+    public VolumeAction<SnapshotInfo> RevertSnapshot(VolumeSpec spec, string? id, string? name)
+    {
+        StorageVolume volume = Writable(spec, "Reverting to a snapshot");
+        SnapshotInfo snapshot = FindSnapshot(volume, id, name);
+        string taken = snapshot.Date.ToLocalTime().ToString("g", System.Globalization.CultureInfo.CurrentCulture);
+        return new(volume.Path, $"Revert to snapshot '{snapshot.Name}' (id {snapshot.Id}, taken {taken}); changes made since are lost", (_, _) => Changed(volume, ImageSnapshots.Revert(volume.LocalPath, snapshot.Id, SnapshotLookup.Id), "it was reverted to a snapshot"));
+    }
+
+    /// <summary>
+    /// Changes a qcow2 volume's backing file like <c>qemu-img rebase</c>: onto <paramref name="backing"/> (or none when
+    /// null), with the guest view kept unless <paramref name="unsafeRebase"/>.
+    /// </summary>
+    public VolumeAction<StorageVolume> Rebase(VolumeSpec spec, VolumeSpec? backing, ImageFormat? backingFormat, bool relative, bool unsafeRebase)
+    {
+        StorageVolume volume = Writable(spec, "Rebasing");
+        StorageVolume? newBacking = backing is null ? null : locator.Get(backing);
+        string? recorded = newBacking?.Path;
+        if (newBacking is not null && relative)
+        {
+            recorded = Path.GetRelativePath(Path.GetDirectoryName(volume.Path)!, newBacking.Path);
+        }
+
+        var options = new RebaseOptions
+        {
+            BackingFile = recorded,
+            BackingFormat = backingFormat,
+            Unsafe = unsafeRebase,
+            BackingRule = locator.Files.BackingRule,
+        };
+        string what = (recorded, unsafeRebase) switch
+        {
+            (null, false) => $"Make standalone (copy the data it reads from '{volume.BackingPath}' into it)",
+            (null, true) => "Drop the backing file without copying its data (the guest loses what it read from it)",
+            (_, false) => $"Rebase onto '{recorded}' (copy what differs from '{volume.BackingPath}' first, so the guest sees the same data)",
+            (_, true) => $"Record '{recorded}' as backing file without comparing contents",
+        };
+        return new(volume.Path, what, (progress, token) =>
+        {
+            ImageRebaser.Rebase(volume.LocalPath, options, progress, token);
+
+            // A libvirt daemon caches each volume's backing store until its pool is refreshed.
+            Refresh(volume.LocalPath, $"'{volume.Path}' was rebased");
+            return locator.Get(VolumeSpec.Of(volume));
+        });
+    }
+
+    /// <summary>Commits an overlay into its backing file (<c>qemu-img commit</c>); see <see cref="VolumeMerger"/>.</summary>
+    public VolumeAction<StorageVolume> Merge(VolumeSpec spec, VolumeSpec? baseSpec, bool removeOverlay, bool force)
+    {
+        StorageVolume overlay = Writable(spec, "Merging");
+        string? baseLocal = baseSpec is null ? null : locator.Get(baseSpec).LocalPath;
+        VolumeMergePlan plan = VolumeMerger.Plan(host, overlay, baseLocal, removeOverlay, force);
+        return new(overlay.Path, plan.Description, (progress, token) => VolumeMerger.Execute(host, plan, progress, token));
+    }
+
+    /// <summary>
+    /// Deletes a pool volume's image. Every refusal of the real run (not in a pool, attached to a VM, another image's
+    /// backing file, held open by a writer, a read-only connection) is made here, before anything is asked.
+    /// </summary>
+    public VolumeAction<bool> Remove(VolumeSpec spec, bool force)
+    {
+        StorageVolume volume = locator.Get(spec);
+        if (volume.Pool is not { } pool)
+        {
+            throw new KvmStorageException(ErrorKind.InvalidArgument, VolumeErrorIds.VolumeNotFound, $"'{volume.Path}' is not in a storage pool; Remove-Volume deletes pool volumes only.", volume.Path);
+        }
+
+        host.EnsureWritable($"Deleting volume '{volume.Name}'", volume.Path);
+        OfflineVolumeStore.EnsureRemovable(host, volume, force);
+        string description = $"Delete the volume's image file ({volume.Format.ToQemuName()}, {Sizes.ByteSize.Format(volume.Capacity)})";
+        return new(volume.Path, description, (_, _) =>
+        {
+            host.RemoveVolume(pool, volume.Name, force);
+            return true;
+        });
+    }
+
+    /// <summary>The snapshot with this id and/or name (both must match when both are given).</summary>
+    public static SnapshotInfo FindSnapshot(StorageVolume volume, string? id, string? name)
+    {
+        ArgumentNullException.ThrowIfNull(volume);
+        RequireQcow2(volume);
+        SnapshotInfo? found = volume.Snapshots.FirstOrDefault(s => (id is null || s.Id == id) && (name is null || s.Name == name));
+        if (found is null)
+        {
+            string what = (id, name) switch
+            {
+                (not null, not null) => $"'{name}' (id {id})",
+                (not null, null) => $"with id '{id}'",
+                _ => $"named '{name}'",
+            };
+            throw new KvmStorageException(ErrorKind.NotFound, ImageErrorIds.SnapshotNotFound, $"'{volume.Path}' has no snapshot {what}.", name ?? id);
+        }
+
+        return found;
+    }
+
+    /// <summary>Refuses volumes that cannot hold internal snapshots.</summary>
+    public static void RequireQcow2(StorageVolume volume)
+    {
+        ArgumentNullException.ThrowIfNull(volume);
+        if (volume.Format != ImageFormat.Qcow2)
+        {
+            throw new KvmStorageException(ErrorKind.NotSupported, ImageErrorIds.SnapshotsNotSupported, $"'{volume.Path}' is a {volume.Format.ToQemuName()} image; only qcow2 images have internal snapshots.", volume.Path);
+        }
+    }
+
+    private StorageVolume Writable(VolumeSpec spec, string verb)
+    {
+        StorageVolume volume = locator.Get(spec);
+        host.EnsureWritable($"{verb} '{volume.Name}'", volume.Path);
+        return volume;
+    }
+
+    private T Changed<T>(StorageVolume volume, T result, string done)
+    {
+        Refresh(volume.LocalPath, $"'{volume.Path}' changed ({done})");
+        return result;
+    }
+
+    private void Refresh(string localFile, string done)
+    {
+        if (locator.Files.PoolOf(localFile) is { } pool)
+        {
+            host.RefreshAfterWrite(pool, done);
+        }
+    }
+
+    private string Shown(string localFile) => host.Paths.ToHostPath(localFile) ?? localFile;
+}
