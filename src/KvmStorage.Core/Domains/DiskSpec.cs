@@ -26,6 +26,12 @@ public sealed class DiskSpec
     /// <summary>The target name; null picks the next free one for the bus.</summary>
     public string? Target { get; init; }
 
+    /// <summary>
+    /// An explicit <c>&lt;address type='drive'&gt;</c>; null lets libvirt derive it from the target. Set by
+    /// <see cref="DiskTargetPlanner.Choose"/> only when no free target name derives a free address.
+    /// </summary>
+    public DriveAddress? Address { get; init; }
+
     /// <summary>virtio for disks, sata for cdroms, fdc for floppies, scsi for luns when null.</summary>
     public string? Bus { get; init; }
 

@@ -121,7 +121,8 @@ public static class DiskTargetNames
 
     /// <summary>
     /// The first target for <paramref name="bus"/> whose index is not used, gaps included. Names are compared whatever
-    /// their bus, so scsi, sata and usb disks share the sd* names, as they do in libvirt.
+    /// their bus, so scsi, sata and usb disks share the sd* names, as they do in libvirt. Names only: a new disk's
+    /// target is chosen by <see cref="DiskTargetPlanner.Choose"/>, which also keeps its drive address free.
     /// </summary>
     public static string NextFree(string bus, IEnumerable<string> usedTargets)
     {

@@ -45,8 +45,10 @@ public sealed class DomainDiskEditor
     }
 
     /// <summary>
-    /// Adds a disk where libvirt keeps it (see <see cref="InsertDisk"/>), with a virtio-scsi controller for the first
-    /// SCSI disk, and returns it as read back from the definition.
+    /// Adds a disk where libvirt keeps it (see <see cref="InsertDisk"/>), with a virtio-scsi controller for each SCSI
+    /// controller index its address needs that the domain lacks, and returns it as read back from the definition.
+    /// Without a target, the disk gets the lowest free name whose derived drive address is free
+    /// (<see cref="DiskTargetPlanner.Choose"/>); a requested target whose address another disk holds is refused.
     /// </summary>
     public DomainDisk AddDisk(DiskSpec spec)
     {
@@ -77,7 +79,10 @@ public sealed class DomainDiskEditor
             throw Invalid(DomainErrorIds.DiskFormatRequired, "The disk format (for example qcow2 or raw) is required: libvirt treats a disk without one as raw.", spec.SourcePath);
         }
 
-        string target = spec.Target ?? DiskTargetNames.NextFree(bus, domain.Disks.Select(d => d.Target));
+        DiskPlacement placement = spec.Target is null
+            ? DiskTargetPlanner.Choose(bus, domain)
+            : new DiskPlacement(spec.Target, spec.Address);
+        string target = placement.Target;
 
         var disk = new XElement("disk");
         var driver = new XElement("driver", new XAttribute("name", "qemu"), new XAttribute("type", format));
@@ -137,14 +142,28 @@ public sealed class DomainDiskEditor
             disk.Add(new XElement("boot", new XAttribute("order", order.ToString(CultureInfo.InvariantCulture))));
         }
 
+        if (placement.Address is DriveAddress address)
+        {
+            disk.Add(address.ToElement());
+        }
+
         Validate(disk, replacing: null);
+        if (DiskTargetNames.IsValid(target))
+        {
+            DiskTargetPlanner.CheckRequested(domain, target, bus, placement.Address);
+        }
+
+        if (bus == "usb")
+        {
+            DiskTargetPlanner.CheckUsbPortFree(domain, target);
+        }
 
         XElement devices = EnsureDevices();
         InsertDisk(devices, disk, bus, target);
 
-        if (bus == "scsi" && !devices.Elements("controller").Any(c => (string?)c.Attribute("type") == "scsi"))
+        if (bus == "scsi" && DiskTargetPlanner.AddressOf(disk, bus) is DriveAddress scsiAddress)
         {
-            AddVirtioScsiController(devices);
+            AddMissingScsiControllers(devices, scsiAddress.Controller);
         }
 
         return domain.ReadDisk(disk);
@@ -359,25 +378,7 @@ public sealed class DomainDiskEditor
         }
     }
 
-    private static string InferBus(string target, string device)
-    {
-        if (device == "floppy")
-        {
-            return "fdc";
-        }
-
-        string prefix = DiskTargetNames.TryParse(target, out string parsed, out _) ? parsed : string.Empty;
-        return prefix switch
-        {
-            "hd" => "ide",
-            "sd" => "scsi",
-            "vd" => "virtio",
-            "xvd" => "xen",
-            "ubd" => "uml",
-            "fd" => "fdc",
-            _ => string.Empty,
-        };
-    }
+    private static string InferBus(string target, string device) => DiskTargetPlanner.InferBus(target, device);
 
     private static bool IsSerialCharacter(char c) =>
         c is (>= 'a' and <= 'z') or (>= 'A' and <= 'Z') or (>= '0' and <= '9') or ' ' or '_' or '-' or '.' or '+';
@@ -451,18 +452,31 @@ public sealed class DomainDiskEditor
         }
     }
 
-    // virt-manager adds a virtio-scsi controller for the first SCSI disk; libvirt alone would add an lsilogic one.
-    private static void AddVirtioScsiController(XElement devices)
+    // virt-manager adds a virtio-scsi controller for the first SCSI disk; libvirt alone would add an lsilogic one for
+    // every missing index up to the highest one a SCSI disk's address names (virDomainDefAddDiskControllersForType).
+    private static void AddMissingScsiControllers(XElement devices, int upToIndex)
     {
-        var controller = new XElement("controller", new XAttribute("type", "scsi"), new XAttribute("index", "0"), new XAttribute("model", "virtio-scsi"));
-        XElement? after = devices.Elements("controller").LastOrDefault() ?? devices.Elements("disk").LastOrDefault();
-        if (after is null)
+        var present = devices.Elements("controller")
+            .Where(c => (string?)c.Attribute("type") == "scsi")
+            .Select(c => int.TryParse((string?)c.Attribute("index"), NumberStyles.None, CultureInfo.InvariantCulture, out int i) ? i : 0)
+            .ToHashSet();
+        for (int index = 0; index <= upToIndex; index++)
         {
-            devices.AddFirst(controller);
-        }
-        else
-        {
-            after.AddAfterSelf(controller);
+            if (present.Contains(index))
+            {
+                continue;
+            }
+
+            var controller = new XElement("controller", new XAttribute("type", "scsi"), new XAttribute("index", index.ToString(CultureInfo.InvariantCulture)), new XAttribute("model", "virtio-scsi"));
+            XElement? after = devices.Elements("controller").LastOrDefault() ?? devices.Elements("disk").LastOrDefault();
+            if (after is null)
+            {
+                devices.AddFirst(controller);
+            }
+            else
+            {
+                after.AddAfterSelf(controller);
+            }
         }
     }
 
@@ -519,11 +533,22 @@ public sealed class DomainDiskEditor
                 throw Unsupported(DomainErrorIds.IdeNotSupportedByMachine, $"The machine type '{machine}' has no IDE controller; use sata.", target);
             }
 
-            // i440fx has one IDE controller with 2 buses x 2 units; the unit comes from the name's index, whatever its prefix.
-            if (DiskTargetNames.TryParse(target, out _, out int index) && index > 3)
+            // i440fx has one IDE controller with 2 buses x 2 units. Without a written address the unit comes from the
+            // name's index, whatever its prefix, so hde and beyond would need a second controller.
+            if (DiskTargetPlanner.AddressOf(disk, bus) is { Controller: > 0 })
             {
                 throw Unsupported(DomainErrorIds.IdeUnitsExhausted, $"The IDE target '{target}' is beyond hdd: libvirt supports one IDE controller with 4 units (hda to hdd).", target);
             }
+        }
+
+        if (bus == "fdc" && DiskTargetPlanner.AddressOf(disk, bus) is { Controller: > 0 })
+        {
+            throw Unsupported(DomainErrorIds.FloppyUnitsExhausted, $"The floppy target '{target}' is beyond fdb: libvirt supports one floppy controller with 2 units (fda and fdb).", target);
+        }
+
+        if (bus == "usb" && (domain.Devices?.Elements("controller").Any(c => (string?)c.Attribute("type") == "usb" && (string?)c.Attribute("model") == "none") ?? false))
+        {
+            throw Unsupported(DomainErrorIds.UsbDisabled, $"'{domain.Name}' has USB disabled (a usb controller of model 'none'); libvirt refuses USB disks in it. Use another bus.", target);
         }
 
         if (d.Device == "cdrom" && !d.ReadOnly)

@@ -20,6 +20,10 @@ public static class DomainErrorIds
     public const string LunNeedsBlockSource = "LunNeedsBlockSource";
     public const string IdeUnitsExhausted = "IdeUnitsExhausted";
     public const string IdeNotSupportedByMachine = "IdeNotSupportedByMachine";
+    public const string FloppyUnitsExhausted = "FloppyUnitsExhausted";
+    public const string DriveAddressInUse = "DriveAddressInUse";
+    public const string UsbDisabled = "UsbDisabledForVM";
+    public const string UsbPortsExhausted = "UsbPortsExhausted";
     public const string ShareableNeedsRawFormat = "ShareableNeedsRawFormat";
     public const string NativeIoNeedsDirectCache = "NativeIoNeedsDirectCache";
     public const string BootOrderWithOsBoot = "BootOrderWithOsBoot";

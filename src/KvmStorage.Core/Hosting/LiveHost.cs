@@ -465,12 +465,13 @@ public sealed class LiveHost : IKvmHost, IDisposable
 
         // Free in both definitions, whatever the scope: a -Live disk on a target the persistent definition uses
         // would clash at the next start, and the other way round.
-        string target = spec.Target ?? NextFreeTarget(spec, config, live);
+        DiskPlacement placement = spec.Target is null ? NextFreeTarget(spec, config, live) : new DiskPlacement(spec.Target, spec.Address);
+        string target = placement.Target;
 
         // The disk element is built by the same editor as offline, on a copy, so the same checks apply.
         DomainDefinition basis = new(new XElement((effective.HasFlag(DeviceScope.Config) ? config : live ?? config)!.Element));
         List<XElement> controllersBefore = basis.Devices?.Elements("controller").ToList() ?? [];
-        new DomainDiskEditor(basis).AddDisk(WithTarget(spec, target));
+        new DomainDiskEditor(basis).AddDisk(WithTarget(spec, placement));
         XElement disk = basis.FindDiskElement(target)!;
 
         // A controller the editor added (virtio-scsi for the first SCSI disk) is attached first: left to itself,
@@ -610,8 +611,8 @@ public sealed class LiveHost : IKvmHost, IDisposable
         return requested;
     }
 
-    /// <summary>The next free target for the disk's bus, across the persistent and the live definitions.</summary>
-    private static string NextFreeTarget(DiskSpec spec, DomainDefinition? config, DomainDefinition? live)
+    /// <summary>The next free target (and drive address) for the disk's bus, across the persistent and the live definitions.</summary>
+    private static DiskPlacement NextFreeTarget(DiskSpec spec, DomainDefinition? config, DomainDefinition? live)
     {
         string bus = spec.Bus ?? spec.Device switch
         {
@@ -620,8 +621,7 @@ public sealed class LiveHost : IKvmHost, IDisposable
             "lun" => "scsi",
             _ => "virtio",
         };
-        IEnumerable<string> used = (config?.Disks ?? []).Concat(live?.Disks ?? []).Select(d => d.Target).Distinct(StringComparer.Ordinal);
-        return DiskTargetNames.NextFree(bus, used);
+        return DiskTargetPlanner.Choose(bus, config, live);
     }
 
     private static DomainDisk? ReadBack(LibvirtDomain domain, DeviceScope effective, string target)
@@ -636,7 +636,7 @@ public sealed class LiveHost : IKvmHost, IDisposable
         }
     }
 
-    private static DiskSpec WithTarget(DiskSpec s, string target) => new()
+    private static DiskSpec WithTarget(DiskSpec s, DiskPlacement placement) => new()
     {
         SourcePath = s.SourcePath,
         Pool = s.Pool,
@@ -644,7 +644,8 @@ public sealed class LiveHost : IKvmHost, IDisposable
         AsVolumeSource = s.AsVolumeSource,
         SourceIsBlockDevice = s.SourceIsBlockDevice,
         Format = s.Format,
-        Target = target,
+        Target = placement.Target,
+        Address = placement.Address,
         Bus = s.Bus,
         Device = s.Device,
         Cache = s.Cache,

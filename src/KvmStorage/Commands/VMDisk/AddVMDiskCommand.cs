@@ -44,7 +44,7 @@ public sealed class AddVMDiskCommand : KvmCmdlet
     [Parameter(Mandatory = true, ParameterSetName = NoMediaSet)]
     public SwitchParameter NoMedia { get; set; }
 
-    /// <summary>Target name such as vdb; the next free name for the bus when omitted (vd* virtio, sd* scsi/sata/usb, hd* ide).</summary>
+    /// <summary>Target name such as vdb; when omitted, the lowest free name for the bus (vd* virtio, sd* scsi/sata/usb, hd* ide, fd* fdc) whose drive address no other disk holds. A name whose address another disk holds is refused (DriveAddressInUse).</summary>
     [Parameter]
     [ValidatePattern("^(vd|sd|hd|xvd|ubd|fd)[a-z]+$")]
     public string? Target { get; set; }
