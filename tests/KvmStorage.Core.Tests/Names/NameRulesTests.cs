@@ -14,6 +14,8 @@ namespace KvmStorage.Core.Tests.Names;
 
 public sealed class NameRulesTests
 {
+    private const ulong TiB = 1UL << 40;
+
     // Names every kind refuses: (label, name, the code point the message must name or null).
     private static readonly (string Label, string Name, string? CodePoint)[] Shared =
     [
@@ -212,6 +214,26 @@ public sealed class NameRulesTests
 
         AtomicFile.WriteAllText(temp.Combine(name), "x", UnixFileMode.UserRead | UnixFileMode.UserWrite);
         Assert.Equal([name], Directory.EnumerateFiles(temp.Path).Select(p => Path.GetFileName(p)));
+    }
+
+    [SkippableFact]
+    public void A_raw_image_larger_than_ext4_holds_is_refused_before_anything_is_written()
+    {
+        using var temp = new TempDirectory();
+        FileSystemLimits limits = FileSystemLimits.Get(temp.Path);
+        Skip.If(limits.MaxFileSize is null, $"the temporary folder is on {limits.Type ?? "a file system"} with no known file size limit");
+        ulong size = (limits.MaxFileSize!.Value + TiB) & ~(TiB - 1);
+
+        KvmStorageException e = Assert.Throws<KvmStorageException>(() => ImageCreator.Create(temp.Combine("big.raw"), new ImageCreateOptions { Format = ImageFormat.Raw, VirtualSize = size }));
+        Assert.Equal((ErrorKind.InvalidArgument, ErrorIds.FileTooLarge), (e.Kind, e.ErrorId));
+        Assert.Contains(limits.Type!, e.Message, StringComparison.Ordinal);
+        Assert.Empty(Directory.EnumerateFileSystemEntries(temp.Path));
+
+        ImageCreator.Create(temp.Combine("small.raw"), new ImageCreateOptions { Format = ImageFormat.Raw, VirtualSize = 1 << 20 });
+        e = Assert.Throws<KvmStorageException>(() => ImageResizer.Resize(temp.Combine("small.raw"), size, new ImageResizeOptions()));
+        Assert.Equal(ErrorIds.FileTooLarge, e.ErrorId);
+        Assert.Equal(1L << 20, new FileInfo(temp.Combine("small.raw")).Length);
+        Assert.Equal(["small.raw"], Directory.EnumerateFileSystemEntries(temp.Path).Select(p => Path.GetFileName(p)));
     }
 
     private static string ErrorIdOf(string kind) => kind switch
