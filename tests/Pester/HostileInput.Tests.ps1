@@ -116,6 +116,62 @@ Describe 'Hostile volume and pool names' {
     }
 }
 
+Describe 'Names not stored as given, and files larger than the file system holds' {
+    BeforeAll {
+        $script:root = New-HostileRoot
+        $script:disk = Join-Path $root 'var/lib/libvirt/images/good.qcow2'
+    }
+
+    It '<Cmd> refuses the name <Label>' -ForEach @(
+        $ids = @{ 'New-StoragePool' = 'InvalidPoolName'; 'New-Volume' = 'InvalidVolumeName'; 'New-VolumeSnapshot' = 'InvalidSnapshotName' }
+        foreach ($cmd in $ids.Keys | Sort-Object) {
+            # The names are built here, not written in the labels: a test name must stay printable.
+            @{ Cmd = $cmd; Id = $ids[$cmd]; Label = 'with a lone high surrogate'; Name = "s$([char]0xD800).qcow2" }
+            @{ Cmd = $cmd; Id = $ids[$cmd]; Label = 'with a lone low surrogate'; Name = "s$([char]0xDC00).qcow2" }
+            @{ Cmd = $cmd; Id = $ids[$cmd]; Label = 'with U+202E (right-to-left override)'; Name = "evil$([char]0x202E)2woc.qcow2" }
+            @{ Cmd = $cmd; Id = $ids[$cmd]; Label = 'with U+200B (zero-width space)'; Name = "s$([char]0x200B).qcow2" }
+            @{ Cmd = $cmd; Id = $ids[$cmd]; Label = 'of white space only'; Name = '   ' }
+            @{ Cmd = $cmd; Id = $ids[$cmd]; Label = 'with a tab'; Name = "a`tb.qcow2" }
+            @{ Cmd = $cmd; Id = $ids[$cmd]; Label = 'of 300 bytes (150 characters)'; Name = 'é' * 150 }
+        }
+    ) {
+        $action = switch ($Cmd) {
+            'New-StoragePool' { { New-StoragePool -Name $Name -Path /srv/hostile -Build } }
+            'New-Volume' { { New-Volume -Pool default -Name $Name -Size 1MB } }
+            'New-VolumeSnapshot' { { New-VolumeSnapshot -Volume $disk -Name $Name } }
+        }
+        Assert-Refused $action -ErrorId $Id -Root $root
+        "$($Error[0])" | Should -Not -Match '[\p{Cc}\p{Cf}\p{Cs}]' -Because 'the message names a hidden character as U+XXXX'
+        @(Get-StoragePool).Name | Should -Be @('default')
+        @(Get-VolumeSnapshot -Volume $disk).Count | Should -Be 0
+    }
+
+    Context 'a file larger than the largest file the file system holds' {
+        BeforeAll {
+            New-Volume -Pool default -Name small.raw -Format raw -Size 1MB | Out-Null
+            New-Volume -Pool default -Name huge.qcow2 -Size 20TB | Out-Null
+            # ext2/3/4 address a file's blocks with 32-bit numbers: at most (2^32 - 1) blocks, 16 TiB with 4 KiB
+            # blocks. Other file systems (xfs, btrfs, tmpfs) hold 20 TiB, so there is nothing to refuse there.
+            $images = Join-Path $root 'var/lib/libvirt/images'
+            $type = & stat -f -c %T $images
+            $script:limit = if ($type -like 'ext*') { [uint64][uint32]::MaxValue * [uint64](& stat -f -c %S $images) }
+            $script:skipReason = if (-not $limit -or $limit -ge 20TB) { "the test root's file system ($type) holds a 20 TiB file" }
+        }
+
+        It '<Label> is refused with FileTooLarge' -ForEach @(
+            @{ Label = 'New-Volume -Format raw -Size 20TB'; Action = { New-Volume -Pool default -Name big.raw -Format raw -Size 20TB } }
+            @{ Label = 'New-Volume -Format raw -Size 20TB -Preallocation falloc'; Action = { New-Volume -Pool default -Name big.raw -Format raw -Size 20TB -Preallocation Falloc } }
+            @{ Label = 'Resize-Volume of a raw image to 20TB'; Action = { Resize-Volume -Pool default -Name small.raw -Size 20TB } }
+            @{ Label = 'Convert-Volume -Format raw of a 20TB qcow2'; Action = { Get-Volume -Pool default -Name huge.qcow2 | Convert-Volume -Format raw } }
+            @{ Label = 'Convert-Volume -Format raw -Replace of a 20TB qcow2'; Action = { Get-Volume -Pool default -Name huge.qcow2 | Convert-Volume -Format raw -Replace -Confirm:$false } }
+        ) {
+            if ($skipReason) { Set-ItResult -Skipped -Because $skipReason; return }
+            Assert-Refused $Action -ErrorId 'FileTooLarge' -Root $root
+            "$($Error[0])" | Should -Match "at most .* \($limit bytes\)" -Because 'the message names the limit'
+        }
+    }
+}
+
 Describe 'Hostile sizes' {
     BeforeAll { $script:root = New-HostileRoot }
 

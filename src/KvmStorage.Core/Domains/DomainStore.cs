@@ -2,6 +2,7 @@ using System.Xml;
 using KvmStorage.Core.Errors;
 using KvmStorage.Core.Hosting;
 using KvmStorage.Core.IO;
+using KvmStorage.Core.Names;
 using KvmStorage.Core.Xml;
 
 namespace KvmStorage.Core.Domains;
@@ -202,10 +203,33 @@ public sealed class DomainStore
 
     internal static void ValidateName(string name)
     {
-        if (string.IsNullOrEmpty(name) || name.Contains('/', StringComparison.Ordinal) || name is "." or ".." || name.StartsWith('.') || name.Contains('\0', StringComparison.Ordinal))
+        string? problem = CheckName(name);
+        if (problem is not null)
         {
-            throw new KvmStorageException(ErrorKind.InvalidArgument, DomainErrorIds.InvalidVMName, $"'{name}' is not a valid domain name.", name);
+            throw new KvmStorageException(ErrorKind.InvalidArgument, DomainErrorIds.InvalidVMName, $"'{NameRules.Printable(name)}' is not a valid domain name: {problem}.", name);
         }
+    }
+
+    /// <summary>Why <paramref name="name"/> cannot name a domain (the shared <see cref="NameRules"/>, then the file <c>&lt;name&gt;.xml</c>'s), or null.</summary>
+    internal static string? CheckName(string? name)
+    {
+        string? shared = NameRules.Check(name);
+        if (shared is not null || name is null)
+        {
+            return shared;
+        }
+
+        if (NameRules.ByteCount(name) > NameRules.MaxFileNameBytes - ".xml".Length)
+        {
+            return $"it is longer than {NameRules.MaxFileNameBytes - ".xml".Length} bytes";
+        }
+
+        if (name.Contains('/', StringComparison.Ordinal))
+        {
+            return "it contains '/'";
+        }
+
+        return name.StartsWith('.') ? "it starts with '.'" : null;
     }
 
     private static string Normalize(string hostPath) => hostPath.StartsWith('/') ? Path.GetFullPath(hostPath) : hostPath;

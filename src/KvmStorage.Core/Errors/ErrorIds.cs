@@ -18,4 +18,5 @@ public static class ErrorIds
     public const string WriteFailed = "DefinitionWriteFailed";
     public const string InvalidHostRoot = "InvalidHostRoot";
     public const string SecretRequired = "SecretRequired";
+    public const string FileTooLarge = "FileTooLarge";
 }

@@ -14,7 +14,7 @@ public static class AtomicFile
     public static void WriteAllText(string path, string content, UnixFileMode mode)
     {
         string directory = Path.GetDirectoryName(Path.GetFullPath(path))!;
-        string temp = Path.Combine(directory, TempPrefix + Path.GetFileName(path) + "." + RandomNumberGenerator.GetHexString(8, lowercase: true));
+        string temp = TempPathFor(path);
         try
         {
             var options = new FileStreamOptions
@@ -47,7 +47,32 @@ public static class AtomicFile
     public static string TempPathFor(string path)
     {
         string full = Path.GetFullPath(path);
-        return Path.Combine(Path.GetDirectoryName(full)!, TempPrefix + Path.GetFileName(full) + "." + RandomNumberGenerator.GetHexString(8, lowercase: true));
+        string suffix = "." + RandomNumberGenerator.GetHexString(8, lowercase: true);
+
+        // The final name may use all of NAME_MAX: the temporary keeps only as much of it as still fits.
+        int room = Names.NameRules.MaxFileNameBytes - System.Text.Encoding.UTF8.GetByteCount(TempPrefix + suffix);
+        return Path.Combine(Path.GetDirectoryName(full)!, TempPrefix + Utf8Prefix(Path.GetFileName(full), room) + suffix);
+    }
+
+    /// <summary>The longest start of <paramref name="name"/> of at most <paramref name="maxBytes"/> UTF-8 bytes, never half a surrogate pair.</summary>
+    private static string Utf8Prefix(string name, int maxBytes)
+    {
+        int bytes = 0;
+        int i = 0;
+        while (i < name.Length)
+        {
+            int width = char.IsSurrogatePair(name, i) ? 2 : 1;
+            int size = System.Text.Encoding.UTF8.GetByteCount(name.AsSpan(i, width));
+            if (bytes + size > maxBytes)
+            {
+                break;
+            }
+
+            bytes += size;
+            i += width;
+        }
+
+        return name[..i];
     }
 
     /// <summary>

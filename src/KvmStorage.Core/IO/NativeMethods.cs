@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace KvmStorage.Core.IO;
 
-/// <summary>The few libc calls .NET does not expose: flock, OFD byte-range locks, fsync of a directory, chown, statx, statvfs.</summary>
+/// <summary>The few libc calls .NET does not expose: flock, OFD byte-range locks, fsync of a directory, chown, statx, statvfs, statfs.</summary>
 internal static unsafe partial class NativeMethods
 {
     private const string LibC = "libc";
@@ -66,6 +66,10 @@ internal static unsafe partial class NativeMethods
 
     [LibraryImport(LibC, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int statvfs(string path, StatVfs* buffer);
+
+    /// <summary>statfs(2) into a raw buffer of at least 120 bytes (struct statfs on 64-bit Linux), for f_type and f_bsize.</summary>
+    [LibraryImport(LibC, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int statfs(string path, byte* buffer);
 
     [LibraryImport(LibC)]
     internal static partial uint geteuid();

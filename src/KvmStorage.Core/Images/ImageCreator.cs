@@ -26,6 +26,12 @@ public static class ImageCreator
             throw Exists(fullPath, null);
         }
 
+        // A raw file is as long as the disk, a preallocated one at least as long: refuse one the file system cannot hold.
+        if (resolved.Format == ImageFormat.Raw || resolved.Preallocation != Preallocation.Off)
+        {
+            FileSystemLimits.RequireFits(fullPath, resolved.VirtualSize!.Value);
+        }
+
         // The image is written under a hidden temporary name and renamed only once complete and flushed: a crash
         // or a cancellation never leaves a half-written file under the final name (listings skip the prefix, and
         // the next pool operation removes stale temporaries).
@@ -75,6 +81,7 @@ public static class ImageCreator
 
             throw e switch
             {
+                IOException when FileSystemLimits.IsTooLarge(e) => FileSystemLimits.TooLarge(fullPath, resolved.VirtualSize!.Value, e),
                 UnauthorizedAccessException => new KvmStorageException(ErrorKind.PermissionDenied, ImageErrorIds.ImageWriteFailed, $"Cannot create '{fullPath}': {e.Message}", fullPath, e),
                 IOException => new KvmStorageException(ErrorKind.WriteError, ImageErrorIds.ImageWriteFailed, $"Cannot create '{fullPath}': {e.Message}", fullPath, e),
                 _ => e,

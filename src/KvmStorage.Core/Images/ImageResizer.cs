@@ -1,6 +1,7 @@
 using KvmStorage.Core.Errors;
 using KvmStorage.Core.Images.Qcow2;
 using KvmStorage.Core.Images.Raw;
+using KvmStorage.Core.IO;
 using Microsoft.Win32.SafeHandles;
 
 namespace KvmStorage.Core.Images;
@@ -38,6 +39,11 @@ public static class ImageResizer
                     switch (format)
                     {
                         case ImageFormat.Qcow2:
+                            if (options.Preallocation != Preallocation.Off)
+                            {
+                                FileSystemLimits.RequireFits(fullPath, newSize);
+                            }
+
                             Qcow2Resizer.Resize(handle, fullPath, newSize, options);
                             break;
                         case ImageFormat.Raw:
@@ -46,6 +52,10 @@ public static class ImageResizer
                         default:
                             throw ImageErrors.NotSupported(ImageErrorIds.UnsupportedFormat, fullPath, $"resizing {format.ToQemuName()} images is not supported.");
                     }
+                }
+                catch (IOException e) when (FileSystemLimits.IsTooLarge(e))
+                {
+                    throw FileSystemLimits.TooLarge(fullPath, newSize, e);
                 }
                 catch (IOException e)
                 {
@@ -71,13 +81,14 @@ public static class ImageResizer
         }
         else if (newSize > length)
         {
+            FileSystemLimits.RequireFits(path, newSize);
             try
             {
                 if (options.Preallocation == Preallocation.Full)
                 {
                     // The new size first, then the zeros: a crash mid-way leaves the new size with part of the
                     // growth still sparse, never a file whose length is neither the old nor the new size.
-                    RandomAccess.SetLength(handle, (long)newSize);
+                    FileSystemLimits.SetLength(handle, newSize, path);
                     Qcow2Resizer.Flush(handle);
                 }
 

@@ -22,6 +22,9 @@ public static class ImageSnapshots
     public static SnapshotInfo Create(string path, string name)
     {
         ArgumentNullException.ThrowIfNull(name);
+
+        // Refused before the image is locked or opened; the editor checks again before it writes.
+        Qcow2SnapshotEditor.ValidateName(name);
         return Edit(path, "Creating a snapshot of", editor => editor.Create(name, DateTimeOffset.UtcNow));
     }
 

@@ -1,8 +1,9 @@
 using KvmStorage.Core.Errors;
+using KvmStorage.Core.Names;
 
 namespace KvmStorage.Core.Pools;
 
-/// <summary>Which pool names are acceptable: libvirt's rules plus what a file name <c>&lt;name&gt;.xml</c> needs.</summary>
+/// <summary>Which pool names are acceptable: <see cref="NameRules"/>, libvirt's rules and what a file name <c>&lt;name&gt;.xml</c> needs.</summary>
 public static class PoolNames
 {
     /// <summary>255 bytes of file name, less ".xml".</summary>
@@ -19,12 +20,13 @@ public static class PoolNames
 
     public static string? Check(string? name)
     {
-        if (string.IsNullOrEmpty(name))
+        string? shared = NameRules.Check(name);
+        if (shared is not null || name is null)
         {
-            return "it is empty";
+            return shared;
         }
 
-        if (System.Text.Encoding.UTF8.GetByteCount(name) > MaxLength)
+        if (NameRules.ByteCount(name) > MaxLength)
         {
             return $"it is longer than {MaxLength} bytes";
         }
@@ -37,11 +39,6 @@ public static class PoolNames
         if (name is "." or "..")
         {
             return "it is '.' or '..'";
-        }
-
-        if (name.Any(char.IsControl))
-        {
-            return "it contains a control character (NUL, newline, tab, …)";
         }
 
         if (name.StartsWith('.'))
@@ -57,7 +54,6 @@ public static class PoolNames
         return name.Trim().Length != name.Length ? "it starts or ends with white space" : null;
     }
 
-    /// <summary>A name as it can be shown in a message: control characters escaped.</summary>
-    public static string Printable(string? name) =>
-        name is null ? "(null)" : string.Concat(name.Select(c => char.IsControl(c) ? $"\\x{(int)c:x2}" : c.ToString()));
+    /// <summary>A name as it can be shown in a message (see <see cref="NameRules.Printable"/>).</summary>
+    public static string Printable(string? name) => NameRules.Printable(name);
 }

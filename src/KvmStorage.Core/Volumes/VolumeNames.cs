@@ -1,30 +1,32 @@
 using KvmStorage.Core.Errors;
 using KvmStorage.Core.IO;
+using KvmStorage.Core.Names;
 
 namespace KvmStorage.Core.Volumes;
 
-/// <summary>Volume names are file names inside a pool folder: nothing that could point elsewhere.</summary>
+/// <summary>Volume names are file names inside a pool folder (<see cref="NameRules"/>): nothing that could point elsewhere.</summary>
 public static class VolumeNames
 {
-    public const int MaxBytes = 255;
+    public const int MaxBytes = NameRules.MaxFileNameBytes;
 
     public static void Validate(string? name)
     {
         string? problem = Check(name);
         if (problem is not null)
         {
-            throw new KvmStorageException(ErrorKind.InvalidArgument, VolumeErrorIds.InvalidVolumeName, $"'{Pools.PoolNames.Printable(name)}' is not a valid volume name: {problem}.", name);
+            throw new KvmStorageException(ErrorKind.InvalidArgument, VolumeErrorIds.InvalidVolumeName, $"'{NameRules.Printable(name)}' is not a valid volume name: {problem}.", name);
         }
     }
 
     public static string? Check(string? name)
     {
-        if (string.IsNullOrEmpty(name))
+        string? shared = NameRules.Check(name);
+        if (shared is not null || name is null)
         {
-            return "it is empty";
+            return shared;
         }
 
-        if (System.Text.Encoding.UTF8.GetByteCount(name) > MaxBytes)
+        if (NameRules.ByteCount(name) > MaxBytes)
         {
             return $"it is longer than {MaxBytes} bytes";
         }
@@ -37,11 +39,6 @@ public static class VolumeNames
         if (name is "." or "..")
         {
             return "it is '.' or '..'";
-        }
-
-        if (name.Any(char.IsControl))
-        {
-            return "it contains a control character (NUL, newline, tab, …)";
         }
 
         if (name.StartsWith('-'))

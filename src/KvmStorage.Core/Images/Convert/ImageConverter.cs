@@ -34,6 +34,12 @@ public static class ImageConverter
         Validate(source, fullPath, options);
         string directory = Path.GetDirectoryName(fullPath)!;
 
+        // A raw output is as long as the disk, a preallocated one at least as long: refuse one the file system cannot hold.
+        if (options.Format == ImageFormat.Raw || options.Preallocation != Preallocation.Off)
+        {
+            FileSystemLimits.RequireFits(fullPath, source.Size);
+        }
+
         if (!options.SkipSpaceCheck)
         {
             ulong required = EstimateSize(source, options);
@@ -87,6 +93,7 @@ public static class ImageConverter
 
             throw e switch
             {
+                IOException when FileSystemLimits.IsTooLarge(e) => FileSystemLimits.TooLarge(fullPath, source.Size, e),
                 IOException io when IsNoSpace(io) => new KvmStorageException(ErrorKind.ResourceUnavailable, ConvertErrorIds.InsufficientSpace, $"The file system of '{fullPath}' ran out of space: {e.Message}", fullPath, e),
                 UnauthorizedAccessException => new KvmStorageException(ErrorKind.PermissionDenied, ConvertErrorIds.ConvertFailed, $"Cannot write '{fullPath}': {e.Message}", fullPath, e),
                 IOException => new KvmStorageException(ErrorKind.WriteError, ConvertErrorIds.ConvertFailed, $"Converting to '{fullPath}' failed: {e.Message}", fullPath, e),

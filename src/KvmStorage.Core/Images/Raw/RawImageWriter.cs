@@ -1,4 +1,5 @@
 using KvmStorage.Core.Errors;
+using KvmStorage.Core.IO;
 using Microsoft.Win32.SafeHandles;
 
 namespace KvmStorage.Core.Images.Raw;
@@ -29,7 +30,7 @@ public sealed class RawImageWriter : IImageFormatWriter
         switch (mode)
         {
             case Preallocation.Off:
-                RandomAccess.SetLength(handle, (long)to);
+                FileSystemLimits.SetLength(handle, to, path);
                 break;
             case Preallocation.Falloc:
                 Fallocate(handle, from, to - from, path);
@@ -50,6 +51,12 @@ public sealed class RawImageWriter : IImageFormatWriter
         }
 
         int error = ImageNativeMethods.PosixFallocate((int)handle.DangerousGetHandle(), (long)offset, (long)length);
+        if (error == 27)
+        {
+            // EFBIG: past the largest file the file system holds.
+            throw FileSystemLimits.TooLarge(path, offset + length, null);
+        }
+
         if (error != 0)
         {
             throw new KvmStorageException(

@@ -1,6 +1,6 @@
 using System.Buffers.Binary;
-using System.Text;
 using KvmStorage.Core.Errors;
+using KvmStorage.Core.Names;
 using Microsoft.Win32.SafeHandles;
 
 namespace KvmStorage.Core.Images.Qcow2.Snapshots;
@@ -325,11 +325,24 @@ internal sealed class Qcow2SnapshotEditor
         return (max == ulong.MaxValue ? max : max + 1).ToString(System.Globalization.CultureInfo.InvariantCulture);
     }
 
-    private static void ValidateName(string name)
+    /// <summary>Why <paramref name="name"/> cannot name a snapshot (the shared <see cref="NameRules"/>, then qemu's length), or null.</summary>
+    internal static string? CheckName(string? name)
     {
-        if (string.IsNullOrEmpty(name) || name.Any(char.IsControl) || Encoding.UTF8.GetByteCount(name) > MaxNameBytes)
+        string? shared = NameRules.Check(name);
+        if (shared is not null || name is null)
         {
-            throw new KvmStorageException(ErrorKind.InvalidArgument, ImageErrorIds.InvalidSnapshotName, $"'{name}' is not a valid snapshot name: use 1 to {MaxNameBytes} bytes of printable characters.", name);
+            return shared;
+        }
+
+        return NameRules.ByteCount(name) > MaxNameBytes ? $"it is longer than {MaxNameBytes} bytes" : null;
+    }
+
+    internal static void ValidateName(string name)
+    {
+        string? problem = CheckName(name);
+        if (problem is not null)
+        {
+            throw new KvmStorageException(ErrorKind.InvalidArgument, ImageErrorIds.InvalidSnapshotName, $"'{NameRules.Printable(name)}' is not a valid snapshot name: {problem}.", name);
         }
     }
 }
