@@ -12,6 +12,9 @@ public static class AccessErrorIds
     /// <summary>A file that an image's backing chain names, not the user, which a command would have to write.</summary>
     public const string ChainFileNotWritable = "ChainFileNotWritable";
 
+    /// <summary>A piped object that names nothing the cmdlet lists (a pool piped to Get-VMDisk).</summary>
+    public const string InputNotRecognized = "InputObjectNotRecognized";
+
     /// <summary>An object that names a pool but no volume, piped or bound where one volume is meant.</summary>
     public const string VolumeNotNamed = "VolumeNotNamed";
 }

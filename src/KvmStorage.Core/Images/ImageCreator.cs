@@ -117,7 +117,14 @@ public static class ImageCreator
                 throw new KvmStorageException(ErrorKind.NotFound, ImageErrorIds.BackingFileNotFound, $"The backing file '{options.BackingFile}' (resolved to '{backingPath}') does not exist.", fullPath);
             }
 
-            ImageInfo backing = ImageInspector.Inspect(backingPath, new ImageInspectOptions { ForceShare = true, ResolveBackingChain = false, Format = options.BackingFormat });
+            // The backing image's own chain passes the same rule: a clone of an image whose chain reaches a file the
+            // rule refuses would hand that file to the guest through the new image.
+            ImageInfo backing = ImageInspector.Inspect(backingPath, new ImageInspectOptions { ForceShare = true, AllowMissingBacking = true, Format = options.BackingFormat, BackingRule = options.BackingRule });
+            if (backing.BackingRefusal is not null)
+            {
+                throw new KvmStorageException(ErrorKind.PermissionDenied, ImageErrorIds.BackingFileNotAllowed, $"'{options.BackingFile}' cannot back a new image: {backing.BackingRefusal}", fullPath);
+            }
+
             size ??= backing.VirtualSize;
             backingFormat ??= backing.Format;
         }

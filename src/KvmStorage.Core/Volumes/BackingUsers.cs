@@ -21,7 +21,17 @@ internal static class BackingUsers
                 continue;
             }
 
-            foreach (VolumeReadResult v in host.ListVolumes(pool.Name))
+            IReadOnlyList<VolumeReadResult> volumes;
+            try
+            {
+                volumes = host.ListVolumes(pool.Name);
+            }
+            catch (Errors.KvmStorageException e) when (e.ErrorId == Access.AccessErrorIds.PathOutsideHostRoot)
+            {
+                continue; // A pool the module never reads (its folder leads out of the root) holds no image it can see.
+            }
+
+            foreach (VolumeReadResult v in volumes)
             {
                 if (v.Volume is { } other && other.Path != hostPath && exclude?.Contains(other.Path) != true
                     && other.Chain.Skip(1).Contains(hostPath) && (through is null || !other.Chain.Contains(through)))

@@ -195,24 +195,14 @@ public sealed class VolumeTransfer(IKvmHost host)
                 volume.Name);
         }
 
-        foreach (PoolReadResult pool in host.ListPools())
+        List<string> users = BackingUsers.Find(host, volume.Path);
+        if (users.Count > 0)
         {
-            if (pool.Pool is not { LocalPath: not null } p || !Directory.Exists(p.LocalPath))
-            {
-                continue;
-            }
-
-            foreach (VolumeReadResult entry in host.ListVolumes(p.Name))
-            {
-                if (entry.Volume is { } other && other.Chain.Skip(1).Contains(volume.Path, StringComparer.Ordinal))
-                {
-                    throw new KvmStorageException(
-                        ErrorKind.InvalidOperation,
-                        VolumeErrorIds.VolumeIsBackingFile,
-                        $"Volume '{volume.Name}' is the backing file of '{other.Path}', which records its format; replacing it would break that image.",
-                        volume.Name);
-                }
-            }
+            throw new KvmStorageException(
+                ErrorKind.InvalidOperation,
+                VolumeErrorIds.VolumeIsBackingFile,
+                $"Volume '{volume.Name}' is the backing file of {string.Join(", ", users)}, which record its format; replacing it would break them.",
+                volume.Name);
         }
     }
 }

@@ -1,16 +1,21 @@
 using System.Management.Automation;
+using KvmStorage.Core.Access;
 using KvmStorage.Core.Domains;
+using KvmStorage.Core.Errors;
 using KvmStorage.Infrastructure;
 
 namespace KvmStorage.Commands.VMDisk;
 
 /// <summary>Get-VMDisk: lists the disks (and cdrom drives) of VMs from their definitions, and of running VMs from the live one too.</summary>
-[Cmdlet(VerbsCommon.Get, "VMDisk")]
+[Cmdlet(VerbsCommon.Get, "VMDisk", DefaultParameterSetName = ByName)]
 [OutputType(typeof(Core.Domains.VMDisk))]
 public sealed class GetVMDiskCommand : KvmCmdlet
 {
+    private const string ByName = "ByName";
+    private const string ByInput = "ByInput";
+
     /// <summary>VM names; wildcards allowed. All VMs when omitted.</summary>
-    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
+    [Parameter(Position = 0, ParameterSetName = ByName)]
     [Alias("Name")]
     [ValidateNotNullOrEmpty]
     [SupportsWildcards]
@@ -23,45 +28,96 @@ public sealed class GetVMDiskCommand : KvmCmdlet
     [SupportsWildcards]
     public string[]? Target { get; set; }
 
+    /// <summary>
+    /// Objects from the pipeline, each naming what it is: a VM disk (that disk, read again), a volume (the disks that
+    /// use it), a string (a VM name), or a record with VMName (or Name) and optionally Target properties. A pool names
+    /// no disk and is refused.
+    /// </summary>
+    [Parameter(Mandatory = true, ValueFromPipeline = true, ParameterSetName = ByInput)]
+    public PSObject[] InputObject { get; set; } = [];
+
     protected override void ProcessRecord()
     {
-        RunForItem(KvmHost.Name, () =>
+        if (ParameterSetName == ByName)
         {
-            var attachments = new DiskAttachments(KvmHost);
-            var targets = Target?.Select(t => new WildcardPattern(t, WildcardOptions.IgnoreCase)).ToList();
-            IReadOnlyList<DomainFileEntry> domains = KvmHost.ListDomains();
-            foreach (string name in VMName ?? ["*"])
+            RunForItem(KvmHost.Name, () => WriteDisks(VMName ?? ["*"], Target, null));
+            return;
+        }
+
+        foreach (PSObject input in InputObject)
+        {
+            RunForItem(input, () =>
             {
-                var pattern = new WildcardPattern(name, WildcardOptions.IgnoreCase);
-                var matches = domains.Where(d => pattern.IsMatch(d.Name)).ToList();
-                if (matches.Count == 0 && !WildcardPattern.ContainsWildcardCharacters(name))
+                switch (input.BaseObject)
                 {
-                    RunForItem(name, () => KvmHost.GetDomain(name));
+                    case Core.Domains.VMDisk disk:
+                        WriteDisks([disk.VMName], [disk.Target], null);
+                        break;
+                    case Core.Volumes.StorageVolume volume:
+                        StorageVolumeUsers(volume);
+                        break;
+                    case string name:
+                        WriteDisks([name], Target, null);
+                        break;
+                    case Core.Pools.StoragePool pool:
+                        throw new KvmStorageException(ErrorKind.InvalidArgument, AccessErrorIds.InputNotRecognized, $"Pool '{pool.Name}' names no VM disk; pipe its volumes (Get-Volume -Pool {pool.Name}) to find the disks that use them.", pool.Name);
+                    default:
+                        string? vm = new[] { input.Properties["VMName"]?.Value, input.Properties["Name"]?.Value }.Select(v => v?.ToString()).FirstOrDefault(v => !string.IsNullOrEmpty(v))
+                            ?? throw new KvmStorageException(ErrorKind.InvalidArgument, AccessErrorIds.InputNotRecognized, $"The input object ({input.BaseObject.GetType().Name}) names no VM (no VMName or Name property).", input.BaseObject);
+                        string? target = input.Properties["Target"]?.Value?.ToString();
+                        WriteDisks([vm], target is { Length: > 0 } ? [target] : Target, null);
+                        break;
+                }
+            });
+        }
+    }
+
+    /// <summary>The disks whose image is <paramref name="volume"/>, in the VMs that use it.</summary>
+    private void StorageVolumeUsers(Core.Volumes.StorageVolume volume)
+    {
+        Core.Volumes.StorageVolume fresh = Volumes.Locator.Get(Core.Access.VolumeSpec.Of(volume));
+        if (fresh.AttachedTo.Count > 0)
+        {
+            WriteDisks([.. fresh.AttachedTo], Target, d => d.Source == fresh.Path);
+        }
+    }
+
+    private void WriteDisks(IEnumerable<string> vmNames, string[]? targetNames, Func<Core.Domains.VMDisk, bool>? filter)
+    {
+        var attachments = new DiskAttachments(KvmHost);
+        var targets = targetNames?.Select(t => new WildcardPattern(t, WildcardOptions.IgnoreCase)).ToList();
+        IReadOnlyList<DomainFileEntry> domains = KvmHost.ListDomains();
+        foreach (string name in vmNames)
+        {
+            var pattern = new WildcardPattern(name, WildcardOptions.IgnoreCase);
+            var matches = domains.Where(d => pattern.IsMatch(d.Name)).ToList();
+            if (matches.Count == 0 && !WildcardPattern.ContainsWildcardCharacters(name))
+            {
+                RunForItem(name, () => KvmHost.GetDomain(name));
+                continue;
+            }
+
+            foreach (DomainFileEntry entry in matches)
+            {
+                if (entry.Error is not null)
+                {
+                    WriteError(ErrorRecords.From(entry.Error, entry.Path));
                     continue;
                 }
 
-                foreach (DomainFileEntry entry in matches)
+                // A running VM's disks are merged in (Scope Persistent, Live or Both); a VM that vanished
+                // meanwhile is an error of its own.
+                RunForItem(entry.Name, () =>
                 {
-                    if (entry.Error is not null)
+                    foreach (Core.Domains.VMDisk disk in attachments.GetDisks(entry.Definition!, KvmHost.GetLiveDomain(entry.Name)))
                     {
-                        WriteError(ErrorRecords.From(entry.Error, entry.Path));
-                        continue;
-                    }
-
-                    // A running VM's disks are merged in (Scope Persistent, Live or Both); a VM that vanished
-                    // meanwhile is an error of its own.
-                    RunForItem(entry.Name, () =>
-                    {
-                        foreach (Core.Domains.VMDisk disk in attachments.GetDisks(entry.Definition!, KvmHost.GetLiveDomain(entry.Name)))
+                        if ((targets is null || targets.Exists(t => t.IsMatch(disk.Target))) && (filter is null || filter(disk)))
                         {
-                            if (targets is null || targets.Exists(t => t.IsMatch(disk.Target)))
-                            {
-                                WriteObject(disk);
-                            }
+                            WriteObject(disk);
                         }
-                    });
-                }
+                    }
+                });
             }
-        });
+        }
     }
 }
