@@ -45,6 +45,13 @@ BeforeDiscovery {
         @{ Cmd = 'Remove-Volume'; Action = { Remove-Volume -Pool default -Name out.qcow2 -Force -Confirm:$false } }
         @{ Cmd = 'Add-VMDisk -Path'; Action = { Add-VMDisk -VMName kvm1 -Path /var/lib/libvirt/images/out.qcow2 -Force } }
         @{ Cmd = 'Test-Volume -Repair of the link by local path'; Action = { Test-Volume -LiteralPath (Join-Path $images out.qcow2) -Repair All -Confirm:$false } }
+        @{ Cmd = 'Restore-VolumeSnapshot'; Action = { Restore-VolumeSnapshot -Volume /var/lib/libvirt/images/out.qcow2 -Name s1 -Confirm:$false } }
+        @{ Cmd = 'Remove-VolumeSnapshot'; Action = { Remove-VolumeSnapshot -Volume /var/lib/libvirt/images/out.qcow2 -Name s1 -Confirm:$false } }
+        @{ Cmd = 'Get-VolumeSnapshot'; Action = { Get-VolumeSnapshot -Volume /var/lib/libvirt/images/out.qcow2 } }
+        @{ Cmd = 'Get-Volume -Path'; Action = { Get-Volume -Path /var/lib/libvirt/images/out.raw } }
+        @{ Cmd = 'Set-VMDisk -Path (cdrom media)'; Action = { Set-VMDisk -VMName kvm1 -Target sda -Path /var/lib/libvirt/images/out.raw -Confirm:$false } }
+        @{ Cmd = 'Compare-Volume'; Action = { Compare-Volume -ReferenceVolume /var/lib/libvirt/images/good.qcow2 -DifferenceVolume /var/lib/libvirt/images/out.qcow2 } }
+        @{ Cmd = 'Export-Volume'; Action = { Export-Volume -Volume /var/lib/libvirt/images/out.qcow2 -Destination (Join-Path $exports 'out.raw') } }
     )
     # Everything that touches a pool whose folder is a link out of the host root.
     $script:poolEscapes = @(
