@@ -43,4 +43,21 @@ internal static class BackingUsers
 
         return users;
     }
+
+    /// <summary>
+    /// Refuses (<c>VolumeIsBackingFile</c>) an action on <paramref name="volume"/> when other images build on it;
+    /// <paramref name="consequence"/> ends the message ("removing it would break them").
+    /// </summary>
+    public static void ThrowIfAny(IKvmHost host, StorageVolume volume, string consequence)
+    {
+        List<string> users = Find(host, volume.Path);
+        if (users.Count > 0)
+        {
+            throw new Errors.KvmStorageException(
+                Errors.ErrorKind.InvalidOperation,
+                VolumeErrorIds.VolumeIsBackingFile,
+                $"Volume '{volume.Name}' is the backing file of {string.Join(", ", users)}; {consequence}",
+                volume.Name);
+        }
+    }
 }

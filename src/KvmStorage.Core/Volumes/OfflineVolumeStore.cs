@@ -169,15 +169,7 @@ public sealed class OfflineVolumeStore
                     volume.Name);
             }
 
-            List<string> users = BackingUsers.Find(host, volume.Path);
-            if (users.Count > 0)
-            {
-                throw new KvmStorageException(
-                    ErrorKind.InvalidOperation,
-                    VolumeErrorIds.VolumeIsBackingFile,
-                    $"Volume '{volume.Name}' is the backing file of {string.Join(", ", users)}; removing it would break them. Use -Force to remove it anyway.",
-                    volume.Name);
-            }
+            BackingUsers.ThrowIfAny(host, volume, "removing it would break them. Use -Force to remove it anyway.");
         }
 
         if (File.Exists(volume.LocalPath))

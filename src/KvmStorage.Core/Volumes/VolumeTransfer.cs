@@ -195,14 +195,6 @@ public sealed class VolumeTransfer(IKvmHost host)
                 volume.Name);
         }
 
-        List<string> users = BackingUsers.Find(host, volume.Path);
-        if (users.Count > 0)
-        {
-            throw new KvmStorageException(
-                ErrorKind.InvalidOperation,
-                VolumeErrorIds.VolumeIsBackingFile,
-                $"Volume '{volume.Name}' is the backing file of {string.Join(", ", users)}, which record its format; replacing it would break them.",
-                volume.Name);
-        }
+        BackingUsers.ThrowIfAny(host, volume, "they record its format, and replacing it would break them.");
     }
 }
