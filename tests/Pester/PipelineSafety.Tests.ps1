@@ -143,6 +143,18 @@ Describe 'Removers from a pipeline never widen, and -WhatIf promises what the re
         Get-HostSnapshot $root | Should -Be $before
     }
 
+    It 'Remove-VMDisk -DeleteVolume says before asking that an image another image builds on is kept, and keeps it' {
+        New-Volume -Pool default -Name clone.qcow2 -BackingVolume /var/lib/libvirt/images/data.qcow2 | Out-Null
+        $whatIf = @(Invoke-WhatIfChild 'Remove-VMDisk -VMName kvm1 -Target vdb -DeleteVolume -WhatIf' | Where-Object { $_ -like 'What if:*' })
+        $whatIf.Count | Should -Be 1
+        $whatIf[0] | Should -Match 'its image is kept'
+        $whatIf[0] | Should -Not -Match 'delete its image'
+        Remove-VMDisk -VMName kvm1 -Target vdb -DeleteVolume -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable e
+        "$($e[0].FullyQualifiedErrorId)" | Should -BeLike 'VolumeIsBackingFile,*'
+        Get-VMDisk kvm1 -Target vdb | Should -BeNullOrEmpty
+        Test-Path -LiteralPath (Join-Path $root 'var/lib/libvirt/images/data.qcow2') | Should -BeTrue
+    }
+
     It 'strings piped to Remove-Volume are names in -Pool' {
         'spare1.qcow2', 'spare2.raw' | Remove-Volume -Pool default -Confirm:$false
         @(Get-Volume -Pool default).Name | Sort-Object | Should -Be @('data.qcow2', 'kvm1.img')

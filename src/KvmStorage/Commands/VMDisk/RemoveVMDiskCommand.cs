@@ -80,7 +80,29 @@ public sealed class RemoveVMDiskCommand : KvmCmdlet
             // A target whose source differs between the two definitions is listed twice; one detach takes both.
             foreach (Core.Domains.VMDisk disk in selected.DistinctBy(d => d.Target))
             {
-                string action = DeleteVolume && disk.Source is not null ? $"Detach the disk and delete its image {disk.Source}" : "Detach the disk (the image is kept)";
+                // Whether the image can be deleted is decided before anything is asked or detached, so -WhatIf and
+                // -Confirm say what the run will do: a disk whose image another VM or image uses is detached, and
+                // the image is kept (with the reason reported as an error).
+                Core.Errors.KvmStorageException? keep = null;
+                if (DeleteVolume && disk.Volume is { Pool: not null } doomed)
+                {
+                    try
+                    {
+                        Core.Volumes.OfflineVolumeStore.EnsureRemovable(KvmHost, doomed, force: false, detachingFrom: vm);
+                    }
+                    catch (Core.Errors.KvmStorageException e)
+                    {
+                        keep = e;
+                    }
+                }
+
+                string action = (DeleteVolume.IsPresent, disk.Source, keep) switch
+                {
+                    (true, not null, null) when disk.Volume?.Pool is not null => $"Detach the disk and delete its image {disk.Source}",
+                    (true, not null, { } why) => $"Detach the disk; its image is kept ({why.Message})",
+                    (true, not null, _) => $"Detach the disk; its image is kept ('{disk.Source}' is not a volume of a storage pool)",
+                    _ => "Detach the disk (the image is kept)",
+                };
                 if (!ShouldProcess($"{vm}:{disk.Target} ({disk.Source ?? "empty"})", action))
                 {
                     continue;
@@ -88,7 +110,11 @@ public sealed class RemoveVMDiskCommand : KvmCmdlet
 
                 attachments.Detach(vm, disk.Target, DeviceScopes.From(Live, Config), TimeSpan.FromSeconds(Timeout));
                 WarnIfActive(vm, DeviceScopes.From(Live, Config));
-                if (DeleteVolume && disk.Volume is { Pool: not null } volume)
+                if (keep is not null)
+                {
+                    WriteError(ErrorRecords.From(keep, disk.Volume!.Name));
+                }
+                else if (DeleteVolume && disk.Volume is { Pool: not null } volume)
                 {
                     RunForItem(volume.Name, () => KvmHost.RemoveVolume(volume.Pool!, volume.Name, force: false));
                 }
