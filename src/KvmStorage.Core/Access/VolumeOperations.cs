@@ -160,6 +160,7 @@ public sealed class VolumeOperations(IKvmHost host)
         StorageVolume overlay = Writable(spec, "Merging");
         string? baseLocal = baseSpec is null ? null : locator.Get(baseSpec).LocalPath;
         VolumeMergePlan plan = VolumeMerger.Plan(host, overlay, baseLocal, removeOverlay, force);
+        EnsureSound(plan.Base);
         return new(overlay.Path, plan.Description, (progress, token) => VolumeMerger.Execute(host, plan, progress, token));
     }
 
@@ -219,7 +220,44 @@ public sealed class VolumeOperations(IKvmHost host)
     {
         StorageVolume volume = locator.Get(spec);
         host.EnsureWritable($"{verb} '{volume.Name}'", volume.Path);
+        EnsureSound(volume);
         return volume;
+    }
+
+    /// <summary>
+    /// Before any write into a qcow2 image, the image is checked as qemu would open it: a dirty or corrupt mark, or
+    /// errors of its metadata (a cluster used twice, a table pointing at the header, a snapshot sharing the active
+    /// L1 table) make a write unsafe, and it is refused with the checker's finding; Test-Volume -Repair is the way out.
+    /// Leaked clusters are harmless and allowed, as qemu allows them.
+    /// </summary>
+    private static void EnsureSound(StorageVolume volume)
+    {
+        if (volume.Format != ImageFormat.Qcow2 || !File.Exists(volume.LocalPath))
+        {
+            return;
+        }
+
+        ImageCheckResult check = ImageChecker.Check(volume.LocalPath);
+
+        // Stale copied flags (refcount above 1) are what a snapshot operation killed midway leaves, as qemu's own does;
+        // the snapshot commands and the allocating writer go by refcounts, and running the command again repairs them.
+        ImageCorruption[] unsafeFindings = [.. check.Corruptions.Where(c => c.Kind is not (ImageCorruptionKind.LeakedCluster or ImageCorruptionKind.CopiedFlagMismatch))];
+        string? finding = check switch
+        {
+            { MarkedCorrupt: true } => "it is marked corrupt",
+            { DirtyFlag: true } => "it is marked dirty (not closed cleanly with lazy refcounts)",
+            { CheckErrors: > 0 } => $"part of its metadata cannot be read ({check.CheckErrors} check error(s))",
+            _ when unsafeFindings.Length > 0 => $"its check finds {unsafeFindings.Length} error(s), first {unsafeFindings[0]}",
+            _ => null,
+        };
+        if (finding is not null)
+        {
+            throw new KvmStorageException(
+                ErrorKind.InvalidData,
+                ImageErrorIds.ImageCheckFailed,
+                $"'{volume.Path}' is not written: {finding}. Run Test-Volume -Repair All (qemu-img check -r all) first.",
+                volume.Path);
+        }
     }
 
     private T Changed<T>(StorageVolume volume, T result, string done)

@@ -51,6 +51,9 @@ public static class ImageErrorIds
     public const string ShrinkWithSnapshots = "ShrinkWithInternalSnapshots";
     public const string ImageDirty = "ImageDirty";
     public const string ImageCorrupt = "ImageCorrupt";
+
+    /// <summary>A write refused because the image's own check finds errors that make writing unsafe.</summary>
+    public const string ImageCheckFailed = "ImageCheckFailed";
     public const string ImageWriteFailed = "ImageWriteFailed";
 
     // In-place writes of guest data (Qcow2DataWriter).

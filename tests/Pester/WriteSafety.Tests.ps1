@@ -1,0 +1,82 @@
+#Requires -Version 7.4
+# Commands that write a qcow2 image first check it as qemu would: an image whose own metadata is damaged (a snapshot
+# whose L1 table is the active one, a cluster used twice) is refused with the checker's finding, byte for byte
+# unchanged, and qemu-img check agrees that it is damaged. Test-Volume -Repair is the way out.
+
+BeforeAll {
+    Import-Module $env:KVMSTORAGE_TEST_MODULE -Force
+    Import-Module (Join-Path $PSScriptRoot 'TestHelpers.psm1') -Force
+    $script:hasQemu = [bool](Get-Command qemu-img -ErrorAction SilentlyContinue) -and [bool](Get-Command qemu-io -ErrorAction SilentlyContinue)
+
+    function Read-BE([string] $Path, [long] $Offset, [int] $Size) {
+        $fs = [IO.File]::OpenRead($Path)
+        try { $b = [byte[]]::new($Size); $fs.Position = $Offset; [void]$fs.Read($b, 0, $Size) } finally { $fs.Dispose() }
+        [ulong] $v = 0; foreach ($x in $b) { $v = ($v -shl 8) -bor $x }; $v
+    }
+
+    function Write-BE([string] $Path, [long] $Offset, [ulong] $Value) {
+        $b = [BitConverter]::GetBytes($Value); [Array]::Reverse($b)
+        $fs = [IO.File]::Open($Path, 'Open', 'ReadWrite')
+        try { $fs.Position = $Offset; $fs.Write($b, 0, 8) } finally { $fs.Dispose() }
+    }
+
+    function New-Damaged([string] $Kind) {
+        $file = Join-Path $images "$Kind.qcow2"
+        qemu-img create -q -f qcow2 $file 4M
+        qemu-io -c 'write -q -P 0x11 0 128k' $file | Out-Null
+        $l1 = [long](Read-BE $file 40 8)
+        switch ($Kind) {
+            'snapshot-shares-active-l1' {
+                qemu-img snapshot -c s1 $file
+                # The snapshot table's first entry starts with its L1 table offset: point it at the active L1.
+                Write-BE $file ([long](Read-BE $file 64 8)) ([ulong]$l1)
+            }
+            'cluster-used-twice' {
+                qemu-img snapshot -c s1 $file
+                qemu-img snapshot -d s1 $file
+                # The second guest cluster's L2 entry is made to point at the first one's data cluster.
+                $l2 = [long]((Read-BE $file $l1 8) -band 0x00fffffffffffe00)
+                Write-BE $file ($l2 + 8) (Read-BE $file $l2 8)
+            }
+        }
+        $file
+    }
+}
+
+Describe 'Writes into damaged qcow2 images' -Tag Oracle {
+    BeforeAll {
+        $script:root = New-TestHostRoot
+        New-StoragePool -Name default -Path /var/lib/libvirt/images -Build | Out-Null
+        $script:images = Join-Path $root 'var/lib/libvirt/images'
+    }
+
+    It '<Cmd> refuses an image where <Kind>, unchanged, as qemu-img check finds it damaged' -ForEach @(
+        @{ Kind = 'snapshot-shares-active-l1'; Cmd = 'Remove-VolumeSnapshot'; Action = { param($v) Remove-VolumeSnapshot -Volume $v -Name s1 -Confirm:$false } }
+        @{ Kind = 'snapshot-shares-active-l1'; Cmd = 'Restore-VolumeSnapshot'; Action = { param($v) Restore-VolumeSnapshot -Volume $v -Name s1 -Confirm:$false } }
+        @{ Kind = 'snapshot-shares-active-l1'; Cmd = 'New-VolumeSnapshot'; Action = { param($v) New-VolumeSnapshot -Volume $v -Name s2 } }
+        @{ Kind = 'cluster-used-twice'; Cmd = 'New-VolumeSnapshot'; Action = { param($v) New-VolumeSnapshot -Volume $v -Name s2 } }
+        @{ Kind = 'cluster-used-twice'; Cmd = 'Set-Volume'; Action = { param($v) Set-Volume -Volume $v -BackingVolume $null -Confirm:$false } }
+    ) {
+        if (-not $hasQemu) { Set-ItResult -Skipped -Because 'qemu-img/qemu-io are not installed'; return }
+        $file = New-Damaged $Kind
+        try {
+            & qemu-img check -q $file *> $null
+            $LASTEXITCODE | Should -Be 2 -Because 'qemu-img check reports the crafted image as corrupt'
+            $hash = (Get-FileHash -LiteralPath $file).Hash
+            { & $Action "/var/lib/libvirt/images/$Kind.qcow2" -ErrorAction Stop } | Should -Throw -ErrorId 'ImageCheckFailed,*'
+            (Get-FileHash -LiteralPath $file).Hash | Should -Be $hash
+        }
+        finally { Remove-Item -LiteralPath $file -Force }
+    }
+
+    It 'names the finding and the way out' {
+        if (-not $hasQemu) { Set-ItResult -Skipped -Because 'qemu-img/qemu-io are not installed'; return }
+        $file = New-Damaged 'cluster-used-twice'
+        try {
+            try { New-VolumeSnapshot -Volume /var/lib/libvirt/images/cluster-used-twice.qcow2 -Name s2 -ErrorAction Stop } catch { $e = $_ }
+            "$e" | Should -Match 'Test-Volume -Repair All'
+            "$e" | Should -Match 'error'
+        }
+        finally { Remove-Item -LiteralPath $file -Force }
+    }
+}
