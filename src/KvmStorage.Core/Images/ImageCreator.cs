@@ -119,7 +119,9 @@ public static class ImageCreator
 
             // The backing image's own chain passes the same rule: a clone of an image whose chain reaches a file the
             // rule refuses would hand that file to the guest through the new image.
-            ImageInfo backing = ImageInspector.Inspect(backingPath, new ImageInspectOptions { ForceShare = true, AllowMissingBacking = true, Format = options.BackingFormat, BackingRule = options.BackingRule });
+            // Without a rule there is nothing to check below the backing image itself (qemu-img create reads only it).
+            bool checkChain = options.BackingRule is not null && !ReferenceEquals(options.BackingRule, BackingFileRule.Unrestricted);
+            ImageInfo backing = ImageInspector.Inspect(backingPath, new ImageInspectOptions { ForceShare = true, ResolveBackingChain = checkChain, AllowMissingBacking = true, Format = options.BackingFormat, BackingRule = options.BackingRule });
             if (backing.BackingRefusal is not null)
             {
                 throw new KvmStorageException(ErrorKind.PermissionDenied, ImageErrorIds.BackingFileNotAllowed, $"'{options.BackingFile}' cannot back a new image: {backing.BackingRefusal}", fullPath);
