@@ -75,6 +75,14 @@ public static class ImageErrorIds
 /// <summary>Factory of the image engine's typed exceptions, so messages and kinds stay consistent.</summary>
 internal static class ImageErrors
 {
+    /// <summary>A qcow2 image with the dirty bit set: its refcounts may be stale, so nothing writes it before a repair.</summary>
+    public static KvmStorageException Dirty(string path) =>
+        new(ErrorKind.InvalidOperation, ImageErrorIds.ImageDirty, $"'{path}' has the dirty bit set (refcounts may be stale); repair it with Test-Volume -Repair All (qemu-img check -r all) first.", path);
+
+    /// <summary>A qcow2 image marked corrupt: qemu and the module refuse to write it before a repair.</summary>
+    public static KvmStorageException MarkedCorrupt(string path) =>
+        new(ErrorKind.InvalidOperation, ImageErrorIds.ImageCorrupt, $"'{path}' is marked corrupt; repair it with Test-Volume -Repair All (qemu-img check -r all) first.", path);
+
     public static KvmStorageException Invalid(string errorId, string path, string message) =>
         new(ErrorKind.InvalidData, errorId, $"'{path}': {message}", path);
 

@@ -64,7 +64,15 @@ public static class VolumeMerger
     {
         ArgumentNullException.ThrowIfNull(host);
         ArgumentNullException.ThrowIfNull(overlay);
-        if (overlay.BackingPath is null || overlay.Image.BackingChain.Count == 0)
+        if (overlay.BackingPath is not null && overlay.Image.BackingChain.Count == 0)
+        {
+            // The image names a backing file that was not read: refused by the host's rule, or missing.
+            throw overlay.BackingRefusal is { } refusal
+                ? new KvmStorageException(ErrorKind.PermissionDenied, ImageErrorIds.BackingFileNotAllowed, refusal, overlay.Name)
+                : new KvmStorageException(ErrorKind.NotFound, ImageErrorIds.BackingFileNotFound, $"The backing file '{overlay.BackingFile}' of '{overlay.Path}' does not exist (resolved to '{overlay.BackingPath}'); there is nothing to merge it into.", overlay.Name);
+        }
+
+        if (overlay.BackingPath is null)
         {
             throw new KvmStorageException(ErrorKind.InvalidOperation, MergeErrorIds.NoBackingFile, $"Volume '{overlay.Path}' has no backing file: there is nothing to merge it into.", overlay.Name);
         }

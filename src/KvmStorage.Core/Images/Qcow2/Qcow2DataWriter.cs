@@ -276,12 +276,12 @@ public sealed partial class Qcow2DataWriter : IDisposable
 
         if (header.Dirty)
         {
-            throw new KvmStorageException(ErrorKind.InvalidOperation, ImageErrorIds.ImageDirty, $"'{path}' has the dirty bit set (refcounts may be stale); run 'qemu-img check -r all' first.", path);
+            throw ImageErrors.Dirty(path);
         }
 
         if (header.Corrupt)
         {
-            throw new KvmStorageException(ErrorKind.InvalidOperation, ImageErrorIds.ImageCorrupt, $"'{path}' is marked corrupt; repair it with 'qemu-img check -r all' first.", path);
+            throw ImageErrors.MarkedCorrupt(path);
         }
 
         if (header.ExtendedL2)

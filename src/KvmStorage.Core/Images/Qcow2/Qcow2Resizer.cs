@@ -20,12 +20,12 @@ internal static class Qcow2Resizer
         Qcow2Header header = Qcow2Reader.ReadHeader(handle, head, fileLength, path);
         if (header.Dirty)
         {
-            throw new KvmStorageException(ErrorKind.InvalidOperation, ImageErrorIds.ImageDirty, $"'{path}' has the dirty bit set (refcounts may be stale); run 'qemu-img check -r all' first.", path);
+            throw ImageErrors.Dirty(path);
         }
 
         if (header.Corrupt)
         {
-            throw new KvmStorageException(ErrorKind.InvalidOperation, ImageErrorIds.ImageCorrupt, $"'{path}' is marked corrupt; repair it with 'qemu-img check -r all' first.", path);
+            throw ImageErrors.MarkedCorrupt(path);
         }
 
         if (header.CryptMethod != 0 || (header.IncompatibleFeatures & Qcow2Header.IncompatDataFile) != 0 || header.HasBitmaps)
