@@ -37,6 +37,12 @@ $writes = foreach ($i in 0..15) { '-c'; "write -q -P $((0x10 + $i) % 256) $($i *
 qemu-io @writes $a | Out-Null
 qemu-img convert -O qcow2 $a $b
 qemu-io -c 'write -q -P 0x99 3900M 512' $b | Out-Null
+# Empty images that declare far more than they hold: a compare must cost what they hold.
+$huge = Join-Path $WorkDirectory 'huge-4p.qcow2'
+$wide = Join-Path $WorkDirectory 'wide-256t.qcow2'
+Remove-Item $huge, $wide -ErrorAction SilentlyContinue
+qemu-img create -q -f qcow2 -o cluster_size=2M $huge 4P
+qemu-img create -q -f qcow2 $wide 256T
 
 function Measure-Best([scriptblock] $Action) {
     $best = [double]::MaxValue
@@ -46,6 +52,13 @@ function Measure-Best([scriptblock] $Action) {
         $best = [Math]::Min($best, $clock.Elapsed.TotalSeconds)
     }
     $best
+}
+
+function Measure-Allocated([scriptblock] $Action) {
+    # What the engine allocates for the run (managed bytes), in MiB.
+    $before = [GC]::GetTotalAllocatedBytes($true)
+    & $Action | Out-Null
+    [Math]::Round(([GC]::GetTotalAllocatedBytes($true) - $before) / 1MB, 1)
 }
 
 $rows = @(
@@ -59,7 +72,20 @@ $rows = @(
         Ours      = Measure-Best { Compare-Volume $a $b }
         Qemu      = Measure-Best { qemu-img compare $a $b }
     }
+    [pscustomobject]@{
+        Operation = 'compare (empty 4 PiB qcow2, 2 MiB clusters, with itself)'
+        Ours      = Measure-Best { Compare-Volume $huge $huge }
+        Qemu      = Measure-Best { qemu-img compare $huge $huge }
+        AllocatedMiB = Measure-Allocated { Compare-Volume $huge $huge }
+    }
+    [pscustomobject]@{
+        Operation = 'compare (empty 256 TiB qcow2, 64 KiB clusters, with itself)'
+        Ours      = Measure-Best { Compare-Volume $wide $wide }
+        Qemu      = Measure-Best { qemu-img compare $wide $wide }
+        AllocatedMiB = Measure-Allocated { Compare-Volume $wide $wide }
+    }
 )
 $rows | ForEach-Object { $_ | Add-Member -PassThru Ratio ([Math]::Round($_.Ours / $_.Qemu, 2)) } |
-    Format-Table Operation, @{ N = 'Ours (s)'; E = { '{0:N3}' -f $_.Ours } }, @{ N = 'qemu-img (s)'; E = { '{0:N3}' -f $_.Qemu } }, Ratio -AutoSize
-Remove-Item $a, $b
+    Format-Table Operation, @{ N = 'Ours (s)'; E = { '{0:N3}' -f $_.Ours } }, @{ N = 'qemu-img (s)'; E = { '{0:N3}' -f $_.Qemu } }, Ratio, AllocatedMiB -AutoSize | Out-String -Width 220
+"Load average at start: $((Get-Content /proc/loadavg) -split ' ' | Select-Object -First 3)"
+Remove-Item $a, $b, $huge, $wide

@@ -72,8 +72,11 @@ public static class ImageComparer
                 cancellationToken.ThrowIfCancellationRequested();
                 ca = Advance(ea, ca, position);
                 cb = Advance(eb, cb, position);
-                ulong end = Math.Min(Math.Min(ca.Value.End, cb.Value.End), Math.Min(common, position + Chunk));
                 bool zeroA = ca.Value.Kind != ExtentKind.Data, zeroB = cb.Value.Kind != ExtentKind.Data;
+
+                // Where both read as zeros nothing is read, whatever the length: the walk costs what the images hold,
+                // not what they declare (an empty 4 PiB qcow2 is a handful of extents). Data is compared a chunk at a time.
+                ulong end = Math.Min(Math.Min(ca.Value.End, cb.Value.End), zeroA && zeroB ? common : Math.Min(common, position + Chunk));
                 if (!(zeroA && zeroB))
                 {
                     int length = (int)(end - position);
