@@ -31,6 +31,13 @@ BeforeAll {
                 # The snapshot table's first entry starts with its L1 table offset: point it at the active L1.
                 Write-BE $file ([long](Read-BE $file 64 8)) ([ulong]$l1)
             }
+            { $_ -in 'guest-cluster-on-l1', 'guest-cluster-on-refcount-table' } {
+                # The first guest cluster's L2 entry points at the image's own L1 table or refcount table: a write of
+                # guest data there (a merge into this base) would overwrite metadata.
+                $target = if ($Kind -eq 'guest-cluster-on-l1') { $l1 } else { [long](Read-BE $file 48 8) }
+                $l2 = [long]((Read-BE $file $l1 8) -band 0x00fffffffffffe00)
+                Write-BE $file $l2 (([ulong](Read-BE $file $l2 8) -band 0x8000000000000000) -bor [ulong]$target)
+            }
             'cluster-used-twice' {
                 qemu-img snapshot -c s1 $file
                 qemu-img snapshot -d s1 $file
@@ -67,6 +74,32 @@ Describe 'Writes into damaged qcow2 images' -Tag Oracle {
             (Get-FileHash -LiteralPath $file).Hash | Should -Be $hash
         }
         finally { Remove-Item -LiteralPath $file -Force }
+    }
+
+    It 'Merge-Volume refuses a base where <Kind>, unchanged, as qemu-img commit does' -ForEach @(
+        @{ Kind = 'guest-cluster-on-l1' }, @{ Kind = 'guest-cluster-on-refcount-table' }
+    ) {
+        if (-not $hasQemu) { Set-ItResult -Skipped -Because 'qemu-img/qemu-io are not installed'; return }
+        $base = New-Damaged $Kind
+        $overlay = Join-Path $images "over-$Kind.qcow2"
+        try {
+            qemu-img create -q -f qcow2 -b $base -F qcow2 $overlay
+            qemu-io -c 'write -q -P 0x22 0 64k' $overlay | Out-Null
+            qemu-img rebase -u -b "/var/lib/libvirt/images/$Kind.qcow2" -F qcow2 $overlay
+            $hashes = (Get-FileHash -LiteralPath $base).Hash, (Get-FileHash -LiteralPath $overlay).Hash
+            { Merge-Volume -Volume "/var/lib/libvirt/images/over-$Kind.qcow2" -Force -Confirm:$false -ErrorAction Stop } | Should -Throw -ErrorId 'ImageCheckFailed,*'
+            (Get-FileHash -LiteralPath $base).Hash, (Get-FileHash -LiteralPath $overlay).Hash | Should -Be $hashes
+
+            # The oracle on copies: qemu-img commit refuses too (it marks the base corrupt: "Preventing invalid write on metadata").
+            $copyBase = Join-Path $TestDrive "oracle-$Kind.qcow2"
+            $copyOver = Join-Path $TestDrive "oracle-over-$Kind.qcow2"
+            Copy-Item -LiteralPath $base $copyBase
+            qemu-img create -q -f qcow2 -b $copyBase -F qcow2 $copyOver
+            qemu-io -c 'write -q -P 0x22 0 64k' $copyOver | Out-Null
+            & qemu-img commit -q $copyOver *> $null
+            $LASTEXITCODE | Should -Not -Be 0
+        }
+        finally { Remove-Item -LiteralPath $base, $overlay -Force -ErrorAction SilentlyContinue }
     }
 
     It 'names the finding and the way out' {
