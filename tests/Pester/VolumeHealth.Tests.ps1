@@ -57,7 +57,7 @@ Describe 'Test-Volume' {
     It 'resolves relative literal paths against the current location' {
         New-Volume -Pool default -Name a.qcow2 -Size 1MB | Out-Null
         Push-Location $images
-        try { (Test-Volume -LiteralPath ./a.qcow2).Path | Should -Be (Join-Path $images 'a.qcow2') } finally { Pop-Location }
+        try { (Test-Volume -LiteralPath ./a.qcow2).Path | Should -Be '/var/lib/libvirt/images/a.qcow2' } finally { Pop-Location }
     }
 
     It 'counts a leak like qemu-img check and frees it with -Repair Leaks' -Tag Oracle {

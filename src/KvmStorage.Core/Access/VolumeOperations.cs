@@ -63,7 +63,8 @@ public sealed class VolumeOperations(IKvmHost host)
                 Refresh(file, $"'{shown}' was repaired");
             }
 
-            return result;
+            // Like every object the module emits, the result names the image as the host sees it.
+            return result with { Path = shown };
         });
     }
 

@@ -66,9 +66,9 @@ public sealed record ImageCorruption(ulong Offset, ImageCorruptionKind Kind, str
 }
 
 /// <summary>The result of checking (and perhaps repairing) an image, like <c>qemu-img check --output=json</c>.</summary>
-public sealed class ImageCheckResult
+public sealed record ImageCheckResult
 {
-    /// <summary>The file checked.</summary>
+    /// <summary>The file checked (the host's view of it when a cmdlet reports it).</summary>
     public required string Path { get; init; }
 
     public required ImageFormat Format { get; init; }
