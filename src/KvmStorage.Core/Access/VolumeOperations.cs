@@ -231,9 +231,9 @@ public sealed class VolumeOperations(IKvmHost host)
     /// L1 table) make a write unsafe, and it is refused with the checker's finding; Test-Volume -Repair is the way out.
     /// Leaked clusters are harmless and allowed, as qemu allows them.
     /// </summary>
-    private static void EnsureSound(StorageVolume volume)
+    private void EnsureSound(StorageVolume volume)
     {
-        if (volume.Format != ImageFormat.Qcow2 || !File.Exists(volume.LocalPath))
+        if (volume.Format != ImageFormat.Qcow2 || host is LiveHost { IsLocal: false } || !File.Exists(volume.LocalPath))
         {
             return;
         }

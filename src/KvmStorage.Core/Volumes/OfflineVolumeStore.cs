@@ -174,8 +174,10 @@ public sealed class OfflineVolumeStore
             BackingUsers.ThrowIfAny(host, volume, "removing it would break them. Use -Force to remove it anyway.");
         }
 
-        // A VM being detached may hold its image until the detach completes; the delete itself checks again.
-        if (detachingFrom is null && File.Exists(volume.LocalPath))
+        // A VM being detached may hold its image until the detach completes; the delete itself checks again. A remote
+        // host's files are not on this machine: a local file at the same path says nothing about them.
+        bool filesHere = host is not LiveHost { IsLocal: false };
+        if (detachingFrom is null && filesHere && File.Exists(volume.LocalPath))
         {
             ImageLock.EnsureNotInUse(volume.LocalPath, forWrite: true);
         }
