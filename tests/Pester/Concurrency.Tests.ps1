@@ -30,6 +30,16 @@ $Body
         [pscustomobject]@{ Process = $p; Out = $p.StandardOutput.ReadToEndAsync(); Err = $p.StandardError.ReadToEndAsync() }
     }
 
+    function New-VMHostRoot {
+        # A fresh root with the default pool and VM kvm1 (examples/kvm1.xml).
+        $root = New-TestHostRoot
+        New-StoragePool -Name default -Path /var/lib/libvirt/images -Build | Out-Null
+        $qemu = Join-Path $root 'etc/libvirt/qemu'
+        New-Item -ItemType Directory -Force $qemu | Out-Null
+        Copy-Item $kvm1Xml (Join-Path $qemu 'kvm1.xml')
+        $root
+    }
+
     function Receive-Child($Child) {
         $Child.Process.WaitForExit(600000) | Should -BeTrue
         $err = $Child.Err.Result
@@ -40,11 +50,7 @@ $Body
 
 Describe 'Concurrent creators, a lister and a remover on one pool and one VM' {
     BeforeAll {
-        $script:root = New-TestHostRoot
-        New-StoragePool -Name default -Path /var/lib/libvirt/images -Build | Out-Null
-        $qemu = Join-Path $root 'etc/libvirt/qemu'
-        New-Item -ItemType Directory -Force $qemu | Out-Null
-        Copy-Item $kvm1Xml (Join-Path $qemu 'kvm1.xml')
+        $script:root = New-VMHostRoot
         $script:originalDisks = @(Get-VMDisk -VMName kvm1)
         foreach ($i in 1..6) { New-Volume -Pool default -Name "old$i.qcow2" -Size 16MB | Out-Null }
         $script:folder = Join-Path $TestDrive ('children-' + [guid]::NewGuid().ToString('N').Substring(0, 6))
@@ -129,11 +135,7 @@ Describe 'Listers while others create and remove volumes' {
     # A volume removed (or created, through a temporary and a rename) by another process between a lister's read of
     # the folder and its open of the file is a normal event: the listing shows it or not, never an error.
     BeforeAll {
-        $script:root = New-TestHostRoot
-        New-StoragePool -Name default -Path /var/lib/libvirt/images -Build | Out-Null
-        $qemu = Join-Path $root 'etc/libvirt/qemu'
-        New-Item -ItemType Directory -Force $qemu | Out-Null
-        Copy-Item $kvm1Xml (Join-Path $qemu 'kvm1.xml')
+        $script:root = New-VMHostRoot
         foreach ($i in 1..12) { New-Volume -Pool default -Name "keep$i.qcow2" -Size 16MB | Out-Null }
         $script:folder = Join-Path $TestDrive ('churn-' + [guid]::NewGuid().ToString('N').Substring(0, 6))
         New-Item -ItemType Directory $folder | Out-Null
