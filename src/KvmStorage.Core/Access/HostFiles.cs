@@ -28,7 +28,7 @@ public sealed class HostFiles
 {
     private readonly IKvmHost host;
     private string? realRoot;
-    private IReadOnlyList<(string Pool, string Folder)>? poolFolders;
+    private IReadOnlyList<(string Pool, string Folder, string RealFolder)>? poolFolders;
 
     public HostFiles(IKvmHost host)
     {
@@ -184,12 +184,17 @@ public sealed class HostFiles
         }
 
         string folder = Path.GetDirectoryName(real)!;
-        return PoolFolders().Any(p => (PosixFile.RealPath(p.Folder) ?? p.Folder) == folder);
+        return PoolFolders().Any(p => p.RealFolder == folder);
     }
 
-    private IReadOnlyList<(string Pool, string Folder)> PoolFolders() => poolFolders ??= host.ListPools()
+    // Listed (and their links resolved) once per HostFiles: a listing checks many backing files against them.
+    private IReadOnlyList<(string Pool, string Folder, string RealFolder)> PoolFolders() => poolFolders ??= host.ListPools()
         .Select(r => r.Pool)
         .Where(p => p is not null && p.Type.HoldsFileVolumes() && p.LocalPath is not null)
-        .Select(p => (p!.Name, Path.TrimEndingDirectorySeparator(Path.GetFullPath(p.LocalPath!))))
+        .Select(p =>
+        {
+            string folder = Path.TrimEndingDirectorySeparator(Path.GetFullPath(p!.LocalPath!));
+            return (p.Name, folder, PosixFile.RealPath(folder) ?? folder);
+        })
         .ToList();
 }

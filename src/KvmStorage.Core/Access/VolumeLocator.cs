@@ -45,6 +45,13 @@ public abstract record VolumeSpec
         ArgumentNullException.ThrowIfNull(volume);
         return volume.Pool is { } pool ? new InPool(pool, volume.Name) : new AtHostPath(volume.Path);
     }
+
+    /// <summary>A snapshot object names its volume: by pool and name when it has a pool, else by its host path.</summary>
+    public static VolumeSpec Of(Volumes.VolumeSnapshot snapshot)
+    {
+        ArgumentNullException.ThrowIfNull(snapshot);
+        return snapshot.Pool is { } pool ? new InPool(pool, snapshot.VolumeName) : new AtHostPath(snapshot.Path);
+    }
 }
 
 /// <summary>

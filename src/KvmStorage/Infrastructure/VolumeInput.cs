@@ -28,7 +28,7 @@ internal static class VolumeInput
             case VMDisk disk:
                 return new Item(new VolumeReference(disk).ToSpec(resolveProviderPath), null, null);
             case Core.Volumes.VolumeSnapshot snapshot:
-                return new Item(snapshot.Pool is { } p ? new VolumeSpec.InPool(p, snapshot.VolumeName) : new VolumeSpec.AtHostPath(snapshot.Path), null, null);
+                return new Item(VolumeSpec.Of(snapshot), null, null);
             case FileInfo file:
                 return new Item(new VolumeSpec.AtLocalPath(file.FullName), null, null);
             case StoragePool pool:

@@ -40,7 +40,7 @@ public sealed class RemoveVolumeSnapshotCommand : KvmCmdlet
         {
             foreach (Core.Volumes.VolumeSnapshot item in InputObject)
             {
-                RunForItem(item, () => Remove(SpecOf(item), item.Id, item.Name));
+                RunForItem(item, () => Remove(VolumeSpec.Of(item), item.Id, item.Name));
             }
 
             return;
@@ -62,10 +62,6 @@ public sealed class RemoveVolumeSnapshotCommand : KvmCmdlet
             });
         }
     }
-
-    /// <summary>A snapshot object names its volume by pool and name, or by its host path.</summary>
-    internal static VolumeSpec SpecOf(Core.Volumes.VolumeSnapshot snapshot) =>
-        snapshot.Pool is { } pool ? new VolumeSpec.InPool(pool, snapshot.VolumeName) : new VolumeSpec.AtHostPath(snapshot.Path);
 
     private void Remove(VolumeSpec spec, string? id, string? name)
     {

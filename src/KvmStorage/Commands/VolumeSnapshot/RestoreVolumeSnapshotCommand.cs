@@ -44,7 +44,7 @@ public sealed class RestoreVolumeSnapshotCommand : KvmCmdlet
         object target = ParameterSetName == ByObject ? InputObject : Volume;
         RunForItem(target, () =>
         {
-            VolumeSpec spec = ParameterSetName == ByObject ? RemoveVolumeSnapshotCommand.SpecOf(InputObject) : SpecOf(Volume);
+            VolumeSpec spec = ParameterSetName == ByObject ? VolumeSpec.Of(InputObject) : SpecOf(Volume);
             VolumeAction<SnapshotInfo> revert = ParameterSetName switch
             {
                 ByObject => Volumes.RevertSnapshot(spec, InputObject.Id, InputObject.Name),
