@@ -1,3 +1,4 @@
+using Microsoft.Win32.SafeHandles;
 using System.Security.Cryptography;
 
 namespace KvmStorage.Core.IO;
@@ -105,35 +106,65 @@ public static class AtomicFile
     /// every file it opens for reading, and an exclusive one would make a reader that opens the finished file in the
     /// moment between the rename and the writer's close fail with "being used by another process".
     /// </summary>
+    /// <remarks>
+    /// Creating a file and locking it are two steps, and a cleaner in another process can take the new file for
+    /// abandoned between them. The two sides follow the lock-file protocol: the cleaner unlinks only while it holds
+    /// the exclusive lock and only the file it locked; the creator, once it holds its shared lock, checks that its
+    /// name still leads to the file it created, and starts again if a cleaner took it.
+    /// </remarks>
     /// <exception cref="IOException">The file exists or cannot be created or locked (nothing is left behind).</exception>
     public static FileStream CreateTemp(string temp, UnixFileMode mode)
     {
-        // FileShare.Read: .NET's own lock on this stream is the shared one too (FileShare.None would take LOCK_EX).
-        var stream = new FileStream(temp, new FileStreamOptions
+        const int attempts = 200;
+        bool createdBefore = false;
+        for (int attempt = 0; attempt < attempts; attempt++)
         {
-            Mode = FileMode.CreateNew,
-            Access = FileAccess.ReadWrite,
-            Share = FileShare.Read,
-            UnixCreateMode = mode,
-        });
-        try
-        {
-            // Explicit, because .NET skips its advisory lock on some file systems (NFS, CIFS) and when
-            // DOTNET_SYSTEM_IO_DISABLEFILELOCKING is set.
-            if (NativeMethods.flock((int)stream.SafeFileHandle.DangerousGetHandle(), NativeMethods.LOCK_SH | NativeMethods.LOCK_NB) != 0)
+            int fd = NativeMethods.open(temp, NativeMethods.O_RDWR | NativeMethods.O_CREAT | NativeMethods.O_EXCL | NativeMethods.O_CLOEXEC, (int)mode);
+            if (fd < 0)
             {
                 int errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
-                throw new IOException($"Cannot lock the temporary file '{temp}': {System.Runtime.InteropServices.Marshal.GetPInvokeErrorMessage(errno)}", errno);
+                if (errno == NativeMethods.EEXIST && createdBefore)
+                {
+                    // A cleaner holds the file we made a moment ago and is about to unlink it.
+                    Thread.Sleep(1);
+                    continue;
+                }
+
+                throw errno == NativeMethods.EEXIST
+                    ? new IOException($"'{temp}' already exists.", errno)
+                    : ErrnoException($"Cannot create the temporary file '{temp}'", errno);
             }
 
-            return stream;
+            createdBefore = true;
+
+            // Explicit, because .NET skips its advisory lock on some file systems (NFS, CIFS) and when
+            // DOTNET_SYSTEM_IO_DISABLEFILELOCKING is set; and needed here anyway, since a stream made from a handle
+            // takes no lock of its own.
+            if (NativeMethods.flock(fd, NativeMethods.LOCK_SH | NativeMethods.LOCK_NB) != 0)
+            {
+                int errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
+                _ = NativeMethods.close(fd);
+                if (errno == NativeMethods.EWOULDBLOCK)
+                {
+                    // A cleaner holds it exclusively: it unlinks it before letting go. Make a new one.
+                    continue;
+                }
+
+                TryDelete(temp);
+                throw ErrnoException($"Cannot lock the temporary file '{temp}'", errno);
+            }
+
+            if (!SameFile(fd, temp))
+            {
+                // A cleaner locked and unlinked it before our lock: the name is no longer ours.
+                _ = NativeMethods.close(fd);
+                continue;
+            }
+
+            return new FileStream(new SafeFileHandle(fd, ownsHandle: true), FileAccess.ReadWrite);
         }
-        catch
-        {
-            stream.Dispose();
-            TryDelete(temp);
-            throw;
-        }
+
+        throw new IOException($"Cannot create the temporary file '{temp}': another process kept removing it.");
     }
 
     /// <summary>
@@ -157,10 +188,26 @@ public static class AtomicFile
                 continue;
             }
 
-            if (!IsWriterAlive(file))
+            int fd = NativeMethods.open(file, NativeMethods.O_CLOEXEC | NativeMethods.O_NOFOLLOW);
+            if (fd < 0)
             {
-                TryDelete(file);
-                removed++;
+                continue;
+            }
+
+            try
+            {
+                // Unlinked while the exclusive lock is held, and only if the name still leads to the locked file: a
+                // writer that creates the file between our open and our lock sees the unlink and starts again, and a
+                // writer that renamed it to its final name in the meantime keeps its image.
+                if (NativeMethods.flock(fd, NativeMethods.LOCK_EX | NativeMethods.LOCK_NB) == 0 && SameFile(fd, file))
+                {
+                    TryDelete(file);
+                    removed++;
+                }
+            }
+            finally
+            {
+                _ = NativeMethods.close(fd);
             }
         }
 
@@ -194,6 +241,25 @@ public static class AtomicFile
             _ = NativeMethods.close(fd);
         }
     }
+
+    /// <summary>True if <paramref name="path"/> (not followed if a link) is the file open as <paramref name="fd"/>.</summary>
+    private static unsafe bool SameFile(int fd, string path)
+    {
+        byte* open = stackalloc byte[256];
+        byte* named = stackalloc byte[256];
+        if (NativeMethods.statx(fd, string.Empty, NativeMethods.AT_EMPTY_PATH, NativeMethods.STATX_BASIC_STATS, open) != 0
+            || NativeMethods.statx(NativeMethods.AT_FDCWD, path, NativeMethods.AT_SYMLINK_NOFOLLOW, NativeMethods.STATX_BASIC_STATS, named) != 0)
+        {
+            return false;
+        }
+
+        // struct statx: stx_ino at 32, stx_dev_major and stx_dev_minor at 136 and 140.
+        return *(ulong*)(open + 32) == *(ulong*)(named + 32)
+            && *(ulong*)(open + 136) == *(ulong*)(named + 136);
+    }
+
+    private static IOException ErrnoException(string what, int errno) =>
+        new($"{what}: {System.Runtime.InteropServices.Marshal.GetPInvokeErrorMessage(errno)}", errno);
 
     /// <summary>Makes a rename or a new directory entry durable.</summary>
     public static void SyncDirectory(string directory)

@@ -15,6 +15,7 @@ internal static unsafe partial class NativeMethods
     internal const int EINTR = 4;
     internal const int AT_FDCWD = -100;
     internal const int AT_SYMLINK_NOFOLLOW = 0x100;
+    internal const int AT_EMPTY_PATH = 0x1000;
     internal const uint STATX_BASIC_STATS = 0x7ff;
 
     [LibraryImport(LibC, SetLastError = true)]
@@ -43,6 +44,7 @@ internal static unsafe partial class NativeMethods
 
     internal const int O_RDWR = 2;
     internal const int O_CREAT = 0x40;
+    internal const int O_EXCL = 0x80;
     internal const int O_CLOEXEC = 0x80000;
     internal const int O_NOFOLLOW = 0x20000;
 

@@ -87,6 +87,67 @@ public sealed class AbandonedTempFileTests : IDisposable
         Assert.False(AtomicFile.IsWriterAlive(final), "the lock outlived the writer's stream");
     }
 
+    [Fact]
+    public async Task A_cleaner_never_takes_a_temporary_its_writer_is_creating()
+    {
+        // The race CI met: New-Volume's cleaner opened and locked another writer's temporary in the instant between
+        // that writer's create and its lock, deleted it, and the writer's rename failed with "Could not find file".
+        // flock belongs to the open file description, so threads in one process race exactly as processes do.
+        const int writers = 4;
+        const int filesPerWriter = 2000;
+        using var stop = new CancellationTokenSource();
+        var cleaner = Task.Run(() =>
+        {
+            int removed = 0;
+            while (!stop.IsCancellationRequested)
+            {
+                removed += AtomicFile.RemoveAbandonedTempFiles(temp.Path);
+            }
+
+            return removed;
+        });
+
+        var failures = new System.Collections.Concurrent.ConcurrentBag<string>();
+        Parallel.For(0, writers, new ParallelOptions { MaxDegreeOfParallelism = writers }, w =>
+        {
+            for (int i = 0; i < filesPerWriter; i++)
+            {
+                string final = temp.Combine($"w{w}-{i}.img");
+                string tempFile = AtomicFile.TempPathFor(final);
+                try
+                {
+                    using FileStream stream = AtomicFile.CreateTemp(tempFile, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+                    stream.Write(new byte[512]);
+                    AtomicFile.MoveNoReplace(tempFile, final);
+                }
+                catch (IOException e)
+                {
+                    failures.Add($"{final}: {e.Message}");
+                }
+            }
+        });
+        stop.Cancel();
+        // The cleaner may still take a file in the instant before its writer locks it; the writer then makes another.
+        await cleaner;
+
+        Assert.Empty(failures);
+        Assert.Equal(writers * filesPerWriter, Directory.GetFiles(temp.Path, "w*.img").Length);
+        Assert.Empty(Directory.GetFiles(temp.Path, AtomicFile.TempPrefix + "*"));
+    }
+
+    [Fact]
+    public void A_cleaner_still_removes_the_temporaries_of_dead_writers()
+    {
+        string abandoned = MakeAbandoned("dead.qcow2");
+        string live = AtomicFile.TempPathFor(temp.Combine("busy.qcow2"));
+        using FileStream liveStream = AtomicFile.CreateTemp(live, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+
+        Assert.Equal(1, AtomicFile.RemoveAbandonedTempFiles(temp.Path));
+        Assert.False(File.Exists(abandoned));
+        Assert.True(File.Exists(live));
+        Assert.Throws<IOException>(() => AtomicFile.CreateTemp(live, UnixFileMode.UserRead | UnixFileMode.UserWrite));
+    }
+
     private string MakeAbandoned(string name)
     {
         // What a SIGKILLed writer leaves: a temporary nobody holds a lock on.
