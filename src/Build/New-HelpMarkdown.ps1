@@ -211,6 +211,11 @@ function New-Markdown($Command, $Existing) {
         $parameter = $Command.Parameters[$p]
         $text = if ($Existing -and $Existing.ParameterText.Contains($p)) { Format-Prose $Existing.ParameterText[$p] } else { '' }
         if (-not $text) { $text = $docs["P:$typeName.$p"] }
+        if (-not $text) {
+            # Parameters a base class declares (VolumeCmdlet) are documented under that class.
+            $declaring = $Command.ImplementingType.GetProperty($p).DeclaringType.FullName
+            $text = $docs["P:$declaring.$p"]
+        }
         if (-not $text) { $text = $StandardDescriptions[$p] }
         if (-not $text) { $text = "{{ Fill $p Description }}" }
         $default = if ($Existing) { $Existing.Defaults[$p] } else { $null }

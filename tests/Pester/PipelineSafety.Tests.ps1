@@ -32,6 +32,22 @@ BeforeDiscovery {
         @{ Cmd = 'Get-VolumeSnapshot'; Kind = 'record'; Expect = 'an error' }
         @{ Cmd = 'Get-VolumeSnapshot'; Kind = 'pool-record'; Expect = 'an error' }
     )
+
+    # Every cmdlet that works on existing volumes one at a time names one the same ways (VolumeCmdlet, and the same
+    # sets on Remove- and Resize-Volume). Each form names spare1.qcow2 of pool default.
+    $script:volumeCmdlets = @('Test-Volume', 'Optimize-Volume', 'Resize-Volume', 'Export-Volume', 'Set-Volume', 'Remove-Volume')
+    $script:namings = foreach ($c in $volumeCmdlets) {
+        # Remove- and Resize-Volume keep the first two positions for pool and name, as Get-Volume does.
+        $positional = if ($c -in 'Remove-Volume', 'Resize-Volume') { @() } else { @('positional-path') }
+        foreach ($form in @('object', 'volume-parameter') + $positional + @('pool-and-name', 'piped-name-with-pool', 'piped-path', 'record', 'wildcard-path', 'literal-path', 'file')) {
+            @{ Cmd = $c; Form = $form }
+        }
+    }
+    $script:refusals = foreach ($c in $volumeCmdlets) {
+        foreach ($form in 'piped-name-without-pool', 'pool-object', 'pool-record') {
+            @{ Cmd = $c; Form = $form }
+        }
+    }
 }
 
 BeforeAll {
@@ -114,6 +130,82 @@ Describe 'Every Get-* fed each object type returns what it names, never more' {
     It 'a string piped to Get-VMDisk is a VM name, not a volume' {
         { 'data.qcow2' | Get-VMDisk -ErrorAction Stop } | Should -Throw -ErrorId 'VMNotFound,*'
         @('kvm1' | Get-VMDisk).Count | Should -Be (@(Get-VMDisk kvm1).Count)
+    }
+}
+
+Describe 'Every volume cmdlet names a volume the same ways' {
+    BeforeAll {
+        $script:root = New-PipelineRoot
+
+        # What each cmdlet is given besides the volume, and how its output (or the pool) shows which volume it took.
+        $script:extra = @{
+            'Test-Volume' = @{}
+            'Optimize-Volume' = @{ Confirm = $false }
+            'Resize-Volume' = @{ Delta = 1MB; PassThru = $true; Confirm = $false }
+            'Export-Volume' = @{ Confirm = $false }
+            'Set-Volume' = @{ BackingVolume = $null; PassThru = $true; Confirm = $false }
+            'Remove-Volume' = @{ Confirm = $false }
+        }
+
+        function Invoke-Naming {
+            [CmdletBinding()]
+            param([string] $Cmd, [string] $Form, [hashtable] $With)
+            $hostPath = '/var/lib/libvirt/images/spare1.qcow2'
+            switch ($Form) {
+                'object' { Get-Volume default spare1.qcow2 | & $Cmd @With }
+                'positional-path' { & $Cmd $hostPath @With }
+                'volume-parameter' { & $Cmd -Volume $hostPath @With }
+                'pool-and-name' { & $Cmd -Pool default -Name spare1.qcow2 @With }
+                'piped-name-with-pool' { 'spare1.qcow2' | & $Cmd -Pool default @With }
+                'piped-path' { $hostPath | & $Cmd @With }
+                'record' {
+                    $csv = Join-Path $TestDrive ('n-' + [guid]::NewGuid().ToString('N').Substring(0, 6) + '.csv')
+                    [pscustomobject]@{ Pool = 'default'; Name = 'spare1.qcow2' } | Export-Csv -LiteralPath $csv
+                    Import-Csv -LiteralPath $csv | & $Cmd @With
+                }
+                'wildcard-path' { & $Cmd -Path '/var/lib/libvirt/images/spare1.q*' @With }
+                'literal-path' { & $Cmd -LiteralPath $hostPath @With }
+                'file' { Get-Item -LiteralPath (Join-Path $root 'var/lib/libvirt/images/spare1.qcow2') | & $Cmd @With }
+                'piped-name-without-pool' { 'spare1.qcow2' | & $Cmd @With }
+                'pool-object' { Get-StoragePool default | & $Cmd @With }
+                'pool-record' { [pscustomobject]@{ Pool = 'default' } | & $Cmd @With }
+            }
+        }
+    }
+
+    BeforeEach {
+        # spare1.qcow2 fresh for each case (Remove-Volume deletes it, Resize-Volume grows it).
+        Remove-Item -LiteralPath (Join-Path $root 'var/lib/libvirt/images/spare1.qcow2') -Force -ErrorAction SilentlyContinue
+        New-Volume -Pool default -Name spare1.qcow2 -Size 16MB | Out-Null
+        $script:exportTo = Join-Path $TestDrive ('export-' + [guid]::NewGuid().ToString('N').Substring(0, 8))
+        New-Item -ItemType Directory $exportTo | Out-Null
+    }
+
+    It '<Cmd>: <Form> names spare1.qcow2 and nothing else' -ForEach $namings {
+        $with = $extra[$Cmd].Clone()
+        if ($Cmd -eq 'Export-Volume') { $with.Destination = $exportTo }
+        $others = Get-HostSnapshot $root | Where-Object { $_ -notlike '*spare1.qcow2*' }
+        $out = @(Invoke-Naming $Cmd $Form $with -ErrorAction SilentlyContinue -ErrorVariable e)
+        $e | Should -BeNullOrEmpty
+        switch ($Cmd) {
+            'Remove-Volume' { Test-Path -LiteralPath (Join-Path $root 'var/lib/libvirt/images/spare1.qcow2') | Should -BeFalse }
+            'Export-Volume' { $out.Count | Should -Be 1; Split-Path -Leaf $out[0].Path | Should -Be 'spare1.qcow2' }
+            'Resize-Volume' { $out.Count | Should -Be 1; $out[0].Path | Should -Be '/var/lib/libvirt/images/spare1.qcow2'; $out[0].Capacity | Should -Be 17MB }
+            default { $out.Count | Should -Be 1; $out[0].Path | Should -Be '/var/lib/libvirt/images/spare1.qcow2' }
+        }
+        Get-HostSnapshot $root | Where-Object { $_ -notlike '*spare1.qcow2*' } | Should -Be $others
+    }
+
+    It '<Cmd>: <Form> is refused with VolumeNotNamed and changes nothing' -ForEach $refusals {
+        $with = $extra[$Cmd].Clone()
+        if ($Cmd -eq 'Export-Volume') { $with.Destination = $exportTo }
+        $before = Get-HostSnapshot $root
+        $out = @(Invoke-Naming $Cmd $Form $with -ErrorAction SilentlyContinue -ErrorVariable e)
+        $out | Should -BeNullOrEmpty
+        $e.Count | Should -Be 1
+        "$($e[0].FullyQualifiedErrorId)" | Should -BeLike 'VolumeNotNamed,*'
+        Get-HostSnapshot $root | Should -Be $before
+        @(Get-ChildItem -LiteralPath $exportTo) | Should -BeNullOrEmpty
     }
 }
 

@@ -364,6 +364,15 @@ Describe "Resize-Volume ($Backend)" -Tag $tags -Skip:([bool]$skip) {
         Get-HostSnapshot $root | Should -Be $before
     }
 
+    It 'needs exactly one of -Size and -Delta, and changes nothing otherwise' {
+        New-Volume default r.img -Size 1GB -Format raw | Out-Null
+        $before = Get-HostSnapshot $root
+        { Resize-Volume default r.img -Confirm:$false -ErrorAction Stop } | Should -Throw -ErrorId 'InvalidVolumeSize,*'
+        { Resize-Volume default r.img -Size 2GB -Delta 1GB -Confirm:$false -ErrorAction Stop } | Should -Throw -ErrorId 'InvalidVolumeSize,*'
+        { Resize-Volume default r.img -Delta 2GB -Shrink -Confirm:$false -ErrorAction Stop } | Should -Throw -ErrorId 'InvalidVolumeSize,*'
+        Get-HostSnapshot $root | Should -Be $before
+    }
+
     It 'refuses to shrink a qcow2 over allocated data' -Tag Oracle {
         if (-not (Get-Command qemu-io -ErrorAction SilentlyContinue)) { Set-ItResult -Skipped -Because 'qemu-io is not installed'; return }
         $v = New-Volume default d.qcow2 -Size 1GB

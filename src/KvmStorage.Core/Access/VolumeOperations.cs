@@ -79,7 +79,7 @@ public sealed class VolumeOperations(IKvmHost host)
         {
             ImageOptimizeResult result = ImageOptimizer.Optimize(file, compact, progress, token);
             Refresh(file, $"'{shown}' was optimized");
-            return result;
+            return result with { Path = shown };
         });
     }
 
@@ -185,6 +185,39 @@ public sealed class VolumeOperations(IKvmHost host)
             host.RemoveVolume(pool, volume.Name, force);
             return true;
         });
+    }
+
+    /// <summary>
+    /// Changes a pool volume's virtual size to <paramref name="size"/>, or by <paramref name="delta"/> (taken away with
+    /// <paramref name="shrink"/>); exactly one of the two. The grown part is allocated as <paramref name="preallocation"/>
+    /// says, or as the image was (a fully allocated raw image stays fully allocated).
+    /// </summary>
+    public VolumeAction<StorageVolume> Resize(VolumeSpec spec, ulong? size, ulong? delta, bool shrink, Preallocation? preallocation)
+    {
+        if (size.HasValue == delta.HasValue)
+        {
+            throw new KvmStorageException(ErrorKind.InvalidArgument, VolumeErrorIds.InvalidSize, "Give either a new size or a delta, not both and not neither.", spec.ToString());
+        }
+
+        StorageVolume volume = locator.Get(spec);
+        if (volume.Pool is not { } pool)
+        {
+            throw new KvmStorageException(ErrorKind.InvalidArgument, VolumeErrorIds.VolumeNotFound, $"'{volume.Path}' is not in a storage pool; Resize-Volume resizes pool volumes only.", volume.Path);
+        }
+
+        ulong target = size ?? (shrink
+            ? (delta!.Value > volume.Capacity
+                ? throw new KvmStorageException(ErrorKind.InvalidArgument, VolumeErrorIds.InvalidSize, $"Cannot shrink {Sizes.ByteSize.Format(volume.Capacity)} by {Sizes.ByteSize.Format(delta.Value)}.", volume.Path)
+                : volume.Capacity - delta.Value)
+            : (volume.Capacity + delta!.Value < volume.Capacity
+                ? throw new KvmStorageException(ErrorKind.InvalidArgument, VolumeErrorIds.InvalidSize, "The new size overflows.", volume.Path)
+                : volume.Capacity + delta.Value));
+
+        host.EnsureWritable($"Resizing volume '{volume.Name}'", volume.Path);
+        var options = new ImageResizeOptions { AllowShrink = shrink, Preallocation = preallocation ?? VolumePreallocation.Infer(volume) };
+        string action = target < volume.Capacity ? "Shrink" : "Grow";
+        string description = $"{action} from {Sizes.ByteSize.Format(volume.Capacity)} to {Sizes.ByteSize.Format(target)}";
+        return new(volume.Path, description, (progress, token) => host.ResizeVolume(pool, volume.Name, target, options, progress, token));
     }
 
     /// <summary>The snapshot with this id and/or name (both must match when both are given).</summary>

@@ -59,6 +59,24 @@ public abstract class KvmCmdlet : PSCmdlet
     protected VolumeSpec SpecOfPath(string typed) => new VolumeSpec.AtPath(typed, GetUnresolvedProviderPathFromPSPath(typed));
 
     /// <summary>
+    /// The one volume a piped object names (<see cref="VolumeInput"/>): a volume, VM disk, snapshot, file or record
+    /// names itself; a name string is a volume of <paramref name="pool"/>. A name without a pool, and a pool object,
+    /// are refused (<c>VolumeNotNamed</c>): a cmdlet that works on volumes never widens to a whole pool.
+    /// </summary>
+    protected VolumeSpec SpecOfInput(object input, string? pool)
+    {
+        VolumeInput.Item item = VolumeInput.Interpret(input, GetUnresolvedProviderPathFromPSPath);
+        string command = MyInvocation.MyCommand.Name;
+        return item switch
+        {
+            { Volume: { } volume } => volume,
+            { Name: { } name } when pool is not null => new VolumeSpec.InPool(pool, name),
+            { Name: { } name } => throw new KvmStorageException(ErrorKind.InvalidArgument, AccessErrorIds.VolumeNotNamed, $"'{name}' is a volume name without a pool: give -Pool, or pipe the volume object or a path.", name),
+            _ => throw new KvmStorageException(ErrorKind.InvalidArgument, AccessErrorIds.VolumeNotNamed, $"Pool '{item.Pool!.Name}' is not a volume: {command} never takes a pool for all its volumes (pipe 'Get-Volume -Pool {item.Pool!.Name}' for each of them).", item.Pool!.Name),
+        };
+    }
+
+    /// <summary>
     /// Expands a wildcard path pattern to the files it matches on this machine: a host-view pattern under the host root.
     /// A pattern matching nothing is the provider's error.
     /// </summary>

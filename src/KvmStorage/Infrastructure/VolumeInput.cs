@@ -10,7 +10,7 @@ namespace KvmStorage.Infrastructure;
 /// <summary>
 /// What one object piped into a volume cmdlet names, decided by its type and never by a partial match of properties:
 /// a volume (a volume object, a VM disk's image, a snapshot's volume, a file, a record with Pool and Name or Path), a
-/// name (a string), or a whole pool (a pool object, where the cmdlet lists). Anything else, and an object that names a
+/// name (a string without '/'; one with '/' is a path), or a whole pool (a pool object, where the cmdlet lists). Anything else, and an object that names a
 /// pool but no volume, is refused: binding by property name never widens to a whole pool.
 /// </summary>
 internal static class VolumeInput
@@ -33,6 +33,9 @@ internal static class VolumeInput
                 return new Item(new VolumeSpec.AtLocalPath(file.FullName), null, null);
             case StoragePool pool:
                 return new Item(null, null, pool);
+            case string typed when typed.Contains('/', StringComparison.Ordinal):
+                // A volume name never holds a '/': this is a path (host view, or local under the root).
+                return new Item(new VolumeSpec.AtPath(typed, resolveProviderPath(typed)), null, null);
             case string name:
                 return new Item(null, name, null);
             case DirectoryInfo directory:

@@ -10,7 +10,7 @@ using Microsoft.Win32.SafeHandles;
 namespace KvmStorage.Core.Images.Check;
 
 /// <summary>What <see cref="ImageOptimizer.Optimize"/> did.</summary>
-public sealed class ImageOptimizeResult
+public sealed record ImageOptimizeResult
 {
     public required string Path { get; init; }
 

@@ -8,14 +8,10 @@ using KvmStorage.Infrastructure;
 namespace KvmStorage.Commands.Volume;
 
 /// <summary>Export-Volume: writes a volume's contents (its chain flattened) to an image file outside the pools, for example a vmdk for VMware.</summary>
-[Cmdlet(VerbsData.Export, "Volume", SupportsShouldProcess = true)]
+[Cmdlet(VerbsData.Export, "Volume", SupportsShouldProcess = true, DefaultParameterSetName = ByVolume)]
 [OutputType(typeof(StorageVolume))]
-public sealed class ExportVolumeCommand : KvmCmdlet
+public sealed class ExportVolumeCommand : VolumeFirstCmdlet
 {
-    /// <summary>The volume to export: the object Get-Volume emits, or the path of an image file.</summary>
-    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true)]
-    public VolumeReference Volume { get; set; } = null!;
-
     /// <summary>The file to write (it must not exist); an existing folder receives a file named after the volume.</summary>
     [Parameter(Mandatory = true, Position = 1)]
     [ValidateNotNullOrEmpty]
@@ -35,26 +31,23 @@ public sealed class ExportVolumeCommand : KvmCmdlet
     [ValidateSet("zlib", "zstd")]
     public string CompressionType { get; set; } = "zlib";
 
-    protected override void ProcessRecord()
+    protected override void ProcessRecord() => ForEachVolume(volume =>
     {
-        RunForItem(Volume.ToString(), () =>
+        StorageVolume source = Volumes.Locator.Get(volume);
+        string destination = GetUnresolvedProviderPathFromPSPath(Destination);
+        ImageFormat format = Format is not null
+            ? ConvertParameters.ParseFormat(Format, ImageFormat.Qcow2)
+            : ConvertParameters.FromExtension(destination) ?? ImageFormat.Qcow2;
+        if (Directory.Exists(destination))
         {
-            StorageVolume source = ResolveVolume(Volume);
-            string destination = GetUnresolvedProviderPathFromPSPath(Destination);
-            ImageFormat format = Format is not null
-                ? ConvertParameters.ParseFormat(Format, ImageFormat.Qcow2)
-                : ConvertParameters.FromExtension(destination) ?? ImageFormat.Qcow2;
-            if (Directory.Exists(destination))
-            {
-                destination = System.IO.Path.Combine(destination, System.IO.Path.GetFileNameWithoutExtension(source.Name) + VolumeTransfer.ExtensionOf(format));
-            }
+            destination = System.IO.Path.Combine(destination, System.IO.Path.GetFileNameWithoutExtension(source.Name) + VolumeTransfer.ExtensionOf(format));
+        }
 
-            ConvertOptions options = ConvertParameters.Build(format, Compress, CompressionType, Preallocation.Off, null, null, Permissions.DefaultVolumeMode);
-            if (ShouldProcess(source.Path, $"Export as {format.ToQemuName()} to {destination}"))
-            {
-                StorageVolume exported = RunWithProgress("Export-Volume", $"Exporting {source.Name}", (progress, token) => new VolumeTransfer(KvmHost).Convert(source, destination, options, progress, token));
-                WriteObject(exported);
-            }
-        });
-    }
+        ConvertOptions options = ConvertParameters.Build(format, Compress, CompressionType, Preallocation.Off, null, null, Permissions.DefaultVolumeMode);
+        if (ShouldProcess(source.Path, $"Export as {format.ToQemuName()} to {destination}"))
+        {
+            StorageVolume exported = RunWithProgress("Export-Volume", $"Exporting {source.Name}", (progress, token) => new VolumeTransfer(KvmHost).Convert(source, destination, options, progress, token));
+            WriteObject(exported);
+        }
+    });
 }

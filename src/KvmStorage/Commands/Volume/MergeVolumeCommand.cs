@@ -9,14 +9,10 @@ namespace KvmStorage.Commands.Volume;
 /// Merge-Volume: commits an overlay's data into its backing file (like <c>qemu-img commit</c>), then empties the
 /// overlay or, with -RemoveOverlay, deletes it.
 /// </summary>
-[Cmdlet(VerbsData.Merge, "Volume", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
+[Cmdlet(VerbsData.Merge, "Volume", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium, DefaultParameterSetName = ByVolume)]
 [OutputType(typeof(StorageVolume))]
-public sealed class MergeVolumeCommand : KvmCmdlet
+public sealed class MergeVolumeCommand : VolumeFirstCmdlet
 {
-    /// <summary>The overlay (an image with a backing file), as a Get-Volume object or an image path.</summary>
-    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true)]
-    public VolumeReference Volume { get; set; } = null!;
-
     /// <summary>Delete the overlay after its data is in the backing file (and, with -Base, the layers between them).</summary>
     [Parameter]
     public SwitchParameter RemoveOverlay { get; set; }
@@ -33,19 +29,16 @@ public sealed class MergeVolumeCommand : KvmCmdlet
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
-    protected override void ProcessRecord()
+    protected override void ProcessRecord() => ForEachVolume(overlay =>
     {
-        RunForItem(Volume, () =>
+        VolumeAction<StorageVolume> merge = Volumes.Merge(overlay, Base is null ? null : SpecOf(Base), RemoveOverlay, Force);
+        if (ShouldProcess(merge.Target, merge.Description))
         {
-            VolumeAction<StorageVolume> merge = Volumes.Merge(SpecOf(Volume), Base is null ? null : SpecOf(Base), RemoveOverlay, Force);
-            if (ShouldProcess(merge.Target, merge.Description))
+            StorageVolume merged = RunWithProgress("Merge-Volume", $"Merging {System.IO.Path.GetFileName(merge.Target)}", merge.Run);
+            if (PassThru)
             {
-                StorageVolume merged = RunWithProgress("Merge-Volume", $"Merging {System.IO.Path.GetFileName(merge.Target)}", merge.Run);
-                if (PassThru)
-                {
-                    WriteObject(merged);
-                }
+                WriteObject(merged);
             }
-        });
-    }
+        }
+    });
 }

@@ -1,45 +1,27 @@
 using System.Management.Automation;
 using KvmStorage.Core.Images;
-using KvmStorage.Core.Sizes;
+using KvmStorage.Core.Access;
 using KvmStorage.Core.Volumes;
 using KvmStorage.Infrastructure;
 
 namespace KvmStorage.Commands.Volume;
 
 /// <summary>Resize-Volume: grows (or, with -Shrink, shrinks) an image's virtual size.</summary>
-[Cmdlet(VerbsCommon.Resize, "Volume", SupportsShouldProcess = true, DefaultParameterSetName = ByNameSize)]
+[Cmdlet(VerbsCommon.Resize, "Volume", SupportsShouldProcess = true, DefaultParameterSetName = ByName)]
 [OutputType(typeof(StorageVolume))]
-public sealed class ResizeVolumeCommand : KvmCmdlet
+public sealed class ResizeVolumeCommand : PoolFirstCmdlet
 {
-    private const string ByNameSize = "ByNameSize";
-    private const string ByNameDelta = "ByNameDelta";
-    private const string ByObjectSize = "ByObjectSize";
-    private const string ByObjectDelta = "ByObjectDelta";
-
-    [Parameter(Mandatory = true, Position = 0, ParameterSetName = ByNameSize, ValueFromPipelineByPropertyName = true)]
-    [Parameter(Mandatory = true, Position = 0, ParameterSetName = ByNameDelta, ValueFromPipelineByPropertyName = true)]
-    [ArgumentCompleter(typeof(PoolNameCompleter))]
-    public PoolReference Pool { get; set; } = null!;
-
-    [Parameter(Mandatory = true, Position = 1, ParameterSetName = ByNameSize, ValueFromPipelineByPropertyName = true)]
-    [Parameter(Mandatory = true, Position = 1, ParameterSetName = ByNameDelta, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    [ArgumentCompleter(typeof(VolumeNameCompleter))]
-    public string Name { get; set; } = string.Empty;
-
-    [Parameter(Mandatory = true, ParameterSetName = ByObjectSize, ValueFromPipeline = true)]
-    [Parameter(Mandatory = true, ParameterSetName = ByObjectDelta, ValueFromPipeline = true)]
-    public StorageVolume InputObject { get; set; } = null!;
-
-    /// <summary>The new virtual size in bytes (8GB, or '8G').</summary>
-    [Parameter(Mandatory = true, Position = 2, ParameterSetName = ByNameSize)]
-    [Parameter(Mandatory = true, ParameterSetName = ByObjectSize)]
+    /// <summary>The new virtual size in bytes (8GB, or '8G'). Give this or -Delta.</summary>
+    [Parameter(Position = 2, ParameterSetName = ByName)]
+    [Parameter(ParameterSetName = ByInput)]
+    [Parameter(ParameterSetName = ByVolume)]
+    [Parameter(ParameterSetName = ByPath)]
+    [Parameter(ParameterSetName = ByLiteralPath)]
     [SizeTransformation]
     public ulong Size { get; set; }
 
-    /// <summary>Bytes to add; with -Shrink, bytes to take away.</summary>
-    [Parameter(Mandatory = true, ParameterSetName = ByNameDelta)]
-    [Parameter(Mandatory = true, ParameterSetName = ByObjectDelta)]
+    /// <summary>Bytes to add; with -Shrink, bytes to take away. Give this or -Size.</summary>
+    [Parameter]
     [SizeTransformation]
     public ulong Delta { get; set; }
 
@@ -57,38 +39,15 @@ public sealed class ResizeVolumeCommand : KvmCmdlet
 
     protected override void ProcessRecord()
     {
-        string pool = InputObject?.Pool ?? Pool?.Name ?? string.Empty;
-        string name = InputObject?.Name ?? Name;
-        RunForItem(name, () =>
+        ulong? size = MyInvocation.BoundParameters.ContainsKey(nameof(Size)) ? Size : null;
+        ulong? delta = MyInvocation.BoundParameters.ContainsKey(nameof(Delta)) ? Delta : null;
+        Preallocation? preallocation = MyInvocation.BoundParameters.ContainsKey(nameof(Preallocation)) ? Preallocation : null;
+        ForEachVolume(spec =>
         {
-            StorageVolume volume = KvmHost.GetVolume(pool, name);
-            ulong size;
-            if (ParameterSetName is ByNameDelta or ByObjectDelta)
+            VolumeAction<StorageVolume> resize = Volumes.Resize(spec, size, delta, Shrink, preallocation);
+            if (ShouldProcess(resize.Target, resize.Description))
             {
-                if (Shrink)
-                {
-                    size = Delta > volume.Capacity
-                        ? throw new Core.Errors.KvmStorageException(Core.Errors.ErrorKind.InvalidArgument, VolumeErrorIds.InvalidSize, $"Cannot shrink {ByteSize.Format(volume.Capacity)} by {ByteSize.Format(Delta)}.", name)
-                        : volume.Capacity - Delta;
-                }
-                else
-                {
-                    size = volume.Capacity + Delta < volume.Capacity
-                        ? throw new Core.Errors.KvmStorageException(Core.Errors.ErrorKind.InvalidArgument, VolumeErrorIds.InvalidSize, "The new size overflows.", name)
-                        : volume.Capacity + Delta;
-                }
-            }
-            else
-            {
-                size = Size;
-            }
-
-            string action = size < volume.Capacity ? "Shrink" : "Grow";
-            if (ShouldProcess(volume.Path, $"{action} from {ByteSize.Format(volume.Capacity)} to {ByteSize.Format(size)}"))
-            {
-                Preallocation mode = MyInvocation.BoundParameters.ContainsKey(nameof(Preallocation)) ? Preallocation : VolumePreallocation.Infer(volume);
-                var options = new ImageResizeOptions { AllowShrink = Shrink, Preallocation = mode };
-                StorageVolume resized = RunWithProgress("Resize-Volume", $"Resizing {volume.Name}", (progress, token) => KvmHost.ResizeVolume(pool, name, size, options, progress, token));
+                StorageVolume resized = RunWithProgress("Resize-Volume", $"Resizing {System.IO.Path.GetFileName(resize.Target)}", resize.Run);
                 if (PassThru)
                 {
                     WriteObject(resized);

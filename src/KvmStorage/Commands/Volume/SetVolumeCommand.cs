@@ -11,14 +11,10 @@ namespace KvmStorage.Commands.Volume;
 /// Set-Volume: changes a qcow2 volume's backing file (<c>qemu-img rebase</c>): onto another image with the guest
 /// view kept, onto a moved copy of the same image with -Unsafe, or to none ($null) to make it standalone.
 /// </summary>
-[Cmdlet(VerbsCommon.Set, "Volume", SupportsShouldProcess = true)]
+[Cmdlet(VerbsCommon.Set, "Volume", SupportsShouldProcess = true, DefaultParameterSetName = ByVolume)]
 [OutputType(typeof(StorageVolume))]
-public sealed class SetVolumeCommand : KvmCmdlet
+public sealed class SetVolumeCommand : VolumeFirstCmdlet
 {
-    /// <summary>The qcow2 volume to rebase, as a Get-Volume object or an image path.</summary>
-    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true)]
-    public VolumeReference Volume { get; set; } = null!;
-
     /// <summary>The new backing image: a volume object or a path; $null (or '') makes the volume standalone.</summary>
     [Parameter(Mandatory = true)]
     [AllowNull]
@@ -42,21 +38,18 @@ public sealed class SetVolumeCommand : KvmCmdlet
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
-    protected override void ProcessRecord()
+    protected override void ProcessRecord() => ForEachVolume(volume =>
     {
-        RunForItem(Volume, () =>
+        VolumeSpec? backing = BackingVolume is null || BackingVolume.Path.Length == 0 ? null : SpecOf(BackingVolume);
+        ImageFormat? format = BackingFormat is not null && ImageFormats.TryParse(BackingFormat, out ImageFormat parsed) ? parsed : null;
+        VolumeAction<StorageVolume> rebase = Volumes.Rebase(volume, backing, format, RelativeBackingPath, Unsafe);
+        if (ShouldProcess(rebase.Target, rebase.Description))
         {
-            VolumeSpec? backing = BackingVolume is null || BackingVolume.Path.Length == 0 ? null : SpecOf(BackingVolume);
-            ImageFormat? format = BackingFormat is not null && ImageFormats.TryParse(BackingFormat, out ImageFormat parsed) ? parsed : null;
-            VolumeAction<StorageVolume> rebase = Volumes.Rebase(SpecOf(Volume), backing, format, RelativeBackingPath, Unsafe);
-            if (ShouldProcess(rebase.Target, rebase.Description))
+            StorageVolume rebased = RunWithProgress("Set-Volume", $"Rebasing {System.IO.Path.GetFileName(rebase.Target)}", rebase.Run);
+            if (PassThru)
             {
-                StorageVolume rebased = RunWithProgress("Set-Volume", $"Rebasing {System.IO.Path.GetFileName(rebase.Target)}", rebase.Run);
-                if (PassThru)
-                {
-                    WriteObject(rebased);
-                }
+                WriteObject(rebased);
             }
-        });
-    }
+        }
+    });
 }

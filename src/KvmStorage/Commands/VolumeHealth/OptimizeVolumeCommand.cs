@@ -6,31 +6,20 @@ using KvmStorage.Infrastructure;
 namespace KvmStorage.Commands.VolumeHealth;
 
 /// <summary>Optimize-Volume: gives back the space of data that reads as zeros; -Compact rewrites the image.</summary>
-[Cmdlet(VerbsCommon.Optimize, "Volume", SupportsShouldProcess = true)]
+[Cmdlet(VerbsCommon.Optimize, "Volume", SupportsShouldProcess = true, DefaultParameterSetName = ByVolume)]
 [OutputType(typeof(ImageOptimizeResult))]
-public sealed class OptimizeVolumeCommand : KvmCmdlet
+public sealed class OptimizeVolumeCommand : VolumeFirstCmdlet
 {
-    /// <summary>The volume: an object from Get-Volume or a path to an image file.</summary>
-    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true)]
-    [ValidateNotNull]
-    public VolumeReference[] Volume { get; set; } = [];
-
     /// <summary>Also rewrite the image into a fresh file without holes in its layout, replacing it atomically.</summary>
     [Parameter]
     public SwitchParameter Compact { get; set; }
 
-    protected override void ProcessRecord()
+    protected override void ProcessRecord() => ForEachVolume(spec =>
     {
-        foreach (VolumeReference volume in Volume)
+        VolumeAction<ImageOptimizeResult> optimize = Volumes.Optimize(spec, Compact);
+        if (ShouldProcess(optimize.Target, optimize.Description))
         {
-            RunForItem(volume, () =>
-            {
-                VolumeAction<ImageOptimizeResult> optimize = Volumes.Optimize(SpecOf(volume), Compact);
-                if (ShouldProcess(optimize.Target, optimize.Description))
-                {
-                    WriteObject(RunWithProgress("Optimize-Volume", $"Optimizing {System.IO.Path.GetFileName(optimize.Target)}", optimize.Run));
-                }
-            });
+            WriteObject(RunWithProgress("Optimize-Volume", $"Optimizing {System.IO.Path.GetFileName(optimize.Target)}", optimize.Run));
         }
-    }
+    });
 }
