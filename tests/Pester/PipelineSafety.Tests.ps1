@@ -209,6 +209,34 @@ Describe 'Every volume cmdlet names a volume the same ways' {
     }
 }
 
+Describe 'Error messages name files as the objects do (host view), not by their place under the root' {
+    BeforeAll { $script:root = New-PipelineRoot }
+
+    It 'engine failures of <Cmd> show host paths' -ForEach @(
+        @{ Cmd = 'Set-Volume' }, @{ Cmd = 'Optimize-Volume' }, @{ Cmd = 'Test-Volume' }, @{ Cmd = 'Get-Volume' }
+    ) {
+        $images = Join-Path $root 'var/lib/libvirt/images'
+        if (-not (Test-Path -LiteralPath "$images/top.qcow2")) {
+            New-Volume default gone.qcow2 -Size 16MB | Out-Null
+            New-Volume default top.qcow2 -Size 16MB -BackingVolume /var/lib/libvirt/images/gone.qcow2 | Out-Null
+            Remove-Item -LiteralPath "$images/gone.qcow2"
+            # A qcow2 header whose cluster_bits is 0: every reader refuses it.
+            $bytes = [byte[]]::new(4096)
+            [byte[]](0x51, 0x46, 0x49, 0xfb, 0, 0, 0, 3) | ForEach-Object -Begin { $i = 0 } -Process { $bytes[$i++] = $_ }
+            [IO.File]::WriteAllBytes("$images/bad.qcow2", $bytes)
+        }
+        switch ($Cmd) {
+            'Set-Volume' { Set-Volume /var/lib/libvirt/images/top.qcow2 -BackingVolume $null -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable e }
+            'Optimize-Volume' { Optimize-Volume /var/lib/libvirt/images/bad.qcow2 -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable e }
+            'Test-Volume' { Test-Volume /var/lib/libvirt/images/bad.qcow2 -ErrorAction SilentlyContinue -ErrorVariable e }
+            'Get-Volume' { Get-Volume -LiteralPath /var/lib/libvirt/images/bad.qcow2 -ErrorAction SilentlyContinue -ErrorVariable e }
+        }
+        $e.Count | Should -Be 1
+        "$($e[0])" | Should -BeLike '*/var/lib/libvirt/images/*'
+        "$($e[0])" | Should -Not -BeLike "*$root*"
+    }
+}
+
 Describe 'Removers from a pipeline never widen, and -WhatIf promises what the real run does' {
     BeforeEach { $script:root = New-PipelineRoot }
 

@@ -56,6 +56,16 @@ public sealed class HostPaths
         return IsSystemRoot ? normalized : Root + (normalized == "/" ? string.Empty : normalized);
     }
 
+    /// <summary>
+    /// <paramref name="text"/> (an error message) with every local path under the root written as the host sees it,
+    /// so that messages name files the way objects do.
+    /// </summary>
+    public string ToHostView(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        return IsSystemRoot ? text : text.Replace(Root + "/", "/", StringComparison.Ordinal);
+    }
+
     /// <summary>Maps a path under the root back to the host's own view of it; null when it lies outside the root.</summary>
     public string? ToHostPath(string localPath)
     {

@@ -92,6 +92,25 @@ public abstract class KvmCmdlet : PSCmdlet
         base.StopProcessing();
     }
 
+    /// <summary>
+    /// Writes a failure as a non-terminating error with its specific id, category and target; a message that names
+    /// files under a sandbox host root names them as the host sees them, as every object does.
+    /// </summary>
+    protected void WriteError(Exception exception, object? target)
+    {
+        ErrorRecord record = ErrorRecords.From(exception, target);
+        if (host is { Paths: { IsSystemRoot: false } paths })
+        {
+            string shown = paths.ToHostView(exception.Message);
+            if (shown != exception.Message)
+            {
+                record.ErrorDetails = new ErrorDetails(shown);
+            }
+        }
+
+        WriteError(record);
+    }
+
     /// <summary>Runs one item's work; a core failure becomes a non-terminating error for that item and the pipeline goes on.</summary>
     protected void RunForItem(object? target, Action action)
     {
@@ -101,7 +120,7 @@ public abstract class KvmCmdlet : PSCmdlet
         }
         catch (KvmStorageException ex)
         {
-            WriteError(ErrorRecords.From(ex, target));
+            WriteError(ex, target);
         }
         catch (OperationCanceledException)
         {
@@ -109,7 +128,7 @@ public abstract class KvmCmdlet : PSCmdlet
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
-            WriteError(ErrorRecords.From(ex, target));
+            WriteError(ex, target);
         }
     }
 

@@ -78,7 +78,7 @@ public sealed class GetStoragePoolCommand : KvmCmdlet
             foreach (PoolReadResult broken in all.Where(r => r.Error is not null))
             {
                 // One bad file is reported and the other pools are still listed.
-                WriteError(ErrorRecords.From(broken.Error!, broken.File));
+                WriteError(broken.Error!, broken.File);
             }
 
             var pools = all.Where(r => r.Pool is not null).Select(r => r.Pool!).ToList();

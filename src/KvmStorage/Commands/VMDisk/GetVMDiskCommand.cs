@@ -101,7 +101,7 @@ public sealed class GetVMDiskCommand : KvmCmdlet
             {
                 if (entry.Error is not null)
                 {
-                    WriteError(ErrorRecords.From(entry.Error, entry.Path));
+                    WriteError(entry.Error, entry.Path);
                     continue;
                 }
 

@@ -112,7 +112,7 @@ public sealed class RemoveVMDiskCommand : KvmCmdlet
                 WarnIfActive(vm, DeviceScopes.From(Live, Config));
                 if (keep is not null)
                 {
-                    WriteError(ErrorRecords.From(keep, disk.Volume!.Name));
+                    WriteError(keep, disk.Volume!.Name);
                 }
                 else if (DeleteVolume && disk.Volume is { Pool: not null } volume)
                 {

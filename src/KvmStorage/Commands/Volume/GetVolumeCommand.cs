@@ -134,7 +134,7 @@ public sealed class GetVolumeCommand : KvmCmdlet
                     found.Add(name);
                     if (result.Error is not null)
                     {
-                        WriteError(ErrorRecords.From(result.Error, result.File));
+                        WriteError(result.Error, result.File);
                     }
                     else
                     {
@@ -146,7 +146,7 @@ public sealed class GetVolumeCommand : KvmCmdlet
 
         foreach (string missing in everyPool ? names?.Where(n => !WildcardPattern.ContainsWildcardCharacters(n) && !found.Contains(n)) ?? [] : [])
         {
-            WriteError(ErrorRecords.From(new Core.Errors.KvmStorageException(Core.Errors.ErrorKind.NotFound, VolumeErrorIds.VolumeNotFound, $"No storage pool has a volume named '{missing}'.", missing), missing));
+            WriteError(new Core.Errors.KvmStorageException(Core.Errors.ErrorKind.NotFound, VolumeErrorIds.VolumeNotFound, $"No storage pool has a volume named '{missing}'.", missing), missing);
         }
     }
 }

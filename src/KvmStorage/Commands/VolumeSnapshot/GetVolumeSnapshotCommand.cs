@@ -75,7 +75,7 @@ public sealed class GetVolumeSnapshotCommand : KvmCmdlet
         foreach (string name in Name?.Where(n => !WildcardPattern.ContainsWildcardCharacters(n) && !matched.Contains(n)) ?? [])
         {
             string message = volumes.Count == 1 ? $"'{volumes[0].Path}' has no snapshot named '{name}'." : $"No volume has a snapshot named '{name}'.";
-            WriteError(ErrorRecords.From(new KvmStorageException(ErrorKind.NotFound, ImageErrorIds.SnapshotNotFound, message, name), name));
+            WriteError(new KvmStorageException(ErrorKind.NotFound, ImageErrorIds.SnapshotNotFound, message, name), name);
         }
     }
 }
