@@ -214,6 +214,7 @@ public sealed class VolumeOperations(IKvmHost host)
                 : volume.Capacity + delta.Value));
 
         host.EnsureWritable($"Resizing volume '{volume.Name}'", volume.Path);
+        EnsureSound(volume);
         var options = new ImageResizeOptions { AllowShrink = shrink, Preallocation = preallocation ?? VolumePreallocation.Infer(volume) };
         string action = target < volume.Capacity ? "Shrink" : "Grow";
         string description = $"{action} from {Sizes.ByteSize.Format(volume.Capacity)} to {Sizes.ByteSize.Format(target)}";
