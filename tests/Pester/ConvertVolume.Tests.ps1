@@ -95,6 +95,7 @@ Describe 'Convert-Volume' {
         @{ Case = 'an existing destination'; Params = @{ Format = 'raw'; Name = 'disk.img' }; Id = 'VolumeAlreadyExists' }
         @{ Case = 'an unknown pool'; Params = @{ Format = 'qcow2'; Pool = 'nope' }; Id = 'PoolNotFound' }
         @{ Case = 'a bad name'; Params = @{ Format = 'qcow2'; Name = '../x.qcow2' }; Id = 'InvalidVolumeName' }
+        @{ Case = 'a name contradicting -Format'; Params = @{ Format = 'raw'; Name = 'x.qcow2' }; Id = 'FormatExtensionMismatch' }
         @{ Case = 'compression of raw output'; Params = @{ Format = 'raw'; Name = 'r.raw'; Compress = $true }; Id = 'InvalidConvertOptions' }
         @{ Case = 'a bad cluster size'; Params = @{ Format = 'qcow2'; ClusterSize = 3000 }; Id = 'InvalidConvertOptions' }
         @{ Case = 'compression with preallocation'; Params = @{ Format = 'qcow2'; Compress = $true; Preallocation = 'Full' }; Id = 'InvalidConvertOptions' }
@@ -188,6 +189,14 @@ Describe 'Copy-Volume' {
         $l.BackingFormat | Should -Be 'raw'
     }
 
+    It 'takes the copy''s format from its new name, and refuses a name that contradicts -Format' {
+        $q = Copy-Volume -Volume (Join-Path $images 'disk.img') -Name copy.qcow2
+        $q.Format | Should -Be 'Qcow2'
+        $before = Get-TreeSnapshot $root
+        { Copy-Volume -Volume (Join-Path $images 'disk.img') -Name copy2.qcow2 -Format raw -ErrorAction Stop } | Should -Throw -ErrorId 'FormatExtensionMismatch,*'
+        Get-TreeSnapshot $root | Should -Be $before
+    }
+
     It 'refuses an existing name and changes nothing; -WhatIf changes nothing' {
         $before = Get-TreeSnapshot $root
         { Copy-Volume -Volume (Join-Path $images 'disk.img') -Name disk.img -ErrorAction Stop } | Should -Throw -ErrorId 'VolumeAlreadyExists,*'
@@ -213,6 +222,11 @@ Describe 'Import-Volume' {
         }
     }
 
+    It 'imports in the format the new name says' {
+        $v = Import-Volume -Path (Join-Path $images 'disk.img') -Pool default -Name imported.vmdk
+        $v.Format | Should -Be 'Vmdk'
+    }
+
     It 'imports as raw under a given name' {
         $v = Import-Volume -Path (Join-Path $images 'disk.img') -Pool default -Name imported.raw -Format raw
         $v.Format | Should -Be 'Raw'
@@ -223,6 +237,7 @@ Describe 'Import-Volume' {
         @{ Case = 'a missing file'; Params = @{ Path = '/nonexistent/a.vmdk'; Pool = 'default' }; Id = 'ImageNotFound' }
         @{ Case = 'an unknown pool'; Params = @{ Pool = 'nope' }; Id = 'PoolNotFound' }
         @{ Case = 'an existing name'; Params = @{ Pool = 'default'; Name = 'disk.img' }; Id = 'VolumeAlreadyExists' }
+        @{ Case = 'a name contradicting -Format'; Params = @{ Pool = 'default'; Name = 'new.qcow2'; Format = 'vmdk' }; Id = 'FormatExtensionMismatch' }
     ) {
         $before = Get-TreeSnapshot $root
         $p = @{ Path = (Join-Path $images 'disk.img') }

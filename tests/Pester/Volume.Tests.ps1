@@ -119,6 +119,24 @@ Describe "New-Volume ($Backend)" -Tag $tags -Skip:([bool]$skip) {
         $v.Allocation | Should -BeGreaterOrEqual 32MB
     }
 
+    It 'takes the format from the name: <Name> without -Format is <Expected>' -Tag Oracle -ForEach @(
+        @{ Name = 'kvm1.img'; Format = $null; Expected = 'raw' }
+        @{ Name = 'd.raw'; Format = $null; Expected = 'raw' }
+        @{ Name = 'd.vmdk'; Format = $null; Expected = 'vmdk' }
+        @{ Name = 'd.qcow2'; Format = $null; Expected = 'qcow2' }
+        @{ Name = 'noextension'; Format = $null; Expected = 'qcow2' }
+        @{ Name = 'old-style.img'; Format = 'qcow2'; Expected = 'qcow2' }
+        @{ Name = 'D.QCOW2'; Format = 'qcow2'; Expected = 'qcow2' }
+    ) {
+        $p = @{ Pool = 'default'; Name = $Name; Size = 16MB }
+        if ($Format) { $p.Format = $Format }
+        $v = New-Volume @p
+        "$($v.Format)".ToLowerInvariant() | Should -Be $Expected
+        if (Get-Command qemu-img -ErrorAction SilentlyContinue) {
+            (qemu-img info --output=json (Join-Path $images $Name) | ConvertFrom-Json).format | Should -Be $Expected
+        }
+    }
+
     It 'refuses <Case> and changes nothing' -ForEach @(
         @{ Case = 'an existing name'; Params = @{ Name = 'exists.img'; Size = 1MB }; Id = 'VolumeAlreadyExists' }
         @{ Case = 'a name with /'; Params = @{ Name = 'a/b.img'; Size = 1MB }; Id = 'InvalidVolumeName' }
@@ -131,6 +149,9 @@ Describe "New-Volume ($Backend)" -Tag $tags -Skip:([bool]$skip) {
         @{ Case = 'a bad cluster size'; Params = @{ Name = 'x.qcow2'; Size = 1MB; ClusterSize = 3000 }; Id = 'InvalidImageCreateOptions' }
         @{ Case = 'lazy refcounts on compat 0.10'; Params = @{ Name = 'x.qcow2'; Size = 1MB; Compat = '0.10'; LazyRefcounts = $true }; Id = 'InvalidImageCreateOptions' }
         @{ Case = 'a missing backing file'; Params = @{ Name = 'x.qcow2'; BackingVolume = '/nonexistent/base.qcow2' }; Id = 'ImageNotFound' }
+        @{ Case = 'a .qcow2 name as raw'; Params = @{ Name = 'x.qcow2'; Size = 1MB; Format = 'raw' }; Id = 'FormatExtensionMismatch' }
+        @{ Case = 'a .raw name as qcow2'; Params = @{ Name = 'x.raw'; Size = 1MB; Format = 'qcow2' }; Id = 'FormatExtensionMismatch' }
+        @{ Case = 'a .vmdk name as qcow2'; Params = @{ Name = 'x.vmdk'; Size = 1MB; Format = 'qcow2' }; Id = 'FormatExtensionMismatch' }
     ) {
         Set-Content (Join-Path $images 'exists.img') 'keep'
         $before = Get-HostSnapshot $root

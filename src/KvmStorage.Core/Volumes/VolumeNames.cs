@@ -1,3 +1,4 @@
+using KvmStorage.Core.Images;
 using KvmStorage.Core.Errors;
 using KvmStorage.Core.IO;
 using KvmStorage.Core.Names;
@@ -48,6 +49,43 @@ public static class VolumeNames
 
         return name.StartsWith(AtomicFile.TempPrefix, StringComparison.Ordinal) ? "the prefix is reserved for the module's temporary files" : null;
     }
+
+    /// <summary>The format a file name's extension names (.qcow2, .raw, .img, .vmdk), or null for any other name.</summary>
+    public static Images.ImageFormat? FormatOfExtension(string name) => Path.GetExtension(name ?? string.Empty).ToLowerInvariant() switch
+    {
+        ".qcow2" => Images.ImageFormat.Qcow2,
+        ".raw" or ".img" => Images.ImageFormat.Raw,
+        ".vmdk" => Images.ImageFormat.Vmdk,
+        _ => null,
+    };
+
+    /// <summary>
+    /// The format of a new image named <paramref name="name"/>: <paramref name="requested"/> when given, else the one
+    /// its extension names (<see cref="FormatOfExtension"/>), else <paramref name="fallback"/>. A name whose extension
+    /// says one format for certain (.qcow2, .raw, .vmdk) while another is asked for is refused, so a file never lies
+    /// about its format; .img is raw unless told otherwise, since qcow2 images named .img are common.
+    /// </summary>
+    /// <exception cref="KvmStorageException"><c>FormatExtensionMismatch</c>.</exception>
+    public static Images.ImageFormat FormatFor(string name, Images.ImageFormat? requested, Images.ImageFormat fallback)
+    {
+        Images.ImageFormat? named = FormatOfExtension(name);
+        if (requested is not { } asked)
+        {
+            return named ?? fallback;
+        }
+
+        bool certain = named is not null && !Path.GetExtension(name).Equals(".img", StringComparison.OrdinalIgnoreCase);
+        if (certain && named != asked)
+        {
+            throw new KvmStorageException(
+                ErrorKind.InvalidArgument,
+                VolumeErrorIds.FormatExtensionMismatch,
+                $"'{name}' names a {named!.Value.ToQemuName()} image, but the format asked for is {asked.ToQemuName()}: name it {Path.GetFileNameWithoutExtension(name)}.{asked.ToQemuName()} (or .img), or leave the format to the name.",
+                name);
+        }
+
+        return asked;
+    }
 }
 
 public static class VolumeErrorIds
@@ -62,6 +100,7 @@ public static class VolumeErrorIds
     public const string VolumeAttached = "VolumeAttachedToVM";
     public const string InvalidSize = "InvalidVolumeSize";
     public const string NotAVolume = "NotAVolume";
+    public const string FormatExtensionMismatch = "FormatExtensionMismatch";
     public const string BackingNotAllowed = Images.ImageErrorIds.BackingFileNotAllowed;
 }
 

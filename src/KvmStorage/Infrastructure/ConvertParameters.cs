@@ -12,14 +12,9 @@ internal static class ConvertParameters
     public static ImageFormat ParseFormat(string? format, ImageFormat fallback) =>
         format is not null && ImageFormats.TryParse(format, out ImageFormat parsed) ? parsed : fallback;
 
-    /// <summary>The format named by a file's extension (.qcow2, .raw, .img, .vmdk), or null.</summary>
-    public static ImageFormat? FromExtension(string path) => Path.GetExtension(path).ToLowerInvariant() switch
-    {
-        ".qcow2" => ImageFormat.Qcow2,
-        ".raw" or ".img" => ImageFormat.Raw,
-        ".vmdk" => ImageFormat.Vmdk,
-        _ => null,
-    };
+    /// <summary>A -Format argument as the core takes it: null when not given.</summary>
+    public static ImageFormat? ParseFormat(string? format) =>
+        format is not null && ImageFormats.TryParse(format, out ImageFormat parsed) ? parsed : null;
 
     public static ConvertOptions Build(ImageFormat format, bool compress, string? compressionType, Preallocation preallocation, ulong? clusterSize, string? compat, UnixFileMode mode) => new()
     {

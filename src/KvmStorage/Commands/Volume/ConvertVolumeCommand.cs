@@ -70,6 +70,10 @@ public sealed class ConvertVolumeCommand : KvmCmdlet
         {
             StorageVolume source = ResolveVolume(Volume);
             ImageFormat format = ConvertParameters.ParseFormat(Format, ImageFormat.Qcow2);
+
+            // The new name (given, or the source's with the format's extension) or, with -Replace, the kept name must
+            // not contradict the format.
+            VolumeNames.FormatFor(Replace ? source.Name : Name ?? VolumeTransfer.ExtensionOf(format), format, format);
             ConvertOptions options = ConvertParameters.Build(
                 format,
                 Compress,

@@ -32,7 +32,10 @@ public sealed class CopyVolumeCommand : KvmCmdlet
     [ArgumentCompleter(typeof(PoolNameCompleter))]
     public PoolReference? Pool { get; set; }
 
-    /// <summary>Format of the copy: raw, qcow2 or vmdk; default: the source's format (qcow2 for formats the module does not write).</summary>
+    /// <summary>
+    /// Format of the copy: raw, qcow2 or vmdk; default: the one the new name's extension says (.qcow2, .raw or .img,
+    /// .vmdk), else the source's (qcow2 for formats the module does not write). A contradicting extension is refused.
+    /// </summary>
     [Parameter(ParameterSetName = FullCopySet)]
     [ValidateSet("raw", "qcow2", "vmdk")]
     public string? Format { get; set; }
@@ -65,7 +68,7 @@ public sealed class CopyVolumeCommand : KvmCmdlet
             }
 
             ImageFormat writable = source.Format is ImageFormat.Raw or ImageFormat.Qcow2 or ImageFormat.Vmdk ? source.Format : ImageFormat.Qcow2;
-            ImageFormat format = ConvertParameters.ParseFormat(Format, writable);
+            ImageFormat format = VolumeNames.FormatFor(Name, ConvertParameters.ParseFormat(Format), writable);
             ConvertOptions options = ConvertParameters.Build(format, false, null, Preallocation.Off, null, null, Permissions.DefaultVolumeMode);
             bool keep = KeepBackingFile && source.BackingPath is not null;
             string what = keep ? $"Copy to {Name} in pool {pool}, keeping backing file {source.BackingPath}" : $"Copy to {format.ToQemuName()} volume {Name} in pool {pool}";

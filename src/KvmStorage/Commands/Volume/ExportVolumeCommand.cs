@@ -35,9 +35,7 @@ public sealed class ExportVolumeCommand : VolumeFirstCmdlet
     {
         StorageVolume source = Volumes.Locator.Get(volume);
         string destination = GetUnresolvedProviderPathFromPSPath(Destination);
-        ImageFormat format = Format is not null
-            ? ConvertParameters.ParseFormat(Format, ImageFormat.Qcow2)
-            : ConvertParameters.FromExtension(destination) ?? ImageFormat.Qcow2;
+        ImageFormat format = VolumeNames.FormatFor(System.IO.Path.GetFileName(destination), ConvertParameters.ParseFormat(Format), ImageFormat.Qcow2);
         if (Directory.Exists(destination))
         {
             destination = System.IO.Path.Combine(destination, System.IO.Path.GetFileNameWithoutExtension(source.Name) + VolumeTransfer.ExtensionOf(format));

@@ -28,10 +28,13 @@ public sealed class ImportVolumeCommand : KvmCmdlet
     [ValidateNotNullOrEmpty]
     public string? Name { get; set; }
 
-    /// <summary>Format of the new volume: qcow2 (default), raw or vmdk.</summary>
+    /// <summary>
+    /// Format of the new volume: qcow2, raw or vmdk; default: the one -Name's extension says (.qcow2, .raw or .img,
+    /// .vmdk), else qcow2. A contradicting extension is refused.
+    /// </summary>
     [Parameter]
     [ValidateSet("raw", "qcow2", "vmdk")]
-    public string Format { get; set; } = "qcow2";
+    public string? Format { get; set; }
 
     /// <summary>qcow2: compress clusters.</summary>
     [Parameter]
@@ -47,12 +50,14 @@ public sealed class ImportVolumeCommand : KvmCmdlet
                 throw new Core.Errors.KvmStorageException(Core.Errors.ErrorKind.NotFound, ImageErrorIds.ImageNotFound, $"The image file '{file}' does not exist.", file);
             }
 
-            ImageFormat format = ConvertParameters.ParseFormat(Format, ImageFormat.Qcow2);
+            ImageFormat format = Name is null
+                ? ConvertParameters.ParseFormat(Format, ImageFormat.Qcow2)
+                : VolumeNames.FormatFor(Name, ConvertParameters.ParseFormat(Format), ImageFormat.Qcow2);
             string name = Name ?? System.IO.Path.GetFileNameWithoutExtension(file) + VolumeTransfer.ExtensionOf(format);
             var transfer = new VolumeTransfer(KvmHost);
             string destination = transfer.NewVolumePath(Pool.Name, name);
             ConvertOptions options = ConvertParameters.Build(format, Compress, null, Preallocation.Off, null, null, Permissions.DefaultVolumeMode);
-            if (ShouldProcess(file, $"Import as {Format} volume {name} in pool {Pool.Name}"))
+            if (ShouldProcess(file, $"Import as {format.ToQemuName()} volume {name} in pool {Pool.Name}"))
             {
                 StorageVolume created = RunWithProgress("Import-Volume", $"Importing {System.IO.Path.GetFileName(file)}", (progress, token) => transfer.ConvertFile(file, destination, options, progress, token));
                 WriteObject(created);

@@ -27,10 +27,13 @@ public sealed class NewVolumeCommand : KvmCmdlet
     [SizeTransformation]
     public ulong Size { get; set; }
 
-    /// <summary>Image format: qcow2 (default), raw or vmdk.</summary>
+    /// <summary>
+    /// Image format: qcow2, raw or vmdk. By default the name's extension decides (.qcow2, .raw or .img: raw, .vmdk),
+    /// else qcow2; a format the extension contradicts (x.qcow2 as raw) is refused.
+    /// </summary>
     [Parameter]
     [ValidateSet("qcow2", "raw", "vmdk")]
-    public string Format { get; set; } = "qcow2";
+    public string? Format { get; set; }
 
     /// <summary>Allocation up front: Off (sparse, default), Metadata (qcow2), Falloc, Full.</summary>
     [Parameter]
@@ -90,7 +93,7 @@ public sealed class NewVolumeCommand : KvmCmdlet
         {
             VolumeNames.Validate(Name);
             Core.Pools.StoragePool pool = KvmHost.GetPool(Pool.Name);
-            ImageFormat format = ImageFormats.TryParse(Format, out ImageFormat parsed) ? parsed : ImageFormat.Qcow2;
+            ImageFormat format = VolumeNames.FormatFor(Name, ConvertParameters.ParseFormat(Format), ImageFormat.Qcow2);
             bool sizeGiven = MyInvocation.BoundParameters.ContainsKey(nameof(Size));
             string? backingHostPath = null;
             if (BackingVolume is not null)
@@ -125,7 +128,7 @@ public sealed class NewVolumeCommand : KvmCmdlet
                     Group = Group,
                 },
             };
-            string what = $"Create {Format} volume of {(sizeGiven ? ByteSize.Format(Size) : "the backing size")}" + (backingHostPath is null ? string.Empty : $" backed by {backingHostPath}");
+            string what = $"Create {format.ToQemuName()} volume of {(sizeGiven ? ByteSize.Format(Size) : "the backing size")}" + (backingHostPath is null ? string.Empty : $" backed by {backingHostPath}");
             if (ShouldProcess($"{Name} in pool {pool.Name} ({pool.Path})", what))
             {
                 StorageVolume created = RunWithProgress("New-Volume", $"Creating {Name}", (progress, token) => KvmHost.CreateVolume(request, progress, token));
