@@ -146,10 +146,11 @@ function Get-YamlBlocks($Command, $Parameter, [string] $Default) {
         else { (@($allSets | Where-Object { $_ -in $sets }) -join ', ') }
         $lines = @(
             '```yaml'
-            "Type: $($Parameter.ParameterType.Name)"
+            "Type: $(([Nullable]::GetUnderlyingType($Parameter.ParameterType) ?? $Parameter.ParameterType).Name)"
             "Parameter Sets: $setsText"
             "Aliases: $aliases".TrimEnd()
         )
+        $accepted = @($accepted | Where-Object { $_ })  # an empty value in a ValidateSet stands for "not given"
         if ($accepted) { $lines += "Accepted values: $($accepted -join ', ')" }
         $lines += @(
             ''

@@ -193,6 +193,38 @@ Describe "New-Volume ($Backend)" -Tag $tags -Skip:([bool]$skip) {
         Get-HostSnapshot $root | Should -Be $before
     }
 
+    It 'takes a fractional size (<Size>) and ends at the size qemu-img gives it' -Tag Oracle -ForEach @(
+        @{ Size = 2.2TB; Text = '2.2T'; Name = 'frac.raw' }
+        @{ Size = '2.2T'; Text = '2.2T'; Name = 'frac.qcow2' }
+        @{ Size = 1000; Text = '1000'; Name = 'odd.raw' }
+    ) {
+        if (-not (Get-Command qemu-img -ErrorAction SilentlyContinue)) { Set-ItResult -Skipped -Because 'qemu-img is not installed'; return }
+        $v = New-Volume -Pool default -Name $Name -Size $Size
+        $oracle = Join-Path $TestDrive ('oracle-' + [guid]::NewGuid().ToString('N').Substring(0, 6) + [IO.Path]::GetExtension($Name))
+        qemu-img create -q -f ([IO.Path]::GetExtension($Name).TrimStart('.')) $oracle $Text
+        $v.Capacity | Should -Be (qemu-img info --output=json $oracle | ConvertFrom-Json).'virtual-size'
+        Remove-Item -LiteralPath $oracle
+    }
+
+    It 'creates volumes from CSV records: Name, Size and Format bind by property name' {
+        $csv = Join-Path $TestDrive ('vols-' + [guid]::NewGuid().ToString('N').Substring(0, 6) + '.csv')
+        @(
+            [pscustomobject]@{ Name = 'web1.qcow2'; Size = '8G'; Format = '' }
+            [pscustomobject]@{ Name = 'web1-swap.img'; Size = '512M'; Format = '' }
+            [pscustomobject]@{ Name = 'db1.img'; Size = '20G'; Format = 'qcow2' }
+        ) | Export-Csv -LiteralPath $csv
+        $made = Import-Csv -LiteralPath $csv | New-Volume -Pool default
+        $made.Name | Should -Be @('web1.qcow2', 'web1-swap.img', 'db1.img')
+        $made.Capacity | Should -Be @(8GB, 512MB, 20GB)
+        "$($made.Format)" | Should -Be 'Qcow2 Raw Qcow2'
+
+        # A record without a size gets the error for that record, not the size of the record before it.
+        @([pscustomobject]@{ Name = 'ok.qcow2'; Size = '1G' }, [pscustomobject]@{ Name = 'nosize.qcow2' }) |
+            New-Volume -Pool default -ErrorAction SilentlyContinue -ErrorVariable e | Out-Null
+        "$($e[0].FullyQualifiedErrorId)" | Should -BeLike 'InvalidVolumeSize,*'
+        Test-Path -LiteralPath (Join-Path $images 'nosize.qcow2') | Should -BeFalse
+    }
+
     It 'refuses a negative size at binding' {
         { New-Volume -Pool default -Name n.img -Size -1 } | Should -Throw -ErrorId 'ParameterArgumentTransformationError*'
     }

@@ -5,7 +5,7 @@ namespace KvmStorage.Core.Sizes;
 
 /// <summary>
 /// Parses and formats sizes. Suffixes are binary, as in qemu-img and PowerShell's <c>8GB</c>:
-/// K/KB/KiB = 1024, M = 1024², G, T, P, E; B or no suffix = bytes.
+/// K/KB/KiB = 1024, M = 1024², G, T, P, E; B or no suffix = bytes. A fraction of a unit is cut to whole bytes, as qemu-img does.
 /// </summary>
 public static class ByteSize
 {
@@ -73,10 +73,14 @@ public static class ByteSize
             }
         }
 
-        if (bytes != decimal.Truncate(bytes))
+        // A fraction of a unit is cut to whole bytes, as qemu-img does ("2.2T" is 2418925581107 bytes, which image
+        // creation then rounds up to whole 512-byte sectors); a fraction of a byte is no size at all.
+        if (power == 0 && bytes != decimal.Truncate(bytes))
         {
             return false;
         }
+
+        bytes = decimal.Truncate(bytes);
 
         value = (ulong)bytes;
         return true;

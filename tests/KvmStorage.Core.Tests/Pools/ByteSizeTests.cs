@@ -17,6 +17,8 @@ public class ByteSizeTests
     [InlineData("8gb", 8589934592UL)]
     [InlineData("1.5G", 1610612736UL)]
     [InlineData("2T", 2199023255552UL)]
+    [InlineData("2.2T", 2418925581107UL)] // qemu-img create ... 2.2T: the same count, before rounding up to sectors
+    [InlineData("1.0000001K", 1024UL)]
     [InlineData(" 4 GiB ", 4294967296UL)]
     [InlineData("15E", 17293822569102704640UL)]
     public void Parses_binary_units(string text, ulong expected) => Assert.Equal(expected, ByteSize.Parse(text));

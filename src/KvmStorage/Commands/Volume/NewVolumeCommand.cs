@@ -17,22 +17,22 @@ public sealed class NewVolumeCommand : KvmCmdlet
     [ArgumentCompleter(typeof(PoolNameCompleter))]
     public PoolReference Pool { get; set; } = null!;
 
-    /// <summary>File name of the new image inside the pool folder.</summary>
-    [Parameter(Mandatory = true, Position = 1)]
+    /// <summary>File name of the new image inside the pool folder (binds by property name, for records from Import-Csv).</summary>
+    [Parameter(Mandatory = true, Position = 1, ValueFromPipelineByPropertyName = true)]
     [ValidateNotNullOrEmpty]
     public string Name { get; set; } = string.Empty;
 
     /// <summary>Virtual size in bytes (8GB, or a string such as 8G or 512M); defaults to the backing volume's size.</summary>
-    [Parameter(Position = 2)]
+    [Parameter(Position = 2, ValueFromPipelineByPropertyName = true)]
     [SizeTransformation]
-    public ulong Size { get; set; }
+    public ulong? Size { get; set; }
 
     /// <summary>
     /// Image format: qcow2, raw or vmdk. By default the name's extension decides (.qcow2, .raw or .img: raw, .vmdk),
     /// else qcow2; a format the extension contradicts (x.qcow2 as raw) is refused.
     /// </summary>
-    [Parameter]
-    [ValidateSet("qcow2", "raw", "vmdk")]
+    [Parameter(ValueFromPipelineByPropertyName = true)]
+    [ValidateSet("qcow2", "raw", "vmdk", "")] // "": an empty CSV column, the format left to the name
     public string? Format { get; set; }
 
     /// <summary>Allocation up front: Off (sparse, default), Metadata (qcow2), Falloc, Full.</summary>
@@ -94,7 +94,8 @@ public sealed class NewVolumeCommand : KvmCmdlet
             VolumeNames.Validate(Name);
             Core.Pools.StoragePool pool = KvmHost.GetPool(Pool.Name);
             ImageFormat format = VolumeNames.FormatFor(Name, ConvertParameters.ParseFormat(Format), ImageFormat.Qcow2);
-            bool sizeGiven = MyInvocation.BoundParameters.ContainsKey(nameof(Size));
+            // Null, not 0, when absent: a record from Import-Csv without a Size binds nothing and must not inherit one.
+            bool sizeGiven = Size.HasValue;
             string? backingHostPath = null;
             if (BackingVolume is not null)
             {
@@ -116,7 +117,7 @@ public sealed class NewVolumeCommand : KvmCmdlet
                 Image = new ImageCreateOptions
                 {
                     Format = format,
-                    VirtualSize = sizeGiven ? Size : null,
+                    VirtualSize = Size,
                     Preallocation = Preallocation,
                     ClusterSize = MyInvocation.BoundParameters.ContainsKey(nameof(ClusterSize)) ? checked((uint)ClusterSize) : null,
                     Compat = Compat,
@@ -128,7 +129,7 @@ public sealed class NewVolumeCommand : KvmCmdlet
                     Group = Group,
                 },
             };
-            string what = $"Create {format.ToQemuName()} volume of {(sizeGiven ? ByteSize.Format(Size) : "the backing size")}" + (backingHostPath is null ? string.Empty : $" backed by {backingHostPath}");
+            string what = $"Create {format.ToQemuName()} volume of {(Size is { } size ? ByteSize.Format(size) : "the backing size")}" + (backingHostPath is null ? string.Empty : $" backed by {backingHostPath}");
             if (ShouldProcess($"{Name} in pool {pool.Name} ({pool.Path})", what))
             {
                 StorageVolume created = RunWithProgress("New-Volume", $"Creating {Name}", (progress, token) => KvmHost.CreateVolume(request, progress, token));
