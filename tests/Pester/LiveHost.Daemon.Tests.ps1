@@ -285,7 +285,7 @@ Describe 'Live backend against libvirtd' -Tag Daemon -Skip:([bool]$skipReason) {
             }
             else {
                 (Invoke-Virsh domblklist kvmstorage-live) -join "`n" | Should -Not -Match 'hotonly'
-                Get-VMDisk kvmstorage-live -Target vdc | Should -BeNullOrEmpty
+                Get-VMDisk kvmstorage-live -Target vdc -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
             }
             (Invoke-Virsh domblklist kvmstorage-live --inactive) -join "`n" | Should -Match 'vdb\s+\S*cold\.raw'
             Remove-VMDisk -VMName kvmstorage-live -Target vdb -Confirm:$false 3>$null

@@ -271,7 +271,7 @@ Describe 'Removers from a pipeline never widen, and -WhatIf promises what the re
         $whatIf[0] | Should -Not -Match 'delete its image'
         Remove-VMDisk -VMName kvm1 -Target vdb -DeleteVolume -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable e
         "$($e[0].FullyQualifiedErrorId)" | Should -BeLike 'VolumeIsBackingFile,*'
-        Get-VMDisk kvm1 -Target vdb | Should -BeNullOrEmpty
+        Get-VMDisk kvm1 -Target vdb -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
         Test-Path -LiteralPath (Join-Path $root 'var/lib/libvirt/images/data.qcow2') | Should -BeTrue
     }
 

@@ -199,6 +199,16 @@ Describe "Get-VMDisk ($Backend)" -Tag $tags -Skip:([bool]$skip) {
     }
     BeforeEach { $env:KVMSTORAGE_ROOT = $root }
 
+    It 'reports a literal target no VM has (DiskNotFound), and lets a pattern match nothing' {
+        { Get-VMDisk kvm1 -Target vdz -ErrorAction Stop } | Should -Throw -ErrorId 'DiskNotFound,*'
+        Get-VMDisk kvm1 -Target vdz -ErrorAction SilentlyContinue -ErrorVariable e | Should -BeNullOrEmpty
+        "$($e[0])" | Should -BeLike "*kvm1*vdz*"
+        Get-VMDisk kvm1 -Target 'vdz*' -ErrorAction Stop | Should -BeNullOrEmpty
+        # Across VMs, a target is missing only when no VM has it: kvm2 has sda, kvm1's sda is an empty drive.
+        @(Get-VMDisk -Target sda -ErrorAction Stop).Count | Should -BeGreaterThan 0
+        @(Get-VMDisk kvm1, kvm2 -Target vda -ErrorAction Stop).Count | Should -Be 1
+    }
+
     It 'lists the disks of every VM with their volumes, including empty drives' {
         $all = Get-VMDisk
         ($all | Where-Object VMName -EQ kvm1).Target | Sort-Object | Should -Be @('sda', 'vda')
@@ -301,28 +311,28 @@ Describe "Remove-VMDisk ($Backend)" -Tag $tags -Skip:([bool]$skip) {
 
     It 'detaches by target and keeps the image' {
         Remove-VMDisk -VMName kvm1 -Target vda -Confirm:$false
-        Get-VMDisk kvm1 -Target vda | Should -BeNullOrEmpty
+        Get-VMDisk kvm1 -Target vda -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
         Test-Path $v.LocalPath | Should -BeTrue
         Assert-DomainValid $root
     }
 
     It 'detaches by volume and deletes the image with -DeleteVolume' {
         Get-Volume default d.img | Remove-VMDisk -VMName kvm1 -DeleteVolume -Confirm:$false
-        Get-VMDisk kvm1 -Target vda | Should -BeNullOrEmpty
+        Get-VMDisk kvm1 -Target vda -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
         Test-Path $v.LocalPath | Should -BeFalse
     }
 
     It 'keeps an image another VM still uses' {
         $v | Add-VMDisk -VMName kvm2 -Force | Out-Null
         Remove-VMDisk -VMName kvm1 -Target vda -DeleteVolume -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable err
-        Get-VMDisk kvm1 -Target vda | Should -BeNullOrEmpty
+        Get-VMDisk kvm1 -Target vda -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
         Test-Path $v.LocalPath | Should -BeTrue
         $err[0].FullyQualifiedErrorId | Should -BeLike 'VolumeAttachedToVM,*'
     }
 
     It 'takes disks from Get-VMDisk' {
         Get-VMDisk kvm1 -Target vda | Remove-VMDisk -Confirm:$false
-        Get-VMDisk kvm1 -Target vda | Should -BeNullOrEmpty
+        Get-VMDisk kvm1 -Target vda -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
     }
 
     It 'reports a VM removed by someone else between two commands, and changes nothing' {

@@ -261,6 +261,10 @@ Describe "Get-Volume ($Backend)" -Tag $tags -Skip:([bool]$skip) {
     It 'lists all file pools when no pool is given, and filters names with wildcards' {
         (Get-Volume).Count | Should -Be 3
         (Get-Volume -Pool default -Name '*.qcow2').Name | Should -Be 'a.qcow2'
+        @(Get-Volume -Pool 'def*').Count | Should -Be 3
+        @(Get-Volume -Pool 'def*' -Name a.qcow2).Name | Should -Be 'a.qcow2'
+        Get-Volume -Pool 'nomatch*' -ErrorAction Stop | Should -BeNullOrEmpty
+        { Get-Volume -Pool 'def*' -Name nope.qcow2 -ErrorAction Stop } | Should -Throw -ErrorId 'VolumeNotFound,*'
     }
 
     It 'takes image files from Get-ChildItem and from -Path wildcards' {

@@ -87,6 +87,8 @@ public sealed class GetVMDiskCommand : KvmCmdlet
         var attachments = new DiskAttachments(KvmHost);
         var targets = targetNames?.Select(t => new WildcardPattern(t, WildcardOptions.IgnoreCase)).ToList();
         IReadOnlyList<DomainFileEntry> domains = KvmHost.ListDomains();
+        var seenTargets = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        var readVMs = new List<string>();
         foreach (string name in vmNames)
         {
             var pattern = new WildcardPattern(name, WildcardOptions.IgnoreCase);
@@ -113,11 +115,26 @@ public sealed class GetVMDiskCommand : KvmCmdlet
                     {
                         if ((targets is null || targets.Exists(t => t.IsMatch(disk.Target))) && (filter is null || filter(disk)))
                         {
+                            seenTargets.Add(disk.Target);
                             WriteObject(disk);
                         }
                     }
+
+                    readVMs.Add(entry.Name);
                 });
             }
+        }
+
+        // As on Get-Volume and Get-StoragePool: a literal target no VM read has is an error; a pattern may match nothing.
+        if (readVMs.Count == 0 || filter is not null)
+        {
+            return;
+        }
+
+        foreach (string missing in targetNames?.Where(t => !WildcardPattern.ContainsWildcardCharacters(t) && !seenTargets.Contains(t)) ?? [])
+        {
+            string where = readVMs.Count == 1 ? $"VM '{readVMs[0]}' has" : $"None of the VMs {string.Join(", ", readVMs.Select(v => $"'{v}'"))} has";
+            WriteError(new KvmStorageException(ErrorKind.NotFound, Core.Domains.DomainErrorIds.DiskNotFound, $"{where} no disk '{missing}'.", missing), missing);
         }
     }
 }

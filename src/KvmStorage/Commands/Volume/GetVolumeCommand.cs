@@ -15,9 +15,10 @@ public sealed class GetVolumeCommand : KvmCmdlet
     private const string ByPath = "ByPath";
     private const string ByLiteralPath = "ByLiteralPath";
 
-    /// <summary>The pool, by name or as a pool object; all file pools when omitted.</summary>
+    /// <summary>The pools, by name (wildcards allowed) or as pool objects; all file pools when omitted.</summary>
     [Parameter(Position = 0, ParameterSetName = ByPool)]
     [Parameter(ParameterSetName = ByInput)]
+    [SupportsWildcards]
     [ArgumentCompleter(typeof(PoolNameCompleter))]
     public PoolReference[]? Pool { get; set; }
 
@@ -105,8 +106,18 @@ public sealed class GetVolumeCommand : KvmCmdlet
     {
         // A literal name asked of one pool is looked up there (VolumeNotFound when missing); asked of every pool, it is
         // matched in each and reported missing only when no pool has it.
-        bool everyPool = pools is null;
-        pools ??= KvmHost.ListPools().Where(r => r.Pool is { } p && p.Type.HoldsFileVolumes() && p.LocalPath is not null && Directory.Exists(p.LocalPath)).Select(r => r.Pool!.Name);
+        // A literal name asked of one pool is an error when missing there; asked of every pool or of a pattern of
+        // pools, only when none of them has it.
+        List<string>? asked = pools?.ToList();
+        bool everyPool = asked is null || asked.Exists(WildcardPattern.ContainsWildcardCharacters);
+        List<string> filePools() => [.. KvmHost.ListPools().Where(r => r.Pool is { } p && p.Type.HoldsFileVolumes() && p.LocalPath is not null && Directory.Exists(p.LocalPath)).Select(r => r.Pool!.Name)];
+
+        // Pool names may be patterns (as on Get-StoragePool): each matches the pools that hold files; none is no error.
+        pools = asked is null
+            ? filePools()
+            : asked.SelectMany(p => WildcardPattern.ContainsWildcardCharacters(p)
+                ? filePools().Where(new WildcardPattern(p, WildcardOptions.IgnoreCase).IsMatch)
+                : [p]).Distinct(StringComparer.Ordinal).ToList();
         var found = new HashSet<string>(StringComparer.Ordinal);
         foreach (string pool in pools)
         {
