@@ -150,6 +150,8 @@ Describe 'Names not stored as given, and files larger than the file system holds
         BeforeAll {
             New-Volume -Pool default -Name small.raw -Format raw -Size 1MB | Out-Null
             New-Volume -Pool default -Name huge.qcow2 -Size 20TB | Out-Null
+            # A qcow2 named .img: -Replace keeps the name, and .img may hold raw (a .qcow2 may not).
+            New-Volume -Pool default -Name huge.img -Format qcow2 -Size 20TB | Out-Null
             # ext2/3/4 address a file's blocks with 32-bit numbers: at most (2^32 - 1) blocks, 16 TiB with 4 KiB
             # blocks. Other file systems (xfs, btrfs, tmpfs) hold 20 TiB, so there is nothing to refuse there.
             $images = Join-Path $root 'var/lib/libvirt/images'
@@ -163,7 +165,7 @@ Describe 'Names not stored as given, and files larger than the file system holds
             @{ Label = 'New-Volume -Format raw -Size 20TB -Preallocation falloc'; Action = { New-Volume -Pool default -Name big.raw -Format raw -Size 20TB -Preallocation Falloc } }
             @{ Label = 'Resize-Volume of a raw image to 20TB'; Action = { Resize-Volume -Pool default -Name small.raw -Size 20TB } }
             @{ Label = 'Convert-Volume -Format raw of a 20TB qcow2'; Action = { Get-Volume -Pool default -Name huge.qcow2 | Convert-Volume -Format raw } }
-            @{ Label = 'Convert-Volume -Format raw -Replace of a 20TB qcow2'; Action = { Get-Volume -Pool default -Name huge.qcow2 | Convert-Volume -Format raw -Replace -Confirm:$false } }
+            @{ Label = 'Convert-Volume -Format raw -Replace of a 20TB qcow2'; Action = { Get-Volume -Pool default -Name huge.img | Convert-Volume -Format raw -Replace -Confirm:$false } }
         ) {
             if ($skipReason) { Set-ItResult -Skipped -Because $skipReason; return }
             Assert-Refused $Action -ErrorId 'FileTooLarge' -Root $root

@@ -237,6 +237,31 @@ Describe 'Error messages name files as the objects do (host view), not by their 
     }
 }
 
+Describe 'Confirmation fits the harm (ConfirmImpact), checked in a non-interactive child where a prompt is an error' {
+    BeforeEach { $script:root = New-PipelineRoot }
+
+    It 'Remove-VMDisk that only detaches does not ask; with -DeleteVolume it asks' {
+        $before = Get-HostSnapshot $root
+        $asked = Invoke-WhatIfChild 'Remove-VMDisk -VMName kvm1 -Target vdb -DeleteVolume'
+        ($asked -join "`n") | Should -Match 'NonInteractive|prompt'
+        Get-HostSnapshot $root | Should -Be $before
+        $out = @(Invoke-WhatIfChild 'Remove-VMDisk -VMName kvm1 -Target vdb; "rc=$?"')
+        $out[-1] | Should -Be 'rc=True'
+        Get-VMDisk kvm1 -Target vdb -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
+        Test-Path -LiteralPath (Join-Path $root 'var/lib/libvirt/images/data.qcow2') | Should -BeTrue
+    }
+
+    It 'Resize-Volume grows without asking, asks before -Shrink, and shrinks with -Confirm:$false' {
+        $out = @(Invoke-WhatIfChild 'Resize-Volume default spare2.raw -Size 32MB; "rc=$?"')
+        $out[-1] | Should -Be 'rc=True'
+        $before = Get-HostSnapshot $root
+        $asked = Invoke-WhatIfChild 'Resize-Volume default spare2.raw -Size 8MB -Shrink'
+        ($asked -join "`n") | Should -Match 'NonInteractive|prompt'
+        Get-HostSnapshot $root | Should -Be $before
+        (Resize-Volume default spare2.raw -Size 8MB -Shrink -Confirm:$false -PassThru).Capacity | Should -Be 8MB
+    }
+}
+
 Describe 'Removers from a pipeline never widen, and -WhatIf promises what the real run does' {
     BeforeEach { $script:root = New-PipelineRoot }
 

@@ -403,7 +403,7 @@ Describe "Resize-Volume ($Backend)" -Tag $tags -Skip:([bool]$skip) {
         New-Volume default r.img -Size 1GB -Format raw | Out-Null
         (Resize-Volume default r.img -Delta 1GB -PassThru).Capacity | Should -Be 2GB
         if ($live) { (Invoke-TestVirsh vol-info --pool default r.img) -join "`n" | Should -Match 'Capacity:\s+2\.00 GiB' }
-        (Get-Volume default r.img | Resize-Volume -Size 512MB -Shrink -PassThru).Capacity | Should -Be 512MB
+        (Get-Volume default r.img | Resize-Volume -Size 512MB -Shrink -PassThru -Confirm:$false).Capacity | Should -Be 512MB
         if ($live) { (Invoke-TestVirsh vol-info --pool default r.img) -join "`n" | Should -Match 'Capacity:\s+512\.00 MiB' }
     }
 
@@ -435,7 +435,7 @@ Describe "Resize-Volume ($Backend)" -Tag $tags -Skip:([bool]$skip) {
         $v = New-Volume default d.qcow2 -Size 1GB
         qemu-io -c 'write -P 0xab 900M 1M' $v.LocalPath | Out-Null
         $before = Get-HostSnapshot $root
-        { Resize-Volume default d.qcow2 -Size 512MB -Shrink -ErrorAction Stop } | Should -Throw -ErrorId 'ShrinkWouldLoseData,*'
+        { Resize-Volume default d.qcow2 -Size 512MB -Shrink -Confirm:$false -ErrorAction Stop } | Should -Throw -ErrorId 'ShrinkWouldLoseData,*'
         Get-HostSnapshot $root | Should -Be $before
     }
 

@@ -15,12 +15,16 @@ namespace KvmStorage.Core.Access;
 /// </summary>
 public sealed class VolumeAction<T>
 {
-    internal VolumeAction(string target, string description, Func<IProgress<ImageProgress>?, CancellationToken, T> run)
+    internal VolumeAction(string target, string description, Func<IProgress<ImageProgress>?, CancellationToken, T> run, bool destroysData = false)
     {
         Target = target;
         Description = description;
         Run = run;
+        DestroysData = destroysData;
     }
+
+    /// <summary>True when the action throws away data for good (a shrink): the cmdlet asks as for a delete.</summary>
+    public bool DestroysData { get; }
 
     /// <summary>What ShouldProcess names: the volume's host path.</summary>
     public string Target { get; }
@@ -213,12 +217,18 @@ public sealed class VolumeOperations(IKvmHost host)
                 ? throw new KvmStorageException(ErrorKind.InvalidArgument, VolumeErrorIds.InvalidSize, "The new size overflows.", volume.Path)
                 : volume.Capacity + delta.Value));
 
+        if (target < volume.Capacity && !shrink)
+        {
+            // Refused here, before any question is asked, as the engine would refuse it.
+            throw new KvmStorageException(ErrorKind.InvalidOperation, ImageErrorIds.ShrinkNotAllowed, $"Shrinking '{volume.Path}' from {Sizes.ByteSize.Format(volume.Capacity)} to {Sizes.ByteSize.Format(target)} loses the data past the new end; give -Shrink to allow it.", volume.Path);
+        }
+
         host.EnsureWritable($"Resizing volume '{volume.Name}'", volume.Path);
         EnsureSound(volume);
         var options = new ImageResizeOptions { AllowShrink = shrink, Preallocation = preallocation ?? VolumePreallocation.Infer(volume) };
         string action = target < volume.Capacity ? "Shrink" : "Grow";
         string description = $"{action} from {Sizes.ByteSize.Format(volume.Capacity)} to {Sizes.ByteSize.Format(target)}";
-        return new(volume.Path, description, (progress, token) => host.ResizeVolume(pool, volume.Name, target, options, progress, token));
+        return new(volume.Path, description, (progress, token) => host.ResizeVolume(pool, volume.Name, target, options, progress, token), destroysData: target < volume.Capacity);
     }
 
     /// <summary>The snapshot with this id and/or name (both must match when both are given).</summary>

@@ -111,6 +111,38 @@ public abstract class KvmCmdlet : PSCmdlet
         WriteError(record);
     }
 
+    /// <summary>
+    /// ShouldProcess for an action more harmful than the cmdlet's usual one, as if this call's ConfirmImpact were
+    /// <paramref name="impact"/>: Remove-VMDisk only detaches (Medium) unless -DeleteVolume deletes the image (High);
+    /// Resize-Volume grows (Medium) unless -Shrink cuts data off (High). With $ConfirmPreference High (the default)
+    /// the harmful action asks, the harmless one does not; -Confirm:$false and -WhatIf behave as usual.
+    /// </summary>
+    protected bool ShouldProcess(string target, string action, ConfirmImpact impact)
+    {
+        if (!ShouldProcess(target, action))
+        {
+            return false;
+        }
+
+        ConfirmImpact own = MyInvocation.MyCommand is CmdletInfo { ImplementingType: { } type }
+            && Attribute.GetCustomAttribute(type, typeof(CmdletAttribute)) is CmdletAttribute attribute
+            ? attribute.ConfirmImpact
+            : ConfirmImpact.Medium;
+        if (impact <= own || MyInvocation.BoundParameters.ContainsKey("Confirm"))
+        {
+            // -Confirm (asked already) or -Confirm:$false (never ask); or no more harm than ShouldProcess weighed.
+            return true;
+        }
+
+        ConfirmImpact preference = GetVariableValue("ConfirmPreference") is ConfirmImpact p ? p
+            : Enum.TryParse(GetVariableValue("ConfirmPreference")?.ToString(), ignoreCase: true, out ConfirmImpact parsed) ? parsed : ConfirmImpact.High;
+
+        // ShouldProcess asked when the preference was at or below the cmdlet's impact; ask here only in between.
+        bool asked = preference != ConfirmImpact.None && preference <= own;
+        bool shouldAsk = preference != ConfirmImpact.None && preference <= impact;
+        return asked || !shouldAsk || ShouldContinue($"{action} on target \"{target}\".", "Confirm");
+    }
+
     /// <summary>Runs one item's work; a core failure becomes a non-terminating error for that item and the pipeline goes on.</summary>
     protected void RunForItem(object? target, Action action)
     {

@@ -5,7 +5,7 @@ using KvmStorage.Infrastructure;
 namespace KvmStorage.Commands.VMDisk;
 
 /// <summary>Remove-VMDisk: detaches a disk from a VM's definition, optionally deleting its image.</summary>
-[Cmdlet(VerbsCommon.Remove, "VMDisk", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High, DefaultParameterSetName = ByTarget)]
+[Cmdlet(VerbsCommon.Remove, "VMDisk", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium, DefaultParameterSetName = ByTarget)]
 [OutputType(typeof(void))]
 public sealed class RemoveVMDiskCommand : KvmCmdlet
 {
@@ -103,7 +103,9 @@ public sealed class RemoveVMDiskCommand : KvmCmdlet
                     (true, not null, _) => $"Detach the disk; its image is kept ('{disk.Source}' is not a volume of a storage pool)",
                     _ => "Detach the disk (the image is kept)",
                 };
-                if (!ShouldProcess($"{vm}:{disk.Target} ({disk.Source ?? "empty"})", action))
+                // Detaching keeps the image and is undone by Add-VMDisk (Medium); deleting the image is not (High).
+                bool deletes = DeleteVolume.IsPresent && keep is null && disk.Source is not null && disk.Volume?.Pool is not null;
+                if (!ShouldProcess($"{vm}:{disk.Target} ({disk.Source ?? "empty"})", action, deletes ? ConfirmImpact.High : ConfirmImpact.Medium))
                 {
                     continue;
                 }

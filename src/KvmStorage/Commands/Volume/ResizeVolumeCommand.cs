@@ -7,7 +7,7 @@ using KvmStorage.Infrastructure;
 namespace KvmStorage.Commands.Volume;
 
 /// <summary>Resize-Volume: grows (or, with -Shrink, shrinks) an image's virtual size.</summary>
-[Cmdlet(VerbsCommon.Resize, "Volume", SupportsShouldProcess = true, DefaultParameterSetName = ByName)]
+[Cmdlet(VerbsCommon.Resize, "Volume", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium, DefaultParameterSetName = ByName)]
 [OutputType(typeof(StorageVolume))]
 public sealed class ResizeVolumeCommand : PoolFirstCmdlet
 {
@@ -45,7 +45,8 @@ public sealed class ResizeVolumeCommand : PoolFirstCmdlet
         ForEachVolume(spec =>
         {
             VolumeAction<StorageVolume> resize = Volumes.Resize(spec, size, delta, Shrink, preallocation);
-            if (ShouldProcess(resize.Target, resize.Description))
+            // Shrinking cuts data off for good: asked like a delete (High); growing is not.
+            if (ShouldProcess(resize.Target, resize.Description, resize.DestroysData ? ConfirmImpact.High : ConfirmImpact.Medium))
             {
                 StorageVolume resized = RunWithProgress("Resize-Volume", $"Resizing {System.IO.Path.GetFileName(resize.Target)}", resize.Run);
                 if (PassThru)
