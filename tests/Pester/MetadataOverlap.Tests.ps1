@@ -94,6 +94,7 @@ BeforeDiscovery {
         foreach ($o in $ops) { @{ Kind = $k; Op = $o; QemuFails = $o -eq 'Merge-Volume' -or ($k -eq 'L2' -and $o -eq 'Restore-VolumeSnapshot') } }
     }
     $script:headerCases = foreach ($o in $ops) { @{ Kind = 'header'; Op = $o } }
+    $script:damaged = foreach ($k in $kinds | Where-Object { $_ -ne 'header' }) { @{ Kind = $k } }
     $script:repairs = foreach ($k in $kinds) { @{ Kind = $k } }
 }
 
@@ -171,6 +172,14 @@ Describe 'A guest cluster mapped onto the image''s own metadata' -Tag Oracle {
         $LASTEXITCODE | Should -Be 0 -Because 'the guest sees the same data after qemu-img and after the module'
         $header = [long](Read-BE $case.File 0 4)
         $header | Should -Be 0x514649FB -Because 'the header was not overwritten'
+    }
+
+    It 'Optimize-Volume (no qemu-img equivalent) refuses an image whose guest cluster lies on its <Kind> (its own check, ImageCorrupt), unchanged' -ForEach $damaged {
+        if (-not $hasQemu) { Set-ItResult -Skipped -Because 'qemu-img/qemu-io are not installed'; return }
+        $case = New-Case $Kind 'Optimize-Volume'
+        $hash = (Get-FileHash -LiteralPath $case.File).Hash
+        { Optimize-Volume -Volume "/var/lib/libvirt/images/$($case.Name)" -Compact -Confirm:$false -ErrorAction Stop } | Should -Throw -ErrorId 'ImageCorrupt,*'
+        (Get-FileHash -LiteralPath $case.File).Hash | Should -Be $hash
     }
 
     It 'Test-Volume -Repair All on an image whose guest cluster lies on its <Kind> repairs as qemu-img check -r all does, and a merge into it then copies on write' -ForEach $repairs {
