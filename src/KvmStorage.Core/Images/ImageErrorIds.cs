@@ -56,6 +56,9 @@ public static class ImageErrorIds
     public const string ImageCheckFailed = "ImageCheckFailed";
     public const string ImageWriteFailed = "ImageWriteFailed";
 
+    /// <summary>A write the engine was about to make would have landed on the image's own metadata (qemu's overlap check).</summary>
+    public const string MetadataOverlap = "ImageMetadataOverlap";
+
     // In-place writes of guest data (Qcow2DataWriter).
     public const string ExtendedL2NotWritable = "ExtendedL2NotWritable";
     public const string BitmapsNotWritable = "PersistentBitmapsNotWritable";

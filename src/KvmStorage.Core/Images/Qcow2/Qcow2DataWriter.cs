@@ -60,8 +60,8 @@ public sealed partial class Qcow2DataWriter : IDisposable
         clusterSize = header.ClusterSize;
         l2Entries = header.L2Entries;
         batchClusters = Math.Max(1, BatchBytes / clusterSize);
-        references = new Qcow2ClusterReferences(handle, path, header);
         refcounts = new RefcountEditor(handle, path, header, (ulong)RandomAccess.GetLength(handle));
+        references = new Qcow2ClusterReferences(handle, path, header) { Map = refcounts.Map };
     }
 
     /// <summary>The image's virtual size in bytes.</summary>
@@ -339,6 +339,7 @@ public sealed partial class Qcow2DataWriter : IDisposable
     private void WriteBatch(ulong offset, ReadOnlySpan<byte> data)
     {
         var changes = new List<Change>();
+        var inPlace = new List<InPlaceWrite>();
         ulong end = offset + (ulong)data.Length;
         ulong position = offset;
         while (position < end)
@@ -354,7 +355,7 @@ public sealed partial class Qcow2DataWriter : IDisposable
             {
                 // The active table holds this cluster alone: overwrite it where it lies (no metadata changes).
                 CheckDataCluster(host);
-                Qcow2Io.Write(handle, part, host + inCluster);
+                inPlace.Add(new InPlaceWrite(host + inCluster, (int)(position - offset), (int)n));
             }
             else
             {
@@ -371,7 +372,7 @@ public sealed partial class Qcow2DataWriter : IDisposable
             position += n;
         }
 
-        Apply(changes);
+        Apply(changes, inPlace, data);
     }
 
     /// <summary>Whole clusters [first, first + count) read as zeros afterwards.</summary>
@@ -413,10 +414,14 @@ public sealed partial class Qcow2DataWriter : IDisposable
     /// Applies a batch of L2 entry changes: new clusters for <see cref="Change.Content"/>, else the entry
     /// <see cref="Change.NewEntry"/>; L2 tables that are missing or shared get new clusters first.
     /// </summary>
-    private void Apply(List<Change> changes)
+    private void Apply(List<Change> changes, List<InPlaceWrite>? inPlace = null, ReadOnlySpan<byte> source = default)
     {
+        Qcow2MetadataMap map = refcounts.Map;
         if (changes.Count == 0)
         {
+            // qemu's overlap check: every target of the step is checked before its first write.
+            inPlace?.ForEach(w => map.EnsureFree(w.Host, (ulong)w.Length, Qcow2MetadataKind.None));
+            WriteInPlace(inPlace, source);
             return;
         }
 
@@ -487,6 +492,25 @@ public sealed partial class Qcow2DataWriter : IDisposable
         }
 
         refcounts.Validate(decrements);
+
+        // qemu's overlap check (qcow2_pre_write_overlap_check), for every target of this step before its first write:
+        // guest data and new L2 tables may land on no metadata, an L2 table rewritten in place only on an active L2
+        // table, an L1 entry only on the active L1 table. The refcount editor checks its own writes the same way.
+        inPlace?.ForEach(w => map.EnsureFree(w.Host, (ulong)w.Length, Qcow2MetadataKind.None));
+        dataWrites.ForEach(w => map.EnsureFree(w.Host, clusterSize, Qcow2MetadataKind.None));
+        foreach ((ulong l1Index, TablePlan plan) in tables)
+        {
+            if (!plan.Owned)
+            {
+                map.EnsureFree(plan.NewOffset, clusterSize, Qcow2MetadataKind.None);
+                map.EnsureFree(header.L1TableOffset + (l1Index * 8), 8, Qcow2MetadataKind.ActiveL1);
+            }
+            else if (plan.Dirty)
+            {
+                map.EnsureFree(plan.OldOffset, clusterSize, Qcow2MetadataKind.ActiveL2);
+            }
+        }
+
         EnsureAutoclearCleared();
 
         // 1. qcow2.rst "Host cluster management": the new clusters' refcounts are durable before anything points at them.
@@ -497,10 +521,12 @@ public sealed partial class Qcow2DataWriter : IDisposable
 
         // 2. Data and new L2 tables (nothing references them yet), then a flush: both are durable before any entry
         //    points at them (qemu's qcow2_alloc_cluster_link_l2 runs after the data write completes).
+        WriteInPlace(inPlace, source);
         WriteData(dataWrites);
         foreach (TablePlan plan in tables.Values.Where(t => !t.Owned))
         {
             Qcow2Io.Write(handle, plan.Table, plan.NewOffset);
+            map.Add(Qcow2MetadataKind.ActiveL2, plan.NewOffset, clusterSize);
         }
 
         FlushCore();
@@ -518,12 +544,23 @@ public sealed partial class Qcow2DataWriter : IDisposable
             BinaryPrimitives.WriteUInt64BigEndian(l1Entry, l1[l1Index]);
             Qcow2Io.Write(handle, l1Entry, header.L1TableOffset + (l1Index * 8));
             CacheL2(plan.NewOffset, plan.Table!);
+
+            // The old table (if any) is a snapshot's now: qemu's default check does not track inactive L2 tables.
+            map.Remove(Qcow2MetadataKind.ActiveL2, plan.OldOffset, plan.OldOffset == 0 ? 0 : clusterSize);
         }
 
         FlushCore();
 
         // 4. Only now are the replaced clusters unreferenced: dropping them earlier could free clusters still in use.
         refcounts.Adjust(decrements);
+    }
+
+    private void WriteInPlace(List<InPlaceWrite>? writes, ReadOnlySpan<byte> source)
+    {
+        foreach (InPlaceWrite w in writes ?? [])
+        {
+            Qcow2Io.Write(handle, source.Slice(w.Start, w.Length), w.Host);
+        }
     }
 
     private void WriteData(List<(ulong Host, byte[] Content)> writes)
@@ -787,6 +824,9 @@ public sealed partial class Qcow2DataWriter : IDisposable
 
     /// <summary>One L2 entry to change: a new cluster with <see cref="Content"/>, else <see cref="NewEntry"/>.</summary>
     private readonly record struct Change(ulong Cluster, byte[]? Content, ulong NewEntry);
+
+    /// <summary>Guest data overwriting a cluster the active L1 holds alone: <see cref="Length"/> bytes of the batch from <see cref="Start"/>.</summary>
+    private readonly record struct InPlaceWrite(ulong Host, int Start, int Length);
 
     private sealed class TablePlan(ulong oldOffset, bool owned)
     {

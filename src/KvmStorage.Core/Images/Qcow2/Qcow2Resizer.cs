@@ -129,6 +129,9 @@ internal static class Qcow2Resizer
         RefcountEditor.Allocation allocation = refcounts.Allocate(l1Clusters);
         ulong newL1Offset = allocation.DataStart * cs;
 
+        // qemu's overlap check: the new table may land on no metadata; checked before the first write.
+        refcounts.Map.EnsureFree(newL1Offset, l1Clusters * cs, Qcow2MetadataKind.None);
+
         // qcow2.rst "Host cluster management": a cluster's refcount is made non-zero before anything references it.
         refcounts.Commit(allocation);
 

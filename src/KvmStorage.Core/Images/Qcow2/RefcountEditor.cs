@@ -59,7 +59,11 @@ internal sealed class RefcountEditor
         }
 
         FreeStart = Math.Max(Qcow2Layout.CeilDiv(fileLength, clusterSize), lastUsed);
+        Map = Qcow2MetadataMap.Build(handle, path, header, table);
     }
+
+    /// <summary>The image's metadata, which every write of this editor and of the writers sharing it is checked against.</summary>
+    public Qcow2MetadataMap Map { get; }
 
     /// <summary>The first cluster index past everything in use (advanced by each <see cref="Commit"/>).</summary>
     public ulong FreeStart { get; private set; }
@@ -123,10 +127,7 @@ internal sealed class RefcountEditor
             touched.Add(b);
         }
 
-        foreach (ulong b in touched)
-        {
-            Qcow2Io.Write(handle, blocks[b], table[b]);
-        }
+        WriteBlocks(touched);
     }
 
     /// <summary>Plans <paramref name="count"/> new clusters at the end, plus the refcount structures they need.</summary>
@@ -195,6 +196,28 @@ internal sealed class RefcountEditor
             touched.Add(b);
         }
 
+        // Every target is checked before the first write (qemu's overlap check): new blocks and a new table must land
+        // on no metadata at all, blocks already in use on nothing but refcount blocks.
+        ulong newTableOffset = (plan.Start + plan.BlockClusters) * clusterSize;
+        foreach (ulong b in touched)
+        {
+            Map.EnsureFree(table[b], clusterSize, plan.MissingBlocks.Contains(b) ? Qcow2MetadataKind.None : Qcow2MetadataKind.RefcountBlock);
+        }
+
+        if (plan.TableClusters > 0)
+        {
+            Map.EnsureFree(newTableOffset, plan.TableClusters * clusterSize, Qcow2MetadataKind.None);
+        }
+        else if (plan.MissingBlocks.Count > 0)
+        {
+            Map.EnsureFree(tableOffset, SerializedTableBytes(), Qcow2MetadataKind.RefcountTable);
+        }
+
+        foreach (ulong b in plan.MissingBlocks)
+        {
+            Map.Add(Qcow2MetadataKind.RefcountBlock, table[b], clusterSize);
+        }
+
         // The blocks first: a table entry must never point at an unwritten block.
         foreach (ulong b in touched)
         {
@@ -206,7 +229,7 @@ internal sealed class RefcountEditor
         if (plan.TableClusters > 0)
         {
             ulong oldOffset = tableOffset, oldClusters = tableClusters;
-            ulong newOffset = (plan.Start + plan.BlockClusters) * clusterSize;
+            ulong newOffset = newTableOffset;
             EnsureTableLength(plan.TableClusters * clusterSize / 8);
             Qcow2Io.Write(handle, SerializeTable(), newOffset);
             Qcow2Resizer.Flush(handle);
@@ -219,6 +242,8 @@ internal sealed class RefcountEditor
             Qcow2Resizer.Flush(handle);
             tableOffset = newOffset;
             tableClusters = plan.TableClusters;
+            Map.Remove(Qcow2MetadataKind.RefcountTable, oldOffset, oldClusters * clusterSize);
+            Map.Add(Qcow2MetadataKind.RefcountTable, newOffset, tableClusters * clusterSize);
             Free(oldOffset / clusterSize, oldClusters);
             Qcow2Resizer.Flush(handle);
         }
@@ -250,11 +275,24 @@ internal sealed class RefcountEditor
             }
         }
 
+        WriteBlocks(touched);
+    }
+
+    /// <summary>Writes changed refcount blocks, each checked first to lie on nothing but refcount blocks.</summary>
+    private void WriteBlocks(HashSet<ulong> touched)
+    {
+        foreach (ulong b in touched)
+        {
+            Map.EnsureFree(table[b], clusterSize, Qcow2MetadataKind.RefcountBlock);
+        }
+
         foreach (ulong b in touched)
         {
             Qcow2Io.Write(handle, blocks[b], table[b]);
         }
     }
+
+    private ulong SerializedTableBytes() => Qcow2Layout.CeilDiv(Math.Max(tableClusters * clusterSize / 8, (ulong)table.Length) * 8, clusterSize) * clusterSize;
 
     private byte[] Block(ulong index)
     {

@@ -30,6 +30,9 @@ internal sealed class Qcow2ClusterReferences
         compressedOffsetBits = 62 - (header.ClusterBits - 8);
     }
 
+    /// <summary>The image's metadata map, when the owner keeps one: every table write is checked against it first.</summary>
+    public Qcow2MetadataMap? Map { get; set; }
+
     /// <summary>Clusters an L1 table of <paramref name="entries"/> entries occupies.</summary>
     public ulong L1Clusters(ulong entries) => Qcow2Layout.CeilDiv(entries * 8, clusterSize);
 
@@ -71,6 +74,7 @@ internal sealed class Qcow2ClusterReferences
             BinaryPrimitives.WriteUInt64BigEndian(raw.AsSpan(i * 8), l1[i]);
         }
 
+        Map?.EnsureFree(offset, length, Qcow2MetadataKind.ActiveL1 | Qcow2MetadataKind.InactiveL1);
         Qcow2Io.Write(handle, raw, offset);
     }
 
@@ -154,6 +158,7 @@ internal sealed class Qcow2ClusterReferences
 
             if (l2Changed)
             {
+                Map?.EnsureFree(l2Offset, clusterSize, Qcow2MetadataKind.ActiveL2);
                 Qcow2Io.Write(handle, l2, l2Offset);
             }
         }

@@ -98,6 +98,7 @@ internal sealed class Qcow2SnapshotEditor
         var increments = new Dictionary<ulong, long>();
         references.AddReferences(active, 1, increments);
         var refcounts = new RefcountEditor(handle, path, header, (ulong)RandomAccess.GetLength(handle));
+        references.Map = refcounts.Map;
         refcounts.Validate(increments);
 
         ulong l1Clusters = references.L1Clusters(header.L1Size);
@@ -130,7 +131,7 @@ internal sealed class Qcow2SnapshotEditor
         }
 
         newEntries[^1] = Qcow2SnapshotTable.Encode(l1Offset, header.L1Size, id, name, seconds, nanoseconds, 0, header.Size, -1);
-        Qcow2Io.Write(handle, Qcow2SnapshotTable.Serialize(newEntries, clusterSize), tableOffset);
+        WriteTable(refcounts.Map, Qcow2SnapshotTable.Serialize(newEntries, clusterSize), tableOffset);
         refcounts.Adjust(increments);
         Qcow2Resizer.Flush(handle);
 
@@ -172,6 +173,7 @@ internal sealed class Qcow2SnapshotEditor
         var decrements = new Dictionary<ulong, long>();
         references.AddReferences(active, -1, decrements);
         var refcounts = new RefcountEditor(handle, path, header, (ulong)RandomAccess.GetLength(handle));
+        references.Map = refcounts.Map;
         refcounts.Validate(increments);
         refcounts.Validate(decrements);
         ulong l1Clusters = references.L1Clusters(newL1Size);
@@ -226,6 +228,7 @@ internal sealed class Qcow2SnapshotEditor
         }
 
         var refcounts = new RefcountEditor(handle, path, header, (ulong)RandomAccess.GetLength(handle));
+        references.Map = refcounts.Map;
         refcounts.Validate(decrements);
         int index = entries.FindIndex(e => ReferenceEquals(e.Info, snapshot));
         List<byte[]> newEntries = [.. entries.Where((_, i) => i != index).Select(e => e.Bytes)];
@@ -238,7 +241,7 @@ internal sealed class Qcow2SnapshotEditor
         {
             refcounts.Commit(allocation);
             tableOffset = allocation.DataStart * clusterSize;
-            Qcow2Io.Write(handle, Qcow2SnapshotTable.Serialize(newEntries, clusterSize), tableOffset);
+            WriteTable(refcounts.Map, Qcow2SnapshotTable.Serialize(newEntries, clusterSize), tableOffset);
             Qcow2Resizer.Flush(handle);
         }
 
@@ -273,6 +276,13 @@ internal sealed class Qcow2SnapshotEditor
     }
 
     /// <summary>Rewrites size, crypt_method, l1_size and l1_table_offset (bytes 24..47) in one write within the first sector.</summary>
+    /// <summary>A new snapshot table, in clusters just allocated: checked against the metadata map before it is written.</summary>
+    private void WriteTable(Qcow2MetadataMap map, byte[] table, ulong tableOffset)
+    {
+        map.EnsureFree(tableOffset, (ulong)table.Length, Qcow2MetadataKind.SnapshotTable);
+        Qcow2Io.Write(handle, table, tableOffset);
+    }
+
     private void WriteSizeAndL1(ulong size, uint l1Size, ulong l1Offset)
     {
         byte[] fields = head.AsSpan(24, 24).ToArray();
