@@ -314,6 +314,63 @@ ddb.virtualHWVersion = "4"
     }
 }
 
+Describe 'One L2 table named by every L1 entry (work bounded by what the file holds)' -Tag Oracle {
+    BeforeAll {
+        $script:root = New-HostileRoot
+        $script:images = Join-Path $root 'var/lib/libvirt/images'
+        $script:shared = Join-Path $images 'shared-l2.qcow2'
+        $script:small = Join-Path $images 'shared-l2-small.qcow2'
+        if ($hasQemuImg) {
+            # 1 PiB with 64 KiB clusters: 2,097,152 L1 entries, each made to name the one L2 table of the first
+            # written cluster, so the image "holds" a petabyte of data in a 16 MiB file. The small one (1 TiB, 2,048
+            # entries) is cheap enough for qemu-img check, the oracle.
+            foreach ($case in @(@{ Path = $shared; Size = '1P' }, @{ Path = $small; Size = '1T' })) {
+                qemu-img create -q -f qcow2 $case.Path $case.Size
+                qemu-io -c 'write -q -P 0x5a 0 64k' $case.Path | Out-Null
+                $fs = [IO.File]::Open($case.Path, 'Open', 'ReadWrite')
+                try {
+                    $head = [byte[]]::new(48); [void]$fs.Read($head, 0, 48)
+                    [Array]::Reverse($head, 36, 4); $l1Size = [BitConverter]::ToUInt32($head, 36)
+                    [Array]::Reverse($head, 40, 8); $l1Offset = [BitConverter]::ToInt64($head, 40)
+                    $fs.Position = $l1Offset; $first = [byte[]]::new(8); [void]$fs.Read($first, 0, 8)
+                    $table = [byte[]]::new($l1Size * 8)
+                    [Buffer]::BlockCopy($first, 0, $table, 0, 8)
+                    for ($n = 8; $n -lt $table.Length; $n *= 2) { [Buffer]::BlockCopy($table, 0, $table, $n, [Math]::Min($n, $table.Length - $n)) }
+                    $fs.Position = $l1Offset; $fs.Write($table, 0, $table.Length)
+                }
+                finally { $fs.Dispose() }
+            }
+        }
+    }
+
+    It '<Label> is refused at open (SharedImageMappingTable), leaving everything unchanged' -ForEach @(
+        @{ Label = 'Compare-Volume'; Action = { Compare-Volume /var/lib/libvirt/images/shared-l2.qcow2 /var/lib/libvirt/images/shared-l2.qcow2 } }
+        @{ Label = 'Convert-Volume'; Action = { Convert-Volume /var/lib/libvirt/images/shared-l2.qcow2 -Format raw -Name out.raw } }
+        @{ Label = 'Copy-Volume'; Action = { Copy-Volume /var/lib/libvirt/images/shared-l2.qcow2 -Name out.qcow2 } }
+        @{ Label = 'Export-Volume'; Action = { Export-Volume /var/lib/libvirt/images/shared-l2.qcow2 -Destination (Join-Path $TestDrive 'out.qcow2') } }
+    ) {
+        if (-not $hasQemuImg) { Set-ItResult -Skipped -Because 'qemu-img/qemu-io are not installed'; return }
+        Assert-Refused $Action -ErrorId 'SharedImageMappingTable' -Root $root
+    }
+
+    It 'Test-Volume finds it corrupt after walking the shared table once, and refuses writes into it' {
+        if (-not $hasQemuImg) { Set-ItResult -Skipped -Because 'qemu-img/qemu-io are not installed'; return }
+        $before = Get-HostSnapshot $root
+        $r = Test-Volume /var/lib/libvirt/images/shared-l2.qcow2
+        $r.CorruptionCount | Should -BeGreaterThan 0
+        Get-HostSnapshot $root | Should -Be $before
+        Assert-Refused { Resize-Volume default shared-l2.qcow2 -Delta 1GB } -ErrorId 'ImageCheckFailed' -Root $root
+        Assert-Refused { New-VolumeSnapshot /var/lib/libvirt/images/shared-l2.qcow2 -Name s1 } -ErrorId 'ImageCheckFailed' -Root $root
+    }
+
+    It 'qemu-img check agrees that such an image is corrupt (small variant)' {
+        if (-not $hasQemuImg) { Set-ItResult -Skipped -Because 'qemu-img/qemu-io are not installed'; return }
+        & qemu-img check -q $small *> $null
+        $LASTEXITCODE | Should -Be 2
+        (Test-Volume /var/lib/libvirt/images/shared-l2-small.qcow2).CorruptionCount | Should -BeGreaterThan 0
+    }
+}
+
 Describe 'Hostile XML' {
     BeforeAll {
         $script:root = New-HostileRoot

@@ -20,6 +20,13 @@ public static class BlockErrorIds
     /// <summary>A compressed cluster or grain does not decompress to its size (InvalidData).</summary>
     public const string InvalidCompressedData = "InvalidCompressedData";
 
+    /// <summary>
+    /// One table entry is named by several entries of the table above it (two qcow2 L1 entries sharing one L2 table,
+    /// two vmdk grain directory entries sharing a grain table): impossible in a sound image, and reading it would cost
+    /// what the image declares rather than what it holds (InvalidData).
+    /// </summary>
+    public const string SharedMappingTable = "SharedImageMappingTable";
+
     /// <summary>A metadata table is larger than the reader accepts (InvalidData).</summary>
     public const string TableTooLarge = "ImageTableTooLarge";
 

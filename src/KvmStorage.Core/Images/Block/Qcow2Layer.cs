@@ -72,7 +72,35 @@ internal sealed class Qcow2Layer : ImageLayer
             }
         }
 
+        RefuseSharedL2Tables(file.Path, l1);
         return new Qcow2Layer(file, Math.Min(info.VirtualSize, header.Size), header, l1);
+    }
+
+    /// <summary>
+    /// Two active L1 entries naming one L2 table never happen in a sound image (qemu-img check reports the table's
+    /// refcount as wrong), and a crafted image can repeat one table millions of times, so that every walk over it costs
+    /// what the image declares (petabytes of "data") instead of what it holds. Refused at open, in time linear in the
+    /// L1 table: after this, the work of any walk is bounded by the file's size.
+    /// </summary>
+    private static void RefuseSharedL2Tables(string path, ulong[] l1)
+    {
+        var seen = new Dictionary<ulong, int>();
+        for (int i = 0; i < l1.Length; i++)
+        {
+            ulong l2 = l1[i] & OffsetMask;
+            if (l2 == 0)
+            {
+                continue;
+            }
+
+            if (!seen.TryAdd(l2, i))
+            {
+                throw BlockErrors.Invalid(
+                    BlockErrorIds.SharedMappingTable,
+                    path,
+                    $"L1 entries {seen[l2]} and {i} name the same L2 table (0x{l2:x}); the image is corrupt (Test-Volume reports it) and is not read.");
+            }
+        }
     }
 
     public override LayerRun Map(ulong offset, ulong maxLength)

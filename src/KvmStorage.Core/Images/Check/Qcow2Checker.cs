@@ -551,6 +551,10 @@ internal sealed class Qcow2Checker
             byte[] l1 = new byte[l1Size * 8];
             owner.ReadPadded(l1, l1Offset);
             byte[] l2 = new byte[cs];
+
+            // An L2 table named twice by one L1 table is walked once: a crafted image can name one table millions of
+            // times, and walking each would cost what the image declares, not what it holds.
+            var walked = new Dictionary<ulong, uint>();
             for (uint i = 0; i < l1Size; i++)
             {
                 owner.cancellationToken.ThrowIfCancellationRequested();
@@ -570,6 +574,13 @@ internal sealed class Qcow2Checker
                 }
 
                 ulong l2Offset = entry & L1OffsetMask;
+                if (!walked.TryAdd(l2Offset, i))
+                {
+                    Corruption(entryOffset, ImageCorruptionKind.ClusterUsedTwice, $"{what} entries {walked[l2Offset]} and {i} name the same L2 table (0x{l2Offset:x}); it is checked once, and a repair drops entry {i}.");
+                    StructuralFixes[entryOffset] = 0;
+                    continue;
+                }
+
                 bool inFile = IncRef(l2Offset, cs, $"L2 table of {what} entry {i}");
                 bool aligned = l2Offset % cs == 0;
                 if (!aligned)
@@ -919,6 +930,7 @@ internal sealed class Qcow2Checker
             owner.ReadPadded(l1, Header.L1TableOffset);
             byte[] l2 = new byte[cs];
             int entryBytes = Header.L2EntryBytes;
+            var walked = new HashSet<ulong>();
             for (uint i = 0; i < Header.L1Size; i++)
             {
                 ulong entry = BinaryPrimitives.ReadUInt64BigEndian(l1.AsSpan((int)(i * 8)));
@@ -938,6 +950,13 @@ internal sealed class Qcow2Checker
                 {
                     Corruption(at, ImageCorruptionKind.CopiedFlagMismatch, $"L1 entry {i} (0x{entry:x16}): copied flag disagrees with the L2 table's refcount {refcount}.");
                     CopiedFixes[at] = refcount == 1 ? entry | CopiedFlag : entry & ~CopiedFlag;
+                }
+
+                // A table several L1 entries name (reported by CheckL1) is walked once here too: the work stays
+                // bounded by what the file holds.
+                if (!walked.Add(l2Offset))
+                {
+                    continue;
                 }
 
                 owner.ReadPadded(l2, l2Offset);
