@@ -50,6 +50,7 @@
         PSData = @{
             Tags       = @('KVM', 'libvirt', 'qcow2', 'storage', 'Linux', 'virtualization')
             LicenseUri = 'https://opensource.org/licenses/MIT'
+            ReleaseNotes = '0.1.0: pools (offline files or libvirt), volumes (qcow2, raw, vmdk; convert, copy, import, export, rebase, merge, snapshots, check, compare, optimize) and VM disks, with one way to name a volume on every volume command. See README.md and about_KvmStorage.'
         }
     }
 }

@@ -68,6 +68,16 @@ Describe 'about_KvmStorage' {
         $about | Should -Not -BeNullOrEmpty
         "$about" | Should -Match 'KVMSTORAGE_ROOT'
     }
+
+    It 'names every exported cmdlet' {
+        $about = "$(Get-Help -Name about_KvmStorage)"
+        $missing = @((Get-Command -Module KvmStorage -CommandType Cmdlet).Name | Where-Object { $about -notmatch "\b$([regex]::Escape($_))\b" })
+        $missing | Should -BeNullOrEmpty -Because 'about_KvmStorage lists every command'
+    }
+
+    It 'does not promise a backend that exists as "later"' {
+        "$(Get-Help -Name about_KvmStorage)" | Should -Not -Match 'later release'
+    }
 }
 
 Describe 'Examples in <Name>' -ForEach $markdownFiles {
