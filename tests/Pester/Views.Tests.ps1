@@ -1,6 +1,7 @@
 #Requires -Version 7.4
 # The default views at 80 columns (a plain terminal, a mail, a ticket): every header stays on its line, and long
-# names wrap instead of being cut, so two names that differ only at the end never print the same.
+# names wrap instead of being cut, so two names that differ only at the end never print the same. And the exports:
+# every object the module emits is small as JSON and holds values, not type names, as CSV.
 
 BeforeAll {
     Import-Module $env:KVMSTORAGE_TEST_MODULE -Force
@@ -56,5 +57,32 @@ Describe 'Default table views at 80 columns' {
         $flat = $text -replace '\s+', ''
         $flat | Should -Match ([regex]::Escape(($A -replace '\s', '')))
         $flat | Should -Match ([regex]::Escape(($B -replace '\s', '')))
+    }
+}
+
+Describe 'Exports of every object type' {
+    It '<Type> as JSON (-Depth 10) is under 20 KB, and as CSV holds no type names' -ForEach @(
+        @{ Type = 'StoragePool'; Objects = { Get-StoragePool default } }
+        @{ Type = 'StorageVolume'; Objects = { Get-Volume default web-frontend-production-01-logs.qcow2 } }
+        @{ Type = 'VMDisk'; Objects = { Get-VMDisk kvm1 -Target vda } }
+        @{ Type = 'VolumeSnapshot'; Objects = { Get-VolumeSnapshot -Volume /var/lib/libvirt/images/web-frontend-production-01-logs.qcow2 | Select-Object -First 1 } }
+        @{ Type = 'ImageCheckResult'; Objects = { Test-Volume /var/lib/libvirt/images/web-frontend-production-01-logs.qcow2 } }
+        @{ Type = 'ImageCompareResult'; Objects = { Compare-Volume /var/lib/libvirt/images/web-frontend-production-01-logs.qcow2 /var/lib/libvirt/images/web-frontend-production-01-data.qcow2 } }
+        @{ Type = 'ImageOptimizeResult'; Objects = { Optimize-Volume /var/lib/libvirt/images/web-frontend-production-01-data.qcow2 -Confirm:$false } }
+    ) {
+        $o = & $Objects
+        $o | Should -Not -BeNullOrEmpty
+        $json = $o | ConvertTo-Json -Depth 10 -WarningAction SilentlyContinue
+        $json.Length | Should -BeLessThan 20KB
+        $csv = ($o | ConvertTo-Csv) -join "`n"
+        $csv | Should -Not -Match '(KvmStorage|System)\.[A-Z][A-Za-z]+(\.|`)' -Because "CSV holds values: $csv"
+    }
+
+    It 'a volume''s lists export as their items' {
+        $v = Get-Volume default web-frontend-production-01-logs.qcow2
+        $row = $v | ConvertTo-Csv | ConvertFrom-Csv
+        $row.Snapshots | Should -Be 'before-the-big-upgrade-of-2026-a, before-the-big-upgrade-of-2026-b'
+        $row.AttachedTo | Should -Be 'kvm1'
+        ($v | ConvertTo-Json -Depth 4 | ConvertFrom-Json).Chain.Count | Should -Be 1
     }
 }

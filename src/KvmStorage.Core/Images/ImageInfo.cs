@@ -18,6 +18,9 @@ public enum ImageFormat
 /// <summary>What one image file is, as <c>qemu-img info --output=json</c> reports it.</summary>
 public sealed class ImageInfo
 {
+    /// <summary>The format and guest size, as an export to CSV shows the object.</summary>
+    public override string ToString() => $"{Format.ToQemuName()}, {VirtualSize} bytes";
+
     /// <summary>Full path of the file that was inspected.</summary>
     public required string Path { get; init; }
 
@@ -114,6 +117,9 @@ public sealed class VmdkDetails
 /// <summary>One internal snapshot of a qcow2 image.</summary>
 public sealed class SnapshotInfo
 {
+    /// <summary>The snapshot's name, as a volume's list of snapshots exports to CSV.</summary>
+    public override string ToString() => Name;
+
     public required string Id { get; init; }
 
     public required string Name { get; init; }

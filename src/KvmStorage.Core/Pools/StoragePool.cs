@@ -42,7 +42,7 @@ public sealed class StoragePool
     public required string HostName { get; init; }
 
     /// <summary>The definition this object was read from.</summary>
-    public required PoolDefinition Definition { get; init; }
+    internal PoolDefinition Definition { get; init; } = null!;
 
     public override string ToString() => Name;
 }

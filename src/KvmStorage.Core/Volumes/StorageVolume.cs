@@ -5,6 +5,10 @@ namespace KvmStorage.Core.Volumes;
 /// <summary>A disk image as the module reports it: where it is, what it is, and who uses it.</summary>
 public sealed class StorageVolume
 {
+    private readonly IReadOnlyList<string> chain = Collections.ValueList.Empty<string>();
+    private readonly IReadOnlyList<SnapshotInfo> snapshots = Collections.ValueList.Empty<SnapshotInfo>();
+    private readonly IReadOnlyList<string> attachedTo = Collections.ValueList.Empty<string>();
+
     public required string Name { get; init; }
 
     /// <summary>The pool whose folder holds the image; null for an image outside every pool.</summary>
@@ -38,7 +42,7 @@ public sealed class StorageVolume
     public string? BackingFormat { get; init; }
 
     /// <summary>The whole chain, this image first, then each backing file (host paths).</summary>
-    public IReadOnlyList<string> Chain { get; init; } = [];
+    public IReadOnlyList<string> Chain { get => chain; init => chain = Collections.ValueList.Of(value); }
 
     /// <summary>
     /// Why the chain stops at a backing file that was not read: the module's rule refused it (a raw file outside every
@@ -46,7 +50,7 @@ public sealed class StorageVolume
     /// </summary>
     public string? BackingRefusal { get; init; }
 
-    public IReadOnlyList<SnapshotInfo> Snapshots { get; init; } = [];
+    public IReadOnlyList<SnapshotInfo> Snapshots { get => snapshots; init => snapshots = Collections.ValueList.Of(value); }
 
     /// <summary><c>1.1</c> or <c>0.10</c> for qcow2; null for other formats.</summary>
     public string? Compat { get; init; }
@@ -64,7 +68,7 @@ public sealed class StorageVolume
     public int Group { get; init; }
 
     /// <summary>The VMs that use this image, directly or as a backing file of an attached overlay.</summary>
-    public IReadOnlyList<string> AttachedTo { get; init; } = [];
+    public IReadOnlyList<string> AttachedTo { get => attachedTo; init => attachedTo = Collections.ValueList.Of(value); }
 
     /// <summary>What the image engine read from the file.</summary>
     public required ImageInfo Image { get; init; }

@@ -86,7 +86,9 @@ public sealed record ImageCheckResult
     public ulong Leaks { get; init; }
 
     /// <summary>Every finding left after any repair, leaks included (kind <see cref="ImageCorruptionKind.LeakedCluster"/>).</summary>
-    public IReadOnlyList<ImageCorruption> Corruptions { get; init; } = [];
+    public IReadOnlyList<ImageCorruption> Corruptions { get => corruptions; init => corruptions = Collections.ValueList.Of(value); }
+
+    private readonly IReadOnlyList<ImageCorruption> corruptions = Collections.ValueList.Empty<ImageCorruption>();
 
     public ulong LeaksFixed { get; init; }
 
