@@ -6,7 +6,9 @@ BeforeDiscovery {
     $script:cmdlets = @(Get-Command -Module KvmStorage -CommandType Cmdlet | Sort-Object Name | ForEach-Object { @{ Name = $_.Name; Verb = $_.Verb } })
     $mutatingVerbs = 'New', 'Set', 'Remove', 'Add', 'Resize', 'Convert', 'Copy', 'Import', 'Export', 'Merge', 'Optimize', 'Restore', 'Start', 'Stop', 'Update', 'Clear'
     $script:mutators = @($cmdlets | Where-Object { $_.Verb -in $mutatingVerbs })
-    $script:removers = @($cmdlets | Where-Object { $_.Verb -eq 'Remove' })
+    # Remove-VMDisk only detaches (Medium) and asks as High only when -DeleteVolume deletes the image; PipelineSafety
+    # checks that in a non-interactive child.
+    $script:removers = @($cmdlets | Where-Object { $_.Verb -eq 'Remove' -and $_.Name -ne 'Remove-VMDisk' })
 }
 
 BeforeAll {

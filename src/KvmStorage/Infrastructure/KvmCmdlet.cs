@@ -170,42 +170,52 @@ public abstract class KvmCmdlet : PSCmdlet
     /// </summary>
     protected T RunWithProgress<T>(string activity, string description, Func<IProgress<ImageProgress>, CancellationToken, T> work)
     {
-        using var updates = new BlockingCollection<ImageProgress>();
-        var reporter = new QueueProgress(updates);
+        var latest = new LatestProgress();
         CancellationToken token = CancellationToken;
-        Task<T> task = Task.Run(() =>
-        {
-            try
-            {
-                return work(reporter, token);
-            }
-            finally
-            {
-                updates.CompleteAdding();
-            }
-        });
+        Task<T> task = Task.Run(() => work(latest, token));
 
+        // Drawn only the newest state, never after the work has ended, and only when it helps: the bar appears once
+        // the work has run a second and still has seconds to go (a short command draws nothing), and drawings are
+        // spaced by ten times what the last one cost in this process, so a host that draws slowly (a
+        // pseudo-terminal that never answers cursor queries takes seconds per drawing, more for the first) costs
+        // little: see bench/Invoke-ProgressBenchmark.ps1.
         var record = new ProgressRecord(ActivityId, activity, description);
         var clock = Stopwatch.StartNew();
-        TimeSpan nextUpdate = TimeSpan.Zero;
+        TimeSpan nextDraw = FirstDrawAfter;
         bool shown = false;
+        WaitHandle done = ((IAsyncResult)task).AsyncWaitHandle;
         try
         {
-            foreach (ImageProgress update in updates.GetConsumingEnumerable())
+            while (!done.WaitOne(Max(nextDraw - clock.Elapsed, TimeSpan.FromMilliseconds(10))))
             {
-                if (clock.Elapsed < nextUpdate || update.BytesTotal == 0)
+                if (clock.Elapsed < nextDraw || latest.Take() is not { BytesTotal: > 0 } update)
                 {
                     continue;
                 }
 
-                nextUpdate = clock.Elapsed + TimeSpan.FromMilliseconds(250);
                 double fraction = Math.Min(1.0, (double)update.BytesCompleted / update.BytesTotal);
-                record.PercentComplete = (int)(fraction * 100);
                 double rate = update.BytesCompleted / Math.Max(clock.Elapsed.TotalSeconds, 0.001);
-                record.SecondsRemaining = rate > 0 ? (int)Math.Min(int.MaxValue, (update.BytesTotal - update.BytesCompleted) / rate) : -1;
-                record.StatusDescription = $"{description}: {ByteSize.Format(update.BytesCompleted)} of {ByteSize.Format(update.BytesTotal)} ({ByteSize.Format((ulong)rate)}/s)";
+                double secondsLeft = rate > 0 ? (update.BytesTotal - update.BytesCompleted) / rate : double.PositiveInfinity;
+                TimeSpan cost = LastDrawCost;
+                if (!shown && secondsLeft < Math.Max(MinimumSecondsLeft, 4 * cost.TotalSeconds))
+                {
+                    // Nearly done: a bar now would only delay the end.
+                    nextDraw = clock.Elapsed + DrawInterval(cost);
+                    continue;
+                }
+
+                // A new record each time: in-process hosts keep the ones they were given.
+                record = new ProgressRecord(ActivityId, activity, description)
+                {
+                    PercentComplete = (int)(fraction * 100),
+                    SecondsRemaining = double.IsFinite(secondsLeft) ? (int)Math.Min(int.MaxValue, secondsLeft) : -1,
+                    StatusDescription = $"{description}: {ByteSize.Format(update.BytesCompleted)} of {ByteSize.Format(update.BytesTotal)} ({ByteSize.Format((ulong)rate)}/s)",
+                };
+                var drawing = Stopwatch.StartNew();
                 WriteProgress(record);
+                LastDrawCost = drawing.Elapsed;
                 shown = true;
+                nextDraw = clock.Elapsed + DrawInterval(LastDrawCost);
             }
         }
         catch
@@ -225,8 +235,7 @@ public abstract class KvmCmdlet : PSCmdlet
 
         if (shown)
         {
-            record.RecordType = ProgressRecordType.Completed;
-            WriteProgress(record);
+            WriteProgress(new ProgressRecord(ActivityId, activity, description) { RecordType = ProgressRecordType.Completed });
         }
 
         return task.GetAwaiter().GetResult();
@@ -234,9 +243,44 @@ public abstract class KvmCmdlet : PSCmdlet
 
     private const int ActivityId = 4711;
 
-    private sealed class QueueProgress(BlockingCollection<ImageProgress> queue) : IProgress<ImageProgress>
+    private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
+
+    /// <summary>No bar before the work has run this long.</summary>
+    private static readonly TimeSpan FirstDrawAfter = TimeSpan.FromSeconds(1);
+
+    /// <summary>No first bar when less than this is left.</summary>
+    private const double MinimumSecondsLeft = 3;
+
+    /// <summary>What the last progress drawing took in this process (the host's drawing speed).</summary>
+    private static TimeSpan LastDrawCost { get; set; }
+
+    /// <summary>At most four drawings a second, and at most a tenth of the time spent drawing.</summary>
+    private static TimeSpan DrawInterval(TimeSpan cost) => Max(TimeSpan.FromMilliseconds(250), cost * 10);
+
+    /// <summary>Keeps only the newest report of the work; the pipeline thread takes it when it is time to draw.</summary>
+    private sealed class LatestProgress : IProgress<ImageProgress>
     {
-        public void Report(ImageProgress value) => queue.TryAdd(value);
+        private readonly object gate = new();
+        private ImageProgress? newest;
+
+        public void Report(ImageProgress value)
+        {
+            lock (gate)
+            {
+                newest = value;
+            }
+        }
+
+        /// <summary>The newest report not taken yet, or null.</summary>
+        public ImageProgress? Take()
+        {
+            lock (gate)
+            {
+                ImageProgress? taken = newest;
+                newest = null;
+                return taken;
+            }
+        }
     }
 
     /// <summary>An edit of the persistent definition only: a running VM sees it at its next start.</summary>
