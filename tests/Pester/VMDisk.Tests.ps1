@@ -199,6 +199,15 @@ Describe "Get-VMDisk ($Backend)" -Tag $tags -Skip:([bool]$skip) {
     }
     BeforeEach { $env:KVMSTORAGE_ROOT = $root }
 
+    It 'completes the targets of the VM given by -VMName' {
+        foreach ($cmd in 'Get-VMDisk', 'Set-VMDisk', 'Remove-VMDisk') {
+            $line = "$cmd -VMName kvm1 -Target "
+            @((TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.CompletionText | Sort-Object) | Should -Be @('sda', 'vda') -Because $cmd
+        }
+        $line = 'Get-VMDisk -VMName kvm2 -Target s'
+        @((TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.CompletionText | Sort-Object) | Should -Be @((Get-VMDisk kvm2).Target | Where-Object { $_ -like 's*' } | Sort-Object)
+    }
+
     It 'reports a literal target no VM has (DiskNotFound), and lets a pattern match nothing' {
         { Get-VMDisk kvm1 -Target vdz -ErrorAction Stop } | Should -Throw -ErrorId 'DiskNotFound,*'
         Get-VMDisk kvm1 -Target vdz -ErrorAction SilentlyContinue -ErrorVariable e | Should -BeNullOrEmpty

@@ -39,6 +39,15 @@ Describe 'New-VolumeSnapshot and Get-VolumeSnapshot' {
         $script:disk = Join-Path $root 'var/lib/libvirt/images/disk.qcow2'
     }
 
+    It 'completes snapshot names of the volume given by -Volume' {
+        New-VolumeSnapshot -Volume /var/lib/libvirt/images/disk.qcow2 -Name before-upgrade | Out-Null
+        New-VolumeSnapshot -Volume /var/lib/libvirt/images/disk.qcow2 -Name after-upgrade | Out-Null
+        foreach ($cmd in 'Get-VolumeSnapshot', 'Restore-VolumeSnapshot', 'Remove-VolumeSnapshot') {
+            $line = "$cmd -Volume /var/lib/libvirt/images/disk.qcow2 -Name be"
+            @((TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.CompletionText) | Should -Be @('before-upgrade') -Because $cmd
+        }
+    }
+
     It 'takes snapshots from a piped volume with qemu ids, and lists them' {
         $first = Get-Volume -Pool default -Name disk.qcow2 | New-VolumeSnapshot -Name first
         $first | Should -BeOfType ([KvmStorage.Core.Volumes.VolumeSnapshot])

@@ -80,6 +80,63 @@ public sealed class VMNameCompleter : IArgumentCompleter
     }
 }
 
+/// <summary>Tab completion of disk targets (vda, sdb, ...) of the VM named by -VMName, else of every VM.</summary>
+public sealed class DiskTargetCompleter : IArgumentCompleter
+{
+    public IEnumerable<CompletionResult> CompleteArgument(string commandName, string parameterName, string wordToComplete, CommandAst commandAst, IDictionary fakeBoundParameters)
+    {
+        var targets = new List<string>();
+        try
+        {
+            IKvmHost host = Completion.Host();
+            IEnumerable<string> vms = fakeBoundParameters?["VMName"] switch
+            {
+                string name => [name],
+                IEnumerable names and not string => names.Cast<object>().Select(n => n?.ToString() ?? string.Empty),
+                _ => host.ListDomains().Where(d => d.Definition is not null).Select(d => d.Name),
+            };
+            foreach (string vm in vms.Where(v => v.Length > 0 && !WildcardPattern.ContainsWildcardCharacters(v)))
+            {
+                targets.AddRange(host.GetDomain(vm).Disks.Select(d => d.Target));
+            }
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or Core.Errors.KvmStorageException)
+        {
+        }
+
+        return Completion.For(targets.Distinct(StringComparer.Ordinal), wordToComplete);
+    }
+}
+
+/// <summary>Tab completion of the internal snapshot names of the qcow2 volume given by -Volume (a path or an object).</summary>
+public sealed class SnapshotNameCompleter : IArgumentCompleter
+{
+    public IEnumerable<CompletionResult> CompleteArgument(string commandName, string parameterName, string wordToComplete, CommandAst commandAst, IDictionary fakeBoundParameters)
+    {
+        IEnumerable<string> names = [];
+        try
+        {
+            object? given = fakeBoundParameters?["Volume"];
+            given = given is PSObject pso ? pso.BaseObject : given;
+            Core.Access.VolumeSpec? spec = given switch
+            {
+                Core.Volumes.StorageVolume volume => Core.Access.VolumeSpec.Of(volume),
+                string path when path.Length > 0 => new Core.Access.VolumeSpec.AtPath(path, Path.GetFullPath(path)),
+                _ => null,
+            };
+            if (spec is not null)
+            {
+                names = new Core.Access.VolumeLocator(Completion.Host()).Get(spec).Snapshots.Select(s => s.Name);
+            }
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or Core.Errors.KvmStorageException or ArgumentException)
+        {
+        }
+
+        return Completion.For(names, wordToComplete);
+    }
+}
+
 internal static class Completion
 {
     /// <summary>The session's default connection when there is one, else the offline host.</summary>

@@ -26,6 +26,7 @@ public sealed class GetVMDiskCommand : KvmCmdlet
     [Parameter(Position = 1)]
     [ValidateNotNullOrEmpty]
     [SupportsWildcards]
+    [ArgumentCompleter(typeof(DiskTargetCompleter))]
     public string[]? Target { get; set; }
 
     /// <summary>

@@ -22,6 +22,7 @@ public sealed class RemoveVMDiskCommand : KvmCmdlet
     /// <summary>The disk's target, such as vdb.</summary>
     [Parameter(Mandatory = true, Position = 1, ParameterSetName = ByTarget)]
     [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(DiskTargetCompleter))]
     public string Target { get; set; } = string.Empty;
 
     /// <summary>Detach every disk of the VM that uses this image.</summary>

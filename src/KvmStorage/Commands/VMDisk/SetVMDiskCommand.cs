@@ -20,6 +20,7 @@ public sealed class SetVMDiskCommand : KvmCmdlet
     /// <summary>The disk's target, such as vdb or sda.</summary>
     [Parameter(Mandatory = true, Position = 1, ParameterSetName = ByTarget)]
     [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(DiskTargetCompleter))]
     public string Target { get; set; } = string.Empty;
 
     /// <summary>The disk as Get-VMDisk emits it.</summary>

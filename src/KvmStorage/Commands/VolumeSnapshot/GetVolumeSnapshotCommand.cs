@@ -21,6 +21,7 @@ public sealed class GetVolumeSnapshotCommand : KvmCmdlet
     [Parameter(Position = 1)]
     [ValidateNotNullOrEmpty]
     [SupportsWildcards]
+    [ArgumentCompleter(typeof(SnapshotNameCompleter))]
     public string[]? Name { get; set; }
 
     protected override void ProcessRecord()

@@ -23,6 +23,7 @@ public sealed class RemoveVolumeSnapshotCommand : KvmCmdlet
     /// <summary>Names of the snapshots to delete.</summary>
     [Parameter(Mandatory = true, Position = 1, ParameterSetName = ByName)]
     [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(SnapshotNameCompleter))]
     public string[] Name { get; set; } = [];
 
     /// <summary>Ids of the snapshots to delete.</summary>

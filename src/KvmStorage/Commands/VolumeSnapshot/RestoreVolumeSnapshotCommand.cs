@@ -24,6 +24,7 @@ public sealed class RestoreVolumeSnapshotCommand : KvmCmdlet
     /// <summary>The name of the snapshot to revert to.</summary>
     [Parameter(Mandatory = true, Position = 1, ParameterSetName = ByName)]
     [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(SnapshotNameCompleter))]
     public string Name { get; set; } = string.Empty;
 
     /// <summary>The id of the snapshot to revert to.</summary>
