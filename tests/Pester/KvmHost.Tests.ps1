@@ -49,6 +49,14 @@ Describe 'Connect-KvmHost' {
         Get-KvmHost | Should -BeNullOrEmpty
     }
 
+    It 'explains a -Connection left empty by a failed Connect-KvmHost' {
+        $c = $null
+        try { $c = Connect-KvmHost -Uri 'qemu:///system?socket=/nonexistent/kvmstorage/libvirt-sock' } catch { }
+        $c | Should -BeNullOrEmpty
+        try { Get-StoragePool -Connection $c -ErrorAction Stop; $e = $null } catch { $e = $_ }
+        "$e" | Should -Match 'holds no connection.*Connect-KvmHost'
+    }
+
     It 'keeps offline the default when no connection was opened and the root is a sandbox' {
         New-StoragePool -Name offline -Path /srv/offline
         (Get-StoragePool offline).HostName | Should -Be "offline:$root"

@@ -31,6 +31,7 @@ public abstract class KvmCmdlet : PSCmdlet
     /// offline backend under <c>KVMSTORAGE_ROOT</c>.
     /// </summary>
     [Parameter]
+    [ConnectionArgument]
     [ValidateNotNullOrEmpty]
     public KvmConnection[]? Connection { get; set; }
 

@@ -66,3 +66,24 @@ internal static class KvmSession
         connection.Dispose();
     }
 }
+
+/// <summary>
+/// Says what an empty -Connection means: the variable holds no connection, usually because the Connect-KvmHost that
+/// should have filled it failed (instead of PowerShell's "argument collection contains a null value").
+/// </summary>
+[AttributeUsage(AttributeTargets.Property | AttributeTargets.Field)]
+public sealed class ConnectionArgumentAttribute : System.Management.Automation.ArgumentTransformationAttribute
+{
+    public override object? Transform(System.Management.Automation.EngineIntrinsics engineIntrinsics, object? inputData)
+    {
+        object? value = inputData is System.Management.Automation.PSObject pso ? pso.BaseObject : inputData;
+        bool empty = value is null || (value is System.Collections.IEnumerable items and not string && items.Cast<object?>().Any(i => i is null or System.Management.Automation.PSObject { BaseObject: null }));
+        if (empty)
+        {
+            throw new System.Management.Automation.ArgumentTransformationMetadataException(
+                "The value holds no connection. If it came from Connect-KvmHost, that command failed (see its error); Get-KvmHost lists the open connections. Leave -Connection out to use the session's default host.");
+        }
+
+        return inputData!;
+    }
+}
