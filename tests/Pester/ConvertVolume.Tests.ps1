@@ -107,6 +107,12 @@ Describe 'Convert-Volume' {
         Get-TreeSnapshot $root | Should -Be $before
     }
 
+    It 'tells with -Verbose the host, backend and root it works on, and what the work did' {
+        $verbose = @(Convert-Volume -Volume /var/lib/libvirt/images/disk.img -Format qcow2 -Verbose 4>&1 | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] } | ForEach-Object Message)
+        ($verbose -join "`n") | Should -Match 'offline .*backend, host root '
+        ($verbose -join "`n") | Should -Match 'done in [0-9.]+ s, 16 MiB of 16 MiB'
+    }
+
     It 'refuses an unknown format at binding' {
         { Convert-Volume -Volume (Join-Path $images 'disk.img') -Format vdi } | Should -Throw -ErrorId 'ParameterArgumentValidationError,*'
     }

@@ -36,7 +36,15 @@ public abstract class KvmCmdlet : PSCmdlet
     public KvmConnection[]? Connection { get; set; }
 
     /// <summary>The host this command works on (see <see cref="Connection"/>).</summary>
-    protected IKvmHost KvmHost => host ??= ResolveHost();
+    protected IKvmHost KvmHost => host ??= Announce(ResolveHost());
+
+    /// <summary>-Verbose: which host and backend a command works on, and under which root.</summary>
+    private IKvmHost Announce(IKvmHost resolved)
+    {
+        string backend = resolved is OfflineHost ? "offline (libvirt's files)" : "libvirt";
+        WriteVerbose($"{MyInvocation.MyCommand.Name}: host {resolved.Name}, {backend} backend, host root {resolved.Paths.Root}.");
+        return resolved;
+    }
 
     /// <summary>Every host given with -Connection (for commands that work on several), else the one <see cref="KvmHost"/>.</summary>
     protected IReadOnlyList<IKvmHost> KvmHosts => Connection is { Length: > 1 } several
@@ -239,6 +247,12 @@ public abstract class KvmCmdlet : PSCmdlet
             WriteProgress(new ProgressRecord(ActivityId, activity, description) { RecordType = ProgressRecordType.Completed });
         }
 
+        if (task.IsCompletedSuccessfully)
+        {
+            string amount = latest.Last is { BytesTotal: > 0 } last ? $", {ByteSize.Format(last.BytesCompleted)} of {ByteSize.Format(last.BytesTotal)}" : string.Empty;
+            WriteVerbose($"{description}: done in {clock.Elapsed.TotalSeconds:0.0} s{amount}.");
+        }
+
         return task.GetAwaiter().GetResult();
     }
 
@@ -264,11 +278,15 @@ public abstract class KvmCmdlet : PSCmdlet
         private readonly object gate = new();
         private ImageProgress? newest;
 
+        /// <summary>The last report of all, taken or not.</summary>
+        public ImageProgress? Last { get; private set; }
+
         public void Report(ImageProgress value)
         {
             lock (gate)
             {
                 newest = value;
+                Last = value;
             }
         }
 
