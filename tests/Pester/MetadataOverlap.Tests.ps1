@@ -14,18 +14,6 @@ BeforeAll {
     Import-Module (Join-Path $PSScriptRoot 'TestHelpers.psm1') -Force
     $script:hasQemu = [bool](Get-Command qemu-img -ErrorAction SilentlyContinue) -and [bool](Get-Command qemu-io -ErrorAction SilentlyContinue)
 
-    function Read-BE([string] $Path, [long] $Offset, [int] $Size) {
-        $fs = [IO.File]::OpenRead($Path)
-        try { $b = [byte[]]::new($Size); $fs.Position = $Offset; [void]$fs.Read($b, 0, $Size) } finally { $fs.Dispose() }
-        [ulong] $v = 0; foreach ($x in $b) { $v = ($v -shl 8) -bor $x }; $v
-    }
-
-    function Write-BE([string] $Path, [long] $Offset, [ulong] $Value) {
-        $b = [BitConverter]::GetBytes($Value); [Array]::Reverse($b)
-        $fs = [IO.File]::Open($Path, 'Open', 'ReadWrite')
-        try { $fs.Position = $Offset; $fs.Write($b, 0, 8) } finally { $fs.Dispose() }
-    }
-
     # A 4 MiB qcow2 with data in guest clusters 0 and 1 whose first guest cluster's L2 entry is made to point at the
     # metadata cluster named by $Kind (the copied flag kept). With -Snapshot (always for the snapshot kinds), snapshot
     # s1 is taken first and the data written again, so the active L2 table is the active L1's own.

@@ -158,5 +158,21 @@ function Get-TreeSnapshot {
     }
 }
 
-Export-ModuleMember -Function New-TestHostRoot, Get-TreeSnapshot, Get-HostSnapshot, Get-HostPath, Test-LiveBackend, `
+function Read-BE {
+    <# A big-endian unsigned integer of $Size bytes at $Offset of a file (qcow2 header and table fields). #>
+    param([string] $Path, [long] $Offset, [int] $Size)
+    $fs = [IO.File]::OpenRead($Path)
+    try { $b = [byte[]]::new($Size); $fs.Position = $Offset; [void]$fs.Read($b, 0, $Size) } finally { $fs.Dispose() }
+    [ulong] $v = 0; foreach ($x in $b) { $v = ($v -shl 8) -bor $x }; $v
+}
+
+function Write-BE {
+    <# Writes a big-endian 64-bit value at $Offset of a file (to craft qcow2 table entries). #>
+    param([string] $Path, [long] $Offset, [ulong] $Value)
+    $b = [BitConverter]::GetBytes($Value); [Array]::Reverse($b)
+    $fs = [IO.File]::Open($Path, 'Open', 'ReadWrite')
+    try { $fs.Position = $Offset; $fs.Write($b, 0, 8) } finally { $fs.Dispose() }
+}
+
+Export-ModuleMember -Function New-TestHostRoot, Read-BE, Write-BE, Get-TreeSnapshot, Get-HostSnapshot, Get-HostPath, Test-LiveBackend, `
     Get-TestBackendSkipReason, Initialize-TestBackend, Complete-TestBackend, Invoke-TestVirsh, Clear-TestLibvirtd, Add-TestLibvirtDomain
