@@ -178,6 +178,16 @@ Describe 'Optimize-Volume' {
         $script:images = Join-Path $root 'var/lib/libvirt/images'
     }
 
+    It 'keeps an image that a compact rewrite would not make smaller, and says so' {
+        $v = New-Volume -Pool default -Name empty.qcow2 -Size 1GB
+        $hash = (Get-FileHash -LiteralPath $v.LocalPath).Hash
+        $r = Optimize-Volume -Volume /var/lib/libvirt/images/empty.qcow2 -Compact -Confirm:$false
+        $r.Compacted | Should -BeFalse
+        $r.AllocatedAfter | Should -BeLessOrEqual $r.AllocatedBefore
+        (Get-FileHash -LiteralPath $v.LocalPath).Hash | Should -Be $hash
+        Get-ChildItem -Force $images -Filter '.kvmstorage-tmp-*' | Should -BeNullOrEmpty
+    }
+
     It 'frees all-zero qcow2 clusters<Label>, keeping the content' -Tag Oracle -ForEach @(
         @{ Label = ''; Compact = $false }
         @{ Label = ' and compacts'; Compact = $true }

@@ -81,10 +81,7 @@ public static partial class ImageOptimizer
                 }
             }
 
-            if (compact)
-            {
-                Rewrite(fullPath, format, progress, cancellationToken);
-            }
+            bool rewritten = compact && Rewrite(fullPath, format, progress, cancellationToken);
 
             return new ImageOptimizeResult
             {
@@ -93,7 +90,7 @@ public static partial class ImageOptimizer
                 AllocatedBefore = before,
                 AllocatedAfter = Allocated(fullPath),
                 ClustersFreed = freedClusters,
-                Compacted = compact,
+                Compacted = rewritten,
             };
         }
     }
@@ -291,8 +288,12 @@ public static partial class ImageOptimizer
         }
     }
 
-    /// <summary>Writes a compact copy under a hidden temporary name, then renames it over the image.</summary>
-    private static void Rewrite(string path, ImageFormat format, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
+    /// <summary>
+    /// Writes a compact copy under a hidden temporary name, then renames it over the image, unless the copy is no
+    /// smaller (an empty or already compact image: the fresh layout may take a cluster more); then the image is kept.
+    /// </summary>
+    /// <returns>True when the image was replaced by the compact copy.</returns>
+    private static bool Rewrite(string path, ImageFormat format, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
     {
         string directory = Path.GetDirectoryName(path)!;
 
@@ -318,12 +319,20 @@ public static partial class ImageOptimizer
                 }
 
                 Qcow2Resizer.Flush(target);
+                FileStatus copy = FileStatus.Get(temp);
+                if (copy.AllocatedBytes >= status.AllocatedBytes && copy.Length >= status.Length)
+                {
+                    File.Delete(temp);
+                    return false;
+                }
+
                 File.SetUnixFileMode(target, (UnixFileMode)(status.Mode & 0xFFF));
                 _ = NativeMethods.chown(temp, (int)status.Uid, (int)status.Gid);
 
                 // Renamed while the lock is still held, so no cleaner can take the finished temporary for abandoned.
                 File.Move(temp, path, overwrite: true);
                 AtomicFile.SyncDirectory(directory);
+                return true;
             }
         }
         catch
