@@ -9,7 +9,8 @@
       Help        turn en-US/*.md (PlatyPS schema) into en-US/KvmStorage.dll-Help.xml
       HelpMarkdown package, then create en-US/<Cmdlet>.md for cmdlets without one and refresh the SYNTAX
                   and parameter yaml blocks of the others from the built cmdlets (keeps written text)
-      Package     lay out the module in out/KvmStorage/<version>/ (Build + Help first)
+      Package     lay out the module in out/KvmStorage/<version>/ (Build + Help first) and make
+                  out/repository/KvmStorage.<version>.nupkg for Install-PSResource
       Quickstart  package, then run examples/quickstart.ps1 against a sandbox host root
       Test        package, install the test oracles (as root on Debian), run xunit and Pester,
                   print "Tests: N passed, N failed, N skipped", fail on any failure
@@ -106,6 +107,15 @@ function Invoke-Package([switch] $SkipHelp) {
     Set-Content -Path (Join-Path $ModuleDir 'KvmStorage.psd1') -Value $manifest -NoNewline
     if (-not $SkipHelp) { Invoke-Help }
     $null = Test-ModuleManifest (Join-Path $ModuleDir 'KvmStorage.psd1')
+    if (-not $SkipHelp) {
+        # The installable package: out/repository/KvmStorage.<version>.nupkg, a folder Install-PSResource can use as
+        # a repository (README, "Install").
+        $repository = Join-Path $OutRoot 'repository'
+        New-Item -ItemType Directory -Force -Path $repository | Out-Null
+        Get-ChildItem -LiteralPath $repository -Filter 'KvmStorage.*.nupkg' | Remove-Item -Force
+        Compress-PSResource -Path $ModuleDir -DestinationPath $repository
+        Write-Step "Package $(Join-Path $repository "KvmStorage.$Version.nupkg")"
+    }
 }
 
 function Test-IsRoot { (& id -u) -eq '0' }
