@@ -104,19 +104,18 @@ public sealed class GetVolumeCommand : KvmCmdlet
 
     private void WritePoolVolumes(IEnumerable<string>? pools, string[]? names)
     {
-        // A literal name asked of one pool is looked up there (VolumeNotFound when missing); asked of every pool, it is
-        // matched in each and reported missing only when no pool has it.
-        // A literal name asked of one pool is an error when missing there; asked of every pool or of a pattern of
-        // pools, only when none of them has it.
+        // A literal name asked of one pool is looked up there (VolumeNotFound when missing); asked of every pool or
+        // of a pattern of pools, it is matched in each and reported missing only when none of them has it.
         List<string>? asked = pools?.ToList();
         bool everyPool = asked is null || asked.Exists(WildcardPattern.ContainsWildcardCharacters);
-        List<string> filePools() => [.. KvmHost.ListPools().Where(r => r.Pool is { } p && p.Type.HoldsFileVolumes() && p.LocalPath is not null && Directory.Exists(p.LocalPath)).Select(r => r.Pool!.Name)];
+        // Listed once, however many patterns match against it.
+        var filePools = new Lazy<List<string>>(() => [.. KvmHost.ListPools().Where(r => r.Pool is { } p && p.Type.HoldsFileVolumes() && p.LocalPath is not null && Directory.Exists(p.LocalPath)).Select(r => r.Pool!.Name)]);
 
         // Pool names may be patterns (as on Get-StoragePool): each matches the pools that hold files; none is no error.
         pools = asked is null
-            ? filePools()
+            ? filePools.Value
             : asked.SelectMany(p => WildcardPattern.ContainsWildcardCharacters(p)
-                ? filePools().Where(new WildcardPattern(p, WildcardOptions.IgnoreCase).IsMatch)
+                ? filePools.Value.Where(new WildcardPattern(p, WildcardOptions.IgnoreCase).IsMatch)
                 : [p]).Distinct(StringComparer.Ordinal).ToList();
         var found = new HashSet<string>(StringComparer.Ordinal);
         foreach (string pool in pools)
