@@ -39,9 +39,9 @@
         'New-VolumeSnapshot'
         'Restore-VolumeSnapshot'
         'Remove-VolumeSnapshot'
-        'Connect-KvmHost'
-        'Get-KvmHost'
-        'Disconnect-KvmHost'
+        'Connect-LibvirtHost'
+        'Get-LibvirtHost'
+        'Disconnect-LibvirtHost'
     )
     FunctionsToExport      = @()
     VariablesToExport      = @()

@@ -29,7 +29,7 @@ $pool = Get-StoragePool -Name default -ErrorAction SilentlyContinue
 if (-not $pool) {
     New-StoragePool -Name default -Path /var/lib/libvirt/images -Build -Start -Autostart | Out-Null
 }
-elseif ($pool.State -ne 'Running' -and $pool.HostName -notlike 'offline:*') {
+elseif ($pool.State -ne 'running' -and $pool.HostName -notlike 'offline:*') {
     # A host whose libvirtd knows the pool but does not run it: libvirt creates volumes only in a running pool.
     Start-StoragePool -Name default | Out-Null
 }

@@ -75,7 +75,7 @@ Describe 'Convert-Volume' {
         $before = (Get-FileHash (Join-Path $images 'disk.img')).Hash
         $v = Convert-Volume -Volume (Join-Path $images 'disk.img') -Format qcow2 -Replace -Compress
         $v.Name | Should -Be 'disk.img'
-        $v.Format | Should -Be 'Qcow2'
+        $v.Format | Should -BeExactly 'qcow2'
         (Get-ChildItem $images -Force).Name | Should -Be @('disk.img')
         if ($hasQemuImg) {
             qemu-img convert -f qcow2 -O raw $v.LocalPath (Join-Path $TestDrive 'back.raw')
@@ -170,7 +170,7 @@ Describe 'Copy-Volume' {
 
     It 'copies a volume in its own format by default' {
         $c = Get-Volume -Pool default -Name disk.img | Copy-Volume -Name copy.img
-        $c.Format | Should -Be 'Raw'
+        $c.Format | Should -BeExactly 'raw'
         (Get-FileHash $c.LocalPath).Hash | Should -Be (Get-FileHash (Join-Path $images 'disk.img')).Hash
     }
 
@@ -190,14 +190,14 @@ Describe 'Copy-Volume' {
 
     It 'makes a linked clone with -Linked' {
         $l = Copy-Volume -Volume (Join-Path $images 'disk.img') -Name linked.qcow2 -Linked
-        $l.Format | Should -Be 'Qcow2'
+        $l.Format | Should -BeExactly 'qcow2'
         $l.BackingPath | Should -Be '/var/lib/libvirt/images/disk.img'
         $l.BackingFormat | Should -Be 'raw'
     }
 
     It 'takes the copy''s format from its new name, and refuses a name that contradicts -Format' {
         $q = Copy-Volume -Volume (Join-Path $images 'disk.img') -Name copy.qcow2
-        $q.Format | Should -Be 'Qcow2'
+        $q.Format | Should -BeExactly 'qcow2'
         $before = Get-TreeSnapshot $root
         { Copy-Volume -Volume (Join-Path $images 'disk.img') -Name copy2.qcow2 -Format raw -ErrorAction Stop } | Should -Throw -ErrorId 'FormatExtensionMismatch,*'
         Get-TreeSnapshot $root | Should -Be $before
@@ -230,12 +230,12 @@ Describe 'Import-Volume' {
 
     It 'imports in the format the new name says' {
         $v = Import-Volume -Path (Join-Path $images 'disk.img') -Pool default -Name imported.vmdk
-        $v.Format | Should -Be 'Vmdk'
+        $v.Format | Should -BeExactly 'vmdk'
     }
 
     It 'imports as raw under a given name' {
         $v = Import-Volume -Path (Join-Path $images 'disk.img') -Pool default -Name imported.raw -Format raw
-        $v.Format | Should -Be 'Raw'
+        $v.Format | Should -BeExactly 'raw'
         (Get-FileHash $v.LocalPath).Hash | Should -Be (Get-FileHash (Join-Path $images 'disk.img')).Hash
     }
 
@@ -260,7 +260,7 @@ Describe 'Export-Volume' {
     It 'exports a streamOptimized vmdk named by the destination''s extension and emits it' {
         $dest = Join-Path $TestDrive ('export-' + [guid]::NewGuid().ToString('N').Substring(0, 8) + '.vmdk')
         $v = Get-Volume -Pool default -Name disk.img | Export-Volume -Destination $dest
-        $v.Format | Should -Be 'Vmdk'
+        $v.Format | Should -BeExactly 'vmdk'
         $v.LocalPath | Should -Be $dest
         if ($hasQemuImg) {
             (qemu-img info --output=json $dest | ConvertFrom-Json -AsHashtable)['format-specific']['data']['create-type'] | Should -Be 'streamOptimized'

@@ -56,10 +56,10 @@ BeforeAll {
 
     # Help examples that cannot run on a sandbox root ('<file> <number>'), with the reason.
     $script:helpSkips = [ordered]@{
-        'Connect-KvmHost 1'    = 'connects to a running libvirtd (qemu:///system); Connect-KvmHost has no offline mode'
-        'Connect-KvmHost 2'    = 'connects over the network to a remote host and asks for a password (Get-Credential)'
-        'Get-KvmHost 2'        = 'needs at least one open libvirt connection (a running libvirtd)'
-        'Disconnect-KvmHost 1' = 'closes the default connection: needs one open (a running libvirtd); offline it reports ConnectionNotFound'
+        'Connect-LibvirtHost 1'    = 'connects to a running libvirtd (qemu:///system); Connect-LibvirtHost has no offline mode'
+        'Connect-LibvirtHost 2'    = 'connects over the network to a remote host and asks for a password (Get-Credential)'
+        'Get-LibvirtHost 2'        = 'needs at least one open libvirt connection (a running libvirtd)'
+        'Disconnect-LibvirtHost 1' = 'closes the default connection: needs one open (a running libvirtd); offline it reports ConnectionNotFound'
         'Start-StoragePool 1'  = 'starting a pool is libvirtd''s job: offline it is refused with LibvirtDaemonRequired'
         'Start-StoragePool 2'  = 'starting a pool is libvirtd''s job: offline it is refused with LibvirtDaemonRequired'
         'Stop-StoragePool 1'   = 'stopping a pool is libvirtd''s job: offline it is refused with LibvirtDaemonRequired'

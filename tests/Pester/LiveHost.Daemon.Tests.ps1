@@ -28,53 +28,53 @@ BeforeAll {
 }
 
 AfterAll {
-    Get-KvmHost | Disconnect-KvmHost
+    Get-LibvirtHost | Disconnect-LibvirtHost
     if ($daemon) { Stop-TestLibvirtd $daemon }
 }
 
 Describe 'Live backend against libvirtd' -Tag Daemon -Skip:([bool]$skipReason) {
     BeforeAll {
-        $script:conn = Connect-KvmHost -Uri $daemon.Uri
+        $script:conn = Connect-LibvirtHost -Uri $daemon.Uri
         function Invoke-Virsh { $out = & virsh -c $daemon.Uri @args 2>&1; if ($LASTEXITCODE) { throw "virsh $args failed: $out" }; $out | ForEach-Object { "$_".Trim() } | Where-Object { $_ } }
     }
-    AfterAll { Get-KvmHost | Disconnect-KvmHost }
+    AfterAll { Get-LibvirtHost | Disconnect-LibvirtHost }
 
     It 'loads the pool defined offline on its root' {
         (Invoke-Virsh pool-list --all --name) | Should -Contain 'offline-made'
         $pool = Get-StoragePool offline-made
         $pool.HostName | Should -Be $conn.Uri
-        $pool.State | Should -Be 'Inactive'
+        $pool.State | Should -BeExactly 'inactive'
         $pool.Path | Should -Be '/srv/kvmstorage-offline-made'
     }
 
-    It 'refuses offline writes on a root whose daemon runs, naming Connect-KvmHost' {
-        Disconnect-KvmHost -InputObject $conn
+    It 'refuses offline writes on a root whose daemon runs, naming Connect-LibvirtHost' {
+        Disconnect-LibvirtHost -InputObject $conn
         try {
             (Get-StoragePool offline-made).HostName | Should -Be "offline:$root"
             { New-StoragePool -Name refused -Path /srv/refused } | Should -Throw -ErrorId 'LibvirtDaemonRunning,*'
-            try { New-StoragePool -Name refused -Path /srv/refused } catch { $_.Exception.Message | Should -Match 'Connect-KvmHost' }
+            try { New-StoragePool -Name refused -Path /srv/refused } catch { $_.Exception.Message | Should -Match 'Connect-LibvirtHost' }
             Test-Path (Join-Path $root 'etc/libvirt/storage/refused.xml') | Should -BeFalse
         }
-        finally { $script:conn = Connect-KvmHost -Uri $daemon.Uri }
+        finally { $script:conn = Connect-LibvirtHost -Uri $daemon.Uri }
     }
 
     It 'defines, builds, starts, refreshes, stops and undefines a pool that virsh sees' {
         $path = Join-Path $images 'lifecycle'
         $pool = New-StoragePool -Name lifecycle -Path $path -Build -PassThru
-        $pool.State | Should -Be 'Inactive'
+        $pool.State | Should -BeExactly 'inactive'
         Test-Path $path | Should -BeTrue
         (Invoke-Virsh pool-list --all --name) | Should -Contain 'lifecycle'
 
         Start-StoragePool lifecycle
         (Invoke-Virsh pool-info lifecycle) -join "`n" | Should -Match 'State:\s+running'
         $running = Get-StoragePool lifecycle
-        $running.State | Should -Be 'Running'
+        $running.State | Should -BeExactly 'running'
         $running.Capacity | Should -BeGreaterThan 0
 
         Set-StoragePool lifecycle -Autostart $true
         (Invoke-Virsh pool-info lifecycle) -join "`n" | Should -Match 'Autostart:\s+yes'
 
-        (Update-StoragePool lifecycle -PassThru).State | Should -Be 'Running'
+        (Update-StoragePool lifecycle -PassThru).State | Should -BeExactly 'running'
         Stop-StoragePool lifecycle
         (Invoke-Virsh pool-info lifecycle) -join "`n" | Should -Match 'State:\s+inactive'
         Remove-StoragePool lifecycle -Confirm:$false
@@ -86,7 +86,7 @@ Describe 'Live backend against libvirtd' -Tag Daemon -Skip:([bool]$skipReason) {
         New-StoragePool -Name vols -Path $path -Build
         Start-StoragePool vols
         $v = New-Volume -Pool vols -Name disk1.qcow2 -Size 64MB -Format qcow2
-        $v.Format | Should -Be 'Qcow2'
+        $v.Format | Should -BeExactly 'qcow2'
         (Invoke-Virsh vol-list vols) -join "`n" | Should -Match 'disk1\.qcow2'
         (Invoke-Virsh vol-info --pool vols disk1.qcow2) -join "`n" | Should -Match 'Capacity:\s+64\.00 MiB'
         & qemu-img check (Join-Path $path 'disk1.qcow2') | Out-Null
@@ -131,7 +131,7 @@ Describe 'Live backend against libvirtd' -Tag Daemon -Skip:([bool]$skipReason) {
         New-StoragePool -Name ro -Path $path -Build
         Start-StoragePool ro
         $null = New-Volume -Pool ro -Name keep.qcow2 -Size 1MB
-        $ro = Connect-KvmHost -Uri $daemon.Uri -ReadOnly -NoDefault
+        $ro = Connect-LibvirtHost -Uri $daemon.Uri -ReadOnly -NoDefault
         try {
             (Get-Volume -Connection $ro -Pool ro).Name | Should -Be 'keep.qcow2'
             $before = Get-TreeSnapshot $path
@@ -154,7 +154,7 @@ Describe 'Live backend against libvirtd' -Tag Daemon -Skip:([bool]$skipReason) {
             Get-TreeSnapshot $path | Should -Be $before
             (Invoke-Virsh pool-list --all --name) | Should -Not -Contain 'ro2'
         }
-        finally { Disconnect-KvmHost -InputObject $ro }
+        finally { Disconnect-LibvirtHost -InputObject $ro }
     }
 
     It 'snapshots, rebases, merges, converts, copies, optimizes and checks volumes of a running pool; virsh agrees' {
@@ -192,30 +192,30 @@ Describe 'Live backend against libvirtd' -Tag Daemon -Skip:([bool]$skipReason) {
     It 'lists pools over qemu+tcp on loopback' {
         $credential = @{}
         if ($daemon.SaslUser) { $credential.Credential = [pscredential]::new($daemon.SaslUser, (ConvertTo-SecureString $daemon.SaslPassword -AsPlainText -Force)) }
-        $tcp = Connect-KvmHost -Uri $daemon.TcpUri -NoDefault @credential
+        $tcp = Connect-LibvirtHost -Uri $daemon.TcpUri -NoDefault @credential
         $tcp.Uri | Should -Be $daemon.TcpUri
         $pools = @(Get-StoragePool -Connection $tcp)
         $pools.Name | Should -Contain 'offline-made'
         $pools[0].HostName | Should -Be $daemon.TcpUri
         @(Get-StoragePool -Connection $conn, $tcp | Where-Object Name -EQ 'offline-made').HostName | Should -Be @($conn.Uri, $tcp.Uri)
-        Disconnect-KvmHost -InputObject $tcp
+        Disconnect-LibvirtHost -InputObject $tcp
     }
 
     It 'authenticates with SASL over qemu+tcp: -Credential succeeds, a wrong password is refused with libvirt''s message' -Skip:([bool]$saslSkip) {
         $good = [pscredential]::new($daemon.SaslUser, (ConvertTo-SecureString $daemon.SaslPassword -AsPlainText -Force))
-        $tcp = Connect-KvmHost -Uri $daemon.TcpUri -Credential $good -NoDefault
-        try { (Get-StoragePool -Connection $tcp).Name | Should -Contain 'offline-made' } finally { Disconnect-KvmHost -InputObject $tcp }
+        $tcp = Connect-LibvirtHost -Uri $daemon.TcpUri -Credential $good -NoDefault
+        try { (Get-StoragePool -Connection $tcp).Name | Should -Contain 'offline-made' } finally { Disconnect-LibvirtHost -InputObject $tcp }
 
-        $count = @(Get-KvmHost).Count
+        $count = @(Get-LibvirtHost).Count
         $bad = [pscredential]::new($daemon.SaslUser, (ConvertTo-SecureString 'not-the-password' -AsPlainText -Force))
         $err = $null
-        try { Connect-KvmHost -Uri $daemon.TcpUri -Credential $bad -NoDefault } catch { $err = $_ }
+        try { Connect-LibvirtHost -Uri $daemon.TcpUri -Credential $bad -NoDefault } catch { $err = $_ }
         $err.FullyQualifiedErrorId | Should -BeLike 'LibvirtAuthFailed,*'
         $err.CategoryInfo.Category | Should -Be 'PermissionDenied'
         $err.Exception.Message | Should -Match 'authentication failed'   # libvirt's message
         $err.Exception.Message | Should -Match "user name '$($daemon.SaslUser)'"
-        { Connect-KvmHost -Uri $daemon.TcpUri -NoDefault } | Should -Throw -ErrorId 'LibvirtAuthFailed,*'
-        @(Get-KvmHost).Count | Should -Be $count
+        { Connect-LibvirtHost -Uri $daemon.TcpUri -NoDefault } | Should -Throw -ErrorId 'LibvirtAuthFailed,*'
+        @(Get-LibvirtHost).Count | Should -Be $count
     }
 
     Context 'a running TCG domain' -Skip:([bool]$emulatorSkip) {
@@ -328,7 +328,7 @@ Describe 'Live backend against libvirtd' -Tag Daemon -Skip:([bool]$skipReason) {
 # Last: this stops the daemon.
 Describe 'A daemon that stops in the middle of a pipeline' -Tag Daemon -Skip:([bool]$skipReason) {
     It 'reports the lost connection per item with libvirt''s message, and writes nothing for the items after it' {
-        $null = Connect-KvmHost -Uri $daemon.Uri
+        $null = Connect-LibvirtHost -Uri $daemon.Uri
         foreach ($name in 'mid1', 'mid2') {
             New-StoragePool -Name $name -Path (Join-Path $images $name) -Build
             Start-StoragePool $name
@@ -343,7 +343,7 @@ Describe 'A daemon that stops in the middle of a pipeline' -Tag Daemon -Skip:([b
         $err | Should -HaveCount 1
         $err[0].FullyQualifiedErrorId | Should -BeLike 'LibvirtConnectionLost,*'
         $err[0].Exception.Message | Should -Match 'libvirt'
-        $err[0].Exception.Message | Should -Match 'Connect-KvmHost'
+        $err[0].Exception.Message | Should -Match 'Connect-LibvirtHost'
         @(Get-ChildItem -Force (Join-Path $images 'mid2')).Count | Should -Be 0
 
         # The next command says the same, and the offline fallback never kicks in silently.

@@ -73,3 +73,29 @@ Describe '<Name> asks before deleting' -ForEach $removers {
         $type.GetCustomAttributes([System.Management.Automation.CmdletAttribute], $false)[0].ConfirmImpact | Should -Be ([System.Management.Automation.ConfirmImpact]::High)
     }
 }
+
+Describe 'Import-Module -Prefix Kvm' {
+    # The way around a clash with another module's Get-StoragePool, New-Volume, Get-Volume, …: every noun gets the
+    # prefix once, so no command reads Kvm twice, and the prefixed commands work. In a child pwsh, so this session's
+    # module stays unprefixed.
+    It 'gives every cmdlet one Kvm prefix, and the prefixed commands run' {
+        $exe = [Environment]::ProcessPath
+        $first = [Environment]::GetCommandLineArgs()[0]
+        [string[]] $pre = @(if ([IO.Path]::GetFileNameWithoutExtension($exe) -eq 'dotnet' -and $first -like '*.dll') { $first })
+        $module = $env:KVMSTORAGE_TEST_MODULE -replace "'", "''"
+        $script = "Import-Module '$module' -Prefix Kvm; (Get-Command -Module KvmStorage).Name; '---'; (Get-KvmLibvirtHost | Measure-Object).Count; (Get-Help Get-KvmStoragePool).Synopsis"
+        $out = @(& $exe @pre -NoProfile -NonInteractive -Command $script 2>&1 | ForEach-Object { "$_" })
+        $LASTEXITCODE | Should -Be 0 -Because ($out -join "`n")
+        $split = [array]::IndexOf($out, '---')
+        $names = @($out[0..($split - 1)])
+        $names.Count | Should -Be $manifest.CmdletsToExport.Count
+        foreach ($n in $names) {
+            $verb, $noun = $n -split '-', 2
+            $noun | Should -BeLike 'Kvm*' -Because "$n carries the prefix"
+            $noun.Substring(3) | Should -Not -Match '^kvm' -Because "$n reads Kvm once"
+            ($noun.Substring(3) -in ($manifest.CmdletsToExport | ForEach-Object { ($_ -split '-', 2)[1] })) | Should -BeTrue
+        }
+        $out[$split + 1] | Should -Be '0' -Because 'Get-KvmLibvirtHost runs and lists no connection in a fresh session'
+        $out[$split + 2] | Should -Not -BeNullOrEmpty -Because 'help follows the prefixed name'
+    }
+}

@@ -29,7 +29,7 @@ Describe "New-StoragePool ($Backend)" -Tag $tags -Skip:([bool]$skip) {
         $pool = New-StoragePool -Name default -Path (Get-HostPath /var/lib/libvirt/images) -Build -Autostart -PassThru
         $pool | Should -BeOfType ([KvmStorage.Core.Pools.StoragePool])
         $pool.Name | Should -Be 'default'
-        $pool.Type | Should -Be 'Dir'
+        $pool.Type | Should -BeExactly 'dir'
         $pool.Autostart | Should -BeTrue
         $pool.Path | Should -Be (Get-HostPath /var/lib/libvirt/images)
         (Get-Item (Join-Path $root 'var/lib/libvirt/images')).UnixMode | Should -Be 'drwx--x--x'
@@ -48,12 +48,12 @@ Describe "New-StoragePool ($Backend)" -Tag $tags -Skip:([bool]$skip) {
     It 'starts the pool with -Start where a daemon runs, and says why it cannot offline' {
         $pool = New-StoragePool -Name started -Path (Get-HostPath /srv/started) -Build -Start -PassThru -WarningVariable w -WarningAction SilentlyContinue
         if ($live) {
-            $pool.State | Should -Be 'Running'
+            $pool.State | Should -BeExactly 'running'
             $w | Should -BeNullOrEmpty
             (Invoke-TestVirsh pool-info started) -join "`n" | Should -Match 'State:\s+running'
         }
         else {
-            $pool.State | Should -Be 'Inactive'
+            $pool.State | Should -BeExactly 'inactive'
             "$w" | Should -Match 'not started: no libvirt daemon'
             Test-Path (Join-Path $root 'run/libvirt/storage/started.xml') | Should -BeFalse
         }
@@ -78,9 +78,9 @@ Describe "New-StoragePool ($Backend)" -Tag $tags -Skip:([bool]$skip) {
         $p = $Params.Clone()
         if ($p.Path) { $p.Path = Get-HostPath $p.Path }
         $pool = New-StoragePool -Name "p$Type" @p -PassThru
-        $pool.Type | Should -Be $Type
+        $pool.Type | Should -BeExactly $Type.ToLowerInvariant()
         $pool.Source.ToString() | Should -Be $Source
-        (Get-StoragePool "p$Type").Type | Should -Be $Type
+        (Get-StoragePool "p$Type").Type | Should -BeExactly $Type.ToLowerInvariant()
         if ($live) { (Invoke-TestVirsh pool-dumpxml --inactive "p$Type") -join "`n" | Should -Match "<pool type='$($Type.ToLowerInvariant())'>" }
     }
 
@@ -155,11 +155,11 @@ Describe "Get-StoragePool ($Backend)" -Tag $tags -Skip:([bool]$skip) {
         Set-Content -Path (Join-Path $root 'var/lib/libvirt/images/a.img') -Value 'x'
         if ($live) {
             # libvirt knows the space and volumes of a running pool only.
-            (Get-StoragePool default).State | Should -Be 'Inactive'
+            (Get-StoragePool default).State | Should -BeExactly 'inactive'
             Invoke-TestVirsh pool-start default | Out-Null
             try {
                 $p = Get-StoragePool default
-                $p.State | Should -Be 'Running'
+                $p.State | Should -BeExactly 'running'
                 $p.Capacity | Should -BeGreaterThan 0
                 $p.Available | Should -BeGreaterThan 0
                 $p.VolumeCount | Should -Be 1
@@ -171,7 +171,7 @@ Describe "Get-StoragePool ($Backend)" -Tag $tags -Skip:([bool]$skip) {
             return
         }
         $p = Get-StoragePool default
-        $p.State | Should -Be 'Inactive'
+        $p.State | Should -BeExactly 'inactive'
         $p.Capacity | Should -BeGreaterThan 0
         $p.Available | Should -BeGreaterThan 0
         $p.VolumeCount | Should -Be 1
@@ -179,7 +179,7 @@ Describe "Get-StoragePool ($Backend)" -Tag $tags -Skip:([bool]$skip) {
         $p.Uuid | Should -Not -Be ([guid]::Empty)
         New-Item -ItemType Directory -Force (Join-Path $root 'run/libvirt/storage') | Out-Null
         Set-Content (Join-Path $root 'run/libvirt/storage/default.xml') '<poolstate/>'
-        (Get-StoragePool default).State | Should -Be 'Running'
+        (Get-StoragePool default).State | Should -BeExactly 'running'
         Remove-Item (Join-Path $root 'run/libvirt/storage/default.xml')
     }
 

@@ -24,17 +24,17 @@ function Initialize-TestBackend {
     <# Called in a suite's BeforeAll: live, connects to the shared daemon and makes it the session default. #>
     param([Parameter(Mandatory)] [ValidateSet('Offline', 'Live')] [string] $Backend)
     $script:Backend = $Backend
-    Get-KvmHost | Disconnect-KvmHost
+    Get-LibvirtHost | Disconnect-LibvirtHost
     if ($Backend -eq 'Live') {
         Clear-TestLibvirtd
-        $null = Connect-KvmHost -Uri $env:KVMSTORAGE_TEST_LIBVIRT_URI
+        $null = Connect-LibvirtHost -Uri $env:KVMSTORAGE_TEST_LIBVIRT_URI
     }
 }
 
 function Complete-TestBackend {
     <# Called in a suite's AfterAll: leaves the daemon empty and the session offline for the next suite. #>
     if ($script:Backend -eq 'Live') {
-        Get-KvmHost | Disconnect-KvmHost
+        Get-LibvirtHost | Disconnect-LibvirtHost
         Clear-TestLibvirtd
         if ($script:TestConnection) { $script:TestConnection.Dispose(); $script:TestConnection = $null }
     }

@@ -86,3 +86,30 @@ Describe 'Exports of every object type' {
         ($v | ConvertTo-Json -Depth 4 | ConvertFrom-Json).Chain.Count | Should -Be 1
     }
 }
+
+Describe 'One spelling of formats, pool types and states' {
+    # libvirt's XML and qemu-img spell them in lower case; so does every object, view and export of the module, and a
+    # JSON export holds the name, never an enum number.
+    It '<Type>.<Property> is ''<Expected>'' in the object, the view, JSON and CSV' -ForEach @(
+        @{ Type = 'StoragePool'; Property = 'Type'; Expected = 'dir'; Objects = { Get-StoragePool default } }
+        @{ Type = 'StoragePool'; Property = 'State'; Expected = 'inactive'; Objects = { Get-StoragePool default } }
+        @{ Type = 'StorageVolume'; Property = 'Format'; Expected = 'qcow2'; Objects = { Get-Volume default web-frontend-production-01-logs.qcow2 } }
+        @{ Type = 'ImageInfo'; Property = 'Format'; Expected = 'qcow2'; Objects = { (Get-Volume default web-frontend-production-01-logs.qcow2).Image } }
+        @{ Type = 'VMDisk'; Property = 'Format'; Expected = 'qcow2'; Objects = { Get-VMDisk kvm1 -Target vda } }
+        @{ Type = 'ImageCheckResult'; Property = 'Format'; Expected = 'qcow2'; Objects = { Test-Volume /var/lib/libvirt/images/web-frontend-production-01-logs.qcow2 } }
+        @{ Type = 'ImageOptimizeResult'; Property = 'Format'; Expected = 'qcow2'; Objects = { Optimize-Volume /var/lib/libvirt/images/web-frontend-production-01-data.qcow2 -Confirm:$false } }
+    ) {
+        $o = & $Objects
+        $o.$Property | Should -BeExactly $Expected
+        $o.$Property | Should -BeOfType [string]
+        ($o | ConvertTo-Json -Depth 3 -WarningAction SilentlyContinue | ConvertFrom-Json).$Property | Should -BeExactly $Expected
+        ($o | ConvertTo-Csv | ConvertFrom-Csv).$Property | Should -BeExactly $Expected
+        ($o | Format-List -Property $Property | Out-String) | Should -MatchExactly "$Property\s*:\s*$Expected"
+    }
+
+    It 'a raw volume and a vmdk volume say raw and vmdk' {
+        (New-Volume default spelled.img -Size 1MB).Format | Should -BeExactly 'raw'
+        (New-Volume default spelled.vmdk -Size 1MB).Format | Should -BeExactly 'vmdk'
+        (Get-Volume -Pool default -Name spelled.* | Format-Table | Out-String) | Should -MatchExactly '\braw\b'
+    }
+}

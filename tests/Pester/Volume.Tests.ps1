@@ -50,7 +50,7 @@ Describe "New-Volume ($Backend)" -Tag $tags -Skip:([bool]$skip) {
     It 'creates the classic sparse 8 GiB raw kvm1.img from a piped pool, mode 0600' {
         $v = Get-StoragePool default | New-Volume -Name kvm1.img -Size 8GB -Format raw
         $v | Should -BeOfType ([KvmStorage.Core.Volumes.StorageVolume])
-        $v.Format | Should -Be 'Raw'
+        $v.Format | Should -BeExactly 'raw'
         $v.Capacity | Should -Be 8GB
         $v.Allocation | Should -BeLessThan 1MB
         $v.Path | Should -Be (Get-HostPath '/var/lib/libvirt/images/kvm1.img')
@@ -108,7 +108,7 @@ Describe "New-Volume ($Backend)" -Tag $tags -Skip:([bool]$skip) {
     It 'creates a monolithicSparse vmdk' -Tag Oracle {
         if (-not $hasQemuImg) { Set-ItResult -Skipped -Because 'qemu-img is not installed'; return }
         $v = New-Volume -Pool default -Name v.vmdk -Size 1GB -Format vmdk
-        $v.Format | Should -Be 'Vmdk'
+        $v.Format | Should -BeExactly 'vmdk'
         $info = Get-QemuInfo $v.LocalPath
         $info['format'] | Should -Be 'vmdk'
         $info['virtual-size'] | Should -Be 1GB
@@ -250,7 +250,7 @@ Describe "Get-Volume ($Backend)" -Tag $tags -Skip:([bool]$skip) {
     It 'lists every file as libvirt does (non-images as raw), but not the module''s temp files' {
         $all = Get-Volume -Pool default
         $all.Name | Sort-Object | Should -Be @('a.qcow2', 'b.img', 'README')
-        ($all | Where-Object Name -EQ README).Format | Should -Be 'Raw'
+        ($all | Where-Object Name -EQ README).Format | Should -BeExactly 'raw'
         if ($live) {
             # libvirt lists hidden files too; a real temporary exists only while a write runs, before the refresh.
             Update-StoragePool default

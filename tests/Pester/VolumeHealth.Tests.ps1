@@ -213,7 +213,7 @@ Describe 'Optimize-Volume' {
         $bytes = [byte[]]::new(4MB)
         [IO.File]::WriteAllBytes($file, $bytes)
         $r = Optimize-Volume $file -Confirm:$false
-        $r.Format | Should -Be 'Raw'
+        $r.Format | Should -BeExactly 'raw'
         $r.AllocatedAfter | Should -BeLessThan $r.AllocatedBefore
         (Get-Item $file).Length | Should -Be 4MB
     }

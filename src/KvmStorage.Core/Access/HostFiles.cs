@@ -190,7 +190,7 @@ public sealed class HostFiles
     // Listed (and their links resolved) once per HostFiles: a listing checks many backing files against them.
     private IReadOnlyList<(string Pool, string Folder, string RealFolder)> PoolFolders() => poolFolders ??= host.ListPools()
         .Select(r => r.Pool)
-        .Where(p => p is not null && p.Type.HoldsFileVolumes() && p.LocalPath is not null)
+        .Where(p => p is not null && p.PoolType.HoldsFileVolumes() && p.LocalPath is not null)
         .Select(p =>
         {
             string folder = Path.TrimEndingDirectorySeparator(Path.GetFullPath(p!.LocalPath!));

@@ -183,7 +183,7 @@ public sealed class VolumeOperations(IKvmHost host)
 
         host.EnsureWritable($"Deleting volume '{volume.Name}'", volume.Path);
         OfflineVolumeStore.EnsureRemovable(host, volume, force);
-        string description = $"Delete the volume's image file ({volume.Format.ToQemuName()}, {Sizes.ByteSize.Format(volume.Capacity)})";
+        string description = $"Delete the volume's image file ({volume.Format}, {Sizes.ByteSize.Format(volume.Capacity)})";
         return new(volume.Path, description, (_, _) =>
         {
             host.RemoveVolume(pool, volume.Name, force);
@@ -255,9 +255,9 @@ public sealed class VolumeOperations(IKvmHost host)
     public static void RequireQcow2(StorageVolume volume)
     {
         ArgumentNullException.ThrowIfNull(volume);
-        if (volume.Format != ImageFormat.Qcow2)
+        if (volume.ImageFormat != ImageFormat.Qcow2)
         {
-            throw new KvmStorageException(ErrorKind.NotSupported, ImageErrorIds.SnapshotsNotSupported, $"'{volume.Path}' is a {volume.Format.ToQemuName()} image; only qcow2 images have internal snapshots.", volume.Path);
+            throw new KvmStorageException(ErrorKind.NotSupported, ImageErrorIds.SnapshotsNotSupported, $"'{volume.Path}' is a {volume.Format} image; only qcow2 images have internal snapshots.", volume.Path);
         }
     }
 
@@ -277,7 +277,7 @@ public sealed class VolumeOperations(IKvmHost host)
     /// </summary>
     private void EnsureSound(StorageVolume volume)
     {
-        if (volume.Format != ImageFormat.Qcow2 || host is LiveHost { IsLocal: false } || !File.Exists(volume.LocalPath))
+        if (volume.ImageFormat != ImageFormat.Qcow2 || host is LiveHost { IsLocal: false } || !File.Exists(volume.LocalPath))
         {
             return;
         }

@@ -94,7 +94,7 @@ public sealed class DiskAttachments
             SourceIsBlockDevice = volume is not null && IsBlockDevice(volume.LocalPath),
 
             // libvirt reads a missing driver type as raw, which would show a qcow2 container to the guest.
-            Format = volume?.Format.ToQemuName(),
+            Format = volume?.Format,
             Target = request.Target,
             Bus = request.Bus,
             Device = request.Device,
@@ -120,7 +120,7 @@ public sealed class DiskAttachments
     public VMDisk ChangeMedia(string vmName, string target, string? localImagePath, DeviceScope scope = DeviceScope.Default)
     {
         StorageVolume? volume = localImagePath is null ? null : host.GetVolumeByPath(localImagePath);
-        DomainDisk changed = host.ChangeDiskMedia(vmName, target, volume?.Path, volume?.Format.ToQemuName(), scope);
+        DomainDisk changed = host.ChangeDiskMedia(vmName, target, volume?.Path, volume?.Format, scope);
         return AsNowDefined(vmName, changed);
     }
 

@@ -4,7 +4,7 @@ using KvmStorage.Core.Libvirt;
 
 namespace KvmStorage.Core.Hosting;
 
-/// <summary>An open connection to a libvirt daemon, as Connect-KvmHost emits it.</summary>
+/// <summary>An open connection to a libvirt daemon, as Connect-LibvirtHost emits it.</summary>
 public sealed class KvmConnection : IDisposable
 {
     private KvmConnection(LiveHost host, string hostname, Version libvirtVersion, Version? hypervisorVersion)
@@ -29,7 +29,7 @@ public sealed class KvmConnection : IDisposable
 
     public bool ReadOnly => Host.Connection.ReadOnly;
 
-    /// <summary>True until Disconnect-KvmHost closes it.</summary>
+    /// <summary>True until Disconnect-LibvirtHost closes it.</summary>
     public bool IsOpen => !Host.Connection.IsClosed;
 
     /// <summary>The backend that cmdlets use through this connection.</summary>

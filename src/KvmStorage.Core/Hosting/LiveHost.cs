@@ -186,7 +186,7 @@ public sealed class LiveHost : IKvmHost, IDisposable
         PoolNames.Validate(name);
         using LibvirtPool pool = Connection.LookupPool(name);
         bool active = pool.GetInfo().State != (int)PoolState.Inactive;
-        string? localFolder = deleteTarget && ReadPool(pool) is { LocalPath: { } folder } current && current.Type.HoldsFileVolumes() ? folder : null;
+        string? localFolder = deleteTarget && ReadPool(pool) is { LocalPath: { } folder } current && current.PoolType.HoldsFileVolumes() ? folder : null;
         if (localFolder is not null && Directory.Exists(localFolder) && Directory.EnumerateFileSystemEntries(localFolder).Any())
         {
             // libvirt would say only "Directory not empty", and an inactive pool lists no volumes.
@@ -364,7 +364,7 @@ public sealed class LiveHost : IKvmHost, IDisposable
         if (UsesFileEngine(p))
         {
             files.Remove(pool, name, force);
-            if (p.State == PoolState.Running)
+            if (p.PoolState == PoolState.Running)
             {
                 RefreshAfterWrite(pool, $"The image '{name}' was deleted");
             }
@@ -385,7 +385,7 @@ public sealed class LiveHost : IKvmHost, IDisposable
         if (UsesFileEngine(p))
         {
             StorageVolume resized = files.Resize(pool, name, newSize, options, progress, cancellationToken);
-            if (p.State == PoolState.Running)
+            if (p.PoolState == PoolState.Running)
             {
                 RefreshAfterWrite(pool, $"The image '{resized.Path}' was resized");
             }
@@ -671,7 +671,7 @@ public sealed class LiveHost : IKvmHost, IDisposable
         }
     }
 
-    private bool UsesFileEngine(StoragePool pool) => IsLocal && pool.Type.HoldsFileVolumes() && pool.LocalPath is not null;
+    private bool UsesFileEngine(StoragePool pool) => IsLocal && pool.PoolType.HoldsFileVolumes() && pool.LocalPath is not null;
 
     /// <summary>
     /// The native engine writes files itself, where libvirt's read-only check never runs: a read-only connection
@@ -684,14 +684,14 @@ public sealed class LiveHost : IKvmHost, IDisposable
             throw new KvmStorageException(
                 ErrorKind.PermissionDenied,
                 LibvirtErrorIds.OperationDenied,
-                $"{what} needs a writable connection, but the connection to {Name} is read-only. Connect again without -ReadOnly (Connect-KvmHost -Uri '{Name}').",
+                $"{what} needs a writable connection, but the connection to {Name} is read-only. Connect again without -ReadOnly (Connect-LibvirtHost -Uri '{Name}').",
                 target);
         }
     }
 
     private static void RequireActive(StoragePool pool)
     {
-        if (pool.State != PoolState.Running)
+        if (pool.PoolState != PoolState.Running)
         {
             throw new KvmStorageException(ErrorKind.InvalidOperation, LibvirtErrorIds.PoolNotActive, $"Pool '{pool.Name}' is not running ({pool.State}); libvirt takes new volumes only in a running pool. Start it with Start-StoragePool.", pool.Name);
         }
@@ -758,8 +758,8 @@ public sealed class LiveHost : IKvmHost, IDisposable
         {
             Name = pool.Name,
             Uuid = definition.Uuid ?? Guid.Empty,
-            Type = definition.Type,
-            State = state,
+            PoolType = definition.Type,
+            PoolState = state,
             Autostart = persistent && pool.Autostart,
             Persistent = persistent,
             Path = target,
@@ -800,7 +800,7 @@ public sealed class LiveHost : IKvmHost, IDisposable
         var info = new ImageInfo
         {
             Path = path,
-            Format = format,
+            ImageFormat = format,
             VirtualSize = capacity,
             ActualSize = allocation,
             FileLength = physical,
@@ -814,7 +814,7 @@ public sealed class LiveHost : IKvmHost, IDisposable
             Pool = pool,
             Path = path,
             LocalPath = path,
-            Format = format,
+            ImageFormat = format,
             Capacity = capacity,
             Allocation = allocation,
             FileLength = physical,

@@ -114,7 +114,7 @@ public sealed class OfflineHost : IKvmHost
             throw new KvmStorageException(
                 ErrorKind.NotSupported,
                 LibvirtErrorIds.LiveChangeUnavailable,
-                $"The offline backend ({Name}) changes only the persistent definition of '{vmName}'; a change to the running VM needs the libvirt daemon: connect with Connect-KvmHost, or omit -Live.",
+                $"The offline backend ({Name}) changes only the persistent definition of '{vmName}'; a change to the running VM needs the libvirt daemon: connect with Connect-LibvirtHost, or omit -Live.",
                 vmName);
         }
     }
@@ -122,6 +122,6 @@ public sealed class OfflineHost : IKvmHost
     private KvmStorageException NeedsDaemon(string what, string name) => new(
         ErrorKind.NotSupported,
         LibvirtErrorIds.DaemonRequired,
-        $"{what} needs a running libvirt daemon; the offline backend ({Name}) only edits files. Start libvirtd and connect with Connect-KvmHost.",
+        $"{what} needs a running libvirt daemon; the offline backend ({Name}) only edits files. Start libvirtd and connect with Connect-LibvirtHost.",
         name);
 }

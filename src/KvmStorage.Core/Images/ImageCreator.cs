@@ -128,7 +128,7 @@ public static class ImageCreator
             }
 
             size ??= backing.VirtualSize;
-            backingFormat ??= backing.Format;
+            backingFormat ??= backing.ImageFormat;
         }
 
         if (size is null)

@@ -19,12 +19,16 @@ public enum ImageFormat
 public sealed class ImageInfo
 {
     /// <summary>The format and guest size, as an export to CSV shows the object.</summary>
-    public override string ToString() => $"{Format.ToQemuName()}, {VirtualSize} bytes";
+    public override string ToString() => $"{Format}, {VirtualSize} bytes";
 
     /// <summary>Full path of the file that was inspected.</summary>
     public required string Path { get; init; }
 
-    public required ImageFormat Format { get; init; }
+    /// <summary>qemu-img's name of the format (<c>qcow2</c>, <c>raw</c>, <c>vmdk</c>, …), the one spelling libvirt's XML uses too.</summary>
+    public string Format => ImageFormat.ToQemuName();
+
+    /// <summary>The format as the engine handles it.</summary>
+    internal ImageFormat ImageFormat { get; init; }
 
     /// <summary>Guest-visible size in bytes (qemu's <c>virtual-size</c>).</summary>
     public required ulong VirtualSize { get; init; }

@@ -250,7 +250,7 @@ public static class ImageInspector
     private static ImageInfo CopyWith(ImageInfo info, string? fullBackingFile, IReadOnlyList<ImageInfo> chain, string? refusal) => new()
     {
         Path = info.Path,
-        Format = info.Format,
+        ImageFormat = info.ImageFormat,
         VirtualSize = info.VirtualSize,
         ActualSize = info.ActualSize,
         FileLength = info.FileLength,

@@ -27,7 +27,7 @@ public sealed unsafe class LibvirtConnection : IDisposable
     public bool IsAlive => !handle.IsClosed && LibvirtNative.virConnectIsAlive(handle) == 1;
 
     internal ConnectionHandle Handle => handle.IsClosed
-        ? throw new KvmStorageException(ErrorKind.InvalidOperation, LibvirtErrorIds.ConnectionClosed, $"The connection to '{Uri}' is closed. Open a new one with Connect-KvmHost.", Uri)
+        ? throw new KvmStorageException(ErrorKind.InvalidOperation, LibvirtErrorIds.ConnectionClosed, $"The connection to '{Uri}' is closed. Open a new one with Connect-LibvirtHost.", Uri)
         : handle;
 
     /// <summary>

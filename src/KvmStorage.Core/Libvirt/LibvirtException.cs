@@ -46,7 +46,7 @@ public static class LibvirtErrorIds
     /// <summary>The daemon went away under an open connection (stopped, restarted, network lost).</summary>
     public const string ConnectionLost = "LibvirtConnectionLost";
 
-    /// <summary>The connection was closed (Disconnect-KvmHost).</summary>
+    /// <summary>The connection was closed (Disconnect-LibvirtHost).</summary>
     public const string ConnectionClosed = "ConnectionClosed";
 
     /// <summary>A cmdlet that works on one host was given several connections.</summary>
@@ -105,7 +105,7 @@ public sealed class LibvirtException : KvmStorageException
             IsTransportFailure(code, domain) ? ErrorKind.ResourceUnavailable : KindOf(code),
             IsTransportFailure(code, domain) ? LibvirtErrorIds.ConnectionLost : LibvirtErrorIds.ForCode(code),
             IsTransportFailure(code, domain)
-                ? $"The connection to the libvirt daemon was lost ({libvirtMessage}). Check that the daemon runs and is reachable, then connect again with Connect-KvmHost."
+                ? $"The connection to the libvirt daemon was lost ({libvirtMessage}). Check that the daemon runs and is reachable, then connect again with Connect-LibvirtHost."
                 : libvirtMessage,
             target)
     {

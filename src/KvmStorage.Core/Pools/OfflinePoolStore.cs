@@ -227,8 +227,8 @@ public sealed class OfflinePoolStore
         {
             Name = name,
             Uuid = definition.Uuid ?? Guid.Empty,
-            Type = definition.Type,
-            State = running ? PoolState.Running : PoolState.Inactive,
+            PoolType = definition.Type,
+            PoolState = running ? PoolState.Running : PoolState.Inactive,
             Autostart = IsAutostart(name),
             Persistent = true,
             Path = definition.TargetPath,
@@ -324,13 +324,13 @@ public sealed class OfflinePoolStore
                 continue;
             }
 
-            if (target is not null && definition.Type.HoldsFileVolumes() && pool.Type.HoldsFileVolumes() && pool.Path is not null && Path.TrimEndingDirectorySeparator(pool.Path) == target)
+            if (target is not null && definition.Type.HoldsFileVolumes() && pool.PoolType.HoldsFileVolumes() && pool.Path is not null && Path.TrimEndingDirectorySeparator(pool.Path) == target)
             {
                 throw new KvmStorageException(ErrorKind.AlreadyExists, ErrorIds.PoolTargetInUse, $"Pool '{pool.Name}' already uses the target path '{pool.Path}'.", definition.Name);
             }
 
             // libvirt's "Storage source conflict": the same network export, device or named source.
-            bool sameSource = pool.Type == definition.Type && !source.IsEmpty && pool.Source.ToString() == source.ToString();
+            bool sameSource = pool.PoolType == definition.Type && !source.IsEmpty && pool.Source.ToString() == source.ToString();
             if (sameSource)
             {
                 throw new KvmStorageException(ErrorKind.AlreadyExists, ErrorIds.PoolTargetInUse, $"Pool '{pool.Name}' already uses the source '{source}'.", definition.Name);

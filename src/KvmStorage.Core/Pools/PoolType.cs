@@ -34,6 +34,9 @@ public static class PoolTypes
     /// <summary>The name libvirt uses in XML: <c>dir</c>, <c>iscsi-direct</c>, ….</summary>
     public static string ToXmlName(this PoolType type) => type == PoolType.IscsiDirect ? "iscsi-direct" : type.ToString().ToLowerInvariant();
 
+    /// <summary>The name libvirt gives a state: <c>inactive</c>, <c>building</c>, <c>running</c>, <c>degraded</c>, <c>inaccessible</c>.</summary>
+    public static string ToName(this PoolState state) => state.ToString().ToLowerInvariant();
+
     public static bool TryParse(string? name, out PoolType type)
     {
         type = PoolType.Dir;

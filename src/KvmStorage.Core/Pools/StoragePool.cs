@@ -7,9 +7,17 @@ public sealed class StoragePool
 
     public required Guid Uuid { get; init; }
 
-    public required PoolType Type { get; init; }
+    /// <summary>libvirt's name of the pool type (<c>dir</c>, <c>logical</c>, <c>iscsi-direct</c>, …), as the definition spells it.</summary>
+    public string Type => PoolType.ToXmlName();
 
-    public required PoolState State { get; init; }
+    /// <summary>The type as the engine handles it.</summary>
+    internal PoolType PoolType { get; init; }
+
+    /// <summary>libvirt's name of the state (<c>running</c>, <c>inactive</c>, …), as <c>virsh pool-info</c> spells it.</summary>
+    public string State => PoolState.ToName();
+
+    /// <summary>The state as the engine handles it.</summary>
+    internal PoolState PoolState { get; init; }
 
     public required bool Autostart { get; init; }
 

@@ -16,7 +16,7 @@ internal static class BackingUsers
         var users = new List<string>();
         foreach (PoolReadResult entry in host.ListPools())
         {
-            if (entry.Pool is not { } pool || !pool.Type.HoldsFileVolumes() || pool.LocalPath is null || !Directory.Exists(pool.LocalPath))
+            if (entry.Pool is not { } pool || !pool.PoolType.HoldsFileVolumes() || pool.LocalPath is null || !Directory.Exists(pool.LocalPath))
             {
                 continue;
             }

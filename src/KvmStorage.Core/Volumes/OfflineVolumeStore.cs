@@ -202,7 +202,7 @@ public sealed class OfflineVolumeStore
             Pool = poolName,
             Path = ToHostPath(localFile),
             LocalPath = localFile,
-            Format = info.Format,
+            ImageFormat = info.ImageFormat,
             Capacity = info.VirtualSize,
             Allocation = info.ActualSize,
             FileLength = info.FileLength,
@@ -230,12 +230,12 @@ public sealed class OfflineVolumeStore
 
     private static string RequireFolder(StoragePool pool, HostFiles files)
     {
-        if (!pool.Type.HoldsFileVolumes() || pool.LocalPath is null)
+        if (!pool.PoolType.HoldsFileVolumes() || pool.LocalPath is null)
         {
             throw new KvmStorageException(
                 ErrorKind.NotSupported,
                 VolumeErrorIds.PoolHasNoFolder,
-                $"Pool '{pool.Name}' is of type {pool.Type.ToXmlName()}: its volumes are managed by libvirt, which the offline backend cannot reach.",
+                $"Pool '{pool.Name}' is of type {pool.Type}: its volumes are managed by libvirt, which the offline backend cannot reach.",
                 pool.Name);
         }
 

@@ -20,7 +20,11 @@ public sealed class StorageVolume
     /// <summary>Where the file lies under the session's host root.</summary>
     public required string LocalPath { get; init; }
 
-    public required ImageFormat Format { get; init; }
+    /// <summary>qemu-img's name of the format (<c>qcow2</c>, <c>raw</c>, <c>vmdk</c>, …), the one spelling libvirt's XML uses too.</summary>
+    public string Format => ImageFormat.ToQemuName();
+
+    /// <summary>The format as the engine handles it.</summary>
+    internal ImageFormat ImageFormat { get; init; }
 
     /// <summary>Virtual (guest-visible) size in bytes.</summary>
     public required ulong Capacity { get; init; }

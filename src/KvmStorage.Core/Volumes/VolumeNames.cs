@@ -114,7 +114,7 @@ public static class VolumePreallocation
     public static Images.Preallocation Infer(StorageVolume volume)
     {
         ArgumentNullException.ThrowIfNull(volume);
-        return volume.Format == Images.ImageFormat.Raw && volume.FileLength > 0 && volume.Allocation >= volume.FileLength
+        return volume.ImageFormat == Images.ImageFormat.Raw && volume.FileLength > 0 && volume.Allocation >= volume.FileLength
             ? Images.Preallocation.Falloc
             : Images.Preallocation.Off;
     }

@@ -131,7 +131,7 @@ public sealed class VolumeTransfer(IKvmHost host)
 
         bool sameFolder = string.Equals(Path.GetDirectoryName(Path.GetFullPath(destinationLocalPath)), Path.GetDirectoryName(source.LocalPath), StringComparison.Ordinal);
         string recorded = sameFolder ? source.BackingFile : source.BackingPath;
-        ImageFormat? backingFormat = ImageFormats.TryParse(source.BackingFormat, out ImageFormat f) ? f : source.Image.BackingChain.Count > 0 ? source.Image.BackingChain[0].Format : null;
+        ImageFormat? backingFormat = ImageFormats.TryParse(source.BackingFormat, out ImageFormat f) ? f : source.Image.BackingChain.Count > 0 ? source.Image.BackingChain[0].ImageFormat : null;
         using (IBlockReader reader = BlockReaders.Open(source.LocalPath, new BlockOpenOptions { BackingRule = files.BackingRule }))
         using (IBlockReader top = TopLayerReader.Open(source.LocalPath))
         {
@@ -163,7 +163,7 @@ public sealed class VolumeTransfer(IKvmHost host)
         {
             Format = ImageFormat.Qcow2,
             BackingFile = source.Path,
-            BackingFormat = source.Format,
+            BackingFormat = source.ImageFormat,
             Mode = mode,
             BackingRule = files.BackingRule,
         });

@@ -43,7 +43,7 @@ public sealed class VolumeNameCompleter : IArgumentCompleter
             };
             IEnumerable<string> pools = pool is not null
                 ? [pool]
-                : host.ListPools().Where(r => r.Pool is { } p && p.Type.HoldsFileVolumes()).Select(r => r.Pool!.Name);
+                : host.ListPools().Where(r => r.Pool is { } p && p.PoolType.HoldsFileVolumes()).Select(r => r.Pool!.Name);
             foreach (string p in pools)
             {
                 string? folder = host.GetPool(p).LocalPath;

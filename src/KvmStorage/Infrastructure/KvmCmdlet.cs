@@ -26,7 +26,7 @@ public abstract class KvmCmdlet : PSCmdlet
     private static KvmConnection? implicitSystem;
 
     /// <summary>
-    /// The libvirt connection(s) to work on, as Connect-KvmHost emits them. When omitted: the session's default
+    /// The libvirt connection(s) to work on, as Connect-LibvirtHost emits them. When omitted: the session's default
     /// connection, else <c>qemu:///system</c> when the host root is <c>/</c> and libvirtd's socket exists, else the
     /// offline backend under <c>KVMSTORAGE_ROOT</c>.
     /// </summary>
@@ -358,7 +358,7 @@ public abstract class KvmCmdlet : PSCmdlet
         {
             // libvirtd ignores (and later overwrites) edits of its files while it runs (notes §3.4).
             ThrowTerminatingError(new ErrorRecord(
-                new InvalidOperationException($"A libvirt daemon is running for the host root '{paths.Root}', so its files must not be edited offline: the daemon would ignore and later overwrite the change. Connect to it with Connect-KvmHost (for example Connect-KvmHost -Uri 'qemu:///system?socket={paths.Resolve("/run/libvirt/libvirt-sock")}') and run the command again."),
+                new InvalidOperationException($"A libvirt daemon is running for the host root '{paths.Root}', so its files must not be edited offline: the daemon would ignore and later overwrite the change. Connect to it with Connect-LibvirtHost (for example Connect-LibvirtHost -Uri 'qemu:///system?socket={paths.Resolve("/run/libvirt/libvirt-sock")}') and run the command again."),
                 LibvirtErrorIds.DaemonRunning,
                 ErrorCategory.ResourceBusy,
                 paths.Root));
@@ -372,7 +372,7 @@ public abstract class KvmCmdlet : PSCmdlet
         if (!connection.IsOpen)
         {
             ThrowTerminatingError(new ErrorRecord(
-                new InvalidOperationException($"The connection to '{connection.Uri}' was closed. Open a new one with Connect-KvmHost."),
+                new InvalidOperationException($"The connection to '{connection.Uri}' was closed. Open a new one with Connect-LibvirtHost."),
                 LibvirtErrorIds.ConnectionClosed,
                 ErrorCategory.ResourceUnavailable,
                 connection));

@@ -68,7 +68,7 @@ internal static class KvmSession
 }
 
 /// <summary>
-/// Says what an empty -Connection means: the variable holds no connection, usually because the Connect-KvmHost that
+/// Says what an empty -Connection means: the variable holds no connection, usually because the Connect-LibvirtHost that
 /// should have filled it failed (instead of PowerShell's "argument collection contains a null value").
 /// </summary>
 [AttributeUsage(AttributeTargets.Property | AttributeTargets.Field)]
@@ -81,7 +81,7 @@ public sealed class ConnectionArgumentAttribute : System.Management.Automation.A
         if (empty)
         {
             throw new System.Management.Automation.ArgumentTransformationMetadataException(
-                "The value holds no connection. If it came from Connect-KvmHost, that command failed (see its error); Get-KvmHost lists the open connections. Leave -Connection out to use the session's default host.");
+                "The value holds no connection. If it came from Connect-LibvirtHost, that command failed (see its error); Get-LibvirtHost lists the open connections. Leave -Connection out to use the session's default host.");
         }
 
         return inputData!;

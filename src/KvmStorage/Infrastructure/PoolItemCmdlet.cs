@@ -37,5 +37,5 @@ public abstract class PoolItemCmdlet : KvmCmdlet
 
     /// <summary>How ShouldProcess names a pool: name, type, where it lives and on which host.</summary>
     protected string Describe(StoragePool pool) =>
-        $"{pool.Name} ({pool.Type.ToString().ToLowerInvariant()}, {pool.Path ?? pool.Source.ToString()}) on {KvmHost.Name}";
+        $"{pool.Name} ({pool.Type}, {pool.Path ?? pool.Source.ToString()}) on {KvmHost.Name}";
 }

@@ -214,7 +214,7 @@ public sealed class ImageConverterTests : IDisposable
         File.WriteAllText(output, "old");
         using var reader = new RawFileBlockReader(source);
         ImageInfo info = ImageConverter.Convert(reader, output, new ConvertOptions { Overwrite = true });
-        Assert.Equal(ImageFormat.Qcow2, info.Format);
+        Assert.Equal(ImageFormat.Qcow2, info.ImageFormat);
         Assert.Equal(2, Directory.GetFiles(temp.Path).Length);
     }
 

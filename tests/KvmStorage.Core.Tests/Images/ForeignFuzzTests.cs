@@ -106,7 +106,7 @@ public sealed class ForeignFuzzTests : IClassFixture<ForeignTestImages>
                 {
                     using SafeFileHandle readHandle = File.OpenHandle(path);
                     ImageInfo info = reader.ReadInfo(readHandle, probe, 0);
-                    Assert.Equal(format, info.Format);
+                    Assert.Equal(format, info.ImageFormat);
                     accepted++;
                 }
             }

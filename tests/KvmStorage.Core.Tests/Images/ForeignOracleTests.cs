@@ -67,7 +67,7 @@ public sealed class ForeignOracleTests : IClassFixture<ForeignTestImages>
         Assert.Equal("raw", ForeignTestImages.QemuInfo(path).GetProperty("format").GetString());
 
         ImageInfo info = ForeignTestImages.Inspect(path);
-        Assert.Equal(ImageFormat.Vpc, info.Format);
+        Assert.Equal(ImageFormat.Vpc, info.ImageFormat);
         AssertMatches(ForeignTestImages.QemuInfo(path, "vpc"), info);
         Assert.Null(info.ClusterSize);
     }
@@ -121,7 +121,7 @@ public sealed class ForeignOracleTests : IClassFixture<ForeignTestImages>
 
     private static void AssertMatches(JsonElement qemu, ImageInfo info)
     {
-        Assert.Equal(qemu.GetProperty("format").GetString(), info.Format.ToQemuName());
+        Assert.Equal(qemu.GetProperty("format").GetString(), info.Format);
         Assert.Equal(qemu.GetProperty("virtual-size").GetUInt64(), info.VirtualSize);
         uint? cluster = qemu.TryGetProperty("cluster-size", out JsonElement c) ? c.GetUInt32() : null;
         Assert.Equal(cluster, info.ClusterSize);
@@ -141,7 +141,7 @@ public sealed class ForeignOracleTests : IClassFixture<ForeignTestImages>
             Assert.Equal(data.GetProperty("extents").EnumerateArray().Select(x => x.GetProperty("filename").GetString()!), info.Vmdk.Extents);
         }
 
-        if (info.Format == ImageFormat.Luks)
+        if (info.ImageFormat == ImageFormat.Luks)
         {
             Assert.Equal("luks", info.Encryption);
         }

@@ -150,7 +150,7 @@ public sealed class ImageCheckerTests : IDisposable
         string path = temp.Combine("r.img");
         File.WriteAllBytes(path, new byte[4096]);
         ImageCheckResult result = ImageChecker.Check(path, ImageRepairMode.All);
-        Assert.Equal(ImageFormat.Raw, result.Format);
+        Assert.Equal(ImageFormat.Raw, result.ImageFormat);
         Assert.False(result.Checked);
         Assert.True(result.Passed);
         Assert.Equal(new byte[4096], File.ReadAllBytes(path));

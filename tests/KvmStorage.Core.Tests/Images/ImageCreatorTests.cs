@@ -133,7 +133,7 @@ public sealed class ImageCreatorTests : IDisposable
         Assert.Equal(backingFormat.ToQemuName(), info.BackingFormat);
         Assert.Equal(48 * MiB, info.VirtualSize);
         Assert.Single(info.BackingChain);
-        Assert.Equal(backingFormat, info.BackingChain[0].Format);
+        Assert.Equal(backingFormat, info.BackingChain[0].ImageFormat);
         QemuOracle.AssertCheckClean(top);
         QemuOracle.AssertInfoMatches(top);
 

@@ -65,8 +65,8 @@ public sealed class ImageInspectorTests : IDisposable
         ExternalTool.RunChecked("qemu-img", "create", "-q", "-f", "qcow2", "-b", relative ? "lower/mid.qcow2" : mid, "-F", "qcow2", top, "20M");
         ImageInfo info = QemuOracle.AssertInfoMatches(top);
         Assert.Equal(2, info.BackingChain.Count);
-        Assert.Equal(ImageFormat.Qcow2, info.BackingChain[0].Format);
-        Assert.Equal(ImageFormat.Raw, info.BackingChain[1].Format);
+        Assert.Equal(ImageFormat.Qcow2, info.BackingChain[0].ImageFormat);
+        Assert.Equal(ImageFormat.Raw, info.BackingChain[1].ImageFormat);
         Assert.Equal((ulong)10 * 1024 * 1024, info.BackingChain[1].VirtualSize);
         Assert.Equal(ImageFormat.Qcow2, ImageInspector.DetectFormat(top));
         Assert.Equal(ImageFormat.Raw, ImageInspector.DetectFormat(basePath));
@@ -196,7 +196,7 @@ public sealed class ImageInspectorTests : IDisposable
         string path = temp.Combine("odd.raw");
         File.WriteAllBytes(path, new byte[1000]);
         ImageInfo info = ImageInspector.Inspect(path);
-        Assert.Equal(ImageFormat.Raw, info.Format);
+        Assert.Equal(ImageFormat.Raw, info.ImageFormat);
         Assert.Equal(1024UL, info.VirtualSize);
         Assert.Equal(1000UL, info.FileLength);
     }

@@ -33,7 +33,7 @@ internal static class QemuOracle
         using JsonDocument json = JsonDocument.Parse(stdout);
         JsonElement q = json.RootElement;
         Assert.Equal(q.GetProperty("virtual-size").GetUInt64(), ours.VirtualSize);
-        Assert.Equal(q.GetProperty("format").GetString(), ours.Format.ToQemuName());
+        Assert.Equal(q.GetProperty("format").GetString(), ours.Format);
         Assert.Equal(q.GetProperty("actual-size").GetUInt64(), ours.ActualSize);
         Assert.Equal(Optional(q, "cluster-size")?.GetUInt32(), ours.ClusterSize);
         Assert.Equal(Optional(q, "dirty-flag")?.GetBoolean() ?? false, ours.DirtyFlag);

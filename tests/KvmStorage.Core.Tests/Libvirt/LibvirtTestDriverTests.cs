@@ -39,8 +39,8 @@ public sealed class LibvirtTestDriverTests
     {
         using LiveHost host = OpenDefault();
         StoragePool pool = Assert.Single(host.ListPools().Select(r => r.Pool!), p => p.Name == "default-pool");
-        Assert.Equal(PoolState.Running, pool.State);
-        Assert.Equal(PoolType.Dir, pool.Type);
+        Assert.Equal(PoolState.Running, pool.PoolState);
+        Assert.Equal(PoolType.Dir, pool.PoolType);
         Assert.True(pool.Capacity > 0);
         Assert.Equal("test:///default", pool.HostName);
         Assert.NotNull(pool.Path);
@@ -73,19 +73,19 @@ public sealed class LibvirtTestDriverTests
         using LiveHost host = OpenDefault();
         PoolDefinition definition = new PoolSpec { Type = PoolType.Dir, Name = "lifecycle", TargetPath = "/srv/lifecycle" }.ToDefinition();
         StoragePool defined = host.DefinePool(definition, new PoolDefineOptions { Autostart = true });
-        Assert.Equal(PoolState.Inactive, defined.State);
+        Assert.Equal(PoolState.Inactive, defined.PoolState);
         Assert.True(defined.Persistent);
         Assert.True(defined.Autostart);
         Assert.Equal("/srv/lifecycle", defined.Path);
 
-        Assert.Equal(PoolState.Running, host.StartPool("lifecycle", build: false).State);
-        Assert.Equal(PoolState.Running, host.RefreshPool("lifecycle").State);
+        Assert.Equal(PoolState.Running, host.StartPool("lifecycle", build: false).PoolState);
+        Assert.Equal(PoolState.Running, host.RefreshPool("lifecycle").PoolState);
 
         StoragePool changed = host.UpdatePool("lifecycle", d => d.Permissions = new Permissions((UnixFileMode)0b111_101_101, null, null, null), autostart: false);
         Assert.False(changed.Autostart);
         Assert.Equal(defined.Uuid, changed.Uuid);
 
-        Assert.Equal(PoolState.Inactive, host.StopPool("lifecycle").State);
+        Assert.Equal(PoolState.Inactive, host.StopPool("lifecycle").PoolState);
         host.UndefinePool("lifecycle", deleteTarget: false);
         Assert.DoesNotContain(host.ListPools(), r => r.Pool?.Name == "lifecycle");
     }
@@ -167,7 +167,7 @@ public sealed class LibvirtTestDriverTests
         Assert.Equal("/fixture/images", pool.Path);
 
         StorageVolume system = host.GetVolume("fixture-pool", "system.qcow2");
-        Assert.Equal(ImageFormat.Qcow2, system.Format);
+        Assert.Equal(ImageFormat.Qcow2, system.ImageFormat);
         Assert.Equal(10UL << 30, system.Capacity);
         Assert.Equal("/fixture/images/system.qcow2", system.Path);
 

@@ -63,7 +63,7 @@ public sealed class OfflinePoolStoreTests : IDisposable
         Assert.Equal("/etc/libvirt/storage/default.xml", new FileInfo(link).LinkTarget);
 
         Assert.True(pool.Autostart);
-        Assert.Equal(PoolState.Inactive, pool.State);
+        Assert.Equal(PoolState.Inactive, pool.PoolState);
         Assert.Equal("/var/lib/libvirt/images", pool.Path);
         Assert.Equal(target, pool.LocalPath);
         Assert.Equal(0, pool.VolumeCount);
@@ -232,7 +232,7 @@ public sealed class OfflinePoolStoreTests : IDisposable
         host.DefinePool(Dir("p", "/srv/p"), new PoolDefineOptions());
         Directory.CreateDirectory(Path.Combine(root.Path, "run/libvirt/storage"));
         File.WriteAllText(Path.Combine(root.Path, "run/libvirt/storage/p.xml"), "<poolstate/>");
-        Assert.Equal(PoolState.Running, host.GetPool("p").State);
+        Assert.Equal(PoolState.Running, host.GetPool("p").PoolState);
     }
 
     [Fact]

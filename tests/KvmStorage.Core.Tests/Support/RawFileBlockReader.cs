@@ -21,7 +21,7 @@ internal sealed partial class RawFileBlockReader : IBlockReader
         handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
         ulong length = (ulong)RandomAccess.GetLength(handle);
         Size = length;
-        Info = new ImageInfo { Path = Path.GetFullPath(path), Format = ImageFormat.Raw, VirtualSize = length, ActualSize = 0, FileLength = length };
+        Info = new ImageInfo { Path = Path.GetFullPath(path), ImageFormat = ImageFormat.Raw, VirtualSize = length, ActualSize = 0, FileLength = length };
     }
 
     public ImageInfo Info { get; }

@@ -56,7 +56,7 @@ public static class BlockReaders
         HostFile file = HostFile.Open(info.Path);
         try
         {
-            return info.Format switch
+            return info.ImageFormat switch
             {
                 ImageFormat.Raw => new RawLayer(file, info.VirtualSize, 0),
                 ImageFormat.Qcow2 => Qcow2Layer.Open(file, info),
@@ -65,7 +65,7 @@ public static class BlockReaders
                 ImageFormat.Vpc => VpcLayer.Open(file, info),
                 ImageFormat.Vhdx => VhdxLayer.Open(file, info),
                 ImageFormat.Luks => throw BlockErrors.NotSupported(BlockErrorIds.ImageEncrypted, info.Path, "the image is LUKS-encrypted; encrypted images cannot be read."),
-                _ => throw BlockErrors.NotSupported(BlockErrorIds.FormatNotReadable, info.Path, $"{info.Format.ToQemuName()} images cannot be read by the block layer."),
+                _ => throw BlockErrors.NotSupported(BlockErrorIds.FormatNotReadable, info.Path, $"{info.Format} images cannot be read by the block layer."),
             };
         }
         catch

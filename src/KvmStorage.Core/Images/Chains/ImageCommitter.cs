@@ -111,9 +111,9 @@ public static partial class ImageCommitter
         var plan = new ImageCommitPlan(overlay, intermediates, baseImage, options);
         foreach (ImageInfo layer in plan.Layers)
         {
-            if (layer.Format != ImageFormat.Qcow2)
+            if (layer.ImageFormat != ImageFormat.Qcow2)
             {
-                throw ImageErrors.NotSupported(MergeErrorIds.LayerFormatNotSupported, layer.Path, $"only qcow2 layers can be committed; this one is {layer.Format.ToQemuName()}.");
+                throw ImageErrors.NotSupported(MergeErrorIds.LayerFormatNotSupported, layer.Path, $"only qcow2 layers can be committed; this one is {layer.Format}.");
             }
 
             if (layer.Encryption is not null)
@@ -122,9 +122,9 @@ public static partial class ImageCommitter
             }
         }
 
-        if (baseImage.Format is not (ImageFormat.Raw or ImageFormat.Qcow2))
+        if (baseImage.ImageFormat is not (ImageFormat.Raw or ImageFormat.Qcow2))
         {
-            throw ImageErrors.NotSupported(MergeErrorIds.BaseFormatNotSupported, baseImage.Path, $"commits go into raw or qcow2 images; the base is {baseImage.Format.ToQemuName()}.");
+            throw ImageErrors.NotSupported(MergeErrorIds.BaseFormatNotSupported, baseImage.Path, $"commits go into raw or qcow2 images; the base is {baseImage.Format}.");
         }
 
         if (plan.GrowsBase && overlay.VirtualSize % 512 != 0)
@@ -149,7 +149,7 @@ public static partial class ImageCommitter
         }
 
         // The writer's own refusals (dirty, corrupt, external data file, bitmaps...) before anything is written.
-        if (baseImage.Format == ImageFormat.Qcow2)
+        if (baseImage.ImageFormat == ImageFormat.Qcow2)
         {
             using Qcow2DataWriter probe = OpenWriter(baseImage.Path, options);
         }
@@ -237,7 +237,7 @@ public static partial class ImageCommitter
         List<Extent> extents = [.. source.GetExtents(0, size).Where(e => e.Kind != ExtentKind.Unallocated)];
         ulong total = extents.Aggregate(0UL, (sum, e) => sum + e.Length);
         cancellationToken.ThrowIfCancellationRequested();
-        using IBaseTarget target = plan.Base.Format == ImageFormat.Qcow2
+        using IBaseTarget target = plan.Base.ImageFormat == ImageFormat.Qcow2
             ? new Qcow2Target(plan, OpenWriterForBase(plan))
             : new RawTarget(plan.Base.Path, size);
         ulong done = 0;

@@ -31,9 +31,9 @@ public static class ImageRebaser
         }
 
         ImageInfo top = ImageInspector.Inspect(fullPath, new ImageInspectOptions { ForceShare = true, ResolveBackingChain = false, BackingRule = options.BackingRule });
-        if (top.Format != ImageFormat.Qcow2)
+        if (top.ImageFormat != ImageFormat.Qcow2)
         {
-            throw ImageErrors.NotSupported(RebaseErrorIds.RebaseNotSupported, fullPath, $"{top.Format.ToQemuName()} images record no backing file; only qcow2 images can be rebased.");
+            throw ImageErrors.NotSupported(RebaseErrorIds.RebaseNotSupported, fullPath, $"{top.Format} images record no backing file; only qcow2 images can be rebased.");
         }
 
         (string? newPath, ImageFormat? newFormat) = CheckNewBacking(fullPath, options);
@@ -111,7 +111,7 @@ public static class ImageRebaser
             }
         }
 
-        return (newPath, backing.Format);
+        return (newPath, backing.ImageFormat);
     }
 
     /// <summary>Writes the old chain's contents into every unallocated cluster where the new chain reads differently.</summary>

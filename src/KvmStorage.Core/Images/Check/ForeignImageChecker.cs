@@ -47,7 +47,7 @@ internal sealed class ForeignImageChecker
         return new ImageCheckResult
         {
             Path = path,
-            Format = format,
+            ImageFormat = format,
             CorruptionCount = corruptions,
             Corruptions = findings,
             TotalClusters = total,

@@ -71,7 +71,11 @@ public sealed record ImageCheckResult
     /// <summary>The file checked (the host's view of it when a cmdlet reports it).</summary>
     public required string Path { get; init; }
 
-    public required ImageFormat Format { get; init; }
+    /// <summary>qemu-img's name of the format (<c>qcow2</c>, <c>raw</c>, <c>vmdk</c>, …), the one spelling libvirt's XML uses too.</summary>
+    public string Format => ImageFormat.ToQemuName();
+
+    /// <summary>The format as the engine handles it.</summary>
+    internal ImageFormat ImageFormat { get; init; }
 
     /// <summary>Corruptions plus parts that could not be checked, after any repair (qemu's corruptions + check-errors).</summary>
     public ulong Errors => CorruptionCount + CheckErrors;

@@ -55,7 +55,7 @@ public static class ImageChecker
                 switch (reader.Format)
                 {
                     case ImageFormat.Raw:
-                        return new ImageCheckResult { Path = path, Format = ImageFormat.Raw, Checked = false };
+                        return new ImageCheckResult { Path = path, ImageFormat = ImageFormat.Raw, Checked = false };
                     case ImageFormat.Qcow2:
                         return new Qcow2Checker(handle, path, progress, cancellationToken).Run(repair);
                     case ImageFormat.Vdi:

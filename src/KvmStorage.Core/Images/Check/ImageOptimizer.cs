@@ -14,7 +14,11 @@ public sealed record ImageOptimizeResult
 {
     public required string Path { get; init; }
 
-    public required ImageFormat Format { get; init; }
+    /// <summary>qemu-img's name of the format (<c>qcow2</c>, <c>raw</c>, <c>vmdk</c>, …), the one spelling libvirt's XML uses too.</summary>
+    public string Format => ImageFormat.ToQemuName();
+
+    /// <summary>The format as the engine handles it.</summary>
+    internal ImageFormat ImageFormat { get; init; }
 
     /// <summary>Host bytes allocated before and after (st_blocks × 512).</summary>
     public required ulong AllocatedBefore { get; init; }
@@ -86,7 +90,7 @@ public static partial class ImageOptimizer
             return new ImageOptimizeResult
             {
                 Path = fullPath,
-                Format = format,
+                ImageFormat = format,
                 AllocatedBefore = before,
                 AllocatedAfter = Allocated(fullPath),
                 ClustersFreed = freedClusters,

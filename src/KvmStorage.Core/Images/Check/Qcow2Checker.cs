@@ -122,7 +122,7 @@ internal sealed class Qcow2Checker
     private ImageCheckResult ToResult(Analysis before, Analysis after) => new()
     {
         Path = path,
-        Format = ImageFormat.Qcow2,
+        ImageFormat = ImageFormat.Qcow2,
         CorruptionCount = after.Corruptions,
         CheckErrors = after.CheckErrors,
         Leaks = after.Leaks,

@@ -55,7 +55,7 @@ public sealed class LuksReader : IImageFormatReader
         return new ImageInfo
         {
             Path = path,
-            Format = ImageFormat.Luks,
+            ImageFormat = ImageFormat.Luks,
             VirtualSize = length - payload,
             ActualSize = actualSize,
             FileLength = length,

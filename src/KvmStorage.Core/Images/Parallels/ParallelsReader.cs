@@ -60,7 +60,7 @@ public sealed class ParallelsReader : IImageFormatReader
         return new ImageInfo
         {
             Path = path,
-            Format = ImageFormat.Parallels,
+            ImageFormat = ImageFormat.Parallels,
             VirtualSize = sectors * 512,
             ActualSize = actualSize,
             FileLength = length,

@@ -88,7 +88,7 @@ public sealed class Qcow1Reader : IImageFormatReader
         return new ImageInfo
         {
             Path = path,
-            Format = ImageFormat.Qcow,
+            ImageFormat = ImageFormat.Qcow,
             // qemu counts whole sectors of the header's size.
             VirtualSize = size / 512 * 512,
             ActualSize = actualSize,

@@ -23,7 +23,7 @@ public sealed class Qcow2Reader : IImageFormatReader
         return new ImageInfo
         {
             Path = probe.Path,
-            Format = ImageFormat.Qcow2,
+            ImageFormat = ImageFormat.Qcow2,
 
             // qemu keeps the size in 512-byte sectors (qcow2_do_open: total_sectors = size / 512).
             VirtualSize = header.Size & ~511UL,

@@ -92,7 +92,7 @@ public sealed class QedReader : IImageFormatReader
         return new ImageInfo
         {
             Path = path,
-            Format = ImageFormat.Qed,
+            ImageFormat = ImageFormat.Qed,
             VirtualSize = imageSize,
             ActualSize = actualSize,
             FileLength = length,

@@ -17,7 +17,7 @@ public sealed class RawReader : IImageFormatReader
         return new ImageInfo
         {
             Path = probe.Path,
-            Format = ImageFormat.Raw,
+            ImageFormat = ImageFormat.Raw,
 
             // qemu counts whole sectors: a partial last sector still adds 512 bytes (bdrv_nb_sectors).
             VirtualSize = RoundUpToSector(probe.FileLength),

@@ -71,7 +71,7 @@ public sealed class VdiReader : IImageFormatReader
         return new ImageInfo
         {
             Path = path,
-            Format = ImageFormat.Vdi,
+            ImageFormat = ImageFormat.Vdi,
             VirtualSize = diskSize,
             ActualSize = actualSize,
             FileLength = probe.FileLength,

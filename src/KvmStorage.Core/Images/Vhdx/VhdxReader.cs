@@ -58,7 +58,7 @@ public sealed class VhdxReader : IImageFormatReader
         return new ImageInfo
         {
             Path = path,
-            Format = ImageFormat.Vhdx,
+            ImageFormat = ImageFormat.Vhdx,
             VirtualSize = virtualSize,
             ActualSize = actualSize,
             FileLength = length,

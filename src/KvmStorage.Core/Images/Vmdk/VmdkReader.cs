@@ -112,7 +112,7 @@ public sealed partial class VmdkReader : IImageFormatReader
         return new ImageInfo
         {
             Path = path,
-            Format = ImageFormat.Vmdk,
+            ImageFormat = ImageFormat.Vmdk,
             VirtualSize = sectors * 512,
             ActualSize = actualSize,
             FileLength = length,

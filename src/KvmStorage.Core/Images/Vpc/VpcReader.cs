@@ -135,7 +135,7 @@ public sealed class VpcReader : IImageFormatReader
         return new ImageInfo
         {
             Path = path,
-            Format = ImageFormat.Vpc,
+            ImageFormat = ImageFormat.Vpc,
             VirtualSize = totalSectors * 512,
             ActualSize = actualSize,
             FileLength = length,

@@ -183,7 +183,7 @@ public sealed class NewStoragePoolCommand : KvmCmdlet
             if (ShouldProcess(Name, action))
             {
                 Core.Pools.StoragePool pool = KvmHost.DefinePool(definition, new PoolDefineOptions { Build = Build, Autostart = Autostart, Start = Start });
-                if (Start && pool.State != PoolState.Running)
+                if (Start && pool.PoolState != PoolState.Running)
                 {
                     string later = Autostart ? "it starts when libvirtd starts (autostart)" : "start it with Start-StoragePool once libvirtd runs, or define it with -Autostart";
                     string note = $"Pool '{pool.Name}' is defined but not started: no libvirt daemon manages {KvmHost.Name}; {later}.";

@@ -17,7 +17,7 @@ public sealed class RemoveStoragePoolCommand : PoolItemCmdlet
         string action = DeleteTargetDirectory && pool.Path is not null
             ? $"Undefine the storage pool and delete its empty folder {pool.Path}"
             : "Undefine the storage pool (its volumes are kept)";
-        if (ShouldProcess($"{pool.Name} ({pool.Type.ToString().ToLowerInvariant()}, {pool.Path ?? pool.Source.ToString()})", action))
+        if (ShouldProcess($"{pool.Name} ({pool.Type}, {pool.Path ?? pool.Source.ToString()})", action))
         {
             KvmHost.UndefinePool(pool.Name, DeleteTargetDirectory);
         }

@@ -67,7 +67,7 @@ public sealed class CopyVolumeCommand : KvmCmdlet
                 return;
             }
 
-            ImageFormat writable = source.Format is ImageFormat.Raw or ImageFormat.Qcow2 or ImageFormat.Vmdk ? source.Format : ImageFormat.Qcow2;
+            ImageFormat writable = source.ImageFormat is ImageFormat.Raw or ImageFormat.Qcow2 or ImageFormat.Vmdk ? source.ImageFormat : ImageFormat.Qcow2;
             ImageFormat format = VolumeNames.FormatFor(Name, ConvertParameters.ParseFormat(Format), writable);
             ConvertOptions options = ConvertParameters.Build(format, false, null, Preallocation.Off, null, null, Permissions.DefaultVolumeMode);
             bool keep = KeepBackingFile && source.BackingPath is not null;

@@ -109,7 +109,7 @@ public sealed class GetVolumeCommand : KvmCmdlet
         List<string>? asked = pools?.ToList();
         bool everyPool = asked is null || asked.Exists(WildcardPattern.ContainsWildcardCharacters);
         // Listed once, however many patterns match against it.
-        var filePools = new Lazy<List<string>>(() => [.. KvmHost.ListPools().Where(r => r.Pool is { } p && p.Type.HoldsFileVolumes() && p.LocalPath is not null && Directory.Exists(p.LocalPath)).Select(r => r.Pool!.Name)]);
+        var filePools = new Lazy<List<string>>(() => [.. KvmHost.ListPools().Where(r => r.Pool is { } p && p.PoolType.HoldsFileVolumes() && p.LocalPath is not null && Directory.Exists(p.LocalPath)).Select(r => r.Pool!.Name)]);
 
         // Pool names may be patterns (as on Get-StoragePool): each matches the pools that hold files; none is no error.
         pools = asked is null

@@ -41,9 +41,9 @@ public sealed class GetVolumeSnapshotCommand : KvmCmdlet
     private void WriteAllPools()
     {
         var volumes = new List<StorageVolume>();
-        foreach (string pool in KvmHost.ListPools().Where(r => r.Pool is { } p && p.Type.HoldsFileVolumes() && p.LocalPath is not null && Directory.Exists(p.LocalPath)).Select(r => r.Pool!.Name))
+        foreach (string pool in KvmHost.ListPools().Where(r => r.Pool is { } p && p.PoolType.HoldsFileVolumes() && p.LocalPath is not null && Directory.Exists(p.LocalPath)).Select(r => r.Pool!.Name))
         {
-            RunForItem(pool, () => volumes.AddRange(KvmHost.ListVolumes(pool).Where(r => r.Volume is { Format: ImageFormat.Qcow2 }).Select(r => r.Volume!)));
+            RunForItem(pool, () => volumes.AddRange(KvmHost.ListVolumes(pool).Where(r => r.Volume is { ImageFormat: ImageFormat.Qcow2 }).Select(r => r.Volume!)));
         }
 
         RunForItem(Name, () => WriteSnapshots(volumes));

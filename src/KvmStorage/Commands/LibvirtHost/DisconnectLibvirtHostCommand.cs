@@ -3,18 +3,18 @@ using KvmStorage.Core.Hosting;
 using KvmStorage.Core.Libvirt;
 using KvmStorage.Infrastructure;
 
-namespace KvmStorage.Commands.KvmHost;
+namespace KvmStorage.Commands.LibvirtHost;
 
-/// <summary>Disconnect-KvmHost: closes libvirt connections (the session's default one when none is given).</summary>
-[Cmdlet(VerbsCommunications.Disconnect, "KvmHost", DefaultParameterSetName = DefaultSet)]
+/// <summary>Disconnect-LibvirtHost: closes libvirt connections (the session's default one when none is given).</summary>
+[Cmdlet(VerbsCommunications.Disconnect, "LibvirtHost", DefaultParameterSetName = DefaultSet)]
 [OutputType(typeof(void))]
-public sealed class DisconnectKvmHostCommand : KvmCmdlet
+public sealed class DisconnectLibvirtHostCommand : KvmCmdlet
 {
     private const string DefaultSet = "Default";
     private const string ByObject = "ByObject";
     private const string ByUri = "ByUri";
 
-    /// <summary>The connections to close, as Connect-KvmHost or Get-KvmHost emit them.</summary>
+    /// <summary>The connections to close, as Connect-LibvirtHost or Get-LibvirtHost emit them.</summary>
     [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ParameterSetName = ByObject)]
     public KvmConnection[] InputObject { get; set; } = [];
 
@@ -41,7 +41,7 @@ public sealed class DisconnectKvmHostCommand : KvmCmdlet
                     List<KvmConnection> matches = KvmSession.Connections.Where(c => pattern.IsMatch(c.Uri)).ToList();
                     if (matches.Count == 0 && !WildcardPattern.ContainsWildcardCharacters(uri))
                     {
-                        WriteError(LibvirtErrorIds.ConnectionNotFound, ErrorCategory.ObjectNotFound, $"No open connection has the URI '{uri}'. Get-KvmHost lists the open ones.", uri);
+                        WriteError(LibvirtErrorIds.ConnectionNotFound, ErrorCategory.ObjectNotFound, $"No open connection has the URI '{uri}'. Get-LibvirtHost lists the open ones.", uri);
                     }
 
                     matches.ForEach(KvmSession.Close);

@@ -2,12 +2,12 @@ using System.Management.Automation;
 using KvmStorage.Core.Hosting;
 using KvmStorage.Infrastructure;
 
-namespace KvmStorage.Commands.KvmHost;
+namespace KvmStorage.Commands.LibvirtHost;
 
-/// <summary>Get-KvmHost: lists the libvirt connections open in this session (the default one first).</summary>
-[Cmdlet(VerbsCommon.Get, "KvmHost")]
+/// <summary>Get-LibvirtHost: lists the libvirt connections open in this session (the default one first).</summary>
+[Cmdlet(VerbsCommon.Get, "LibvirtHost")]
 [OutputType(typeof(KvmConnection))]
-public sealed class GetKvmHostCommand : KvmCmdlet
+public sealed class GetLibvirtHostCommand : KvmCmdlet
 {
     /// <summary>URIs of the connections to list; wildcards allowed. All when omitted.</summary>
     [Parameter(Position = 0)]

@@ -1,5 +1,5 @@
 #Requires -Version 7.4
-# Connect-KvmHost, Get-KvmHost, Disconnect-KvmHost, -Connection, and Start/Stop/Update-StoragePool, against
+# Connect-LibvirtHost, Get-LibvirtHost, Disconnect-LibvirtHost, -Connection, and Start/Stop/Update-StoragePool, against
 # libvirt's in-process test driver (no daemon: state lives per connection) and the offline backend.
 
 BeforeAll {
@@ -10,51 +10,51 @@ BeforeAll {
 }
 
 AfterAll {
-    Get-KvmHost | Disconnect-KvmHost
+    Get-LibvirtHost | Disconnect-LibvirtHost
 }
 
-Describe 'Connect-KvmHost' {
+Describe 'Connect-LibvirtHost' {
     BeforeEach {
         if (-not $hasLibvirt) { Set-ItResult -Skipped -Because 'libvirt.so.0 is not installed (package libvirt0)' }
         $script:root = New-TestHostRoot
     }
-    AfterEach { Get-KvmHost | Disconnect-KvmHost }
+    AfterEach { Get-LibvirtHost | Disconnect-LibvirtHost }
 
     It 'opens a connection, emits it and makes it the default' {
-        $c = Connect-KvmHost -Uri test:///default
+        $c = Connect-LibvirtHost -Uri test:///default
         $c | Should -BeOfType ([KvmStorage.Core.Hosting.KvmConnection])
         $c.Uri | Should -Be 'test:///default'
         $c.Hostname | Should -Not -BeNullOrEmpty
         $c.LibvirtVersion | Should -BeGreaterThan ([version]'1.0')
         $c.ReadOnly | Should -BeFalse
-        (Get-KvmHost -Default).Uri | Should -Be 'test:///default'
+        (Get-LibvirtHost -Default).Uri | Should -Be 'test:///default'
         # The default connection now serves every cmdlet: the test node's pool, not the empty offline root.
         (Get-StoragePool).Name | Should -Contain 'default-pool'
         (Get-StoragePool default-pool).HostName | Should -Be 'test:///default'
     }
 
     It 'opens a read-only connection that refuses writes with libvirt''s message' {
-        $ro = Connect-KvmHost -Uri test:///default -ReadOnly -NoDefault
+        $ro = Connect-LibvirtHost -Uri test:///default -ReadOnly -NoDefault
         $ro.ReadOnly | Should -BeTrue
         (Get-StoragePool -Connection $ro).Name | Should -Contain 'default-pool'
         { Stop-StoragePool -Connection $ro -Name default-pool -ErrorAction Stop } | Should -Throw -ErrorId 'LibvirtOperationDenied,*'
         $err = $null
         Stop-StoragePool -Connection $ro -Name default-pool -ErrorVariable err -ErrorAction SilentlyContinue
         $err[0].Exception.Message | Should -Match 'read only'
-        (Get-StoragePool -Connection $ro default-pool).State | Should -Be 'Running'
+        (Get-StoragePool -Connection $ro default-pool).State | Should -BeExactly 'running'
     }
 
     It 'reports an unreachable URI as LibvirtConnectFailed' {
-        { Connect-KvmHost -Uri 'qemu:///system?socket=/nonexistent/kvmstorage/libvirt-sock' } | Should -Throw -ErrorId 'LibvirtConnectFailed,*'
-        Get-KvmHost | Should -BeNullOrEmpty
+        { Connect-LibvirtHost -Uri 'qemu:///system?socket=/nonexistent/kvmstorage/libvirt-sock' } | Should -Throw -ErrorId 'LibvirtConnectFailed,*'
+        Get-LibvirtHost | Should -BeNullOrEmpty
     }
 
-    It 'explains a -Connection left empty by a failed Connect-KvmHost' {
+    It 'explains a -Connection left empty by a failed Connect-LibvirtHost' {
         $c = $null
-        try { $c = Connect-KvmHost -Uri 'qemu:///system?socket=/nonexistent/kvmstorage/libvirt-sock' } catch { }
+        try { $c = Connect-LibvirtHost -Uri 'qemu:///system?socket=/nonexistent/kvmstorage/libvirt-sock' } catch { }
         $c | Should -BeNullOrEmpty
         try { Get-StoragePool -Connection $c -ErrorAction Stop; $e = $null } catch { $e = $_ }
-        "$e" | Should -Match 'holds no connection.*Connect-KvmHost'
+        "$e" | Should -Match 'holds no connection.*Connect-LibvirtHost'
     }
 
     It 'keeps offline the default when no connection was opened and the root is a sandbox' {
@@ -68,52 +68,52 @@ Describe '-Connection' {
         if (-not $hasLibvirt) { Set-ItResult -Skipped -Because 'libvirt.so.0 is not installed (package libvirt0)' }
         $script:root = New-TestHostRoot
     }
-    AfterEach { Get-KvmHost | Disconnect-KvmHost }
+    AfterEach { Get-LibvirtHost | Disconnect-LibvirtHost }
 
     It 'lists the pools of several hosts, each with its HostName' {
-        $a = Connect-KvmHost -Uri test:///default -NoDefault
-        $b = Connect-KvmHost -Uri $fixture -NoDefault
+        $a = Connect-LibvirtHost -Uri test:///default -NoDefault
+        $b = Connect-LibvirtHost -Uri $fixture -NoDefault
         $pools = @(Get-StoragePool -Connection $a, $b)
         ($pools | Where-Object Name -EQ 'default-pool').HostName | Should -Be 'test:///default'
         ($pools | Where-Object Name -EQ 'fixture-pool').HostName | Should -Be $b.Uri
     }
 
     It 'refuses several connections where a command works on one host' {
-        $a = Connect-KvmHost -Uri test:///default -NoDefault
-        $b = Connect-KvmHost -Uri $fixture -NoDefault
+        $a = Connect-LibvirtHost -Uri test:///default -NoDefault
+        $b = Connect-LibvirtHost -Uri $fixture -NoDefault
         { Start-StoragePool -Connection $a, $b -Name default-pool } | Should -Throw -ErrorId 'MultipleConnectionsNotSupported,*'
     }
 
     It 'refuses a closed connection' {
-        $a = Connect-KvmHost -Uri test:///default -NoDefault
-        Disconnect-KvmHost -InputObject $a
+        $a = Connect-LibvirtHost -Uri test:///default -NoDefault
+        Disconnect-LibvirtHost -InputObject $a
         $a.IsOpen | Should -BeFalse
         { Get-StoragePool -Connection $a } | Should -Throw -ErrorId 'ConnectionClosed,*'
     }
 
     It 'lists volumes and VM disks through a connection' {
-        $b = Connect-KvmHost -Uri $fixture -NoDefault
+        $b = Connect-LibvirtHost -Uri $fixture -NoDefault
         (Get-Volume -Connection $b -Pool fixture-pool).Name | Should -Be @('data.raw', 'system.qcow2')
         (Get-VMDisk -Connection $b -VMName fixture-vm).Target | Should -Be 'vda'
     }
 }
 
-Describe 'Get-KvmHost and Disconnect-KvmHost' {
+Describe 'Get-LibvirtHost and Disconnect-LibvirtHost' {
     BeforeEach { if (-not $hasLibvirt) { Set-ItResult -Skipped -Because 'libvirt.so.0 is not installed (package libvirt0)' } }
 
     It 'lists open connections by URI and closes them' {
-        $null = Connect-KvmHost -Uri test:///default
-        $null = Connect-KvmHost -Uri $fixture -NoDefault
-        @(Get-KvmHost).Count | Should -Be 2
-        @(Get-KvmHost -Uri 'test:///def*').Count | Should -Be 1
-        Disconnect-KvmHost -Uri 'test:///default'
-        (Get-KvmHost).Uri | Should -Be $fixture
-        Disconnect-KvmHost -Uri $fixture
-        Get-KvmHost | Should -BeNullOrEmpty
+        $null = Connect-LibvirtHost -Uri test:///default
+        $null = Connect-LibvirtHost -Uri $fixture -NoDefault
+        @(Get-LibvirtHost).Count | Should -Be 2
+        @(Get-LibvirtHost -Uri 'test:///def*').Count | Should -Be 1
+        Disconnect-LibvirtHost -Uri 'test:///default'
+        (Get-LibvirtHost).Uri | Should -Be $fixture
+        Disconnect-LibvirtHost -Uri $fixture
+        Get-LibvirtHost | Should -BeNullOrEmpty
     }
 
     It 'reports an unknown URI' {
-        { Disconnect-KvmHost -Uri 'qemu+ssh://nowhere/system' -ErrorAction Stop } | Should -Throw -ErrorId 'ConnectionNotFound,*'
+        { Disconnect-LibvirtHost -Uri 'qemu+ssh://nowhere/system' -ErrorAction Stop } | Should -Throw -ErrorId 'ConnectionNotFound,*'
     }
 }
 
@@ -122,21 +122,21 @@ Describe 'Start-StoragePool, Stop-StoragePool, Update-StoragePool' {
         BeforeEach {
             if (-not $hasLibvirt) { Set-ItResult -Skipped -Because 'libvirt.so.0 is not installed (package libvirt0)' }
             $script:root = New-TestHostRoot
-            $script:c = Connect-KvmHost -Uri test:///default
+            $script:c = Connect-LibvirtHost -Uri test:///default
         }
-        AfterEach { Get-KvmHost | Disconnect-KvmHost }
+        AfterEach { Get-LibvirtHost | Disconnect-LibvirtHost }
 
         It 'stops, starts and refreshes a pool' {
-            (Stop-StoragePool default-pool -PassThru).State | Should -Be 'Inactive'
-            (Get-StoragePool default-pool).State | Should -Be 'Inactive'
-            (Get-StoragePool default-pool | Start-StoragePool -PassThru).State | Should -Be 'Running'
-            (Update-StoragePool default-pool -PassThru).State | Should -Be 'Running'
+            (Stop-StoragePool default-pool -PassThru).State | Should -BeExactly 'inactive'
+            (Get-StoragePool default-pool).State | Should -BeExactly 'inactive'
+            (Get-StoragePool default-pool | Start-StoragePool -PassThru).State | Should -BeExactly 'running'
+            (Update-StoragePool default-pool -PassThru).State | Should -BeExactly 'running'
             Update-StoragePool default-pool | Should -BeNullOrEmpty
         }
 
         It 'changes nothing with -WhatIf' {
             Stop-StoragePool default-pool -WhatIf
-            (Get-StoragePool default-pool).State | Should -Be 'Running'
+            (Get-StoragePool default-pool).State | Should -BeExactly 'running'
         }
 
         It 'reports a pool that does not exist as PoolNotFound, per item' {
@@ -157,7 +157,7 @@ Describe 'Start-StoragePool, Stop-StoragePool, Update-StoragePool' {
         }
 
         It 'attaches a disk the test driver cannot hot-plug with its NotSupported error' {
-            $null = Connect-KvmHost -Uri $fixture
+            $null = Connect-LibvirtHost -Uri $fixture
             { Add-VMDisk -VMName fixture-vm -Pool fixture-pool -Name data.raw -ErrorAction Stop } | Should -Throw -ErrorId 'LibvirtError3,*'
             (Get-VMDisk -VMName fixture-vm).Target | Should -Be 'vda'
         }

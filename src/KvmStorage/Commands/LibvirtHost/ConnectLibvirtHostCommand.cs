@@ -4,12 +4,12 @@ using KvmStorage.Core.Errors;
 using KvmStorage.Core.Hosting;
 using KvmStorage.Infrastructure;
 
-namespace KvmStorage.Commands.KvmHost;
+namespace KvmStorage.Commands.LibvirtHost;
 
-/// <summary>Connect-KvmHost: opens a libvirt connection and makes it the session's default host.</summary>
-[Cmdlet(VerbsCommunications.Connect, "KvmHost")]
+/// <summary>Connect-LibvirtHost: opens a libvirt connection and makes it the session's default host.</summary>
+[Cmdlet(VerbsCommunications.Connect, "LibvirtHost")]
 [OutputType(typeof(KvmConnection))]
-public sealed class ConnectKvmHostCommand : KvmCmdlet
+public sealed class ConnectLibvirtHostCommand : KvmCmdlet
 {
     /// <summary>The libvirt URI, for example qemu:///system, qemu+ssh://user@host/system or qemu+tcp://host/system.</summary>
     [Parameter(Position = 0, ValueFromPipeline = true)]
