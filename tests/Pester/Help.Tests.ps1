@@ -91,6 +91,8 @@ Describe 'Examples in <Name>' -ForEach $markdownFiles {
             $tokens = $null; $errors = $null
             $null = [System.Management.Automation.Language.Parser]::ParseInput($block.Groups[1].Value, [ref] $tokens, [ref] $errors)
             $errors | Should -BeNullOrEmpty -Because $block.Groups[1].Value
+            # Pasteable as they stand: no prompt pasted in front of a command.
+            $block.Groups[1].Value | Should -Not -Match '(?m)^\s*PS[^>\n]*>' -Because 'an example is pasted into a shell as it is'
         }
     }
 }
