@@ -155,7 +155,7 @@ try {
             Ours = { Import-Volume -Path (& $local 'input.vdi') -Pool bench -Name out.qcow2 -Format qcow2 -Confirm:$false } }
         @{ Name = 'vhdx -> qcow2 (Import-Volume)'; Qemu = 'convert -f vhdx -O qcow2 input.vhdx out.qcow2'; Output = 'out.qcow2'
             Ours = { Import-Volume -Path (& $local 'input.vhdx') -Pool bench -Name out.qcow2 -Format qcow2 -Confirm:$false } }
-        @{ Name = 'qcow2 -> vmdk (Export-Volume)'; Qemu = "convert -f qcow2 -O vmdk input.qcow2 $exports/out.vmdk"; Output = "$exports/out.vmdk"
+        @{ Name = 'qcow2 -> streamOptimized vmdk (Export-Volume)'; Qemu = "convert -f qcow2 -O vmdk -o subformat=streamOptimized input.qcow2 $exports/out.vmdk"; Output = "$exports/out.vmdk"
             Ours = { Export-Volume /images/input.qcow2 -Destination (Join-Path $exports 'out.vmdk') -Format vmdk -Confirm:$false } }
         @{ Name = 'raw -> qcow2 zlib (-Compress)'; Qemu = 'convert -c -f raw -O qcow2 input.raw out.qcow2'; Output = 'out.qcow2'
             Ours = { Convert-Volume /images/input.raw qcow2 -Name out.qcow2 -Compress -Confirm:$false } }
