@@ -7,8 +7,9 @@
     SharpFuzz.CommandLine tool (.config/dotnet-tools.json), then runs afl-fuzz on each target for -Seconds,
     seeded from fuzz/corpus/<target>/. Findings (crashes, hangs) land in out/fuzz/findings/<target>/default/; the
     script prints executions, paths and findings per target and writes out/fuzz/summary.json. Installs afl++ from
-    Debian when it is missing and the script runs as root. Reproduce a finding with
-      dotnet out/fuzz/bin/KvmStorage.Fuzz.dll <target> <file>
+    Debian when it is missing and the script runs as root. Reproduce a finding through an uninstrumented build (the
+    instrumented one in out/fuzz/bin runs only under afl-fuzz; outside it every input crashes) with
+      dotnet run --project fuzz/KvmStorage.Fuzz -- <target> <file>
     and commit it under fuzz/regressions/<target>/ so the xunit replay keeps it fixed.
 .EXAMPLE
     dotnet tool restore; dotnet pwsh fuzz/Invoke-Fuzz.ps1 -Target qcow2 -Seconds 120
