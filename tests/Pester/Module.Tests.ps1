@@ -36,6 +36,31 @@ Describe 'Module manifest' {
         $module.ExportedVariables.Count | Should -Be 0
     }
 
+    It 'carries the gallery metadata: tags, license, release notes, and the same in the package' {
+        $psData = $manifest.PrivateData.PSData
+        @($psData.Tags) | Should -Contain 'KVM'
+        @($psData.Tags) | Should -Contain 'libvirt'
+        @($psData.Tags | Where-Object { $_ -match '\s' }) | Should -BeNullOrEmpty -Because 'a gallery tag has no spaces'
+        [uri]::IsWellFormedUriString($psData.LicenseUri, 'Absolute') | Should -BeTrue
+        $psData.ReleaseNotes | Should -Match "^$([regex]::Escape($manifest.ModuleVersion)):"
+        $manifest.Description | Should -Not -BeNullOrEmpty
+        $manifest.Author | Should -Not -BeNullOrEmpty
+        # The package the Package task makes for Install-PSResource (out/repository next to out/KvmStorage).
+        $outFolder = Split-Path (Split-Path (Split-Path $env:KVMSTORAGE_TEST_MODULE -Parent) -Parent) -Parent
+        $package = Join-Path $outFolder "repository/KvmStorage.$($manifest.ModuleVersion).nupkg"
+        Test-Path -LiteralPath $package | Should -BeTrue -Because 'the Package task makes it'
+        Add-Type -AssemblyName System.IO.Compression.FileSystem
+        $zip = [IO.Compression.ZipFile]::OpenRead($package)
+        try {
+            $reader = [IO.StreamReader]::new($zip.GetEntry('KvmStorage.nuspec').Open())
+            $nuspec = [xml]$reader.ReadToEnd(); $reader.Dispose()
+        }
+        finally { $zip.Dispose() }
+        $nuspec.package.metadata.tags -split ' ' | Should -Contain 'libvirt'
+        $nuspec.package.metadata.licenseUrl | Should -Be $psData.LicenseUri
+        $nuspec.package.metadata.releaseNotes | Should -Be $psData.ReleaseNotes
+    }
+
     It 'is for PowerShell 7.4 Core' {
         @($manifest.CompatiblePSEditions) | Should -Be @('Core')
         $manifest.PowerShellVersion | Should -Be '7.4'
