@@ -41,7 +41,7 @@ $PSNativeCommandUseErrorActionPreference = $true
 
 $RepoRoot = $PSScriptRoot
 $OutRoot = Join-Path $RepoRoot 'out'
-$Version = ([xml](Get-Content -Raw (Join-Path $RepoRoot 'src/Directory.Build.props'))).Project.PropertyGroup.KvmStorageVersion | Where-Object { $_ } | Select-Object -First 1
+$Version = ([xml](Get-Content -Raw (Join-Path $RepoRoot 'Directory.Build.props'))).Project.PropertyGroup.KvmStorageVersion | Where-Object { $_ } | Select-Object -First 1
 $ModuleDir = Join-Path $OutRoot "KvmStorage/$Version"
 $ResultsDir = Join-Path $OutRoot 'test-results'
 
@@ -58,7 +58,7 @@ function Write-Step([string] $Message) { Write-Host "==> $Message" -ForegroundCo
 
 function Invoke-Clean {
     Write-Step 'Clean'
-    foreach ($dir in @($OutRoot) + (Get-ChildItem -Path (Join-Path $RepoRoot 'src'), (Join-Path $RepoRoot 'tests') -Directory -Recurse -Include bin, obj -ErrorAction SilentlyContinue).FullName) {
+    foreach ($dir in @($OutRoot) + (Get-ChildItem -Path (Join-Path $RepoRoot 'src'), (Join-Path $RepoRoot 'tests'), (Join-Path $RepoRoot 'fuzz'), (Join-Path $RepoRoot 'bench') -Directory -Recurse -Include bin, obj -ErrorAction SilentlyContinue).FullName) {
         if ($dir -and (Test-Path $dir)) { Remove-Item -Recurse -Force $dir }
     }
 }
