@@ -6,9 +6,10 @@
     Tasks:
       Clean       remove out/ and the build folders
       Build       compile the core and the cmdlets (Release)
-      Help        turn en-US/*.md (PlatyPS schema) into en-US/KvmStorage.dll-Help.xml
+      Help        turn en-US/*.md (PlatyPS schema) into en-US/KvmStorage.dll-Help.xml (.config/help/ConvertTo-MamlHelp.ps1)
       HelpMarkdown package, then create en-US/<Cmdlet>.md for cmdlets without one and refresh the SYNTAX
-                  and parameter yaml blocks of the others from the built cmdlets (keeps written text)
+                  and parameter yaml blocks of the others from the built cmdlets (keeps written text;
+                  .config/help/New-HelpMarkdown.ps1)
       Package     lay out the module in out/KvmStorage/<version>/ (Build + Help first) and make
                   out/repository/KvmStorage.<version>.nupkg for Install-PSResource
       Quickstart  package, then run examples/quickstart.ps1 against a sandbox host root
@@ -41,9 +42,11 @@ $PSNativeCommandUseErrorActionPreference = $true
 
 $RepoRoot = $PSScriptRoot
 $OutRoot = Join-Path $RepoRoot 'out'
-$Version = ([xml](Get-Content -Raw (Join-Path $RepoRoot 'src/Directory.Build.props'))).Project.PropertyGroup.KvmStorageVersion | Where-Object { $_ } | Select-Object -First 1
+$Version = ([xml](Get-Content -Raw (Join-Path $RepoRoot 'Directory.Build.props'))).Project.PropertyGroup.KvmStorageVersion | Where-Object { $_ } | Select-Object -First 1
 $ModuleDir = Join-Path $OutRoot "KvmStorage/$Version"
 $ResultsDir = Join-Path $OutRoot 'test-results'
+# The help tooling: en-US/*.md to MAML, and the markdown drafts and refreshes from the built cmdlets.
+$HelpTools = Join-Path $RepoRoot '.config/help'
 
 # What ships, and from where: the package task fails if one is missing.
 $ModuleFiles = [ordered]@{
@@ -58,7 +61,7 @@ function Write-Step([string] $Message) { Write-Host "==> $Message" -ForegroundCo
 
 function Invoke-Clean {
     Write-Step 'Clean'
-    foreach ($dir in @($OutRoot) + (Get-ChildItem -Path (Join-Path $RepoRoot 'src'), (Join-Path $RepoRoot 'tests') -Directory -Recurse -Include bin, obj -ErrorAction SilentlyContinue).FullName) {
+    foreach ($dir in @($OutRoot) + (Get-ChildItem -Path (Join-Path $RepoRoot 'src'), (Join-Path $RepoRoot 'tests'), (Join-Path $RepoRoot 'fuzz'), (Join-Path $RepoRoot 'bench') -Directory -Recurse -Include bin, obj -ErrorAction SilentlyContinue).FullName) {
         if ($dir -and (Test-Path $dir)) { Remove-Item -Recurse -Force $dir }
     }
 }
@@ -72,22 +75,14 @@ function Invoke-Help {
     Write-Step 'Help'
     $target = Join-Path $ModuleDir 'en-US'
     New-Item -ItemType Directory -Force -Path $target | Out-Null
-    $markdown = Join-Path $RepoRoot 'en-US'
-    if (Get-Module -ListAvailable -Name platyPS) {
-        Import-Module platyPS
-        New-ExternalHelp -Path $markdown -OutputPath $target -Force | Out-Null
-    }
-    else {
-        $converter = Join-Path $RepoRoot "src/Build/ConvertTo-MamlHelp.ps1"
-        & $converter -MarkdownPath $markdown -OutputFile (Join-Path $target "KvmStorage.dll-Help.xml")
-    }
+    & (Join-Path $HelpTools 'ConvertTo-MamlHelp.ps1') -MarkdownPath (Join-Path $RepoRoot 'en-US') -OutputFile (Join-Path $target 'KvmStorage.dll-Help.xml')
 }
 
 function Invoke-HelpMarkdown {
     # Without the Help step: drafts with placeholders are exactly what the converter refuses.
     Invoke-Package -SkipHelp
     Write-Step 'HelpMarkdown: en-US/*.md from the built cmdlets, in a fresh pwsh'
-    $generator = Join-Path $RepoRoot 'src/Build/New-HelpMarkdown.ps1'
+    $generator = Join-Path $HelpTools 'New-HelpMarkdown.ps1'
     $xmlDoc = Join-Path $RepoRoot "src/KvmStorage/bin/$Configuration/net8.0/KvmStorage.xml"
     & dotnet pwsh -NoProfile -NonInteractive -File $generator -ModulePath (Join-Path $ModuleDir 'KvmStorage.psd1') -MarkdownPath (Join-Path $RepoRoot 'en-US') -XmlDocumentationPath $xmlDoc
 }

@@ -1,7 +1,9 @@
 #Requires -Version 7.4
-# A private libvirtd for the Daemon-tagged tests (libvirt notes §2.1): started in its own mount namespace with
-# scratch folders bound over /etc/libvirt, /run/libvirt, /var/lib/libvirt, /var/log/libvirt and /var/cache/libvirt,
-# so it touches none of the machine's libvirt state. The scratch folder is laid out as a KvmStorage host root
+# A private libvirtd for the Daemon-tagged tests. Run as root, libvirtd uses fixed paths (/etc/libvirt/qemu.conf,
+# /run/libvirt/libvirt-sock, ...; only libvirtd.conf and the PID file can be named on its command line: libvirtd(8),
+# FILES, https://libvirt.org/manpages/libvirtd.html), so it is started in its own mount namespace with scratch
+# folders bound over /etc/libvirt, /run/libvirt, /var/lib/libvirt, /var/log/libvirt and /var/cache/libvirt, and
+# touches none of the machine's libvirt state. The scratch folder is laid out as a KvmStorage host root
 # (<root>/etc/libvirt/storage, ...), so the offline backend and the daemon read the same files.
 
 function Get-TestLibvirtdSkipReason {

@@ -303,7 +303,9 @@ Describe 'Live backend against libvirtd' -Tag Daemon -Skip:([bool]$skipReason) {
         }
 
         It 'reports honestly when the guest does not release a hot-unplugged disk' {
-            # No guest OS runs, so nothing acknowledges the ACPI unplug (notes §8).
+            # Detaching from a running domain may only request the removal, which the guest OS completes
+            # (virDomainDetachDeviceFlags, https://libvirt.org/html/libvirt-libvirt-domain.html#virDomainDetachDeviceFlags);
+            # no guest OS runs here, so nothing may complete it.
             $err = $null
             Remove-VMDisk -VMName kvmstorage-live -Target vda -Timeout 2 -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue
             if ($err) {

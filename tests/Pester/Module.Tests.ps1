@@ -66,8 +66,8 @@ Describe 'Module manifest' {
         $manifest.PowerShellVersion | Should -Be '7.4'
     }
 
-    It 'has the version of src/Directory.Build.props' {
-        $props = [xml](Get-Content -Raw (Join-Path $PSScriptRoot '../../src/Directory.Build.props'))
+    It 'has the version of Directory.Build.props' {
+        $props = [xml](Get-Content -Raw (Join-Path $PSScriptRoot '../../Directory.Build.props'))
         $expected = @($props.Project.PropertyGroup.KvmStorageVersion | Where-Object { $_ })[0]
         $expected | Should -Not -BeNullOrEmpty
         $manifest.ModuleVersion | Should -Be $expected

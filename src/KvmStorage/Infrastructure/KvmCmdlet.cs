@@ -356,7 +356,8 @@ public abstract class KvmCmdlet : PSCmdlet
         var offline = new OfflineHost(paths);
         if (IsMutator && KvmConnection.DaemonAnswers(paths))
         {
-            // libvirtd ignores (and later overwrites) edits of its files while it runs (notes §3.4).
+            // libvirtd reads its XML files when it starts and rewrites them from its own state: each one opens with
+            // "WARNING: THIS IS AN AUTO-GENERATED FILE. CHANGES TO IT ARE LIKELY TO BE OVERWRITTEN AND LOST".
             ThrowTerminatingError(new ErrorRecord(
                 new InvalidOperationException($"A libvirt daemon is running for the host root '{paths.Root}', so its files must not be edited offline: the daemon would ignore and later overwrite the change. Connect to it with Connect-LibvirtHost (for example Connect-LibvirtHost -Uri 'qemu:///system?socket={paths.Resolve("/run/libvirt/libvirt-sock")}') and run the command again."),
                 LibvirtErrorIds.DaemonRunning,

@@ -16,11 +16,11 @@ public sealed class ForeignFuzzTests : IClassFixture<ForeignTestImages>
 {
     private const int Iterations = 1500;
     private const int MaxSeedLength = 4 * 1024 * 1024;
-    private readonly ForeignTestImages _images;
+    private readonly ForeignTestImages images;
 
     public ForeignFuzzTests(ForeignTestImages images)
     {
-        _images = images;
+        this.images = images;
     }
 
     [SkippableTheory]
@@ -41,8 +41,8 @@ public sealed class ForeignFuzzTests : IClassFixture<ForeignTestImages>
     {
         ExternalTool.Require("qemu-img");
         // Work next to the seed so that descriptor extents still resolve.
-        string path = _images.PathOf("fuzz-" + seedName);
-        byte[] original = File.ReadAllBytes(_images.PathOf(seedName));
+        string path = images.PathOf("fuzz-" + seedName);
+        byte[] original = File.ReadAllBytes(images.PathOf(seedName));
         if (original.Length > MaxSeedLength && !seedName.EndsWith(".vhd", StringComparison.Ordinal)) // a VHD keeps its trailing footer
         {
             original = original[..MaxSeedLength];

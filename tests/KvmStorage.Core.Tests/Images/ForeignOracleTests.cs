@@ -8,11 +8,11 @@ namespace KvmStorage.Core.Tests.Images;
 /// <summary>Every reader against <c>qemu-img info --output=json</c> on images qemu-img made.</summary>
 public sealed class ForeignOracleTests : IClassFixture<ForeignTestImages>
 {
-    private readonly ForeignTestImages _images;
+    private readonly ForeignTestImages images;
 
     public ForeignOracleTests(ForeignTestImages images)
     {
-        _images = images;
+        this.images = images;
     }
 
     public static TheoryData<string, ImageFormat> Cases => new()
@@ -45,7 +45,7 @@ public sealed class ForeignOracleTests : IClassFixture<ForeignTestImages>
     public void ReadInfo_matches_qemu_img_info(string name, ImageFormat expected)
     {
         ExternalTool.Require("qemu-img");
-        string path = _images.PathOf(name);
+        string path = images.PathOf(name);
         ImageProbe probe = ForeignTestImages.ProbeOf(path);
         IImageFormatReader? reader = ForeignTestImages.Detect(probe);
         Assert.NotNull(reader);
@@ -63,7 +63,7 @@ public sealed class ForeignOracleTests : IClassFixture<ForeignTestImages>
     public void Fixed_vhd_is_detected_and_matches_qemu_img_info_with_format_vpc()
     {
         ExternalTool.Require("qemu-img");
-        string path = _images.PathOf("fixed.vhd");
+        string path = images.PathOf("fixed.vhd");
         Assert.Equal("raw", ForeignTestImages.QemuInfo(path).GetProperty("format").GetString());
 
         ImageInfo info = ForeignTestImages.Inspect(path);
@@ -76,12 +76,12 @@ public sealed class ForeignOracleTests : IClassFixture<ForeignTestImages>
     public void Vmdk_extents_are_full_paths_in_the_descriptor_folder()
     {
         ExternalTool.Require("qemu-img");
-        ImageInfo flat = ForeignTestImages.Inspect(_images.PathOf("flat.vmdk"));
-        Assert.Equal([_images.PathOf("flat-flat.vmdk")], flat.Vmdk!.Extents);
-        ImageInfo split = ForeignTestImages.Inspect(_images.PathOf("split.vmdk"));
-        Assert.Equal([_images.PathOf("split-s001.vmdk")], split.Vmdk!.Extents);
-        ImageInfo sparse = ForeignTestImages.Inspect(_images.PathOf("sparse.vmdk"));
-        Assert.Equal([_images.PathOf("sparse.vmdk")], sparse.Vmdk!.Extents);
+        ImageInfo flat = ForeignTestImages.Inspect(images.PathOf("flat.vmdk"));
+        Assert.Equal([images.PathOf("flat-flat.vmdk")], flat.Vmdk!.Extents);
+        ImageInfo split = ForeignTestImages.Inspect(images.PathOf("split.vmdk"));
+        Assert.Equal([images.PathOf("split-s001.vmdk")], split.Vmdk!.Extents);
+        ImageInfo sparse = ForeignTestImages.Inspect(images.PathOf("sparse.vmdk"));
+        Assert.Equal([images.PathOf("sparse.vmdk")], sparse.Vmdk!.Extents);
     }
 
     [SkippableFact]
@@ -91,7 +91,7 @@ public sealed class ForeignOracleTests : IClassFixture<ForeignTestImages>
         using var dir = new TempDirectory();
         string inner = Directory.CreateDirectory(dir.Combine("pool")).FullName;
         // A SPARSE extent that exists but lives outside: opening it would read a file the pool does not own.
-        File.Copy(_images.PathOf("split-s001.vmdk"), dir.Combine("outside.vmdk"));
+        File.Copy(images.PathOf("split-s001.vmdk"), dir.Combine("outside.vmdk"));
         string descriptor = System.IO.Path.Combine(inner, "escape.vmdk");
         File.WriteAllText(descriptor, "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType=\"twoGbMaxExtentSparse\"\nRW 8192 SPARSE \"../outside.vmdk\"\nRW 8192 SPARSE \"/etc/passwd\"\n");
 

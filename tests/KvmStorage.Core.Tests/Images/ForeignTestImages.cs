@@ -22,7 +22,7 @@ public sealed class ForeignTestImages : IDisposable
         new ParallelsReader(), new VdiReader(), new VpcReader(),
     ];
 
-    private readonly TempDirectory _dir = new();
+    private readonly TempDirectory dir = new();
 
     public ForeignTestImages()
     {
@@ -31,8 +31,8 @@ public sealed class ForeignTestImages : IDisposable
             return;
         }
 
-        Folder = _dir.Path;
-        string raw = _dir.Combine("source.raw");
+        Folder = dir.Path;
+        string raw = dir.Combine("source.raw");
         using (var stream = new FileStream(raw, FileMode.CreateNew))
         {
             var random = new Random(1234);
@@ -54,13 +54,13 @@ public sealed class ForeignTestImages : IDisposable
             }
 
             args.Add(raw);
-            args.Add(_dir.Combine(name));
+            args.Add(dir.Combine(name));
             ExternalTool.RunChecked("qemu-img", [.. args]);
         }
 
         void Create(string name, string format, string size, params string[] extra)
         {
-            ExternalTool.RunChecked("qemu-img", ["create", "-q", "-f", format, .. extra, _dir.Combine(name), size]);
+            ExternalTool.RunChecked("qemu-img", ["create", "-q", "-f", format, .. extra, dir.Combine(name), size]);
         }
 
         Convert("sparse.vmdk", "vmdk", "subformat=monolithicSparse");
@@ -82,9 +82,9 @@ public sealed class ForeignTestImages : IDisposable
         Create("child.qcow", "qcow", "4M", "-b", raw, "-F", "raw");
         Convert("image.qed", "qed");
         Create("child.qed", "qed", "4M", "-b", "source.raw", "-F", "raw");
-        ExternalTool.CreateLuksFixture(_dir.Combine("image.luks"), "create", "-q", "-f", "luks", "--object", "secret,id=s0,data=secret", "-o", "key-secret=s0,iter-time=10", _dir.Combine("image.luks"), "4M");
+        ExternalTool.CreateLuksFixture(dir.Combine("image.luks"), "create", "-q", "-f", "luks", "--object", "secret,id=s0,data=secret", "-o", "key-secret=s0,iter-time=10", dir.Combine("image.luks"), "4M");
         Convert("image.parallels", "parallels");
-        MakeStreamWithFooter(_dir.Combine("stream.vmdk"), _dir.Combine("footer.vmdk"));
+        MakeStreamWithFooter(dir.Combine("stream.vmdk"), dir.Combine("footer.vmdk"));
     }
 
     /// <summary>The folder holding the images, or null when qemu-img is not installed.</summary>
@@ -140,5 +140,5 @@ public sealed class ForeignTestImages : IDisposable
         return doc.RootElement.Clone();
     }
 
-    public void Dispose() => _dir.Dispose();
+    public void Dispose() => dir.Dispose();
 }

@@ -123,7 +123,7 @@ public sealed class OfflinePoolStoreTests : IDisposable
     [Fact]
     public void Same_network_source_is_refused()
     {
-        PoolDefinition Nfs(string name, string target) => new PoolSpec { Type = PoolType.Netfs, Name = name, SourceHosts = ["nas"], SourceDirectory = "/export", TargetPath = target }.ToDefinition();
+        static PoolDefinition Nfs(string name, string target) => new PoolSpec { Type = PoolType.Netfs, Name = name, SourceHosts = ["nas"], SourceDirectory = "/export", TargetPath = target }.ToDefinition();
         host.DefinePool(Nfs("n1", "/mnt/a"), new PoolDefineOptions());
         var ex = Assert.Throws<KvmStorageException>(() => host.DefinePool(Nfs("n2", "/mnt/b"), new PoolDefineOptions()));
         Assert.Equal(ErrorIds.PoolTargetInUse, ex.ErrorId);

@@ -9,22 +9,22 @@ namespace KvmStorage.Core.Tests.Images.Block;
 /// <summary>Refusals with typed errors, range checks, and reads from several threads at once.</summary>
 public sealed class BlockReaderBehaviourTests : IDisposable
 {
-    private readonly TempDirectory _dir = new();
+    private readonly TempDirectory dir = new();
 
-    public void Dispose() => _dir.Dispose();
+    public void Dispose() => dir.Dispose();
 
     [SkippableTheory]
     [InlineData("-c")]
     [InlineData("-o", "cluster_size=4k")]
     public void Parallel_reads_of_random_ranges_equal_a_sequential_read(params string[] options)
     {
-        string source = _dir.Combine("mt.raw");
+        string source = dir.Combine("mt.raw");
         var random = new Random(99);
         byte[] data = new byte[12 * 1024 * 1024];
         random.NextBytes(data);
         data.AsSpan(3_000_000, 2_000_000).Fill(7);
         File.WriteAllBytes(source, data);
-        string image = _dir.Combine("mt.qcow2");
+        string image = dir.Combine("mt.qcow2");
         Qemu("qemu-img", ["convert", "-f", "raw", "-O", "qcow2", .. options, source, image]);
 
         using IBlockReader reader = BlockReaders.Open(image);
@@ -50,7 +50,7 @@ public sealed class BlockReaderBehaviourTests : IDisposable
     public void Encrypted_qcow2_is_refused_as_ImageEncrypted()
     {
         // qemu no longer creates AES images and LUKS creation is slow: mark a plain image as AES-encrypted (crypt_method = 1).
-        string image = _dir.Combine("enc.qcow2");
+        string image = dir.Combine("enc.qcow2");
         Qemu("qemu-img", "create", "-f", "qcow2", image, "4M");
         using (FileStream stream = new(image, FileMode.Open, FileAccess.Write))
         {
@@ -66,8 +66,8 @@ public sealed class BlockReaderBehaviourTests : IDisposable
     [SkippableFact]
     public void Qcow2_with_an_external_data_file_is_refused()
     {
-        string image = _dir.Combine("ext.qcow2");
-        Qemu("qemu-img", "create", "-f", "qcow2", "-o", $"data_file={_dir.Combine("ext.data")}", image, "4M");
+        string image = dir.Combine("ext.qcow2");
+        Qemu("qemu-img", "create", "-f", "qcow2", "-o", $"data_file={dir.Combine("ext.data")}", image, "4M");
         var e = Assert.Throws<KvmStorageException>(() => BlockReaders.Open(image));
         Assert.Equal(BlockErrorIds.ExternalDataFileNotSupported, e.ErrorId);
     }
@@ -75,7 +75,7 @@ public sealed class BlockReaderBehaviourTests : IDisposable
     [Fact]
     public void Reads_and_extents_beyond_the_end_are_refused()
     {
-        string image = _dir.Combine("small.raw");
+        string image = dir.Combine("small.raw");
         File.WriteAllBytes(image, new byte[4096]);
         using IBlockReader reader = BlockReaders.Open(image);
         Assert.Equal(4096UL, reader.Size);
@@ -89,7 +89,7 @@ public sealed class BlockReaderBehaviourTests : IDisposable
     public void Raw_reads_past_the_file_end_within_the_size_are_zeros()
     {
         // qemu counts whole sectors: a 1000-byte file is a 1024-byte disk whose tail reads as zeros.
-        string image = _dir.Combine("odd.raw");
+        string image = dir.Combine("odd.raw");
         File.WriteAllBytes(image, Enumerable.Repeat((byte)0xAB, 1000).ToArray());
         using IBlockReader reader = BlockReaders.Open(image);
         Assert.Equal(1024UL, reader.Size);
@@ -103,8 +103,8 @@ public sealed class BlockReaderBehaviourTests : IDisposable
     [SkippableFact]
     public void Vmdk_extent_outside_the_descriptor_folder_is_refused()
     {
-        string inner = Directory.CreateDirectory(_dir.Combine("pool")).FullName;
-        File.WriteAllBytes(_dir.Combine("secret.raw"), new byte[1024 * 1024]);
+        string inner = Directory.CreateDirectory(dir.Combine("pool")).FullName;
+        File.WriteAllBytes(dir.Combine("secret.raw"), new byte[1024 * 1024]);
         string descriptor = Path.Combine(inner, "escape.vmdk");
         File.WriteAllText(descriptor, """
             # Disk DescriptorFile
@@ -124,7 +124,7 @@ public sealed class BlockReaderBehaviourTests : IDisposable
     [SkippableFact]
     public void Image_held_by_a_writer_is_refused_unless_shared()
     {
-        string image = _dir.Combine("locked.qcow2");
+        string image = dir.Combine("locked.qcow2");
         Qemu("qemu-img", "create", "-f", "qcow2", image, "1M");
         using (KvmStorage.Core.Images.ImageLock.AcquireForWrite(image))
         {

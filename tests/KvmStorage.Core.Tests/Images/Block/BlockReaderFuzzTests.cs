@@ -11,7 +11,7 @@ namespace KvmStorage.Core.Tests.Images.Block;
 public sealed class BlockReaderFuzzTests : IDisposable
 {
     private const int Size = 8 * 1024 * 1024;
-    private readonly TempDirectory _dir = new();
+    private readonly TempDirectory dir = new();
 
     public static TheoryData<string, string[]> Formats => new()
     {
@@ -26,22 +26,22 @@ public sealed class BlockReaderFuzzTests : IDisposable
         { "vhdx", [] },
     };
 
-    public void Dispose() => _dir.Dispose();
+    public void Dispose() => dir.Dispose();
 
     [SkippableTheory]
     [MemberData(nameof(Formats))]
     public void Corrupted_tables_give_typed_errors_or_reads(string format, string[] options)
     {
-        string source = _dir.Combine("fuzz-source.raw");
+        string source = dir.Combine("fuzz-source.raw");
         WriteSource(source);
-        string valid = _dir.Combine($"valid.{format}");
+        string valid = dir.Combine($"valid.{format}");
         Qemu("qemu-img", ["convert", "-f", "raw", "-O", format, .. options, source, valid]);
         byte[] original = File.ReadAllBytes(valid);
         var random = new Random(format.GetHashCode(StringComparison.Ordinal) ^ options.Length);
         List<(int Offset, int Length)> targets = format == "qcow2" ? Qcow2Tables(original) : GenericTables(original);
         Assert.NotEmpty(targets);
 
-        string corrupt = _dir.Combine($"corrupt.{format}");
+        string corrupt = dir.Combine($"corrupt.{format}");
         for (int round = 0; round < 20; round++)
         {
             byte[] bytes = (byte[])original.Clone();

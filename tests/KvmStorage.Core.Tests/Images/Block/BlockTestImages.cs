@@ -13,11 +13,11 @@ public sealed class BlockTestImages : IDisposable
 {
     public const ulong SourceSize = 64UL * 1024 * 1024;
 
-    private readonly TempDirectory _dir = new();
+    private readonly TempDirectory dir = new();
 
     public BlockTestImages()
     {
-        Source = _dir.Combine("source.raw");
+        Source = dir.Combine("source.raw");
         var random = new Random(20240611);
         using FileStream stream = new(Source, FileMode.CreateNew, FileAccess.Write);
         stream.SetLength((long)SourceSize);
@@ -51,9 +51,9 @@ public sealed class BlockTestImages : IDisposable
     /// <summary>The raw source of every image.</summary>
     public string Source { get; }
 
-    public string PathOf(string name) => _dir.Combine(name);
+    public string PathOf(string name) => dir.Combine(name);
 
-    public void Dispose() => _dir.Dispose();
+    public void Dispose() => dir.Dispose();
 
     public static void Qemu(string tool, params string[] arguments) => ExternalTool.RunChecked(tool, arguments);
 

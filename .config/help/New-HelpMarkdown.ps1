@@ -17,7 +17,7 @@
 .EXAMPLE
     dotnet pwsh ./build.ps1 -Task HelpMarkdown
 .EXAMPLE
-    dotnet pwsh -NoProfile -File src/Build/New-HelpMarkdown.ps1 -ModulePath out/KvmStorage/0.1.0/KvmStorage.psd1 -MarkdownPath en-US -XmlDocumentationPath src/KvmStorage/bin/Release/net8.0/KvmStorage.xml
+    dotnet pwsh -NoProfile -File .config/help/New-HelpMarkdown.ps1 -ModulePath out/KvmStorage/0.1.0/KvmStorage.psd1 -MarkdownPath en-US -XmlDocumentationPath src/KvmStorage/bin/Release/net8.0/KvmStorage.xml
 #>
 [CmdletBinding(SupportsShouldProcess)]
 param(

@@ -3,7 +3,7 @@
 .SYNOPSIS
     Turns cmdlet help written in PlatyPS's markdown schema (2.0.0) into one MAML file for Get-Help.
 .DESCRIPTION
-    Used by build.ps1 -Task Help where PlatyPS is not installed. Reads every *.md file of -MarkdownPath
+    How the module's help is built (build.ps1 -Task Help, and Package). Reads every *.md file of -MarkdownPath
     (one file per cmdlet: YAML front matter, "# Name", then SYNOPSIS, SYNTAX, DESCRIPTION, EXAMPLES,
     PARAMETERS, INPUTS, OUTPUTS, NOTES, RELATED LINKS) and writes the helpItems document that PlatyPS's
     New-ExternalHelp would write: command:details, maml:description, command:syntax (one syntaxItem per
@@ -16,7 +16,7 @@
     empty, when an example has no code, when a parameter has no description or no yaml block, or when
     a PlatyPS placeholder ("{{ Fill ... }}") is left in.
 .EXAMPLE
-    ./src/Build/ConvertTo-MamlHelp.ps1 -MarkdownPath ./en-US -OutputFile ./out/KvmStorage/0.1.0/en-US/KvmStorage.dll-Help.xml
+    ./.config/help/ConvertTo-MamlHelp.ps1 -MarkdownPath ./en-US -OutputFile ./out/KvmStorage/0.1.0/en-US/KvmStorage.dll-Help.xml
 #>
 [CmdletBinding()]
 param(
