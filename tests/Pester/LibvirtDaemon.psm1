@@ -1,5 +1,5 @@
 #Requires -Version 7.4
-# A private libvirtd for the Daemon-tagged tests (libvirt notes §2.1): started in its own mount namespace with
+# A private libvirtd for the Daemon-tagged tests: started in its own mount namespace with
 # scratch folders bound over /etc/libvirt, /run/libvirt, /var/lib/libvirt, /var/log/libvirt and /var/cache/libvirt,
 # so it touches none of the machine's libvirt state. The scratch folder is laid out as a KvmStorage host root
 # (<root>/etc/libvirt/storage, ...), so the offline backend and the daemon read the same files.

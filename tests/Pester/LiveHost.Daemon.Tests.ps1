@@ -303,7 +303,7 @@ Describe 'Live backend against libvirtd' -Tag Daemon -Skip:([bool]$skipReason) {
         }
 
         It 'reports honestly when the guest does not release a hot-unplugged disk' {
-            # No guest OS runs, so nothing acknowledges the ACPI unplug (notes §8).
+            # No guest OS runs, so nothing acknowledges the ACPI unplug: the disk stays in the running VM.
             $err = $null
             Remove-VMDisk -VMName kvmstorage-live -Target vda -Timeout 2 -Confirm:$false -ErrorVariable err -ErrorAction SilentlyContinue
             if ($err) {

@@ -1,9 +1,8 @@
 using KvmStorage.Core.Access;
+using KvmStorage.Core.Backends;
 using KvmStorage.Core.Errors;
-using KvmStorage.Core.Hosting;
-using KvmStorage.Core.Images;
 using KvmStorage.Core.IO;
-using KvmStorage.Core.Libvirt;
+using KvmStorage.Core.Images;
 using KvmStorage.Core.Pools;
 using KvmStorage.Core.Volumes;
 

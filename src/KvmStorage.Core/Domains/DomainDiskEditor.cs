@@ -6,7 +6,8 @@ namespace KvmStorage.Core.Domains;
 
 /// <summary>
 /// Adds, changes and removes disks of one <see cref="DomainDefinition"/>, refusing what libvirt 9.0's qemu driver
-/// would refuse at define or attach time (libvirt notes §7.1, §7.2). Each change is built on a copy of the disk and
+/// would refuse at define or attach time (each refusal observed against libvirtd 9.0; the messages quoted in the errors
+/// are libvirt's own). Each change is built on a copy of the disk and
 /// checked before it replaces anything, so a refused change leaves the definition exactly as it was.
 /// </summary>
 public sealed class DomainDiskEditor
@@ -75,7 +76,8 @@ public sealed class DomainDiskEditor
         string? format = spec.Format ?? (removable ? "raw" : null);
         if (string.IsNullOrEmpty(format))
         {
-            // libvirt would store a missing type as raw and expose a qcow2 image raw to the guest (notes §7.1).
+            // libvirt probes no image formats (formatdomain: <driver type>), so it would store a missing type as raw and
+            // expose a qcow2 image's container, not its contents, to the guest.
             throw Invalid(DomainErrorIds.DiskFormatRequired, "The disk format (for example qcow2 or raw) is required: libvirt treats a disk without one as raw.", spec.SourcePath);
         }
 

@@ -94,5 +94,5 @@ public sealed class DiskAttachRequest
     public bool Force { get; init; }
 
     /// <summary>Persistent definition, running VM, or (Default) what the backend does by default.</summary>
-    public Libvirt.DeviceScope Scope { get; init; }
+    public DeviceScope Scope { get; init; }
 }

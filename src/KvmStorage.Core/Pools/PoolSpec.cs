@@ -81,7 +81,7 @@ public sealed class PoolSpec
         {
             if (SecretUuid is null && SecretUsage is null)
             {
-                throw new KvmStorageException(ErrorKind.InvalidArgument, ErrorIds.SecretRequired, "An authentication user name needs the libvirt secret holding its password or key: give its UUID or usage.", Name);
+                throw new KvmStorageException(ErrorKind.InvalidArgument, PoolErrorIds.SecretRequired, "An authentication user name needs the libvirt secret holding its password or key: give its UUID or usage.", Name);
             }
 
             definition.SetSourceAuth(Type == PoolType.Rbd ? "ceph" : "chap", AuthUsername, SecretUuid?.ToString("D"), SecretUuid is null ? SecretUsage : null);

@@ -5,7 +5,7 @@ using Xunit;
 namespace KvmStorage.Core.Tests.Domains;
 
 /// <summary>
-/// Every change libvirt 9.0 refuses (observed against libvirtd, notes §7.1/§7.2) is refused here with a typed error,
+/// Every change libvirt 9.0 refuses (each observed against libvirtd 9.0's qemu driver) is refused here with a typed error,
 /// and the file on disk keeps its bytes and its mtime.
 /// </summary>
 public sealed class DomainRefusalTests
