@@ -3,7 +3,7 @@ using KvmStorage.Core.Errors;
 namespace KvmStorage.Core.Pools;
 
 /// <summary>What a new pool should be: the parameters of New-StoragePool, turned into libvirt XML by <see cref="ToDefinition"/>.</summary>
-public sealed class PoolSpec
+public sealed record PoolSpec
 {
     public required PoolType Type { get; init; }
 

@@ -59,7 +59,7 @@ public sealed class StoragePool
 public sealed record PoolReadResult(string File, StoragePool? Pool, Exception? Error);
 
 /// <summary>Options for defining a pool.</summary>
-public sealed class PoolDefineOptions
+public sealed record PoolDefineOptions
 {
     /// <summary>Create the target folder (dir pools).</summary>
     public bool Build { get; init; }

@@ -121,7 +121,7 @@ public sealed class DomainStoreTests
     {
         using var host = new DomainTestHost("web01", "db01");
         File.WriteAllText(host.ConfigFile("broken"), "<domain>");
-        host.Store.Edit("db01", d => new DomainDiskEditor(d).AddDisk(new DiskSpec { SourcePath = "/var/lib/libvirt/images/shared.raw", Format = "raw", Shareable = true }));
+        host.Store.Edit("db01", d => new DomainDiskEditor(d).AddDisk(new DiskSpec { SourcePath = "/var/lib/libvirt/images/shared.raw", Format = "raw", Settings = new() { Shareable = true } }));
 
         IReadOnlyList<DomainDisk> shared = host.Store.FindDisksUsing("/var/lib/libvirt/images/shared.raw");
         Assert.Equal(new[] { "db01:vdb", "web01:sda" }, shared.Select(d => d.ToString()).Order(StringComparer.Ordinal));

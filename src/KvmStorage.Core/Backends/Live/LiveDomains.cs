@@ -80,13 +80,13 @@ internal sealed class LiveDomains(LiveHost host)
 
         // Free in both definitions, whatever the scope: a -Live disk on a target the persistent definition uses
         // would clash at the next start, and the other way round.
-        DiskPlacement placement = spec.Target is null ? NextFreeTarget(spec, config, live) : new DiskPlacement(spec.Target, spec.Address);
+        DiskPlacement placement = spec.Target is null ? DiskTargetPlanner.Choose(spec.BusOrDefault, config, live) : new DiskPlacement(spec.Target, spec.Address);
         string target = placement.Target;
 
         // The disk element is built by the same editor as offline, on a copy, so the same checks apply.
         DomainDefinition basis = new(new XElement((effective.HasFlag(DeviceScope.Config) ? config : live ?? config)!.Element));
         List<XElement> controllersBefore = basis.Devices?.Elements("controller").ToList() ?? [];
-        new DomainDiskEditor(basis).AddDisk(WithTarget(spec, placement));
+        new DomainDiskEditor(basis).AddDisk(spec with { Target = placement.Target, Address = placement.Address });
         XElement disk = basis.FindDiskElement(target)!;
 
         // A controller the editor added (virtio-scsi for the first SCSI disk) is attached first: left to itself,
@@ -225,19 +225,6 @@ internal sealed class LiveDomains(LiveHost host)
         return requested;
     }
 
-    /// <summary>The next free target (and drive address) for the disk's bus, across the persistent and the live definitions.</summary>
-    private static DiskPlacement NextFreeTarget(DiskSpec spec, DomainDefinition? config, DomainDefinition? live)
-    {
-        string bus = spec.Bus ?? spec.Device switch
-        {
-            "cdrom" => "sata",
-            "floppy" => "fdc",
-            "lun" => "scsi",
-            _ => "virtio",
-        };
-        return DiskTargetPlanner.Choose(bus, config, live);
-    }
-
     private static DomainDisk? ReadBack(LibvirtDomain domain, DeviceScope effective, string target)
     {
         try
@@ -249,27 +236,6 @@ internal sealed class LiveDomains(LiveHost host)
             return null;
         }
     }
-
-    private static DiskSpec WithTarget(DiskSpec s, DiskPlacement placement) => new()
-    {
-        SourcePath = s.SourcePath,
-        Pool = s.Pool,
-        Volume = s.Volume,
-        AsVolumeSource = s.AsVolumeSource,
-        SourceIsBlockDevice = s.SourceIsBlockDevice,
-        Format = s.Format,
-        Target = placement.Target,
-        Address = placement.Address,
-        Bus = s.Bus,
-        Device = s.Device,
-        Cache = s.Cache,
-        Io = s.Io,
-        Discard = s.Discard,
-        ReadOnly = s.ReadOnly,
-        Shareable = s.Shareable,
-        Serial = s.Serial,
-        BootOrder = s.BootOrder,
-    };
 
     private static DomainDefinition Read(LibvirtDomain domain, bool inactive) => DomainDefinition.Parse(domain.GetXml(inactive));
 
