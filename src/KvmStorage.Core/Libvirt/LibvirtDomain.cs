@@ -1,17 +1,12 @@
 namespace KvmStorage.Core.Libvirt;
 
 /// <summary>A domain handle (<c>virDomainPtr</c>).</summary>
-public sealed class LibvirtDomain : IDisposable
+public sealed class LibvirtDomain : LibvirtObject
 {
     private readonly DomainHandle handle;
 
     internal LibvirtDomain(DomainHandle handle)
-    {
-        this.handle = handle;
-        Name = LibvirtNative.PeekString(LibvirtNative.virDomainGetName(handle)) ?? string.Empty;
-    }
-
-    public string Name { get; }
+        : base(handle, LibvirtNative.virDomainGetName(handle)) => this.handle = handle;
 
     public bool IsActive => LibvirtLibrary.Check(LibvirtNative.virDomainIsActive(handle), "virDomainIsActive", Name) == 1;
 
@@ -29,6 +24,4 @@ public sealed class LibvirtDomain : IDisposable
 
     public void DetachDevice(string xml, LibvirtModificationImpact impact) =>
         LibvirtLibrary.Check(LibvirtNative.virDomainDetachDeviceFlags(handle, xml, (uint)impact), "virDomainDetachDeviceFlags", Name);
-
-    public void Dispose() => handle.Dispose();
 }

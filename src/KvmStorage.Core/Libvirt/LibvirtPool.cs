@@ -4,18 +4,16 @@ namespace KvmStorage.Core.Libvirt;
 public readonly record struct LibvirtPoolInfo(int State, ulong Capacity, ulong Allocation, ulong Available);
 
 /// <summary>A storage pool handle (<c>virStoragePoolPtr</c>).</summary>
-public sealed class LibvirtPool : IDisposable
+public sealed class LibvirtPool : LibvirtObject
 {
     private readonly PoolHandle handle;
 
     internal LibvirtPool(PoolHandle handle, LibvirtConnection connection)
+        : base(handle, LibvirtNative.virStoragePoolGetName(handle))
     {
         this.handle = handle;
         Connection = connection;
-        Name = LibvirtNative.PeekString(LibvirtNative.virStoragePoolGetName(handle)) ?? string.Empty;
     }
-
-    public string Name { get; }
 
     public LibvirtConnection Connection { get; }
 
@@ -67,6 +65,4 @@ public sealed class LibvirtPool : IDisposable
 
     public LibvirtVolume CreateVolume(string xml, bool validate, string? target = null) =>
         new(LibvirtLibrary.Check(LibvirtNative.virStorageVolCreateXML(handle, xml, validate ? LibvirtNative.VIR_STORAGE_VOL_CREATE_VALIDATE : 0), "virStorageVolCreateXML", target));
-
-    public void Dispose() => handle.Dispose();
 }

@@ -1,17 +1,12 @@
 namespace KvmStorage.Core.Libvirt;
 
 /// <summary>A storage volume handle (<c>virStorageVolPtr</c>).</summary>
-public sealed class LibvirtVolume : IDisposable
+public sealed class LibvirtVolume : LibvirtObject
 {
     private readonly VolumeHandle handle;
 
     internal LibvirtVolume(VolumeHandle handle)
-    {
-        this.handle = handle;
-        Name = LibvirtNative.PeekString(LibvirtNative.virStorageVolGetName(handle)) ?? string.Empty;
-    }
-
-    public string Name { get; }
+        : base(handle, LibvirtNative.virStorageVolGetName(handle)) => this.handle = handle;
 
     public string GetPath() => LibvirtNative.TakeString(LibvirtNative.virStorageVolGetPath(handle)) ?? throw LibvirtLibrary.LastError("virStorageVolGetPath", Name);
 
@@ -21,6 +16,4 @@ public sealed class LibvirtVolume : IDisposable
         LibvirtLibrary.Check(LibvirtNative.virStorageVolResize(handle, capacity, allowShrink ? LibvirtNative.VIR_STORAGE_VOL_RESIZE_SHRINK : 0), "virStorageVolResize", Name);
 
     public void Delete() => LibvirtLibrary.Check(LibvirtNative.virStorageVolDelete(handle, 0), "virStorageVolDelete", Name);
-
-    public void Dispose() => handle.Dispose();
 }

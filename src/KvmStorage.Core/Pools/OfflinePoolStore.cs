@@ -123,11 +123,7 @@ public sealed class OfflinePoolStore
         using (FileLock.Acquire(LockPath))
         {
             StoragePool current = Get(name);
-            PoolDefinition edited = current.Definition.Clone();
-            change(edited);
-            edited.Name = current.Name;
-            edited.Uuid = current.Uuid;
-            PoolTargetRules.Validate(edited);
+            PoolDefinition edited = current.Redefinition(change);
             if (applyPermissionsToTarget && current.LocalPath is not null && Directory.Exists(current.LocalPath))
             {
                 PoolTargetRules.ApplyPermissions(current.LocalPath, edited.Permissions);

@@ -14,12 +14,10 @@ internal sealed class LiveDomains(LiveHost host)
 {
     private static readonly TimeSpan DetachPollInterval = TimeSpan.FromMilliseconds(200);
 
-    private readonly LibvirtConnection connection = host.Connection;
-
     public IReadOnlyList<DomainFileEntry> List()
     {
         var entries = new List<DomainFileEntry>();
-        foreach (LibvirtDomain domain in connection.ListDomains().OrderBy(d => d.Name, StringComparer.Ordinal))
+        foreach (LibvirtDomain domain in host.Connection.ListDomains().OrderBy(d => d.Name, StringComparer.Ordinal))
         {
             using (domain)
             {
@@ -39,13 +37,13 @@ internal sealed class LiveDomains(LiveHost host)
 
     public DomainDefinition Get(string name)
     {
-        using LibvirtDomain domain = connection.LookupDomain(name);
+        using LibvirtDomain domain = host.Connection.LookupDomain(name);
         return Read(domain, inactive: domain.IsPersistent);
     }
 
     public DomainDefinition? GetLive(string name)
     {
-        using LibvirtDomain domain = connection.LookupDomain(name);
+        using LibvirtDomain domain = host.Connection.LookupDomain(name);
         return domain.IsActive ? Read(domain, inactive: false) : null;
     }
 
@@ -60,20 +58,20 @@ internal sealed class LiveDomains(LiveHost host)
             throw new KvmStorageException(ErrorKind.InvalidOperation, DomainErrorIds.DomainNameMismatch, $"An edit of '{name}' may not rename it to '{definition.Name}'.", name);
         }
 
-        using LibvirtDomain _ = connection.DefineDomain(definition.Element.ToString(SaveOptions.DisableFormatting), validate: true, name);
+        using LibvirtDomain _ = host.Connection.DefineDomain(definition.Element.ToString(SaveOptions.DisableFormatting), validate: true, name);
         return result;
     }
 
     public bool IsActive(string name)
     {
-        using LibvirtDomain domain = connection.LookupDomain(name);
+        using LibvirtDomain domain = host.Connection.LookupDomain(name);
         return domain.IsActive;
     }
 
     public DomainDisk AttachDisk(string vmName, DiskSpec spec, DeviceScope scope)
     {
         ArgumentNullException.ThrowIfNull(spec);
-        using LibvirtDomain domain = connection.LookupDomain(vmName);
+        using LibvirtDomain domain = host.Connection.LookupDomain(vmName);
         DeviceScope effective = EffectiveScope(domain, scope);
         DomainDefinition? config = domain.IsPersistent ? Read(domain, inactive: true) : null;
         DomainDefinition? live = domain.IsActive ? Read(domain, inactive: false) : null;
@@ -118,7 +116,7 @@ internal sealed class LiveDomains(LiveHost host)
 
     public DomainDisk DetachDisk(string vmName, string target, DeviceScope scope, TimeSpan liveTimeout)
     {
-        using LibvirtDomain domain = connection.LookupDomain(vmName);
+        using LibvirtDomain domain = host.Connection.LookupDomain(vmName);
         (DeviceScope effective, DomainDefinition basis) = ScopeForDisk(domain, scope, target);
         XElement disk = basis.FindDiskElement(target)!;
         DomainDisk before = basis.ReadDisk(disk);
@@ -156,7 +154,7 @@ internal sealed class LiveDomains(LiveHost host)
 
     private DomainDisk ChangeDisk(string vmName, string target, DeviceScope scope, Func<DomainDiskEditor, DomainDisk> change)
     {
-        using LibvirtDomain domain = connection.LookupDomain(vmName);
+        using LibvirtDomain domain = host.Connection.LookupDomain(vmName);
         (DeviceScope effective, DomainDefinition basis) = ScopeForDisk(domain, scope, target);
         change(new DomainDiskEditor(basis));
         XElement disk = basis.FindDiskElement(target)!;

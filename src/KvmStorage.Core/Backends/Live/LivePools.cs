@@ -13,12 +13,11 @@ namespace KvmStorage.Core.Backends.Live;
 /// </summary>
 internal sealed class LivePools(LiveHost host)
 {
-    private readonly LibvirtConnection connection = host.Connection;
 
     public IReadOnlyList<PoolReadResult> List()
     {
         var results = new List<PoolReadResult>();
-        foreach (LibvirtPool pool in connection.ListPools().OrderBy(p => p.Name, StringComparer.Ordinal))
+        foreach (LibvirtPool pool in host.Connection.ListPools().OrderBy(p => p.Name, StringComparer.Ordinal))
         {
             using (pool)
             {
@@ -39,7 +38,7 @@ internal sealed class LivePools(LiveHost host)
     public StoragePool Get(string name)
     {
         PoolNames.Validate(name);
-        using LibvirtPool pool = connection.LookupPool(name);
+        using LibvirtPool pool = host.Connection.LookupPool(name);
         return Read(pool);
     }
 
@@ -59,7 +58,7 @@ internal sealed class LivePools(LiveHost host)
         PoolTargetRules.Validate(definition);
         PoolTargetRules.CheckConflicts(definition, List().Select(r => r.Pool).OfType<StoragePool>());
 
-        using LibvirtPool pool = connection.DefinePool(definition.Element.ToString(SaveOptions.DisableFormatting), validate: true, definition.Name);
+        using LibvirtPool pool = host.Connection.DefinePool(definition.Element.ToString(SaveOptions.DisableFormatting), validate: true, definition.Name);
         bool started = false;
         try
         {
@@ -98,17 +97,10 @@ internal sealed class LivePools(LiveHost host)
     {
         ArgumentNullException.ThrowIfNull(change);
         PoolNames.Validate(name);
-        using LibvirtPool pool = connection.LookupPool(name);
+        using LibvirtPool pool = host.Connection.LookupPool(name);
         StoragePool current = Read(pool);
-        PoolDefinition edited = current.Definition.Clone();
-        change(edited);
-        edited.Name = current.Name;
-
-        // Without its UUID the new XML would get a generated one, and libvirt refuses to redefine a pool under the same
-        // name with another UUID (virStoragePoolDefineXML).
-        edited.Uuid = current.Uuid;
-        PoolTargetRules.Validate(edited);
-        using LibvirtPool redefined = connection.DefinePool(edited.Element.ToString(SaveOptions.DisableFormatting), validate: true, name);
+        PoolDefinition edited = current.Redefinition(change);
+        using LibvirtPool redefined = host.Connection.DefinePool(edited.Element.ToString(SaveOptions.DisableFormatting), validate: true, name);
         if (autostart is bool value)
         {
             redefined.Autostart = value;
@@ -126,7 +118,7 @@ internal sealed class LivePools(LiveHost host)
     public void Undefine(string name, bool deleteTarget)
     {
         PoolNames.Validate(name);
-        using LibvirtPool pool = connection.LookupPool(name);
+        using LibvirtPool pool = host.Connection.LookupPool(name);
         bool active = pool.GetInfo().State != (int)PoolState.Inactive;
         string? localFolder = deleteTarget && Read(pool) is { LocalPath: { } folder } current && current.PoolType.HoldsFileVolumes() ? folder : null;
         if (localFolder is not null && Directory.Exists(localFolder) && Directory.EnumerateFileSystemEntries(localFolder).Any())
@@ -169,7 +161,7 @@ internal sealed class LivePools(LiveHost host)
     public StoragePool Start(string name, bool build)
     {
         PoolNames.Validate(name);
-        using LibvirtPool pool = connection.LookupPool(name);
+        using LibvirtPool pool = host.Connection.LookupPool(name);
         pool.Start(build ? 1u : 0u);
         return Read(pool);
     }
@@ -177,7 +169,7 @@ internal sealed class LivePools(LiveHost host)
     public StoragePool Stop(string name)
     {
         PoolNames.Validate(name);
-        using LibvirtPool pool = connection.LookupPool(name);
+        using LibvirtPool pool = host.Connection.LookupPool(name);
         pool.Stop();
         return Read(pool);
     }
@@ -185,7 +177,7 @@ internal sealed class LivePools(LiveHost host)
     public StoragePool Refresh(string name)
     {
         PoolNames.Validate(name);
-        using LibvirtPool pool = connection.LookupPool(name);
+        using LibvirtPool pool = host.Connection.LookupPool(name);
         pool.Refresh();
         return Read(pool);
     }
@@ -251,12 +243,11 @@ internal sealed class LivePools(LiveHost host)
         };
     }
 
-
     private LibvirtPool? TryLookup(string name)
     {
         try
         {
-            return connection.LookupPool(name);
+            return host.Connection.LookupPool(name);
         }
         catch (LibvirtException ex) when (ex.Code == LibvirtErrorCodes.NoStoragePool)
         {

@@ -15,7 +15,6 @@ namespace KvmStorage.Core.Backends.Live;
 /// </summary>
 internal sealed class LiveVolumes(LiveHost host)
 {
-    private readonly LibvirtConnection connection = host.Connection;
     private readonly FileVolumeStore files = new(host);
 
     public IReadOnlyList<VolumeReadResult> List(string pool)
@@ -25,7 +24,7 @@ internal sealed class LiveVolumes(LiveHost host)
             return files.List(pool);
         }
 
-        using LibvirtPool handle = connection.LookupPool(pool);
+        using LibvirtPool handle = host.Connection.LookupPool(pool);
         var results = new List<VolumeReadResult>();
         foreach (LibvirtVolume volume in handle.ListVolumes().OrderBy(v => v.Name, StringComparer.Ordinal))
         {
@@ -53,7 +52,7 @@ internal sealed class LiveVolumes(LiveHost host)
             return files.Get(pool, name);
         }
 
-        using LibvirtPool handle = connection.LookupPool(pool);
+        using LibvirtPool handle = host.Connection.LookupPool(pool);
         using LibvirtVolume volume = handle.LookupVolume(name);
         return Read(volume, pool);
     }
@@ -68,7 +67,7 @@ internal sealed class LiveVolumes(LiveHost host)
         LibvirtVolume volume;
         try
         {
-            volume = connection.LookupVolumeByPath(localPath);
+            volume = host.Connection.LookupVolumeByPath(localPath);
         }
         catch (LibvirtException ex) when (host.IsLocal && ex.Code == LibvirtErrorCodes.NoStorageVolume)
         {
@@ -95,7 +94,7 @@ internal sealed class LiveVolumes(LiveHost host)
             return created;
         }
 
-        using LibvirtPool handle = connection.LookupPool(pool.Name);
+        using LibvirtPool handle = host.Connection.LookupPool(pool.Name);
         ImageCreateOptions image = request.Image;
         VolumeDefinition definition = VolumeDefinition.Create(request.Name, image.VirtualSize, image.Format, image.Compat, request.BackingPath, image.BackingFormat);
 
@@ -115,7 +114,7 @@ internal sealed class LiveVolumes(LiveHost host)
             return;
         }
 
-        using LibvirtPool handle = connection.LookupPool(pool);
+        using LibvirtPool handle = host.Connection.LookupPool(pool);
         using LibvirtVolume volume = handle.LookupVolume(name);
         volume.Delete();
     }
@@ -132,7 +131,7 @@ internal sealed class LiveVolumes(LiveHost host)
             return resized;
         }
 
-        using LibvirtPool handle = connection.LookupPool(pool);
+        using LibvirtPool handle = host.Connection.LookupPool(pool);
         using LibvirtVolume volume = handle.LookupVolume(name);
         volume.Resize(newSize, options.AllowShrink);
         return Read(volume, pool);
