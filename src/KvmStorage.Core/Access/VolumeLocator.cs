@@ -1,5 +1,5 @@
+using KvmStorage.Core.Backends;
 using KvmStorage.Core.Errors;
-using KvmStorage.Core.Hosting;
 using KvmStorage.Core.Pools;
 using KvmStorage.Core.Volumes;
 

@@ -1,5 +1,5 @@
+using KvmStorage.Core.Backends;
 using KvmStorage.Core.Errors;
-using KvmStorage.Core.Hosting;
 using KvmStorage.Core.Images;
 using KvmStorage.Core.Images.Block;
 using KvmStorage.Core.Images.Chains;
@@ -182,7 +182,7 @@ public sealed class VolumeOperations(IKvmHost host)
         }
 
         host.EnsureWritable($"Deleting volume '{volume.Name}'", volume.Path);
-        OfflineVolumeStore.EnsureRemovable(host, volume, force);
+        VolumeRemoval.EnsureRemovable(host, volume, force);
         string description = $"Delete the volume's image file ({volume.Format}, {Sizes.ByteSize.Format(volume.Capacity)})";
         return new(volume.Path, description, (_, _) =>
         {
@@ -277,7 +277,7 @@ public sealed class VolumeOperations(IKvmHost host)
     /// </summary>
     private void EnsureSound(StorageVolume volume)
     {
-        if (volume.ImageFormat != ImageFormat.Qcow2 || host is LiveHost { IsLocal: false } || !File.Exists(volume.LocalPath))
+        if (volume.ImageFormat != ImageFormat.Qcow2 || !host.IsLocal || !File.Exists(volume.LocalPath))
         {
             return;
         }

@@ -1,9 +1,8 @@
 using KvmStorage.Core.Access;
+using KvmStorage.Core.Backends;
 using KvmStorage.Core.Errors;
-using KvmStorage.Core.Hosting;
-using KvmStorage.Core.Images;
 using KvmStorage.Core.IO;
-using KvmStorage.Core.Libvirt;
+using KvmStorage.Core.Images;
 using KvmStorage.Core.Pools;
 using KvmStorage.Core.Volumes;
 
@@ -69,7 +68,7 @@ public sealed class DiskAttachments
 
             // A guest given a regular file from outside the pools reads and may write whatever that file is (a host
             // file named by mistake, or through a hostile script). Read-only cdrom media are the usual exception.
-            bool readOnlyMedia = request.Device == "cdrom" || (request.Device == "floppy" && request.ReadOnly == true);
+            bool readOnlyMedia = request.Device == "cdrom" || (request.Device == "floppy" && request.Settings.ReadOnly == true);
             if (volume.Pool is null && !request.Force && !readOnlyMedia && ImageInspector.IsRegularFile(volume.LocalPath))
             {
                 throw new KvmStorageException(
@@ -98,13 +97,7 @@ public sealed class DiskAttachments
             Target = request.Target,
             Bus = request.Bus,
             Device = request.Device,
-            Cache = request.Cache,
-            Io = request.Io,
-            Discard = request.Discard,
-            ReadOnly = request.ReadOnly,
-            Shareable = request.Shareable,
-            Serial = request.Serial,
-            BootOrder = request.BootOrder,
+            Settings = request.Settings,
         };
         DomainDisk added = host.AttachDisk(domain.Name, spec, request.Scope);
         return AsNowDefined(domain.Name, added);
@@ -212,7 +205,7 @@ public sealed class DiskAttachments
             return;
         }
 
-        bool newIsReadOnly = request.ReadOnly ?? request.Device is "cdrom";
+        bool newIsReadOnly = request.Settings.ReadOnly ?? request.Device is "cdrom";
         foreach (DomainFileEntry entry in host.ListDomains())
         {
             if (entry.Definition is not { } other)
@@ -231,7 +224,7 @@ public sealed class DiskAttachments
                         volume.Path);
                 }
 
-                bool bothShareable = disk.Shareable && request.Shareable;
+                bool bothShareable = disk.Shareable && request.Settings.Shareable == true;
                 if (!bothShareable && !(disk.ReadOnly && newIsReadOnly))
                 {
                     throw new KvmStorageException(
@@ -307,13 +300,6 @@ public sealed class DiskAttachments
             Pool = disk.SourcePool ?? volume?.Pool,
             VolumeName = disk.SourceVolume ?? (volume?.Pool is null ? null : volume.Name),
             Format = disk.Format,
-            Cache = disk.Cache,
-            Io = disk.Io,
-            Discard = disk.Discard,
-            ReadOnly = disk.ReadOnly,
-            Shareable = disk.Shareable,
-            Serial = disk.Serial,
-            BootOrder = disk.BootOrder,
             IsEmpty = disk.IsEmpty,
             Volume = volume,
             HostName = host.Name,

@@ -1,7 +1,7 @@
 namespace KvmStorage.Core.Domains;
 
 /// <summary>What to attach: one new <c>&lt;disk&gt;</c>.</summary>
-public sealed class DiskSpec
+public sealed record DiskSpec
 {
     /// <summary>The host path of the image or block device; null for a pool volume or an empty cdrom/floppy.</summary>
     public string? SourcePath { get; init; }
@@ -38,41 +38,15 @@ public sealed class DiskSpec
     /// <summary>disk (default), cdrom, floppy or lun.</summary>
     public string Device { get; init; } = "disk";
 
-    public string? Cache { get; init; }
+    /// <summary>Cache, io and discard modes, read-only, shareable, serial and boot order; those not given take libvirt's defaults.</summary>
+    public DiskSettings Settings { get; init; } = new();
 
-    public string? Io { get; init; }
-
-    public string? Discard { get; init; }
-
-    /// <summary>Null: read-only for cdroms, read-write otherwise.</summary>
-    public bool? ReadOnly { get; init; }
-
-    public bool Shareable { get; init; }
-
-    public string? Serial { get; init; }
-
-    public int? BootOrder { get; init; }
-}
-
-/// <summary>
-/// Changes to one disk. A null property leaves that setting alone; an empty string removes a string setting, and
-/// <see cref="BootOrder"/> 0 removes the boot order.
-/// </summary>
-public sealed class DiskUpdate
-{
-    public string? Format { get; init; }
-
-    public string? Cache { get; init; }
-
-    public string? Io { get; init; }
-
-    public string? Discard { get; init; }
-
-    public bool? ReadOnly { get; init; }
-
-    public bool? Shareable { get; init; }
-
-    public string? Serial { get; init; }
-
-    public int? BootOrder { get; init; }
+    /// <summary>The bus the disk goes on: <see cref="Bus"/>, else the one a device of its kind gets.</summary>
+    public string BusOrDefault => Bus ?? Device switch
+    {
+        "cdrom" => "sata",
+        "floppy" => "fdc",
+        "lun" => "scsi",
+        _ => "virtio",
+    };
 }

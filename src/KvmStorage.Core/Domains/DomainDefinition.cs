@@ -140,13 +140,16 @@ public sealed class DomainDefinition
             SourcePool = type == "volume" ? (string?)source?.Attribute("pool") : null,
             SourceVolume = type == "volume" ? (string?)source?.Attribute("volume") : null,
             Format = (string?)driver?.Attribute("type"),
-            Cache = (string?)driver?.Attribute("cache"),
-            Io = (string?)driver?.Attribute("io"),
-            Discard = (string?)driver?.Attribute("discard"),
-            ReadOnly = disk.Element("readonly") is not null,
-            Shareable = disk.Element("shareable") is not null,
-            Serial = disk.Element("serial")?.Value,
-            BootOrder = bootOrder,
+            Settings = new DiskSettings
+            {
+                Cache = (string?)driver?.Attribute("cache"),
+                Io = (string?)driver?.Attribute("io"),
+                Discard = (string?)driver?.Attribute("discard"),
+                ReadOnly = disk.Element("readonly") is not null,
+                Shareable = disk.Element("shareable") is not null,
+                Serial = disk.Element("serial")?.Value,
+                BootOrder = bootOrder,
+            },
             IsEmpty = removable && (source is null || !source.Attributes().Any(a => a.Name.LocalName is "file" or "dev" or "volume" or "name" or "dir")),
         };
     }

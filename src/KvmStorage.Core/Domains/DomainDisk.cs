@@ -30,20 +30,24 @@ public sealed class DomainDisk
     /// <summary><c>&lt;driver type&gt;</c>: qcow2, raw, …</summary>
     public string? Format { get; init; }
 
-    public string? Cache { get; init; }
+    /// <summary>Cache, io and discard modes, read-only, shareable, serial and boot order, as the XML has them.</summary>
+    public required DiskSettings Settings { get; init; }
 
-    public string? Io { get; init; }
+    // Flat views of Settings, as scripts read them on Get-VMDisk's Disk property.
+    public string? Cache => Settings.Cache;
 
-    public string? Discard { get; init; }
+    public string? Io => Settings.Io;
 
-    public bool ReadOnly { get; init; }
+    public string? Discard => Settings.Discard;
 
-    public bool Shareable { get; init; }
+    public bool ReadOnly => Settings.ReadOnly == true;
 
-    public string? Serial { get; init; }
+    public bool Shareable => Settings.Shareable == true;
+
+    public string? Serial => Settings.Serial;
 
     /// <summary><c>&lt;boot order&gt;</c>, or null.</summary>
-    public int? BootOrder { get; init; }
+    public int? BootOrder => Settings.BootOrder;
 
     /// <summary>A removable drive (cdrom or floppy) with no medium inserted.</summary>
     public bool IsEmpty { get; init; }

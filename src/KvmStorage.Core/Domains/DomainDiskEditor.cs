@@ -6,7 +6,8 @@ namespace KvmStorage.Core.Domains;
 
 /// <summary>
 /// Adds, changes and removes disks of one <see cref="DomainDefinition"/>, refusing what libvirt 9.0's qemu driver
-/// would refuse at define or attach time (libvirt notes §7.1, §7.2). Each change is built on a copy of the disk and
+/// would refuse at define or attach time (each refusal observed against libvirtd 9.0; the messages quoted in the errors
+/// are libvirt's own). Each change is built on a copy of the disk and
 /// checked before it replaces anything, so a refused change leaves the definition exactly as it was.
 /// </summary>
 public sealed class DomainDiskEditor
@@ -59,13 +60,7 @@ public sealed class DomainDiskEditor
             throw Invalid(DomainErrorIds.UnsupportedDiskDevice, $"The disk device '{device}' is not supported; use disk, cdrom, floppy or lun.", device);
         }
 
-        string bus = spec.Bus ?? device switch
-        {
-            "cdrom" => "sata",
-            "floppy" => "fdc",
-            "lun" => "scsi",
-            _ => "virtio",
-        };
+        string bus = spec.BusOrDefault;
         if (!AttachableBuses.Contains(bus))
         {
             throw Invalid(DomainErrorIds.UnsupportedDiskBus, $"The disk bus '{bus}' is not supported for qemu domains; use virtio, scsi, sata, usb, ide or fdc.", bus);
@@ -75,7 +70,8 @@ public sealed class DomainDiskEditor
         string? format = spec.Format ?? (removable ? "raw" : null);
         if (string.IsNullOrEmpty(format))
         {
-            // libvirt would store a missing type as raw and expose a qcow2 image raw to the guest (notes §7.1).
+            // libvirt probes no image formats (formatdomain: <driver type>), so it would store a missing type as raw and
+            // expose a qcow2 image's container, not its contents, to the guest.
             throw Invalid(DomainErrorIds.DiskFormatRequired, "The disk format (for example qcow2 or raw) is required: libvirt treats a disk without one as raw.", spec.SourcePath);
         }
 
@@ -84,11 +80,12 @@ public sealed class DomainDiskEditor
             : new DiskPlacement(spec.Target, spec.Address);
         string target = placement.Target;
 
+        DiskSettings settings = spec.Settings;
         var disk = new XElement("disk");
         var driver = new XElement("driver", new XAttribute("name", "qemu"), new XAttribute("type", format));
-        AddIfSet(driver, "cache", spec.Cache);
-        AddIfSet(driver, "io", spec.Io);
-        AddIfSet(driver, "discard", spec.Discard);
+        AddIfSet(driver, "cache", settings.Cache);
+        AddIfSet(driver, "io", settings.Io);
+        AddIfSet(driver, "discard", settings.Discard);
         disk.Add(driver);
 
         string type;
@@ -121,23 +118,23 @@ public sealed class DomainDiskEditor
         disk.Add(new XElement("target", new XAttribute("dev", target), new XAttribute("bus", bus)));
 
         // libvirt makes every cdrom read-only on its own; an explicit request for a writable one is refused instead.
-        bool readOnly = spec.ReadOnly ?? device == "cdrom";
+        bool readOnly = settings.ReadOnly ?? device == "cdrom";
         if (readOnly)
         {
             disk.Add(new XElement("readonly"));
         }
 
-        if (spec.Shareable)
+        if (settings.Shareable == true)
         {
             disk.Add(new XElement("shareable"));
         }
 
-        if (spec.Serial is not null)
+        if (settings.Serial is not null)
         {
-            disk.Add(new XElement("serial", spec.Serial));
+            disk.Add(new XElement("serial", settings.Serial));
         }
 
-        if (spec.BootOrder is int order)
+        if (settings.BootOrder is int order)
         {
             disk.Add(new XElement("boot", new XAttribute("order", order.ToString(CultureInfo.InvariantCulture))));
         }
@@ -185,29 +182,30 @@ public sealed class DomainDiskEditor
             SetDriverAttribute(disk, "type", update.Format);
         }
 
-        SetDriverAttribute(disk, "cache", update.Cache);
-        SetDriverAttribute(disk, "io", update.Io);
-        SetDriverAttribute(disk, "discard", update.Discard);
-        if (update.ReadOnly is bool readOnly)
+        DiskSettings settings = update.Settings;
+        SetDriverAttribute(disk, "cache", settings.Cache);
+        SetDriverAttribute(disk, "io", settings.Io);
+        SetDriverAttribute(disk, "discard", settings.Discard);
+        if (settings.ReadOnly is bool readOnly)
         {
             SetFlag(disk, "readonly", readOnly);
         }
 
-        if (update.Shareable is bool shareable)
+        if (settings.Shareable is bool shareable)
         {
             SetFlag(disk, "shareable", shareable);
         }
 
-        if (update.Serial is not null)
+        if (settings.Serial is not null)
         {
             disk.Element("serial")?.Remove();
-            if (update.Serial.Length > 0)
+            if (settings.Serial.Length > 0)
             {
-                InsertChild(disk, new XElement("serial", update.Serial));
+                InsertChild(disk, new XElement("serial", settings.Serial));
             }
         }
 
-        if (update.BootOrder is int order)
+        if (settings.BootOrder is int order)
         {
             disk.Element("boot")?.Remove();
             if (order != 0)

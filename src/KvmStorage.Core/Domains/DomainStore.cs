@@ -1,6 +1,6 @@
 using System.Xml;
+using KvmStorage.Core.Backends;
 using KvmStorage.Core.Errors;
-using KvmStorage.Core.Hosting;
 using KvmStorage.Core.IO;
 using KvmStorage.Core.Names;
 using KvmStorage.Core.Xml;
@@ -14,7 +14,7 @@ public sealed record DomainFileEntry(string Name, string Path, DomainDefinition?
 /// The offline backend for domains: the persistent files <c>&lt;root&gt;/etc/libvirt/qemu/NAME.xml</c>, written exactly as
 /// libvirt keeps them, and the runtime state files under <c>&lt;root&gt;/run/libvirt/qemu</c>. Writers in any process
 /// serialise on one lock file, and <see cref="Edit{T}"/> re-reads under the lock so concurrent edits are not lost.
-/// libvirtd reads these files only when it starts (notes §3.4).
+/// libvirtd reads these files only when it starts, and rewrites them from memory on each change made through it.
 /// </summary>
 public sealed class DomainStore
 {

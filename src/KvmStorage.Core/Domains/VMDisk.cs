@@ -26,19 +26,21 @@ public sealed class VMDisk
 
     public string? Format { get; init; }
 
-    public string? Cache { get; init; }
+    // The settings are the wrapped disk's own (DiskSettings); they stay flat properties here because scripts and the
+    // format views read them as such.
+    public string? Cache => Disk.Cache;
 
-    public string? Io { get; init; }
+    public string? Io => Disk.Io;
 
-    public string? Discard { get; init; }
+    public string? Discard => Disk.Discard;
 
-    public bool ReadOnly { get; init; }
+    public bool ReadOnly => Disk.ReadOnly;
 
-    public bool Shareable { get; init; }
+    public bool Shareable => Disk.Shareable;
 
-    public string? Serial { get; init; }
+    public string? Serial => Disk.Serial;
 
-    public int? BootOrder { get; init; }
+    public int? BootOrder => Disk.BootOrder;
 
     public bool IsEmpty { get; init; }
 
@@ -53,46 +55,4 @@ public sealed class VMDisk
     public required DomainDisk Disk { get; init; }
 
     public override string ToString() => $"{VMName}:{Target}";
-}
-
-/// <summary>What Add-VMDisk asks for. The image is one of: <see cref="LocalImagePath"/>, or <see cref="Pool"/> and <see cref="VolumeName"/>; neither for an empty cdrom.</summary>
-public sealed class DiskAttachRequest
-{
-    public required string VMName { get; init; }
-
-    /// <summary>The image on this machine (under the host root).</summary>
-    public string? LocalImagePath { get; init; }
-
-    public string? Pool { get; init; }
-
-    public string? VolumeName { get; init; }
-
-    /// <summary>Refer to the image as <c>&lt;source pool= volume=/&gt;</c> (needs a pool volume).</summary>
-    public bool AsVolumeSource { get; init; }
-
-    public string? Target { get; init; }
-
-    public string? Bus { get; init; }
-
-    public string Device { get; init; } = "disk";
-
-    public string? Cache { get; init; }
-
-    public string? Io { get; init; }
-
-    public string? Discard { get; init; }
-
-    public bool? ReadOnly { get; init; }
-
-    public bool Shareable { get; init; }
-
-    public string? Serial { get; init; }
-
-    public int? BootOrder { get; init; }
-
-    /// <summary>Attach even when the image is already attached (to this VM, or read-write to another).</summary>
-    public bool Force { get; init; }
-
-    /// <summary>Persistent definition, running VM, or (Default) what the backend does by default.</summary>
-    public Libvirt.DeviceScope Scope { get; init; }
 }

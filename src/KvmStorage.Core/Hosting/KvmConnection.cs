@@ -1,5 +1,7 @@
 using System.Globalization;
 using System.Net.Sockets;
+using KvmStorage.Core.Backends;
+using KvmStorage.Core.Backends.Live;
 using KvmStorage.Core.Libvirt;
 
 namespace KvmStorage.Core.Hosting;
@@ -57,7 +59,8 @@ public sealed class KvmConnection : IDisposable
 
     /// <summary>
     /// True when a libvirt daemon answers on the socket of this root (<c>&lt;root&gt;/run/libvirt/libvirt-sock</c>):
-    /// its files are then the daemon's, and it ignores edits to them while it runs (notes §3.4).
+    /// its files are then the daemon's. libvirtd reads its XML files only when it starts and rewrites them from memory
+    /// on every change, so an edit made beside it is ignored, then lost.
     /// </summary>
     public static bool DaemonAnswers(HostPaths paths)
     {

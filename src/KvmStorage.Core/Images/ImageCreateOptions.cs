@@ -25,7 +25,7 @@ public readonly record struct ImageProgress(ulong BytesCompleted, ulong BytesTot
 }
 
 /// <summary>What <see cref="ImageCreator.Create"/> makes. Defaults match <c>qemu-img create</c>.</summary>
-public sealed class ImageCreateOptions
+public sealed record ImageCreateOptions
 {
     public ImageFormat Format { get; init; } = ImageFormat.Qcow2;
 

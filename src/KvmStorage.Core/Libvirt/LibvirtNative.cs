@@ -3,7 +3,8 @@ using System.Runtime.InteropServices;
 namespace KvmStorage.Core.Libvirt;
 
 /// <summary>
-/// The libvirt entry points the live backend uses (libvirt notes §11). <c>char*</c> results the caller owns are
+/// The libvirt entry points the live backend uses, declared as libvirt's C API reference gives them (libvirt.org/html,
+/// modules libvirt-host, libvirt-storage, libvirt-domain, virterror). <c>char*</c> results the caller owns are
 /// declared <see cref="IntPtr"/> and freed with libc <c>free</c> (<see cref="TakeString"/>); <c>const char*</c> results
 /// owned by libvirt are declared <see cref="IntPtr"/> too and only read, because a <c>string</c> return would make the
 /// marshaller free them (a double free).

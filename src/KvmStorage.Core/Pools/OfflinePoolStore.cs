@@ -1,6 +1,6 @@
 using System.Xml;
+using KvmStorage.Core.Backends;
 using KvmStorage.Core.Errors;
-using KvmStorage.Core.Hosting;
 using KvmStorage.Core.IO;
 using KvmStorage.Core.Xml;
 
@@ -74,12 +74,12 @@ public sealed class OfflinePoolStore
     public StoragePool Define(PoolDefinition definition, PoolDefineOptions options)
     {
         PoolNames.Validate(definition.Name);
-        ValidateTarget(definition);
+        PoolTargetRules.Validate(definition);
         if (options.Build && definition.Type != PoolType.Dir)
         {
             throw new KvmStorageException(
                 ErrorKind.NotSupported,
-                ErrorIds.PoolTypeCannotBuild,
+                PoolErrorIds.PoolTypeCannotBuild,
                 $"Pool '{definition.Name}' is of type {definition.Type.ToXmlName()}: only dir pools can be built offline. Define it without -Build and build it with libvirt.",
                 definition.Name);
         }
@@ -90,14 +90,14 @@ public sealed class OfflinePoolStore
             AtomicFile.RemoveStaleTempFiles(Paths.StorageConfigDir, TimeSpan.FromMinutes(10));
             if (File.Exists(DefinitionFile(definition.Name)))
             {
-                throw new KvmStorageException(ErrorKind.AlreadyExists, ErrorIds.PoolExists, $"A pool named '{definition.Name}' already exists.", definition.Name);
+                throw new KvmStorageException(ErrorKind.AlreadyExists, PoolErrorIds.PoolExists, $"A pool named '{definition.Name}' already exists.", definition.Name);
             }
 
             CheckConflicts(definition);
             definition.Uuid ??= Guid.NewGuid();
             if (ReadAll().Any(r => r.Pool is not null && r.Pool.Uuid == definition.Uuid))
             {
-                throw new KvmStorageException(ErrorKind.AlreadyExists, ErrorIds.PoolExists, $"Another pool already has the UUID {definition.Uuid}.", definition.Name);
+                throw new KvmStorageException(ErrorKind.AlreadyExists, PoolErrorIds.PoolExists, $"Another pool already has the UUID {definition.Uuid}.", definition.Name);
             }
 
             // Build first: a failure to create the folder must leave no definition behind.
@@ -123,14 +123,10 @@ public sealed class OfflinePoolStore
         using (FileLock.Acquire(LockPath))
         {
             StoragePool current = Get(name);
-            PoolDefinition edited = current.Definition.Clone();
-            change(edited);
-            edited.Name = current.Name;
-            edited.Uuid = current.Uuid;
-            ValidateTarget(edited);
+            PoolDefinition edited = current.Redefinition(change);
             if (applyPermissionsToTarget && current.LocalPath is not null && Directory.Exists(current.LocalPath))
             {
-                ApplyPermissions(current.LocalPath, edited.Permissions);
+                PoolTargetRules.ApplyPermissions(current.LocalPath, edited.Permissions);
             }
 
             WriteDefinition(edited);
@@ -155,7 +151,7 @@ public sealed class OfflinePoolStore
             {
                 throw new KvmStorageException(
                     ErrorKind.InvalidOperation,
-                    ErrorIds.PoolTargetNotEmpty,
+                    PoolErrorIds.PoolTargetNotEmpty,
                     $"The target folder '{pool.Path}' of pool '{name}' is not empty; volumes are never deleted with a pool. Remove them first, or undefine without deleting the folder.",
                     name);
             }
@@ -181,22 +177,22 @@ public sealed class OfflinePoolStore
         }
         catch (XmlException ex)
         {
-            throw new KvmStorageException(ErrorKind.InvalidData, ErrorIds.InvalidPoolDefinition, $"The pool file '{file}' is not well-formed XML: {ex.Message}", file, ex);
+            throw new KvmStorageException(ErrorKind.InvalidData, PoolErrorIds.InvalidPoolDefinition, $"The pool file '{file}' is not well-formed XML: {ex.Message}", file, ex);
         }
         catch (UnauthorizedAccessException ex)
         {
-            throw new KvmStorageException(ErrorKind.PermissionDenied, ErrorIds.PoolFileUnreadable, $"The pool file '{file}' cannot be read: {ex.Message}", file, ex);
+            throw new KvmStorageException(ErrorKind.PermissionDenied, PoolErrorIds.PoolFileUnreadable, $"The pool file '{file}' cannot be read: {ex.Message}", file, ex);
         }
         catch (IOException ex)
         {
-            throw new KvmStorageException(ErrorKind.ResourceUnavailable, ErrorIds.PoolFileUnreadable, $"The pool file '{file}' cannot be read: {ex.Message}", file, ex);
+            throw new KvmStorageException(ErrorKind.ResourceUnavailable, PoolErrorIds.PoolFileUnreadable, $"The pool file '{file}' cannot be read: {ex.Message}", file, ex);
         }
 
         string name = definition.Name;
         if (Path.GetFileName(file) != name + ".xml")
         {
             // libvirt skips such a file at start: "config filename does not match pool name".
-            throw new KvmStorageException(ErrorKind.InvalidData, ErrorIds.InvalidPoolDefinition, $"The pool file '{file}' defines pool '{PoolNames.Printable(name)}': libvirt requires the file to be named '{name}.xml'.", file);
+            throw new KvmStorageException(ErrorKind.InvalidData, PoolErrorIds.InvalidPoolDefinition, $"The pool file '{file}' defines pool '{PoolNames.Printable(name)}': libvirt requires the file to be named '{name}.xml'.", file);
         }
 
         string? local = null;
@@ -295,48 +291,7 @@ public sealed class OfflinePoolStore
         }
     }
 
-    /// <summary>A target path must be absolute, without '.' or '..' parts (libvirt's own rule, checked before anything is written).</summary>
-    internal static void ValidateTarget(PoolDefinition definition)
-    {
-        string? target = definition.TargetPath;
-        if (definition.Type.HasTarget() && string.IsNullOrEmpty(target))
-        {
-            throw new KvmStorageException(ErrorKind.InvalidArgument, ErrorIds.InvalidTargetPath, $"A {definition.Type.ToXmlName()} pool needs a target path.", definition.Name);
-        }
-
-        if (target is not null && (!target.StartsWith('/') || target.Any(char.IsControl) || target.Split('/').Any(p => p is ".." or ".")))
-        {
-            throw new KvmStorageException(ErrorKind.InvalidArgument, ErrorIds.InvalidTargetPath, $"The target path '{PoolNames.Printable(target)}' must be an absolute path without '.' or '..' parts.", definition.Name);
-        }
-    }
-
-    private void CheckConflicts(PoolDefinition definition) => CheckConflicts(definition, ReadAll().Select(r => r.Pool).OfType<StoragePool>());
-
-    /// <summary>Refuses a definition whose target folder or source another pool already uses (libvirt's "Storage source conflict").</summary>
-    internal static void CheckConflicts(PoolDefinition definition, IEnumerable<StoragePool> others)
-    {
-        string? target = definition.TargetPath is null ? null : Path.TrimEndingDirectorySeparator(definition.TargetPath);
-        PoolSource source = definition.Source;
-        foreach (StoragePool pool in others)
-        {
-            if (pool.Name == definition.Name)
-            {
-                continue;
-            }
-
-            if (target is not null && definition.Type.HoldsFileVolumes() && pool.PoolType.HoldsFileVolumes() && pool.Path is not null && Path.TrimEndingDirectorySeparator(pool.Path) == target)
-            {
-                throw new KvmStorageException(ErrorKind.AlreadyExists, ErrorIds.PoolTargetInUse, $"Pool '{pool.Name}' already uses the target path '{pool.Path}'.", definition.Name);
-            }
-
-            // libvirt's "Storage source conflict": the same network export, device or named source.
-            bool sameSource = pool.PoolType == definition.Type && !source.IsEmpty && pool.Source.ToString() == source.ToString();
-            if (sameSource)
-            {
-                throw new KvmStorageException(ErrorKind.AlreadyExists, ErrorIds.PoolTargetInUse, $"Pool '{pool.Name}' already uses the source '{source}'.", definition.Name);
-            }
-        }
-    }
+    private void CheckConflicts(PoolDefinition definition) => PoolTargetRules.CheckConflicts(definition, ReadAll().Select(r => r.Pool).OfType<StoragePool>());
 
     private void BuildTarget(PoolDefinition definition)
     {
@@ -349,19 +304,9 @@ public sealed class OfflinePoolStore
             Directory.CreateDirectory(local, mode);
         }
 
-        ApplyPermissions(local, permissions with { Mode = mode });
-    }
-
-    internal static void ApplyPermissions(string directory, Permissions permissions)
-    {
-        if (permissions.Mode is { } mode)
-        {
-            File.SetUnixFileMode(directory, mode);
-        }
-
-        PosixFile.SetOwner(directory, permissions.Owner ?? -1, permissions.Group ?? -1);
+        PoolTargetRules.ApplyPermissions(local, permissions with { Mode = mode });
     }
 
     private static KvmStorageException NotFound(string name) =>
-        new(ErrorKind.NotFound, ErrorIds.PoolNotFound, $"No storage pool named '{PoolNames.Printable(name)}' is defined.", name);
+        new(ErrorKind.NotFound, PoolErrorIds.PoolNotFound, $"No storage pool named '{PoolNames.Printable(name)}' is defined.", name);
 }

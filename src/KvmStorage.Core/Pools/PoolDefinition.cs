@@ -22,7 +22,7 @@ public sealed class PoolDefinition
 
     public PoolType Type => PoolTypes.TryParse((string?)Element.Attribute("type"), out PoolType type)
         ? type
-        : throw new KvmStorageException(ErrorKind.InvalidData, ErrorIds.InvalidPoolDefinition, $"Unknown pool type '{(string?)Element.Attribute("type")}'.");
+        : throw new KvmStorageException(ErrorKind.InvalidData, PoolErrorIds.InvalidPoolDefinition, $"Unknown pool type '{(string?)Element.Attribute("type")}'.");
 
     public string Name
     {
@@ -132,18 +132,18 @@ public sealed class PoolDefinition
         string where = origin is null ? string.Empty : $" in '{origin}'";
         if (element.Name != "pool")
         {
-            throw new KvmStorageException(ErrorKind.InvalidData, ErrorIds.InvalidPoolDefinition, $"The root element{where} is <{element.Name.LocalName}>, not <pool>.", origin);
+            throw new KvmStorageException(ErrorKind.InvalidData, PoolErrorIds.InvalidPoolDefinition, $"The root element{where} is <{element.Name.LocalName}>, not <pool>.", origin);
         }
 
         var definition = new PoolDefinition(element);
         if (!PoolTypes.TryParse((string?)element.Attribute("type"), out _))
         {
-            throw new KvmStorageException(ErrorKind.InvalidData, ErrorIds.InvalidPoolDefinition, $"The pool{where} has an unknown type '{(string?)element.Attribute("type")}'.", origin);
+            throw new KvmStorageException(ErrorKind.InvalidData, PoolErrorIds.InvalidPoolDefinition, $"The pool{where} has an unknown type '{(string?)element.Attribute("type")}'.", origin);
         }
 
         if (string.IsNullOrEmpty(definition.Name))
         {
-            throw new KvmStorageException(ErrorKind.InvalidData, ErrorIds.InvalidPoolDefinition, $"The pool{where} has no <name>.", origin);
+            throw new KvmStorageException(ErrorKind.InvalidData, PoolErrorIds.InvalidPoolDefinition, $"The pool{where} has no <name>.", origin);
         }
 
         return definition;

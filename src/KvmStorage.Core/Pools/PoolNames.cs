@@ -14,7 +14,7 @@ public static class PoolNames
         string? problem = Check(name);
         if (problem is not null)
         {
-            throw new KvmStorageException(ErrorKind.InvalidArgument, ErrorIds.InvalidPoolName, $"'{Printable(name)}' is not a valid pool name: {problem}.", name);
+            throw new KvmStorageException(ErrorKind.InvalidArgument, PoolErrorIds.InvalidPoolName, $"'{Printable(name)}' is not a valid pool name: {problem}.", name);
         }
     }
 

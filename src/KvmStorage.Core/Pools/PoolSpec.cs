@@ -3,7 +3,7 @@ using KvmStorage.Core.Errors;
 namespace KvmStorage.Core.Pools;
 
 /// <summary>What a new pool should be: the parameters of New-StoragePool, turned into libvirt XML by <see cref="ToDefinition"/>.</summary>
-public sealed class PoolSpec
+public sealed record PoolSpec
 {
     public required PoolType Type { get; init; }
 
@@ -81,7 +81,7 @@ public sealed class PoolSpec
         {
             if (SecretUuid is null && SecretUsage is null)
             {
-                throw new KvmStorageException(ErrorKind.InvalidArgument, ErrorIds.SecretRequired, "An authentication user name needs the libvirt secret holding its password or key: give its UUID or usage.", Name);
+                throw new KvmStorageException(ErrorKind.InvalidArgument, PoolErrorIds.SecretRequired, "An authentication user name needs the libvirt secret holding its password or key: give its UUID or usage.", Name);
             }
 
             definition.SetSourceAuth(Type == PoolType.Rbd ? "ceph" : "chap", AuthUsername, SecretUuid?.ToString("D"), SecretUuid is null ? SecretUsage : null);

@@ -52,6 +52,21 @@ public sealed class StoragePool
     /// <summary>The definition this object was read from.</summary>
     internal PoolDefinition Definition { get; init; } = null!;
 
+    /// <summary>
+    /// A copy of the definition with <paramref name="change"/> made, to define this same pool again: its name and
+    /// UUID stay (libvirt refuses to redefine a pool's name under another UUID, and a new XML without one would get a
+    /// generated UUID), and its target must pass <see cref="PoolTargetRules"/>.
+    /// </summary>
+    internal PoolDefinition Redefinition(Action<PoolDefinition> change)
+    {
+        PoolDefinition edited = Definition.Clone();
+        change(edited);
+        edited.Name = Name;
+        edited.Uuid = Uuid;
+        PoolTargetRules.Validate(edited);
+        return edited;
+    }
+
     public override string ToString() => Name;
 }
 
@@ -59,7 +74,7 @@ public sealed class StoragePool
 public sealed record PoolReadResult(string File, StoragePool? Pool, Exception? Error);
 
 /// <summary>Options for defining a pool.</summary>
-public sealed class PoolDefineOptions
+public sealed record PoolDefineOptions
 {
     /// <summary>Create the target folder (dir pools).</summary>
     public bool Build { get; init; }

@@ -1,4 +1,4 @@
-using KvmStorage.Core.Hosting;
+using KvmStorage.Core.Backends;
 using KvmStorage.Core.Pools;
 
 namespace KvmStorage.Core.Volumes;

@@ -86,7 +86,7 @@ public sealed class StorageVolume
 public sealed record VolumeReadResult(string File, StorageVolume? Volume, Exception? Error);
 
 /// <summary>What New-Volume asks for: the image options plus where it goes.</summary>
-public sealed class VolumeCreateRequest
+public sealed record VolumeCreateRequest
 {
     public required string Pool { get; init; }
 

@@ -1,6 +1,6 @@
 using KvmStorage.Core.Access;
+using KvmStorage.Core.Backends;
 using KvmStorage.Core.Errors;
-using KvmStorage.Core.Hosting;
 using KvmStorage.Core.Images;
 using KvmStorage.Core.Images.Chains;
 using KvmStorage.Core.Pools;

@@ -87,35 +87,3 @@ public static class VolumeNames
         return asked;
     }
 }
-
-public static class VolumeErrorIds
-{
-    public const string InvalidVolumeName = "InvalidVolumeName";
-    public const string VolumeNotFound = "VolumeNotFound";
-    public const string VolumeExists = "VolumeAlreadyExists";
-    public const string VolumeOutsidePool = "VolumeOutsidePool";
-    public const string PoolHasNoFolder = "PoolHasNoVolumeFolder";
-    public const string PoolFolderMissing = "PoolFolderMissing";
-    public const string VolumeIsBackingFile = "VolumeIsBackingFile";
-    public const string VolumeAttached = "VolumeAttachedToVM";
-    public const string InvalidSize = "InvalidVolumeSize";
-    public const string NotAVolume = "NotAVolume";
-    public const string FormatExtensionMismatch = "FormatExtensionMismatch";
-    public const string BackingNotAllowed = Images.ImageErrorIds.BackingFileNotAllowed;
-}
-
-/// <summary>How an existing image was allocated, so that growing it keeps to the same mode.</summary>
-public static class VolumePreallocation
-{
-    /// <summary>
-    /// A raw image whose blocks cover its whole length was preallocated: grow it with fallocate too. Everything else
-    /// (sparse raw, qcow2, other formats) grows sparsely.
-    /// </summary>
-    public static Images.Preallocation Infer(StorageVolume volume)
-    {
-        ArgumentNullException.ThrowIfNull(volume);
-        return volume.ImageFormat == Images.ImageFormat.Raw && volume.FileLength > 0 && volume.Allocation >= volume.FileLength
-            ? Images.Preallocation.Falloc
-            : Images.Preallocation.Off;
-    }
-}

@@ -1,6 +1,6 @@
 using KvmStorage.Core.Access;
+using KvmStorage.Core.Backends;
 using KvmStorage.Core.Errors;
-using KvmStorage.Core.Hosting;
 using KvmStorage.Core.Images;
 using KvmStorage.Core.Images.Block;
 using KvmStorage.Core.Images.Convert;
@@ -77,20 +77,9 @@ public sealed class VolumeTransfer(IKvmHost host)
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(options);
         PrepareReplace(source);
-        var replacing = new ConvertOptions
-        {
-            Format = options.Format,
-            Compress = options.Compress,
-            CompressionType = options.CompressionType,
-            Preallocation = options.Preallocation,
-            ClusterSize = options.ClusterSize,
-            Compat = options.Compat,
-            Overwrite = true,
-            Mode = source.Mode,
-            Owner = source.Owner,
-            Group = source.Group,
-            Threads = options.Threads,
-        };
+
+        // The new image takes the source's place: it keeps the source's mode and owner, and overwrites it once complete.
+        ConvertOptions replacing = options with { Overwrite = true, Mode = source.Mode, Owner = source.Owner, Group = source.Group };
         using (IBlockReader reader = BlockReaders.Open(source.LocalPath, new BlockOpenOptions { BackingRule = files.BackingRule }))
         using (ImageLock.AcquireForWrite(source.LocalPath))
         {
@@ -135,19 +124,15 @@ public sealed class VolumeTransfer(IKvmHost host)
         using (IBlockReader reader = BlockReaders.Open(source.LocalPath, new BlockOpenOptions { BackingRule = files.BackingRule }))
         using (IBlockReader top = TopLayerReader.Open(source.LocalPath))
         {
-            var overlay = new ConvertOptions
+            // An overlay holds only the top image's clusters: nothing to preallocate (the converter refuses a backing
+            // file with preallocation).
+            ConvertOptions overlay = options with
             {
-                Format = ImageFormat.Qcow2,
                 ClusterSize = options.ClusterSize ?? source.ClusterSize,
-                Compat = options.Compat,
-                Compress = options.Compress,
-                CompressionType = options.CompressionType,
+                Preallocation = Preallocation.Off,
                 BackingFile = recorded,
                 BackingFormat = backingFormat,
                 AllocationSource = top,
-                Mode = options.Mode,
-                Owner = options.Owner,
-                Group = options.Group,
             };
             ImageConverter.Convert(reader, destinationLocalPath, overlay, progress, cancellationToken);
         }

@@ -1,7 +1,8 @@
 using System.Collections;
-using System.Management.Automation;
 using System.Management.Automation.Language;
-using KvmStorage.Core.Hosting;
+using System.Management.Automation;
+using KvmStorage.Core.Backends;
+using KvmStorage.Core.Backends.Offline;
 using KvmStorage.Core.Pools;
 
 namespace KvmStorage.Infrastructure;

@@ -1,4 +1,4 @@
-using KvmStorage.Core.Libvirt;
+using KvmStorage.Core.Domains;
 
 namespace KvmStorage.Infrastructure;
 

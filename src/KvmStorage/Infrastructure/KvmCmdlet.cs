@@ -3,11 +3,15 @@ using System.Diagnostics;
 using System.Management.Automation;
 using System.Reflection;
 using KvmStorage.Core.Access;
-using KvmStorage.Core.Images;
-using KvmStorage.Core.Sizes;
+using KvmStorage.Core.Backends;
+using KvmStorage.Core.Backends.Live;
+using KvmStorage.Core.Backends.Offline;
+using KvmStorage.Core.Domains;
 using KvmStorage.Core.Errors;
 using KvmStorage.Core.Hosting;
+using KvmStorage.Core.Images;
 using KvmStorage.Core.Libvirt;
+using KvmStorage.Core.Sizes;
 using KvmStorage.Core.Volumes;
 
 namespace KvmStorage.Infrastructure;
@@ -322,7 +326,7 @@ public abstract class KvmCmdlet : PSCmdlet
         {
             ThrowTerminatingError(new ErrorRecord(
                 new InvalidOperationException($"{MyInvocation.MyCommand.Name} works on one host at a time; give one connection to -Connection."),
-                LibvirtErrorIds.MultipleConnections,
+                ConnectionErrorIds.MultipleConnections,
                 ErrorCategory.InvalidArgument,
                 Connection));
         }
@@ -360,7 +364,7 @@ public abstract class KvmCmdlet : PSCmdlet
             // "WARNING: THIS IS AN AUTO-GENERATED FILE. CHANGES TO IT ARE LIKELY TO BE OVERWRITTEN AND LOST".
             ThrowTerminatingError(new ErrorRecord(
                 new InvalidOperationException($"A libvirt daemon is running for the host root '{paths.Root}', so its files must not be edited offline: the daemon would ignore and later overwrite the change. Connect to it with Connect-LibvirtHost (for example Connect-LibvirtHost -Uri 'qemu:///system?socket={paths.Resolve("/run/libvirt/libvirt-sock")}') and run the command again."),
-                LibvirtErrorIds.DaemonRunning,
+                ConnectionErrorIds.DaemonRunning,
                 ErrorCategory.ResourceBusy,
                 paths.Root));
         }

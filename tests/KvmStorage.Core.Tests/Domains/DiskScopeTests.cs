@@ -1,5 +1,6 @@
+using KvmStorage.Core.Backends;
+using KvmStorage.Core.Backends.Offline;
 using KvmStorage.Core.Domains;
-using KvmStorage.Core.Hosting;
 using KvmStorage.Core.Tests.Support;
 using Xunit;
 

@@ -5,22 +5,22 @@ using Xunit;
 namespace KvmStorage.Core.Tests.Domains;
 
 /// <summary>
-/// Every change libvirt 9.0 refuses (observed against libvirtd, notes §7.1/§7.2) is refused here with a typed error,
+/// Every change libvirt 9.0 refuses (each observed against libvirtd 9.0's qemu driver) is refused here with a typed error,
 /// and the file on disk keeps its bytes and its mtime.
 /// </summary>
 public sealed class DomainRefusalTests
 {
     public static TheoryData<string, string, string, Func<DomainDiskEditor, object>> Cases => new()
     {
-        { "shareable read-write qcow2", "web01", DomainErrorIds.ShareableNeedsRawFormat, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a.qcow2", Format = "qcow2", Shareable = true }) },
-        { "shareable made writable on qcow2", "db01", DomainErrorIds.ShareableNeedsRawFormat, e => e.UpdateDisk("vda", new DiskUpdate { ReadOnly = false }) },
-        { "io native with writeback", "web01", DomainErrorIds.NativeIoNeedsDirectCache, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a.raw", Format = "raw", Io = "native", Cache = "writeback" }) },
-        { "io native with no cache mode", "web01", DomainErrorIds.NativeIoNeedsDirectCache, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a.raw", Format = "raw", Io = "native" }) },
-        { "cache changed away from none under io native", "web01", DomainErrorIds.NativeIoNeedsDirectCache, e => e.UpdateDisk("vda", new DiskUpdate { Cache = "writethrough" }) },
-        { "boot order with os boot dev", "web01", DomainErrorIds.BootOrderWithOsBoot, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a.raw", Format = "raw", BootOrder = 1 }) },
-        { "boot order set on existing disk with os boot dev", "web01", DomainErrorIds.BootOrderWithOsBoot, e => e.UpdateDisk("vda", new DiskUpdate { BootOrder = 1 }) },
-        { "boot order already used", "db01", DomainErrorIds.DuplicateBootOrder, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a.raw", Format = "raw", BootOrder = 1 }) },
-        { "boot order zero or negative", "db01", DomainErrorIds.InvalidBootOrder, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a.raw", Format = "raw", BootOrder = -2 }) },
+        { "shareable read-write qcow2", "web01", DomainErrorIds.ShareableNeedsRawFormat, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a.qcow2", Format = "qcow2", Settings = new() { Shareable = true } }) },
+        { "shareable made writable on qcow2", "db01", DomainErrorIds.ShareableNeedsRawFormat, e => e.UpdateDisk("vda", new DiskUpdate { Settings = new() { ReadOnly = false } }) },
+        { "io native with writeback", "web01", DomainErrorIds.NativeIoNeedsDirectCache, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a.raw", Format = "raw", Settings = new() { Io = "native", Cache = "writeback" } }) },
+        { "io native with no cache mode", "web01", DomainErrorIds.NativeIoNeedsDirectCache, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a.raw", Format = "raw", Settings = new() { Io = "native" } }) },
+        { "cache changed away from none under io native", "web01", DomainErrorIds.NativeIoNeedsDirectCache, e => e.UpdateDisk("vda", new DiskUpdate { Settings = new() { Cache = "writethrough" } }) },
+        { "boot order with os boot dev", "web01", DomainErrorIds.BootOrderWithOsBoot, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a.raw", Format = "raw", Settings = new() { BootOrder = 1 } }) },
+        { "boot order set on existing disk with os boot dev", "web01", DomainErrorIds.BootOrderWithOsBoot, e => e.UpdateDisk("vda", new DiskUpdate { Settings = new() { BootOrder = 1 } }) },
+        { "boot order already used", "db01", DomainErrorIds.DuplicateBootOrder, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a.raw", Format = "raw", Settings = new() { BootOrder = 1 } }) },
+        { "boot order zero or negative", "db01", DomainErrorIds.InvalidBootOrder, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a.raw", Format = "raw", Settings = new() { BootOrder = -2 } }) },
         { "duplicate target", "web01", DomainErrorIds.DuplicateDiskTarget, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a.raw", Format = "raw", Target = "vda" }) },
         { "duplicate target across buses", "web01", DomainErrorIds.DuplicateDiskTarget, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a.raw", Format = "raw", Target = "sda", Bus = "scsi" }) },
         { "partition digits in target", "web01", DomainErrorIds.InvalidDiskTarget, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a.raw", Format = "raw", Target = "vdb1" }) },
@@ -33,21 +33,21 @@ public sealed class DomainRefusalTests
         { "disk on fdc", "web01", DomainErrorIds.InvalidBusForDevice, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a.raw", Format = "raw", Bus = "fdc" }) },
         { "lun on virtio", "web01", DomainErrorIds.InvalidBusForDevice, e => e.AddDisk(new DiskSpec { Device = "lun", SourcePath = "/dev/sdy", SourceIsBlockDevice = true, Format = "raw", Bus = "virtio" }) },
         { "lun on a file", "web01", DomainErrorIds.LunNeedsBlockSource, e => e.AddDisk(new DiskSpec { Device = "lun", SourcePath = "/srv/a.raw", Format = "raw" }) },
-        { "writable cdrom", "web01", DomainErrorIds.ReadOnlyMedia, e => e.AddDisk(new DiskSpec { Device = "cdrom", SourcePath = "/srv/a.iso", ReadOnly = false }) },
-        { "cdrom made writable", "web01", DomainErrorIds.ReadOnlyMedia, e => e.UpdateDisk("hdc", new DiskUpdate { ReadOnly = false }) },
-        { "read-only sata disk", "web01", DomainErrorIds.ReadOnlyNotSupportedOnBus, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a.raw", Format = "raw", Bus = "sata", ReadOnly = true }) },
-        { "read-only ide disk", "web01", DomainErrorIds.ReadOnlyNotSupportedOnBus, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a.raw", Format = "raw", Bus = "ide", Target = "hdb", ReadOnly = true }) },
+        { "writable cdrom", "web01", DomainErrorIds.ReadOnlyMedia, e => e.AddDisk(new DiskSpec { Device = "cdrom", SourcePath = "/srv/a.iso", Settings = new() { ReadOnly = false } }) },
+        { "cdrom made writable", "web01", DomainErrorIds.ReadOnlyMedia, e => e.UpdateDisk("hdc", new DiskUpdate { Settings = new() { ReadOnly = false } }) },
+        { "read-only sata disk", "web01", DomainErrorIds.ReadOnlyNotSupportedOnBus, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a.raw", Format = "raw", Bus = "sata", Settings = new() { ReadOnly = true } }) },
+        { "read-only ide disk", "web01", DomainErrorIds.ReadOnlyNotSupportedOnBus, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a.raw", Format = "raw", Bus = "ide", Target = "hdb", Settings = new() { ReadOnly = true } }) },
         { "media change on a hard disk", "web01", DomainErrorIds.NotRemovableMedia, e => e.ChangeMedia("vda", "/srv/a.iso") },
         { "eject a hard disk", "web01", DomainErrorIds.NotRemovableMedia, e => e.ChangeMedia("vda", null) },
-        { "update unknown disk", "web01", DomainErrorIds.DiskNotFound, e => e.UpdateDisk("vdq", new DiskUpdate { Cache = "none" }) },
+        { "update unknown disk", "web01", DomainErrorIds.DiskNotFound, e => e.UpdateDisk("vdq", new DiskUpdate { Settings = new() { Cache = "none" } }) },
         { "remove unknown disk", "web01", DomainErrorIds.DiskNotFound, e => e.RemoveDisk("vdq") },
         { "disk without format", "web01", DomainErrorIds.DiskFormatRequired, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a.qcow2" }) },
         { "format removed", "web01", DomainErrorIds.DiskFormatRequired, e => e.UpdateDisk("vda", new DiskUpdate { Format = string.Empty }) },
         { "unknown format", "web01", DomainErrorIds.InvalidDiskFormat, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a", Format = "qcow3" }) },
         { "vhdx, which libvirt 9.0 does not know", "web01", DomainErrorIds.InvalidDiskFormat, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a", Format = "vhdx" }) },
-        { "unknown cache mode", "web01", DomainErrorIds.InvalidDiskOption, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a", Format = "raw", Cache = "fast" }) },
-        { "unknown discard mode", "web01", DomainErrorIds.InvalidDiskOption, e => e.UpdateDisk("vdc", new DiskUpdate { Discard = "trim" }) },
-        { "unsafe serial", "web01", DomainErrorIds.InvalidDiskSerial, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a", Format = "raw", Serial = "it's \"q\"" }) },
+        { "unknown cache mode", "web01", DomainErrorIds.InvalidDiskOption, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a", Format = "raw", Settings = new() { Cache = "fast" } }) },
+        { "unknown discard mode", "web01", DomainErrorIds.InvalidDiskOption, e => e.UpdateDisk("vdc", new DiskUpdate { Settings = new() { Discard = "trim" } }) },
+        { "unsafe serial", "web01", DomainErrorIds.InvalidDiskSerial, e => e.AddDisk(new DiskSpec { SourcePath = "/srv/a", Format = "raw", Settings = new() { Serial = "it's \"q\"" } }) },
         { "relative source", "web01", DomainErrorIds.InvalidDiskSource, e => e.AddDisk(new DiskSpec { SourcePath = "images/a.raw", Format = "raw" }) },
         { "disk without source", "web01", DomainErrorIds.InvalidDiskSource, e => e.AddDisk(new DiskSpec { Format = "raw" }) },
         { "volume source without pool", "web01", DomainErrorIds.InvalidDiskSource, e => e.AddDisk(new DiskSpec { Volume = "v", AsVolumeSource = true, Format = "raw" }) },
@@ -80,8 +80,8 @@ public sealed class DomainRefusalTests
         DomainDefinition web = host.Store.Get("web01");
         string before = web.ToFileText();
         var editor = new DomainDiskEditor(web);
-        Assert.Throws<KvmStorageException>(() => editor.UpdateDisk("vda", new DiskUpdate { Cache = "writeback", Serial = "X" }));
-        Assert.Throws<KvmStorageException>(() => editor.AddDisk(new DiskSpec { SourcePath = "/srv/a.qcow2", Format = "qcow2", Bus = "scsi", Shareable = true }));
+        Assert.Throws<KvmStorageException>(() => editor.UpdateDisk("vda", new DiskUpdate { Settings = new() { Cache = "writeback", Serial = "X" } }));
+        Assert.Throws<KvmStorageException>(() => editor.AddDisk(new DiskSpec { SourcePath = "/srv/a.qcow2", Format = "qcow2", Bus = "scsi", Settings = new() { Shareable = true } }));
         Assert.Equal(before, web.ToFileText());
     }
 

@@ -67,8 +67,11 @@ public sealed class DomainRoundTripTests
         {
             SourcePath = "/var/lib/libvirt/images/new.qcow2",
             Format = "qcow2",
-            Cache = "none",
-            Discard = "unmap",
+            Settings = new DiskSettings
+            {
+                Cache = "none",
+                Discard = "unmap",
+            },
         }));
         Assert.Equal("vdb", added.Target);
         string after = host.Read("web01");
@@ -123,13 +126,16 @@ public sealed class DomainRoundTripTests
         {
             SourcePath = "/var/lib/libvirt/images/ro.qcow2",
             Format = "qcow2",
-            Cache = "directsync",
-            Io = "native",
-            Discard = "ignore",
-            ReadOnly = true,
-            Shareable = true,
-            Serial = "RO-DISK_1",
-            BootOrder = 2,
+            Settings = new DiskSettings
+            {
+                Cache = "directsync",
+                Io = "native",
+                Discard = "ignore",
+                ReadOnly = true,
+                Shareable = true,
+                Serial = "RO-DISK_1",
+                BootOrder = 2,
+            },
         }));
         var (plus, minus) = DomainTestHost.LineDiff(before, host.Read("db01"));
         Assert.Empty(minus);
@@ -191,9 +197,12 @@ public sealed class DomainRoundTripTests
         string before = host.Read("web01");
         DomainDisk updated = host.Store.Edit("web01", d => new DomainDiskEditor(d).UpdateDisk("vdc", new DiskUpdate
         {
-            Discard = "unmap",
-            Cache = "writeback",
-            Serial = string.Empty,
+            Settings = new DiskSettings
+            {
+                Discard = "unmap",
+                Cache = "writeback",
+                Serial = string.Empty,
+            },
         }));
         Assert.Equal(("writeback", "unmap", (string?)null), (updated.Cache, updated.Discard, updated.Serial));
         var (plus, minus) = DomainTestHost.LineDiff(before, host.Read("web01"));
@@ -207,8 +216,8 @@ public sealed class DomainRoundTripTests
     {
         using var host = new DomainTestHost("db01");
         string before = host.Read("db01");
-        host.Store.Edit("db01", d => new DomainDiskEditor(d).UpdateDisk("vda", new DiskUpdate { BootOrder = 3, Serial = "NEW" }));
-        host.Store.Edit("db01", d => new DomainDiskEditor(d).UpdateDisk("vda", new DiskUpdate { ReadOnly = false, Shareable = false, Format = "raw" }));
+        host.Store.Edit("db01", d => new DomainDiskEditor(d).UpdateDisk("vda", new DiskUpdate { Settings = new() { BootOrder = 3, Serial = "NEW" } }));
+        host.Store.Edit("db01", d => new DomainDiskEditor(d).UpdateDisk("vda", new DiskUpdate { Format = "raw", Settings = new() { ReadOnly = false, Shareable = false } }));
         string after = host.Read("db01");
         var (plus, minus) = DomainTestHost.LineDiff(before, after);
         Assert.Equal(DomainTestHost.Lines("      <driver name='qemu' type='qcow2'/>", "      <readonly/>", "      <shareable/>", "      <serial>DB-ROOT 01</serial>", "      <boot order='1'/>"), minus);

@@ -89,7 +89,7 @@ public sealed class DomainStoreTests
     public void List_of_a_missing_folder_is_empty()
     {
         using var temp = new Support.TempDirectory();
-        var store = new DomainStore(new Hosting.HostPaths(temp.Combine("nothing")));
+        var store = new DomainStore(new Backends.HostPaths(temp.Combine("nothing")));
         Assert.Empty(store.List());
     }
 
@@ -121,7 +121,7 @@ public sealed class DomainStoreTests
     {
         using var host = new DomainTestHost("web01", "db01");
         File.WriteAllText(host.ConfigFile("broken"), "<domain>");
-        host.Store.Edit("db01", d => new DomainDiskEditor(d).AddDisk(new DiskSpec { SourcePath = "/var/lib/libvirt/images/shared.raw", Format = "raw", Shareable = true }));
+        host.Store.Edit("db01", d => new DomainDiskEditor(d).AddDisk(new DiskSpec { SourcePath = "/var/lib/libvirt/images/shared.raw", Format = "raw", Settings = new() { Shareable = true } }));
 
         IReadOnlyList<DomainDisk> shared = host.Store.FindDisksUsing("/var/lib/libvirt/images/shared.raw");
         Assert.Equal(new[] { "db01:vdb", "web01:sda" }, shared.Select(d => d.ToString()).Order(StringComparer.Ordinal));
@@ -158,7 +158,7 @@ public sealed class DomainStoreTests
         var tasks = Enumerable.Range(0, writers).Select(i => Task.Factory.StartNew(
             () =>
             {
-                var store = new DomainStore(new Hosting.HostPaths(host.Paths.Root));
+                var store = new DomainStore(new Backends.HostPaths(host.Paths.Root));
                 start.Wait();
                 return store.Edit("web01", d => new DomainDiskEditor(d).AddDisk(new DiskSpec { SourcePath = $"/var/lib/libvirt/images/c{i}.qcow2", Format = "qcow2" })).Target;
             },

@@ -1,5 +1,5 @@
+using KvmStorage.Core.Backends;
 using KvmStorage.Core.Domains;
-using KvmStorage.Core.Hosting;
 using KvmStorage.Core.Tests.Support;
 using Xunit;
 

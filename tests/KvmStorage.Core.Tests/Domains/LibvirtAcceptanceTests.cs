@@ -17,10 +17,10 @@ public sealed class LibvirtAcceptanceTests
         host.Store.Edit("web01", d =>
         {
             var e = new DomainDiskEditor(d);
-            e.AddDisk(new DiskSpec { SourcePath = "/var/lib/libvirt/images/new.qcow2", Format = "qcow2", Cache = "none", Io = "native" });
-            e.AddDisk(new DiskSpec { SourcePath = "/var/lib/libvirt/images/s.qcow2", Format = "qcow2", Bus = "scsi", Serial = "S1" });
+            e.AddDisk(new DiskSpec { SourcePath = "/var/lib/libvirt/images/new.qcow2", Format = "qcow2", Settings = new() { Cache = "none", Io = "native" } });
+            e.AddDisk(new DiskSpec { SourcePath = "/var/lib/libvirt/images/s.qcow2", Format = "qcow2", Bus = "scsi", Settings = new() { Serial = "S1" } });
             e.AddDisk(new DiskSpec { Device = "cdrom" });
-            e.UpdateDisk("vdc", new DiskUpdate { Discard = "unmap", Serial = string.Empty });
+            e.UpdateDisk("vdc", new DiskUpdate { Settings = new() { Discard = "unmap", Serial = string.Empty } });
             e.RemoveDisk("sda");
             e.ChangeMedia("hdc", null);
             return 0;
@@ -32,7 +32,7 @@ public sealed class LibvirtAcceptanceTests
     public void Db01_edit_matches_libvirts_own_rewrite_except_addresses()
     {
         using var host = new DomainTestHost("db01");
-        host.Store.Edit("db01", d => new DomainDiskEditor(d).AddDisk(new DiskSpec { Pool = "default", Volume = "x.qcow2", AsVolumeSource = true, Format = "qcow2", BootOrder = 2 }));
+        host.Store.Edit("db01", d => new DomainDiskEditor(d).AddDisk(new DiskSpec { Pool = "default", Volume = "x.qcow2", AsVolumeSource = true, Format = "qcow2", Settings = new() { BootOrder = 2 } }));
         AssertOnlyAddressesDiffer(host.Read("db01"), DomainTestHost.FixtureText("db01.rewritten-by-libvirt.xml"));
     }
 

@@ -263,7 +263,7 @@ public sealed class ImageRebaserTests : IDisposable
                 break;
             case "raw outside pools":
                 // The host's rule (a host root here with no pool at all): a raw file outside every pool is never a backing file.
-                options = new RebaseOptions { BackingFile = "plain.raw", BackingRule = new KvmStorage.Core.Access.HostFiles(new KvmStorage.Core.Hosting.OfflineHost(new KvmStorage.Core.Hosting.HostPaths(temp.Path))).BackingRule };
+                options = new RebaseOptions { BackingFile = "plain.raw", BackingRule = new KvmStorage.Core.Access.HostFiles(new KvmStorage.Core.Backends.Offline.OfflineHost(new KvmStorage.Core.Backends.HostPaths(temp.Path))).BackingRule };
                 expected = ImageErrorIds.BackingFileNotAllowed;
                 break;
             case "device":

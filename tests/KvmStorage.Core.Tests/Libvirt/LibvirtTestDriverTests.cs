@@ -1,3 +1,6 @@
+using KvmStorage.Core.Backends;
+using KvmStorage.Core.Backends.Live;
+using KvmStorage.Core.Backends.Offline;
 using KvmStorage.Core.Domains;
 using KvmStorage.Core.Errors;
 using KvmStorage.Core.Hosting;
@@ -10,8 +13,8 @@ using Xunit;
 namespace KvmStorage.Core.Tests.Libvirt;
 
 /// <summary>
-/// The P/Invoke layer and the live backend against libvirt's in-process test driver (notes §10): no daemon,
-/// state per connection. Skipped where libvirt.so.0 is not installed.
+/// The P/Invoke layer and the live backend against libvirt's in-process test driver (the <c>test:///</c> URIs of
+/// libvirt's drvtest page): no daemon, state per connection. Skipped where libvirt.so.0 is not installed.
 /// </summary>
 public sealed class LibvirtTestDriverTests
 {
@@ -52,7 +55,7 @@ public sealed class LibvirtTestDriverTests
         using LiveHost host = OpenDefault();
         var ex = Assert.Throws<LibvirtException>(() => host.GetPool("does-not-exist"));
         Assert.Equal(LibvirtErrorCodes.NoStoragePool, ex.Code);
-        Assert.Equal(ErrorIds.PoolNotFound, ex.ErrorId);
+        Assert.Equal(PoolErrorIds.PoolNotFound, ex.ErrorId);
         Assert.Equal(ErrorKind.NotFound, ex.Kind);
         Assert.Contains("does-not-exist", ex.LibvirtMessage, StringComparison.Ordinal);
         Assert.Equal("virStoragePoolLookupByName", ex.Function);
@@ -96,7 +99,7 @@ public sealed class LibvirtTestDriverTests
         using LiveHost host = OpenDefault();
         PoolDefinition definition = new PoolSpec { Type = PoolType.Dir, Name = "default-pool", TargetPath = "/srv/other" }.ToDefinition();
         var ex = Assert.Throws<KvmStorageException>(() => host.DefinePool(definition, new PoolDefineOptions()));
-        Assert.Equal(ErrorIds.PoolExists, ex.ErrorId);
+        Assert.Equal(PoolErrorIds.PoolExists, ex.ErrorId);
     }
 
     [SkippableFact]
@@ -199,9 +202,9 @@ public sealed class LibvirtTestDriverTests
         using var root = new Support.TempDirectory();
         var host = new OfflineHost(new HostPaths(root.Path));
         var ex = Assert.Throws<KvmStorageException>(() => host.DetachDisk("vm", "vdb", DeviceScope.Live, TimeSpan.Zero));
-        Assert.Equal(LibvirtErrorIds.LiveChangeUnavailable, ex.ErrorId);
+        Assert.Equal(BackendErrorIds.LiveChangeUnavailable, ex.ErrorId);
         var start = Assert.Throws<KvmStorageException>(() => host.StartPool("p", build: false));
-        Assert.Equal(LibvirtErrorIds.DaemonRequired, start.ErrorId);
+        Assert.Equal(BackendErrorIds.DaemonRequired, start.ErrorId);
     }
 
     [Fact]

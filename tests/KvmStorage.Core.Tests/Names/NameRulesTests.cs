@@ -60,7 +60,7 @@ public sealed class NameRulesTests
 
     public static TheoryData<string, string> Kinds => new()
     {
-        { "pool", ErrorIds.InvalidPoolName },
+        { "pool", PoolErrorIds.InvalidPoolName },
         { "volume", VolumeErrorIds.InvalidVolumeName },
         { "snapshot", ImageErrorIds.InvalidSnapshotName },
         { "vm", DomainErrorIds.InvalidVMName },
@@ -238,7 +238,7 @@ public sealed class NameRulesTests
 
     private static string ErrorIdOf(string kind) => kind switch
     {
-        "pool" => ErrorIds.InvalidPoolName,
+        "pool" => PoolErrorIds.InvalidPoolName,
         "volume" => VolumeErrorIds.InvalidVolumeName,
         "snapshot" => ImageErrorIds.InvalidSnapshotName,
         _ => DomainErrorIds.InvalidVMName,

@@ -1,6 +1,7 @@
 using System.Text;
+using KvmStorage.Core.Backends;
+using KvmStorage.Core.Backends.Offline;
 using KvmStorage.Core.Errors;
-using KvmStorage.Core.Hosting;
 using KvmStorage.Core.IO;
 using KvmStorage.Core.Pools;
 using KvmStorage.Core.Tests.Support;
@@ -101,7 +102,7 @@ public sealed class OfflinePoolStoreTests : IDisposable
 
         var ex = Assert.Throws<KvmStorageException>(() => host.DefinePool(Dir("p", "/srv/other"), new PoolDefineOptions { Build = true }));
 
-        Assert.Equal(ErrorIds.PoolExists, ex.ErrorId);
+        Assert.Equal(PoolErrorIds.PoolExists, ex.ErrorId);
         Assert.Equal(ErrorKind.AlreadyExists, ex.Kind);
         Assert.Equal(before, Snapshot());
     }
@@ -116,7 +117,7 @@ public sealed class OfflinePoolStoreTests : IDisposable
 
         var ex = Assert.Throws<KvmStorageException>(() => host.DefinePool(Dir("q", target), new PoolDefineOptions { Build = true }));
 
-        Assert.Equal(ErrorIds.PoolTargetInUse, ex.ErrorId);
+        Assert.Equal(PoolErrorIds.PoolTargetInUse, ex.ErrorId);
         Assert.Equal(before, Snapshot());
     }
 
@@ -126,7 +127,7 @@ public sealed class OfflinePoolStoreTests : IDisposable
         static PoolDefinition Nfs(string name, string target) => new PoolSpec { Type = PoolType.Netfs, Name = name, SourceHosts = ["nas"], SourceDirectory = "/export", TargetPath = target }.ToDefinition();
         host.DefinePool(Nfs("n1", "/mnt/a"), new PoolDefineOptions());
         var ex = Assert.Throws<KvmStorageException>(() => host.DefinePool(Nfs("n2", "/mnt/b"), new PoolDefineOptions()));
-        Assert.Equal(ErrorIds.PoolTargetInUse, ex.ErrorId);
+        Assert.Equal(PoolErrorIds.PoolTargetInUse, ex.ErrorId);
     }
 
     public static TheoryData<string> BadNames() => new()
@@ -140,7 +141,7 @@ public sealed class OfflinePoolStoreTests : IDisposable
     {
         string before = Snapshot();
         var ex = Assert.Throws<KvmStorageException>(() => host.DefinePool(new PoolSpec { Type = PoolType.Dir, Name = "ok", TargetPath = "/srv/x" }.ToDefinition().With(d => d.Name = name), new PoolDefineOptions { Build = true }));
-        Assert.Equal(ErrorIds.InvalidPoolName, ex.ErrorId);
+        Assert.Equal(PoolErrorIds.InvalidPoolName, ex.ErrorId);
         Assert.Equal(ErrorKind.InvalidArgument, ex.Kind);
         Assert.Equal(before, Snapshot());
         Assert.Throws<KvmStorageException>(() => new PoolSpec { Type = PoolType.Dir, Name = name, TargetPath = "/srv/x" }.ToDefinition());
@@ -175,7 +176,7 @@ public sealed class OfflinePoolStoreTests : IDisposable
         Assert.Equal("good", Assert.Single(all, r => r.Pool is not null).Pool!.Name);
         var errors = all.Where(r => r.Error is not null).ToDictionary(r => Path.GetFileName(r.File), r => (KvmStorageException)r.Error!);
         Assert.Equal(5, errors.Count);
-        Assert.All(errors.Values, e => Assert.Equal(ErrorIds.InvalidPoolDefinition, e.ErrorId));
+        Assert.All(errors.Values, e => Assert.Equal(PoolErrorIds.InvalidPoolDefinition, e.ErrorId));
         Assert.Contains("not well-formed", errors["broken.xml"].Message, StringComparison.Ordinal);
         Assert.Contains("<domain>", errors["notpool.xml"].Message, StringComparison.Ordinal);
         Assert.Contains("mismatch.xml", errors["mismatch.xml"].Message, StringComparison.Ordinal);
@@ -186,7 +187,7 @@ public sealed class OfflinePoolStoreTests : IDisposable
     public void Unknown_pool_is_a_typed_not_found_error()
     {
         var ex = Assert.Throws<KvmStorageException>(() => host.GetPool("nope"));
-        Assert.Equal(ErrorIds.PoolNotFound, ex.ErrorId);
+        Assert.Equal(PoolErrorIds.PoolNotFound, ex.ErrorId);
         Assert.Equal(ErrorKind.NotFound, ex.Kind);
         Assert.Throws<KvmStorageException>(() => host.UndefinePool("nope", false));
         Assert.Throws<KvmStorageException>(() => host.UpdatePool("nope", _ => { }, true));
@@ -244,7 +245,7 @@ public sealed class OfflinePoolStoreTests : IDisposable
         string before = Snapshot();
 
         var ex = Assert.Throws<KvmStorageException>(() => host.UndefinePool("p", deleteTarget: true));
-        Assert.Equal(ErrorIds.PoolTargetNotEmpty, ex.ErrorId);
+        Assert.Equal(PoolErrorIds.PoolTargetNotEmpty, ex.ErrorId);
         Assert.Equal(before, Snapshot());
 
         host.UndefinePool("p", deleteTarget: false);
@@ -266,7 +267,7 @@ public sealed class OfflinePoolStoreTests : IDisposable
     {
         string before = Snapshot();
         var ex = Assert.Throws<KvmStorageException>(() => host.DefinePool(new PoolSpec { Type = PoolType.Logical, Name = "vg", SourceName = "vg0" }.ToDefinition(), new PoolDefineOptions { Build = true }));
-        Assert.Equal(ErrorIds.PoolTypeCannotBuild, ex.ErrorId);
+        Assert.Equal(PoolErrorIds.PoolTypeCannotBuild, ex.ErrorId);
         Assert.Equal(before, Snapshot());
     }
 
@@ -297,7 +298,7 @@ public sealed class OfflinePoolStoreTests : IDisposable
             {
                 new OfflineHost(new HostPaths(root.Path)).DefinePool(Dir($"r{i}", "/srv/shared"), new PoolDefineOptions());
             }
-            catch (KvmStorageException ex) when (ex.ErrorId == ErrorIds.PoolTargetInUse)
+            catch (KvmStorageException ex) when (ex.ErrorId == PoolErrorIds.PoolTargetInUse)
             {
                 Interlocked.Increment(ref failures);
             }

@@ -13,7 +13,7 @@ public enum CompressionType
 }
 
 /// <summary>What <see cref="ImageConverter.Convert"/> writes. Defaults match <c>qemu-img convert -O qcow2</c>.</summary>
-public sealed class ConvertOptions
+public sealed record ConvertOptions
 {
     /// <summary>Output format: raw, qcow2 or vmdk (streamOptimized).</summary>
     public ImageFormat Format { get; init; } = ImageFormat.Qcow2;

@@ -1,6 +1,5 @@
 using System.Management.Automation;
 using KvmStorage.Core.Hosting;
-using KvmStorage.Core.Libvirt;
 using KvmStorage.Infrastructure;
 
 namespace KvmStorage.Commands.LibvirtHost;
@@ -41,7 +40,7 @@ public sealed class DisconnectLibvirtHostCommand : KvmCmdlet
                     List<KvmConnection> matches = KvmSession.Connections.Where(c => pattern.IsMatch(c.Uri)).ToList();
                     if (matches.Count == 0 && !WildcardPattern.ContainsWildcardCharacters(uri))
                     {
-                        WriteError(LibvirtErrorIds.ConnectionNotFound, ErrorCategory.ObjectNotFound, $"No open connection has the URI '{uri}'. Get-LibvirtHost lists the open ones.", uri);
+                        WriteError(ConnectionErrorIds.ConnectionNotFound, ErrorCategory.ObjectNotFound, $"No open connection has the URI '{uri}'. Get-LibvirtHost lists the open ones.", uri);
                     }
 
                     matches.ForEach(KvmSession.Close);
@@ -55,7 +54,7 @@ public sealed class DisconnectLibvirtHostCommand : KvmCmdlet
                 }
                 else
                 {
-                    WriteError(LibvirtErrorIds.ConnectionNotFound, ErrorCategory.ObjectNotFound, "No connection is open in this session.", null);
+                    WriteError(ConnectionErrorIds.ConnectionNotFound, ErrorCategory.ObjectNotFound, "No connection is open in this session.", null);
                 }
 
                 break;

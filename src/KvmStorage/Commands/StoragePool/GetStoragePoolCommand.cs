@@ -45,7 +45,7 @@ public sealed class GetStoragePoolCommand : KvmCmdlet
             return;
         }
 
-        foreach (Core.Hosting.IKvmHost host in KvmHosts)
+        foreach (Core.Backends.IKvmHost host in KvmHosts)
         {
             ListPools(host, Name);
         }
@@ -68,9 +68,9 @@ public sealed class GetStoragePoolCommand : KvmCmdlet
     }
 
     private static KvmStorageException NotInPool(string what) =>
-        new(ErrorKind.NotFound, ErrorIds.PoolNotFound, $"'{what}' is not in a storage pool.", what);
+        new(ErrorKind.NotFound, PoolErrorIds.PoolNotFound, $"'{what}' is not in a storage pool.", what);
 
-    private void ListPools(Core.Hosting.IKvmHost host, string[]? names)
+    private void ListPools(Core.Backends.IKvmHost host, string[]? names)
     {
         RunForItem(host.Name, () =>
         {

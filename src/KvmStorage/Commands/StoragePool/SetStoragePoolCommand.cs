@@ -61,7 +61,7 @@ public sealed class SetStoragePoolCommand : PoolItemCmdlet
 
         if (permissions != pool.Permissions && !pool.PoolType.HasTarget())
         {
-            throw new Core.Errors.KvmStorageException(Core.Errors.ErrorKind.InvalidArgument, Core.Errors.ErrorIds.InvalidPermissions, $"Pool '{pool.Name}' is of type {pool.Type}, which has no target folder to set permissions on.", pool.Name);
+            throw new Core.Errors.KvmStorageException(Core.Errors.ErrorKind.InvalidArgument, PoolErrorIds.InvalidPermissions, $"Pool '{pool.Name}' is of type {pool.Type}, which has no target folder to set permissions on.", pool.Name);
         }
 
         if (changes.Count == 0)

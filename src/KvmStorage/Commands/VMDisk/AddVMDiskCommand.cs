@@ -128,13 +128,16 @@ public sealed class AddVMDiskCommand : KvmCmdlet
                 Target = Target,
                 Bus = Bus,
                 Device = Device,
-                Cache = Cache,
-                Io = Io,
-                Discard = Discard,
-                ReadOnly = ReadOnly.IsPresent ? true : null,
-                Shareable = Shareable,
-                Serial = Serial,
-                BootOrder = MyInvocation.BoundParameters.ContainsKey(nameof(BootOrder)) ? BootOrder : null,
+                Settings = new DiskSettings
+                {
+                    Cache = Cache,
+                    Io = Io,
+                    Discard = Discard,
+                    ReadOnly = ReadOnly.IsPresent ? true : null,
+                    Shareable = Shareable.IsPresent ? true : null,
+                    Serial = Serial,
+                    BootOrder = MyInvocation.BoundParameters.ContainsKey(nameof(BootOrder)) ? BootOrder : null,
+                },
                 Force = Force,
                 Scope = DeviceScopes.From(Live, Config),
             };

@@ -89,7 +89,7 @@ public sealed class RemoveVMDiskCommand : KvmCmdlet
                 {
                     try
                     {
-                        Core.Volumes.OfflineVolumeStore.EnsureRemovable(KvmHost, doomed, force: false, detachingFrom: vm);
+                        Core.Volumes.VolumeRemoval.EnsureRemovable(KvmHost, doomed, force: false, detachingFrom: vm);
                     }
                     catch (Core.Errors.KvmStorageException e)
                     {

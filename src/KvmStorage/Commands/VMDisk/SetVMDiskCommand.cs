@@ -91,16 +91,18 @@ public sealed class SetVMDiskCommand : KvmCmdlet
 
             var update = new DiskUpdate
             {
-                Cache = Cache,
-                Io = Io,
-                Discard = Discard,
-                ReadOnly = Bound(nameof(ReadOnly)) ? ReadOnly : null,
-                Shareable = Bound(nameof(Shareable)) ? Shareable : null,
-                Serial = Serial,
-                BootOrder = Bound(nameof(BootOrder)) ? BootOrder : null,
+                Settings = new DiskSettings
+                {
+                    Cache = Cache,
+                    Io = Io,
+                    Discard = Discard,
+                    ReadOnly = Bound(nameof(ReadOnly)) ? ReadOnly : null,
+                    Shareable = Bound(nameof(Shareable)) ? Shareable : null,
+                    Serial = Serial,
+                    BootOrder = Bound(nameof(BootOrder)) ? BootOrder : null,
+                },
             };
-            bool settings = update.Cache is not null || update.Io is not null || update.Discard is not null || update.ReadOnly is not null
-                || update.Shareable is not null || update.Serial is not null || update.BootOrder is not null;
+            bool settings = !update.Settings.IsEmpty;
             bool media = Path is not null || Eject;
             var attachments = new DiskAttachments(KvmHost);
             if (!attachments.GetDisks(vm).Any(d => d.Target == target))

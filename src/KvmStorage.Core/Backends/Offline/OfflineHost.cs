@@ -1,17 +1,16 @@
 using KvmStorage.Core.Domains;
 using KvmStorage.Core.Errors;
 using KvmStorage.Core.Images;
-using KvmStorage.Core.Libvirt;
 using KvmStorage.Core.Pools;
 using KvmStorage.Core.Volumes;
 
-namespace KvmStorage.Core.Hosting;
+namespace KvmStorage.Core.Backends.Offline;
 
 /// <summary>The host reached through its files under a host root, with no daemon involved.</summary>
 public sealed class OfflineHost : IKvmHost
 {
     private readonly OfflinePoolStore pools;
-    private readonly OfflineVolumeStore volumes;
+    private readonly FileVolumeStore volumes;
     private readonly DomainStore domains;
 
     public OfflineHost(HostPaths paths)
@@ -19,13 +18,16 @@ public sealed class OfflineHost : IKvmHost
         Paths = paths;
         Name = "offline:" + paths.Root;
         pools = new OfflinePoolStore(paths, Name);
-        volumes = new OfflineVolumeStore(this);
+        volumes = new FileVolumeStore(this);
         domains = new DomainStore(paths);
     }
 
     public string Name { get; }
 
     public HostPaths Paths { get; }
+
+    /// <summary>The files under the root are on this machine by definition.</summary>
+    public bool IsLocal => true;
 
     /// <summary>Offline, the files' own permissions are the only limit.</summary>
     public void EnsureWritable(string what, string target)
@@ -113,7 +115,7 @@ public sealed class OfflineHost : IKvmHost
         {
             throw new KvmStorageException(
                 ErrorKind.NotSupported,
-                LibvirtErrorIds.LiveChangeUnavailable,
+                BackendErrorIds.LiveChangeUnavailable,
                 $"The offline backend ({Name}) changes only the persistent definition of '{vmName}'; a change to the running VM needs the libvirt daemon: connect with Connect-LibvirtHost, or omit -Live.",
                 vmName);
         }
@@ -121,7 +123,7 @@ public sealed class OfflineHost : IKvmHost
 
     private KvmStorageException NeedsDaemon(string what, string name) => new(
         ErrorKind.NotSupported,
-        LibvirtErrorIds.DaemonRequired,
+        BackendErrorIds.DaemonRequired,
         $"{what} needs a running libvirt daemon; the offline backend ({Name}) only edits files. Start libvirtd and connect with Connect-LibvirtHost.",
         name);
 }

@@ -1,22 +1,24 @@
 using KvmStorage.Core.Access;
+using KvmStorage.Core.Backends;
 using KvmStorage.Core.Domains;
 using KvmStorage.Core.Errors;
-using KvmStorage.Core.Hosting;
-using KvmStorage.Core.Images;
 using KvmStorage.Core.IO;
+using KvmStorage.Core.Images;
 using KvmStorage.Core.Pools;
 
 namespace KvmStorage.Core.Volumes;
 
 /// <summary>
-/// Volumes of file-based pools (dir, fs, netfs): image files directly inside the pool's target folder,
-/// created, inspected, resized and removed by the native image engine.
+/// The volumes of file pools (dir, fs, netfs) whose folder is on this machine: image files directly inside the pool's
+/// target folder, created, inspected, resized and removed by the native image engine. Both backends keep such
+/// volumes here: the offline one for every file pool, the live one for the file pools of a daemon on this machine
+/// (it then refreshes the pool, so libvirt lists the change).
 /// </summary>
-public sealed class OfflineVolumeStore
+public sealed class FileVolumeStore
 {
     private readonly IKvmHost host;
 
-    public OfflineVolumeStore(IKvmHost host) => this.host = host;
+    public FileVolumeStore(IKvmHost host) => this.host = host;
 
     private HostPaths Paths => host.Paths;
 
@@ -122,7 +124,7 @@ public sealed class OfflineVolumeStore
             throw new KvmStorageException(ErrorKind.AlreadyExists, VolumeErrorIds.VolumeExists, $"Pool '{pool.Name}' already has a volume named '{request.Name}'.", request.Name);
         }
 
-        ImageCreateOptions options = Copy(request.Image, request.Image.BackingFile, files);
+        ImageCreateOptions options = request.Image with { BackingRule = files.BackingRule };
         if (request.BackingPath is not null)
         {
             string backingHost = request.BackingPath;
@@ -133,7 +135,7 @@ public sealed class OfflineVolumeStore
                 recorded = System.IO.Path.GetRelativePath(newHostFolder, backingHost);
             }
 
-            options = Copy(options, recorded, files);
+            options = options with { BackingFile = recorded };
         }
 
         // The backing file passes the host's one rule (HostFiles.BackingRule) inside ImageCreator before it is read.
@@ -145,42 +147,9 @@ public sealed class OfflineVolumeStore
     public void Remove(string poolName, string name, bool force)
     {
         StorageVolume volume = Get(poolName, name);
-        EnsureRemovable(host, volume, force);
+        VolumeRemoval.EnsureRemovable(host, volume, force);
         File.Delete(volume.LocalPath);
         AtomicFile.SyncDirectory(System.IO.Path.GetDirectoryName(volume.LocalPath)!);
-    }
-
-    /// <summary>
-    /// The refusals of removing <paramref name="volume"/>, checked before anything is asked or deleted: a VM uses it or
-    /// another image is built on it (unless <paramref name="force"/>), or a process holds it open for writing.
-    /// <paramref name="detachingFrom"/> is a VM whose use does not count (Remove-VMDisk -DeleteVolume detaches it first).
-    /// </summary>
-    public static void EnsureRemovable(IKvmHost host, StorageVolume volume, bool force, string? detachingFrom = null)
-    {
-        ArgumentNullException.ThrowIfNull(host);
-        ArgumentNullException.ThrowIfNull(volume);
-        if (!force)
-        {
-            string[] users = [.. volume.AttachedTo.Where(vm => vm != detachingFrom)];
-            if (users.Length > 0)
-            {
-                throw new KvmStorageException(
-                    ErrorKind.InvalidOperation,
-                    VolumeErrorIds.VolumeAttached,
-                    $"Volume '{volume.Name}' is in use by VM {string.Join(", ", users.Select(v => $"'{v}'"))}. Detach it first (Remove-VMDisk), or use -Force.",
-                    volume.Name);
-            }
-
-            BackingUsers.ThrowIfAny(host, volume, "removing it would break them. Use -Force to remove it anyway.");
-        }
-
-        // A VM being detached may hold its image until the detach completes; the delete itself checks again. A remote
-        // host's files are not on this machine: a local file at the same path says nothing about them.
-        bool filesHere = host is not LiveHost { IsLocal: false };
-        if (detachingFrom is null && filesHere && File.Exists(volume.LocalPath))
-        {
-            ImageLock.EnsureNotInUse(volume.LocalPath, forWrite: true);
-        }
     }
 
     public StorageVolume Resize(string poolName, string name, ulong newSize, ImageResizeOptions options, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
@@ -252,21 +221,4 @@ public sealed class OfflineVolumeStore
 
         return pool.LocalPath;
     }
-
-    private static ImageCreateOptions Copy(ImageCreateOptions o, string? backingFile, HostFiles files) => new()
-    {
-        Format = o.Format,
-        VirtualSize = o.VirtualSize,
-        Preallocation = o.Preallocation,
-        ClusterSize = o.ClusterSize,
-        Compat = o.Compat,
-        LazyRefcounts = o.LazyRefcounts,
-        RefcountBits = o.RefcountBits,
-        BackingFile = backingFile,
-        BackingFormat = o.BackingFormat,
-        Mode = o.Mode,
-        Owner = o.Owner,
-        Group = o.Group,
-        BackingRule = files.BackingRule,
-    };
 }

@@ -1,6 +1,6 @@
 using KvmStorage.Core.Errors;
 
-namespace KvmStorage.Core.Hosting;
+namespace KvmStorage.Core.Backends;
 
 /// <summary>
 /// Resolves the host's absolute paths under a host root (default <c>/</c>), so a sandbox folder or a host

@@ -1,14 +1,14 @@
 using KvmStorage.Core.Domains;
 using KvmStorage.Core.Images;
-using KvmStorage.Core.Libvirt;
 using KvmStorage.Core.Pools;
 using KvmStorage.Core.Volumes;
 
-namespace KvmStorage.Core.Hosting;
+namespace KvmStorage.Core.Backends;
 
 /// <summary>
-/// A KVM host as the cmdlets see it. The offline implementation edits libvirt's files under a host root;
-/// a live one talks to a running libvirt daemon. Cmdlets never know which they hold.
+/// A KVM host as the cmdlets see it: the contract both backends implement, and the floor they stand on. The offline
+/// implementation (<c>Backends/Offline</c>) edits libvirt's files under a host root; the live one
+/// (<c>Backends/Live</c>) talks to a running libvirt daemon. Cmdlets never know which they hold.
 /// </summary>
 public interface IKvmHost
 {
@@ -16,6 +16,13 @@ public interface IKvmHost
     string Name { get; }
 
     HostPaths Paths { get; }
+
+    /// <summary>
+    /// True when the host's files are this machine's (offline always; live when the daemon runs here), so the native
+    /// engine may read, lock and write its images itself. A remote host's files are reached through libvirt only: a
+    /// local file at the same path says nothing about them.
+    /// </summary>
+    bool IsLocal { get; }
 
     /// <summary>
     /// Refuses (before anything is written) a change the connection may not make: image files the native engine
