@@ -89,7 +89,7 @@ public static class ImageResizer
                     // The new size first, then the zeros: a crash mid-way leaves the new size with part of the
                     // growth still sparse, never a file whose length is neither the old nor the new size.
                     FileSystemLimits.SetLength(handle, newSize, path);
-                    Qcow2Resizer.Flush(handle);
+                    PositionalFile.Flush(handle);
                 }
 
                 RawImageWriter.Allocate(handle, length, newSize, options.Preallocation, path, progress, cancellationToken);
@@ -102,6 +102,6 @@ public static class ImageResizer
             }
         }
 
-        Qcow2Resizer.Flush(handle);
+        PositionalFile.Flush(handle);
     }
 }

@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using KvmStorage.Core.Errors;
+using KvmStorage.Core.IO;
 using Microsoft.Win32.SafeHandles;
 
 namespace KvmStorage.Core.Images.Block;
@@ -8,12 +9,8 @@ namespace KvmStorage.Core.Images.Block;
 /// One image file opened read-only for positional reads. Data reads past the end of the file return
 /// zeros (qemu's protocol layer does the same); metadata reads past it are malformed images.
 /// </summary>
-internal sealed partial class HostFile : IDisposable
+internal sealed class HostFile : IDisposable
 {
-    private const int SeekData = 3;
-    private const int SeekHole = 4;
-    private const int Enxio = 6;
-
     private readonly SafeFileHandle _handle;
     private int _seekUnsupported;
 
@@ -67,21 +64,10 @@ internal sealed partial class HostFile : IDisposable
             buffer = buffer[..(int)available];
         }
 
-        int done = 0;
         try
         {
-            while (done < buffer.Length)
-            {
-                int n = RandomAccess.Read(_handle, buffer[done..], (long)offset + done);
-                if (n == 0)
-                {
-                    // The file shrank under us: what is gone reads as zeros, as it would in qemu.
-                    buffer[done..].Clear();
-                    return;
-                }
-
-                done += n;
-            }
+            // The file may shrink under us: what is gone reads as zeros, as it would in qemu.
+            PositionalFile.ReadZeroPadded(_handle, buffer, offset);
         }
         catch (IOException e)
         {
@@ -124,11 +110,11 @@ internal sealed partial class HostFile : IDisposable
         {
             _handle.DangerousAddRef(ref added);
             int fd = (int)_handle.DangerousGetHandle();
-            long data = Lseek(fd, (long)offset, SeekData);
+            long data = NativeMethods.lseek(fd, (long)offset, NativeMethods.SEEK_DATA);
             if (data < 0)
             {
                 int errno = Marshal.GetLastPInvokeError();
-                if (errno == Enxio)
+                if (errno == NativeMethods.ENXIO)
                 {
                     // No data after offset: a hole up to the end of the file, and zeros beyond.
                     return (false, maxLength);
@@ -143,7 +129,7 @@ internal sealed partial class HostFile : IDisposable
                 return (false, Math.Min(maxLength, (ulong)data - offset));
             }
 
-            long hole = Lseek(fd, (long)offset, SeekHole);
+            long hole = NativeMethods.lseek(fd, (long)offset, NativeMethods.SEEK_HOLE);
             if (hole < 0 || (ulong)hole <= offset)
             {
                 return (true, untilEnd);
@@ -161,9 +147,6 @@ internal sealed partial class HostFile : IDisposable
     }
 
     public void Dispose() => _handle.Dispose();
-
-    [LibraryImport("libc", EntryPoint = "lseek", SetLastError = true)]
-    private static partial long Lseek(int fd, long offset, int whence);
 }
 
 /// <summary>What a layer holds at a guest offset (internal to the block readers).</summary>

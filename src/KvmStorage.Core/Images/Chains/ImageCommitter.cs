@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using KvmStorage.Core.Errors;
 using KvmStorage.Core.Images.Block;
 using KvmStorage.Core.Images.Qcow2;
@@ -69,7 +68,7 @@ public sealed record ImageCommitResult(string BasePath, ulong BytesCommitted, IR
 /// hide, and they are emptied (bottom up) or removed only after the base is flushed. A cancelled or crashed commit
 /// leaves every image valid and the overlay reading as before.
 /// </summary>
-public static partial class ImageCommitter
+public static class ImageCommitter
 {
     private const int ChunkBytes = 16 * 1024 * 1024;
 
@@ -322,7 +321,7 @@ public static partial class ImageCommitter
     private static void EnsureWritable(string path)
     {
         uint mode = FileStatus.Get(path).Mode;
-        if ((mode & 0x92) == 0 || Access(path, WriteOk) != 0)
+        if ((mode & 0x92) == 0 || NativeMethods.access(path, NativeMethods.W_OK) != 0)
         {
             throw new KvmStorageException(ErrorKind.PermissionDenied, MergeErrorIds.ImageNotWritable, $"'{path}' is not writable (mode {System.Convert.ToString(mode & 0xFFF, 8)}); committing would change it.", path);
         }
@@ -355,11 +354,6 @@ public static partial class ImageCommitter
     }
 
     private static string Identity(string path) => ImageInspector.Identity(path);
-
-    private const int WriteOk = 2;
-
-    [LibraryImport("libc", EntryPoint = "access", StringMarshalling = StringMarshalling.Utf8)]
-    private static partial int Access(string path, int mode);
 
     private sealed class NoLock : IDisposable
     {
@@ -394,10 +388,8 @@ public static partial class ImageCommitter
         public override string ToString() => plan.Base.Path;
     }
 
-    private sealed partial class RawTarget : IBaseTarget
+    private sealed class RawTarget : IBaseTarget
     {
-        private const int FallocKeepSize = 1;
-        private const int FallocPunchHole = 2;
         private readonly SafeFileHandle handle;
 
         public RawTarget(string path, ulong size)
@@ -415,7 +407,7 @@ public static partial class ImageCommitter
         public void WriteZeroes(ulong offset, ulong length)
         {
             // A hole reads as zeros and costs nothing; file systems that cannot punch get written zeros.
-            if (Fallocate(handle, FallocPunchHole | FallocKeepSize, (long)offset, (long)length) == 0)
+            if (PositionalFile.TryPunchHole(handle, offset, length))
             {
                 return;
             }
@@ -427,12 +419,9 @@ public static partial class ImageCommitter
             }
         }
 
-        public void Flush() => Qcow2Resizer.Flush(handle);
+        public void Flush() => PositionalFile.Flush(handle);
 
         public void Dispose() => handle.Dispose();
-
-        [LibraryImport("libc", EntryPoint = "fallocate", SetLastError = true)]
-        private static partial int Fallocate(SafeFileHandle fd, int mode, long offset, long length);
     }
 }
 

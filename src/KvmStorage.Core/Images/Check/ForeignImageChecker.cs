@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using KvmStorage.Core.Images.Qcow2;
 using Microsoft.Win32.SafeHandles;
 
 namespace KvmStorage.Core.Images.Check;
@@ -72,20 +73,7 @@ internal sealed class ForeignImageChecker
             throw ImageErrors.Invalid(ImageErrorIds.TableOutOfBounds, path, $"a table at 0x{offset:x} ({count} bytes) lies past the end of the file.");
         }
 
-        byte[] buffer = new byte[count];
-        int done = 0;
-        while (done < buffer.Length)
-        {
-            int n = RandomAccess.Read(handle, buffer.AsSpan(done), (long)offset + done);
-            if (n == 0)
-            {
-                throw ImageErrors.Invalid(ImageErrorIds.TableOutOfBounds, path, $"unexpected end of file at 0x{offset + (ulong)done:x}.");
-            }
-
-            done += n;
-        }
-
-        return buffer;
+        return Qcow2Io.ReadBytes(handle, offset, (int)count, path);
     }
 
     /// <summary>Records a block at [offset, offset + size): inside the file and not shared with another entry.</summary>

@@ -38,10 +38,8 @@ public sealed record ImageOptimizeResult
 /// Gives back the space of data that reads as zeros: holes punched in raw files, all-zero qcow2 clusters made
 /// unallocated (or zero clusters over a backing file) and freed; with compaction, a fresh copy that replaces the file.
 /// </summary>
-public static partial class ImageOptimizer
+public static class ImageOptimizer
 {
-    private const int PunchHole = 0x02;
-    private const int KeepSize = 0x01;
     private const int HoleGranularity = 4096;
     private const int Chunk = 1024 * 1024;
     private const ulong L1OffsetMask = 0x00FFFFFFFFFFFE00UL;
@@ -149,7 +147,7 @@ public static partial class ImageOptimizer
             }
         }
 
-        Qcow2Resizer.Flush(handle);
+        PositionalFile.Flush(handle);
     }
 
     private static void Punch(SafeFileHandle handle, string path, ulong offset, ulong length)
@@ -159,15 +157,12 @@ public static partial class ImageOptimizer
             return;
         }
 
-        if (Fallocate((int)handle.DangerousGetHandle(), PunchHole | KeepSize, (long)offset, (long)length) != 0)
+        if (!PositionalFile.TryPunchHole(handle, offset, length))
         {
             int errno = Marshal.GetLastPInvokeError();
             throw ImageErrors.NotSupported(ImageErrorIds.UnsupportedOperation, path, $"the file system cannot punch holes ({Marshal.GetPInvokeErrorMessage(errno)}).");
         }
     }
-
-    [LibraryImport("libc", EntryPoint = "fallocate", SetLastError = true)]
-    private static partial int Fallocate(int fd, int mode, long offset, long length);
 
     /// <summary>
     /// Drops all-zero data clusters of the active qcow2 tables. Only clusters and L2 tables with refcount 1 (copied
@@ -234,14 +229,14 @@ public static partial class ImageOptimizer
         }
 
         // qcow2.rst "Host cluster management": nothing may point at a cluster whose refcount drops to 0.
-        Qcow2Resizer.Flush(handle);
+        PositionalFile.Flush(handle);
         var refcounts = new RefcountEditor(handle, path, header, (ulong)RandomAccess.GetLength(handle));
         foreach (ulong offset in freed)
         {
             refcounts.Free(offset / cs, 1);
         }
 
-        Qcow2Resizer.Flush(handle);
+        PositionalFile.Flush(handle);
         ulong fileLength = (ulong)RandomAccess.GetLength(handle);
         foreach (ulong offset in freed)
         {
@@ -276,21 +271,7 @@ public static partial class ImageOptimizer
         return header;
     }
 
-    private static void ReadPadded(SafeFileHandle handle, Span<byte> buffer, ulong offset)
-    {
-        buffer.Clear();
-        int done = 0;
-        while (done < buffer.Length)
-        {
-            int n = RandomAccess.Read(handle, buffer[done..], (long)offset + done);
-            if (n == 0)
-            {
-                return;
-            }
-
-            done += n;
-        }
-    }
+    private static void ReadPadded(SafeFileHandle handle, Span<byte> buffer, ulong offset) => PositionalFile.ReadZeroPadded(handle, buffer, offset);
 
     /// <summary>
     /// Writes a compact copy under a hidden temporary name, then renames it over the image, unless the copy is no
@@ -322,7 +303,7 @@ public static partial class ImageOptimizer
                     Qcow2Compactor.Write(source, target, path, progress, cancellationToken);
                 }
 
-                Qcow2Resizer.Flush(target);
+                PositionalFile.Flush(target);
                 FileStatus copy = FileStatus.Get(temp);
                 if (copy.AllocatedBytes >= status.AllocatedBytes && copy.Length >= status.Length)
                 {

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using KvmStorage.Core.Images.Qcow2;
+using KvmStorage.Core.IO;
 using Microsoft.Win32.SafeHandles;
 
 namespace KvmStorage.Core.Images.Check;
@@ -281,30 +282,10 @@ internal sealed class Qcow2Checker
         Flush();
     }
 
-    private void Flush()
-    {
-        if (KvmStorage.Core.IO.NativeMethods.fsync((int)handle.DangerousGetHandle()) != 0)
-        {
-            throw new IOException("fsync failed.");
-        }
-    }
+    private void Flush() => PositionalFile.Flush(handle);
 
     /// <summary>Reads, filling what lies past the end of the file with zeros (as qemu's file driver does).</summary>
-    private void ReadPadded(Span<byte> buffer, ulong offset)
-    {
-        buffer.Clear();
-        int done = 0;
-        while (done < buffer.Length)
-        {
-            int n = RandomAccess.Read(handle, buffer[done..], (long)offset + done);
-            if (n == 0)
-            {
-                return;
-            }
-
-            done += n;
-        }
-    }
+    private void ReadPadded(Span<byte> buffer, ulong offset) => PositionalFile.ReadZeroPadded(handle, buffer, offset);
 
     private static ClusterType TypeOf(ulong entry, bool extendedL2, bool hasDataFile)
     {

@@ -1,8 +1,8 @@
 using System.Buffers.Binary;
-using System.Runtime.InteropServices;
 using KvmStorage.Core.Errors;
 using KvmStorage.Core.Images.Block;
 using KvmStorage.Core.Images.Qcow2.Snapshots;
+using KvmStorage.Core.IO;
 using Microsoft.Win32.SafeHandles;
 
 namespace KvmStorage.Core.Images.Qcow2;
@@ -20,7 +20,7 @@ namespace KvmStorage.Core.Images.Qcow2;
 /// dropped. A crash at any point leaves a valid image that can at worst leak clusters.
 /// The caller holds <see cref="ImageLock.AcquireForWrite"/> on the image.
 /// </remarks>
-public sealed partial class Qcow2DataWriter : IDisposable
+public sealed class Qcow2DataWriter : IDisposable
 {
     private const ulong OffsetMask = 0x00FFFFFFFFFFFE00UL;
     private const ulong CopiedFlag = 1UL << 63;
@@ -715,21 +715,7 @@ public sealed partial class Qcow2DataWriter : IDisposable
     }
 
     /// <summary>Reads a data cluster; bytes past the end of the file read as zeros (qemu's protocol layer).</summary>
-    private void ReadData(ulong host, byte[] content)
-    {
-        int done = 0;
-        while (done < content.Length)
-        {
-            int n = RandomAccess.Read(handle, content.AsSpan(done), (long)host + done);
-            if (n == 0)
-            {
-                content.AsSpan(done).Clear();
-                return;
-            }
-
-            done += n;
-        }
-    }
+    private void ReadData(ulong host, byte[] content) => PositionalFile.ReadZeroPadded(handle, content, host);
 
     private byte[] LoadL2(ulong offset)
     {
@@ -807,20 +793,14 @@ public sealed partial class Qcow2DataWriter : IDisposable
     {
         if (count > 0)
         {
-            _ = Fallocate(handle, FallocPunchHole | FallocKeepSize, (long)(first * clusterSize), (long)(count * clusterSize));
+            _ = PositionalFile.TryPunchHole(handle, first * clusterSize, count * clusterSize);
         }
     }
 
-    private void FlushCore() => Qcow2Resizer.Flush(handle);
+    private void FlushCore() => PositionalFile.Flush(handle);
 
     private static void Add(Dictionary<ulong, long> deltas, ulong cluster, long addend) =>
         deltas[cluster] = deltas.GetValueOrDefault(cluster) + addend;
-
-    private const int FallocKeepSize = 1;
-    private const int FallocPunchHole = 2;
-
-    [LibraryImport("libc", EntryPoint = "fallocate", SetLastError = true)]
-    private static partial int Fallocate(SafeFileHandle fd, int mode, long offset, long length);
 
     /// <summary>One L2 entry to change: a new cluster with <see cref="Content"/>, else <see cref="NewEntry"/>.</summary>
     private readonly record struct Change(ulong Cluster, byte[]? Content, ulong NewEntry);

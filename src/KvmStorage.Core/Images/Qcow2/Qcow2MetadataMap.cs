@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using KvmStorage.Core.Errors;
+using KvmStorage.Core.IO;
 using Microsoft.Win32.SafeHandles;
 
 namespace KvmStorage.Core.Images.Qcow2;
@@ -231,7 +232,7 @@ internal sealed class Qcow2MetadataMap
             ulong features = BinaryPrimitives.ReadUInt64BigEndian(field) | Qcow2Header.IncompatCorrupt;
             BinaryPrimitives.WriteUInt64BigEndian(field, features);
             Qcow2Io.Write(handle, field, 72);
-            Qcow2Resizer.Flush(handle);
+            PositionalFile.Flush(handle);
             return true;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or KvmStorageException)

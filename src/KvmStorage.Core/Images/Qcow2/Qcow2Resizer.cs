@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using KvmStorage.Core.Errors;
+using KvmStorage.Core.IO;
 using Microsoft.Win32.SafeHandles;
 
 namespace KvmStorage.Core.Images.Qcow2;
@@ -100,7 +101,7 @@ internal static class Qcow2Resizer
         }
 
         WriteHeaderFields(handle, head, newSize, header.L1Size, header.L1TableOffset);
-        Flush(handle);
+        PositionalFile.Flush(handle);
     }
 
     private static void Grow(SafeFileHandle handle, string path, Qcow2Header header, byte[] head, ulong fileLength, ulong newSize, ImageResizeOptions options)
@@ -119,7 +120,7 @@ internal static class Qcow2Resizer
         if (newL1Size <= header.L1Size)
         {
             WriteHeaderFields(handle, head, newSize, header.L1Size, header.L1TableOffset);
-            Flush(handle);
+            PositionalFile.Flush(handle);
             return;
         }
 
@@ -142,17 +143,17 @@ internal static class Qcow2Resizer
         }
 
         Qcow2Io.Write(handle, l1, newL1Offset);
-        Flush(handle);
+        PositionalFile.Flush(handle);
 
         // The header switches to the new L1 in one sector write, after the table is durable.
         WriteHeaderFields(handle, head, newSize, (uint)newL1Size, newL1Offset);
-        Flush(handle);
+        PositionalFile.Flush(handle);
 
         // Only now is the old L1 unreferenced: freeing it earlier could corrupt, freeing it late only leaks on a crash.
         if (header.L1Size > 0)
         {
             refcounts.Free(header.L1TableOffset / cs, Qcow2Layout.CeilDiv(header.L1Size * 8UL, cs));
-            Flush(handle);
+            PositionalFile.Flush(handle);
         }
     }
 
@@ -165,14 +166,6 @@ internal static class Qcow2Resizer
         BinaryPrimitives.WriteUInt64BigEndian(fields.AsSpan(16), l1Offset);
         Qcow2Io.Write(handle, fields, 24);
         fields.CopyTo(head, 24);
-    }
-
-    internal static void Flush(SafeFileHandle handle)
-    {
-        if (KvmStorage.Core.IO.NativeMethods.fsync((int)handle.DangerousGetHandle()) != 0)
-        {
-            throw new IOException("fsync failed.");
-        }
     }
 
     internal static void CheckCluster(ulong offset, ulong clusterSize, SafeFileHandle handle, string path)

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using KvmStorage.Core.Errors;
+using KvmStorage.Core.IO;
 using Microsoft.Win32.SafeHandles;
 
 namespace KvmStorage.Core.Images.Qcow2;
@@ -224,7 +225,7 @@ internal sealed class RefcountEditor
             Qcow2Io.Write(handle, blocks[b], table[b]);
         }
 
-        Qcow2Resizer.Flush(handle);
+        PositionalFile.Flush(handle);
         FreeStart = Math.Max(FreeStart, end);
         if (plan.TableClusters > 0)
         {
@@ -232,25 +233,25 @@ internal sealed class RefcountEditor
             ulong newOffset = newTableOffset;
             EnsureTableLength(plan.TableClusters * clusterSize / 8);
             Qcow2Io.Write(handle, SerializeTable(), newOffset);
-            Qcow2Resizer.Flush(handle);
+            PositionalFile.Flush(handle);
 
             // One write of bytes 48..59 switches tables (qcow2.rst "Header": refcount_table_offset and _clusters).
             byte[] fields = new byte[12];
             BinaryPrimitives.WriteUInt64BigEndian(fields, newOffset);
             BinaryPrimitives.WriteUInt32BigEndian(fields.AsSpan(8), (uint)plan.TableClusters);
             Qcow2Io.Write(handle, fields, 48);
-            Qcow2Resizer.Flush(handle);
+            PositionalFile.Flush(handle);
             tableOffset = newOffset;
             tableClusters = plan.TableClusters;
             Map.Remove(Qcow2MetadataKind.RefcountTable, oldOffset, oldClusters * clusterSize);
             Map.Add(Qcow2MetadataKind.RefcountTable, newOffset, tableClusters * clusterSize);
             Free(oldOffset / clusterSize, oldClusters);
-            Qcow2Resizer.Flush(handle);
+            PositionalFile.Flush(handle);
         }
         else if (plan.MissingBlocks.Count > 0)
         {
             Qcow2Io.Write(handle, SerializeTable(), tableOffset);
-            Qcow2Resizer.Flush(handle);
+            PositionalFile.Flush(handle);
         }
     }
 
