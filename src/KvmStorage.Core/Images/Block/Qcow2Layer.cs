@@ -10,9 +10,6 @@ namespace KvmStorage.Core.Images.Block;
 /// </summary>
 internal sealed class Qcow2Layer : ImageLayer
 {
-    private const ulong OffsetMask = 0x00FF_FFFF_FFFF_FE00;
-    private const ulong FlagCompressed = 1UL << 62;
-    private const ulong FlagZero = 1;
     private const long L2CacheBudget = 32L * 1024 * 1024;
 
     private readonly int _clusterBits;
@@ -21,9 +18,7 @@ internal sealed class Qcow2Layer : ImageLayer
     private readonly int _entryBytes;
     private readonly int _l2Bits;
     private readonly ulong[] _l1;
-    private readonly int _csizeShift;
-    private readonly ulong _csizeMask;
-    private readonly ulong _coffsetMask;
+    private readonly Qcow2Entries.CompressedDescriptor _compressed;
     private readonly Decompression.Method _method;
     private readonly BoundedCache<byte[]> _l2Cache;
     private readonly object _lastGate = new();
@@ -39,9 +34,7 @@ internal sealed class Qcow2Layer : ImageLayer
         _entryBytes = header.L2EntryBytes;
         _l2Bits = _clusterBits + System.Numerics.BitOperations.Log2(header.L2Entries);
         _l1 = l1;
-        _csizeShift = 62 - (_clusterBits - 8);
-        _csizeMask = (1UL << (_clusterBits - 8)) - 1;
-        _coffsetMask = (1UL << _csizeShift) - 1;
+        _compressed = new Qcow2Entries.CompressedDescriptor(_clusterBits);
         _method = header.CompressionType == 1 ? Decompression.Method.Zstd : Decompression.Method.Deflate;
         _l2Cache = new BoundedCache<byte[]>(L2CacheBudget, (long)_clusterSize);
     }
@@ -87,7 +80,7 @@ internal sealed class Qcow2Layer : ImageLayer
         var seen = new Dictionary<ulong, int>();
         for (int i = 0; i < l1.Length; i++)
         {
-            ulong l2 = l1[i] & OffsetMask;
+            ulong l2 = Qcow2Entries.HostOffset(l1[i]);
             if (l2 == 0)
             {
                 continue;
@@ -108,7 +101,7 @@ internal sealed class Qcow2Layer : ImageLayer
         ulong l1Index = offset >> _l2Bits;
         ulong spanEnd = (l1Index + 1) << _l2Bits;
         ulong limit = Math.Min(maxLength, spanEnd - offset);
-        ulong l2Offset = l1Index < (ulong)_l1.Length ? _l1[l1Index] & OffsetMask : 0;
+        ulong l2Offset = l1Index < (ulong)_l1.Length ? Qcow2Entries.HostOffset(_l1[l1Index]) : 0;
         if (l2Offset == 0)
         {
             return new LayerRun(limit, RunKind.Unallocated);
@@ -124,7 +117,7 @@ internal sealed class Qcow2Layer : ImageLayer
         int index = (int)((offset >> _clusterBits) & (entries - 1));
         ulong inCluster = offset & (_clusterSize - 1);
         ulong entry = BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan(index * _entryBytes));
-        if ((entry & FlagCompressed) != 0)
+        if (Qcow2Entries.IsCompressed(entry))
         {
             return new LayerRun(Math.Min(limit, _clusterSize - inCluster), RunKind.Special, 0, entry);
         }
@@ -170,7 +163,7 @@ internal sealed class Qcow2Layer : ImageLayer
         for (int i = index + 1; length < limit && i < count; i++)
         {
             ulong next = BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan(i * _entryBytes));
-            if ((next & FlagCompressed) != 0)
+            if (Qcow2Entries.IsCompressed(next))
             {
                 break;
             }
@@ -191,12 +184,12 @@ internal sealed class Qcow2Layer : ImageLayer
     // qcow2_get_cluster_type: the zero flag wins over an offset; no offset means unallocated.
     private (RunKind Kind, ulong Host) Classify(ulong entry, int index)
     {
-        if ((entry & FlagZero) != 0)
+        if (Qcow2Entries.IsZero(entry))
         {
             return (RunKind.Zero, 0);
         }
 
-        ulong host = entry & OffsetMask;
+        ulong host = Qcow2Entries.HostOffset(entry);
         if (host == 0)
         {
             return (RunKind.Unallocated, 0);
@@ -232,7 +225,7 @@ internal sealed class Qcow2Layer : ImageLayer
                     break;
                 }
 
-                if ((BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan(cluster * _entryBytes)) & FlagCompressed) != 0)
+                if (Qcow2Entries.IsCompressed(BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan(cluster * _entryBytes))))
                 {
                     break;
                 }
@@ -255,8 +248,8 @@ internal sealed class Qcow2Layer : ImageLayer
     {
         ulong entry = BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan(cluster * _entryBytes));
         ulong bitmap = BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan((cluster * _entryBytes) + 8));
-        bool allocated = ((bitmap >> sub) & 1) != 0;
-        bool zero = ((bitmap >> (32 + sub)) & 1) != 0;
+        bool allocated = Qcow2Entries.SubclusterAllocated(bitmap, sub);
+        bool zero = Qcow2Entries.SubclusterZero(bitmap, sub);
         if (allocated && zero)
         {
             throw BlockErrors.Mapping(File.Path, $"L2 entry {cluster} marks subcluster {sub} both allocated and zero.");
@@ -272,7 +265,7 @@ internal sealed class Qcow2Layer : ImageLayer
             return (RunKind.Unallocated, 0);
         }
 
-        ulong host = entry & OffsetMask;
+        ulong host = Qcow2Entries.HostOffset(entry);
         if (host == 0 || (host & (_clusterSize - 1)) != 0)
         {
             throw BlockErrors.Mapping(File.Path, $"L2 entry {cluster} has allocated subclusters but an invalid cluster offset (0x{host:x}).");
@@ -284,9 +277,8 @@ internal sealed class Qcow2Layer : ImageLayer
     /// <summary>qcow2.rst "Compressed Clusters Descriptor": host offset and a count of additional 512-byte sectors.</summary>
     private void DecompressCluster(ulong entry, byte[] cluster)
     {
-        ulong coffset = entry & _coffsetMask;
-        ulong sectors = ((entry >> _csizeShift) & _csizeMask) + 1;
-        ulong csize = (sectors * 512) - (coffset & 511);
+        ulong coffset = _compressed.HostOffset(entry);
+        ulong csize = _compressed.Length(entry);
         if (coffset == 0 || coffset >= File.Length)
         {
             throw BlockErrors.Mapping(File.Path, $"a compressed cluster lies at 0x{coffset:x}, outside the file.");

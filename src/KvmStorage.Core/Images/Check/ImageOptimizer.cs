@@ -42,10 +42,6 @@ public static class ImageOptimizer
 {
     private const int HoleGranularity = 4096;
     private const int Chunk = 1024 * 1024;
-    private const ulong L1OffsetMask = 0x00FFFFFFFFFFFE00UL;
-    private const ulong CopiedFlag = 1UL << 63;
-    private const ulong CompressedFlag = 1UL << 62;
-    private const ulong ZeroFlag = 1UL;
 
     public static ImageOptimizeResult Optimize(string path, bool compact = false, IProgress<ImageProgress>? progress = null, CancellationToken cancellationToken = default)
     {
@@ -181,7 +177,7 @@ public static class ImageOptimizer
             return 0;
         }
 
-        ulong replacement = hasBacking ? ZeroFlag : 0;
+        ulong replacement = hasBacking ? Qcow2Entries.ZeroFlag : 0;
         byte[] l1 = header.L1Size == 0 ? [] : Qcow2Io.ReadBytes(handle, header.L1TableOffset, (int)(header.L1Size * 8), path);
         byte[] l2 = new byte[cs];
         byte[] data = new byte[cs];
@@ -191,8 +187,8 @@ public static class ImageOptimizer
             cancellationToken.ThrowIfCancellationRequested();
             progress?.Report(new ImageProgress((ulong)i * header.L2Span, header.L1Size * header.L2Span));
             ulong l1Entry = BinaryPrimitives.ReadUInt64BigEndian(l1.AsSpan((int)(i * 8)));
-            ulong l2Offset = l1Entry & L1OffsetMask;
-            if (l2Offset == 0 || (l1Entry & CopiedFlag) == 0)
+            ulong l2Offset = Qcow2Entries.HostOffset(l1Entry);
+            if (l2Offset == 0 || !Qcow2Entries.IsCopied(l1Entry))
             {
                 continue;
             }
@@ -203,8 +199,8 @@ public static class ImageOptimizer
             for (int j = 0; j < l2.Length; j += 8)
             {
                 ulong entry = BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan(j));
-                ulong offset = entry & L1OffsetMask;
-                if ((entry & CompressedFlag) != 0 || (entry & CopiedFlag) == 0 || (entry & ZeroFlag) != 0 || offset == 0)
+                ulong offset = Qcow2Entries.HostOffset(entry);
+                if (Qcow2Entries.IsCompressed(entry) || !Qcow2Entries.IsCopied(entry) || Qcow2Entries.IsZero(entry) || offset == 0)
                 {
                     continue;
                 }
@@ -384,7 +380,7 @@ public static class ImageOptimizer
             byte[] l2 = new byte[cs];
             for (uint i = 0; i < header.L1Size; i++)
             {
-                ulong l2Offset = BinaryPrimitives.ReadUInt64BigEndian(l1.AsSpan((int)(i * 8))) & L1OffsetMask;
+                ulong l2Offset = Qcow2Entries.HostOffset(BinaryPrimitives.ReadUInt64BigEndian(l1.AsSpan((int)(i * 8))));
                 if (l2Offset == 0)
                 {
                     continue;
@@ -401,14 +397,14 @@ public static class ImageOptimizer
                     }
 
                     table ??= new ulong[entries];
-                    if ((entry & CompressedFlag) == 0 && (entry & ZeroFlag) != 0)
+                    if (!Qcow2Entries.IsCompressed(entry) && Qcow2Entries.IsZero(entry))
                     {
                         // Zero clusters stay zero clusters, without their preallocated space.
-                        table[j] = ZeroFlag;
+                        table[j] = Qcow2Entries.ZeroFlag;
                         continue;
                     }
 
-                    if ((entry & CompressedFlag) == 0 && (entry & L1OffsetMask) == 0)
+                    if (!Qcow2Entries.IsCompressed(entry) && Qcow2Entries.HostOffset(entry) == 0)
                     {
                         continue;
                     }
@@ -424,7 +420,7 @@ public static class ImageOptimizer
             }
 
             ulong l1Clusters = Math.Max(1, Qcow2Layout.CeilDiv((ulong)header.L1Size * 8, cs));
-            ulong perBlock = Qcow2Refcounts.EntriesPerBlock(header.ClusterSize, header.RefcountBits);
+            ulong perBlock = Qcow2Entries.RefcountsPerBlock(header.ClusterSize, header.RefcountBits);
             ulong tableClusters = 1, blocks = 1;
             while (true)
             {
@@ -448,7 +444,7 @@ public static class ImageOptimizer
             ulong total = 1 + tableClusters + blocks + l1Clusters + (ulong)tables.Count + (ulong)dataSources.Count;
 
             // Data, in guest order; compressed clusters are read decompressed through the block layer.
-            using IBlockReader? reader = dataSources.Any(d => (d.Entry & CompressedFlag) != 0)
+            using IBlockReader? reader = dataSources.Any(d => Qcow2Entries.IsCompressed(d.Entry))
                 ? BlockReaders.Open(path, new BlockOpenOptions { Format = ImageFormat.Qcow2, ForceShare = true })
                 : null;
             byte[] data = new byte[cs];
@@ -457,7 +453,7 @@ public static class ImageOptimizer
             foreach ((ulong guest, ulong entry) in dataSources)
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                if ((entry & CompressedFlag) != 0)
+                if (Qcow2Entries.IsCompressed(entry))
                 {
                     ulong guestOffset = guest << bits;
                     int length = (int)Math.Min(cs, reader!.Size - guestOffset);
@@ -466,7 +462,7 @@ public static class ImageOptimizer
                 }
                 else
                 {
-                    ReadPadded(source, data, entry & L1OffsetMask);
+                    ReadPadded(source, data, Qcow2Entries.HostOffset(entry));
                 }
 
                 RandomAccess.Write(target, data, (long)next);
@@ -482,12 +478,12 @@ public static class ImageOptimizer
             {
                 for (ulong j = 0; j < entries; j++)
                 {
-                    ulong value = table[j] == ulong.MaxValue ? placed[((ulong)index * entries) + j] | CopiedFlag : table[j];
+                    ulong value = table[j] == ulong.MaxValue ? Qcow2Entries.Owned(placed[((ulong)index * entries) + j]) : table[j];
                     BinaryPrimitives.WriteUInt64BigEndian(l2Out.AsSpan((int)(j * 8)), value);
                 }
 
                 RandomAccess.Write(target, l2Out, (long)l2At);
-                BinaryPrimitives.WriteUInt64BigEndian(l1Out.AsSpan((int)(index * 8)), l2At | CopiedFlag);
+                BinaryPrimitives.WriteUInt64BigEndian(l1Out.AsSpan((int)(index * 8)), Qcow2Entries.Owned(l2At));
                 l2At += cs;
             }
 
@@ -499,7 +495,7 @@ public static class ImageOptimizer
                 Array.Clear(block);
                 for (ulong k = 0; k < perBlock && (b * perBlock) + k < total; k++)
                 {
-                    Qcow2Refcounts.Set(block, k, header.RefcountBits, 1);
+                    Qcow2Entries.WriteRefcount(block, k, header.RefcountBits, 1);
                 }
 
                 RandomAccess.Write(target, block, (long)(blocksOffset + (b * cs)));

@@ -12,17 +12,6 @@ namespace KvmStorage.Core.Images.Check;
 /// </summary>
 internal sealed class Qcow2Checker
 {
-    private const ulong L1OffsetMask = 0x00FFFFFFFFFFFE00UL;
-    private const ulong L1ReservedMask = 0x7F000000000001FFUL;
-    private const ulong L2OffsetMask = 0x00FFFFFFFFFFFE00UL;
-    private const ulong L2StdReservedMask = 0x3F000000000001FEUL;
-    private const ulong RefTableOffsetMask = 0xFFFFFFFFFFFFFE00UL;
-    private const ulong RefTableReservedMask = 0x1FFUL;
-    private const ulong CopiedFlag = 1UL << 63;
-    private const ulong CompressedFlag = 1UL << 62;
-    private const ulong ZeroFlag = 1UL;
-    private const ulong AllAllocatedMask = 0xFFFFFFFFUL;
-    private const ulong AllZeroBitmap = 0xFFFFFFFF00000000UL;
     private const int MaxFindings = 10_000;
 
     private readonly SafeFileHandle handle;
@@ -172,7 +161,7 @@ internal sealed class Qcow2Checker
 
         foreach (ulong block in touched)
         {
-            Qcow2Io.Write(handle, analysis.Blocks[block]!, analysis.RefTable[block] & RefTableOffsetMask);
+            Qcow2Io.Write(handle, analysis.Blocks[block]!, Qcow2Entries.RefcountBlockOffset(analysis.RefTable[block]));
         }
 
         Flush();
@@ -233,7 +222,7 @@ internal sealed class Qcow2Checker
                 ulong value = c >= newEnd ? 0 : c >= start ? 1 : Math.Min(counts.Reference(c), max);
                 if (value != 0)
                 {
-                    Qcow2Refcounts.Set(block, k, header.RefcountBits, value);
+                    Qcow2Entries.WriteRefcount(block, k, header.RefcountBits, value);
                 }
             }
 
@@ -289,19 +278,19 @@ internal sealed class Qcow2Checker
 
     private static ClusterType TypeOf(ulong entry, bool extendedL2, bool hasDataFile)
     {
-        if ((entry & CompressedFlag) != 0)
+        if (Qcow2Entries.IsCompressed(entry))
         {
             return ClusterType.Compressed;
         }
 
-        if ((entry & ZeroFlag) != 0 && !extendedL2)
+        if (Qcow2Entries.IsZero(entry) && !extendedL2)
         {
-            return (entry & L2OffsetMask) != 0 ? ClusterType.ZeroAlloc : ClusterType.ZeroPlain;
+            return Qcow2Entries.HostOffset(entry) != 0 ? ClusterType.ZeroAlloc : ClusterType.ZeroPlain;
         }
 
-        if ((entry & L2OffsetMask) == 0)
+        if (Qcow2Entries.HostOffset(entry) == 0)
         {
-            return hasDataFile && (entry & CopiedFlag) != 0 ? ClusterType.Normal : ClusterType.Unallocated;
+            return hasDataFile && Qcow2Entries.IsCopied(entry) ? ClusterType.Normal : ClusterType.Unallocated;
         }
 
         return ClusterType.Normal;
@@ -335,7 +324,7 @@ internal sealed class Qcow2Checker
 
             refs = new uint[nbClusters + 1];
             CompareClusters = nbClusters;
-            PerBlock = Qcow2Refcounts.EntriesPerBlock(header.ClusterSize, header.RefcountBits);
+            PerBlock = Qcow2Entries.RefcountsPerBlock(header.ClusterSize, header.RefcountBits);
             RefTable = [];
         }
 
@@ -422,7 +411,7 @@ internal sealed class Qcow2Checker
             LoadRefTable();
             CheckRefcountBlocks(countRefcountStructures);
             CompareRefcounts();
-            CheckCopiedFlags();
+            CheckCopiedBits();
         }
 
         /// <summary>qemu-img check -r leaks fails ("need to rebuild refcount structures"): a check error.</summary>
@@ -440,7 +429,7 @@ internal sealed class Qcow2Checker
                 return 0;
             }
 
-            ulong blockOffset = RefTable[index] & RefTableOffsetMask;
+            ulong blockOffset = Qcow2Entries.RefcountBlockOffset(RefTable[index]);
             if (blockOffset == 0)
             {
                 return 0;
@@ -458,13 +447,13 @@ internal sealed class Qcow2Checker
                 Blocks[index] = block;
             }
 
-            return block is null ? null : Qcow2Refcounts.Get(block, cluster % PerBlock, Header.RefcountBits);
+            return block is null ? null : Qcow2Entries.ReadRefcount(block, cluster % PerBlock, Header.RefcountBits);
         }
 
         public void SetStoredRefcount(ulong cluster, ulong value)
         {
             _ = StoredRefcount(cluster);
-            Qcow2Refcounts.Set(Blocks[cluster / PerBlock]!, cluster % PerBlock, Header.RefcountBits, value);
+            Qcow2Entries.WriteRefcount(Blocks[cluster / PerBlock]!, cluster % PerBlock, Header.RefcountBits, value);
         }
 
         private void Corruption(ulong offset, ImageCorruptionKind kind, string message)
@@ -548,13 +537,13 @@ internal sealed class Qcow2Checker
                 }
 
                 ulong entryOffset = l1Offset + ((ulong)i * 8);
-                if ((entry & L1ReservedMask) != 0)
+                if ((entry & Qcow2Entries.L1ReservedMask) != 0)
                 {
                     Corruption(entryOffset, ImageCorruptionKind.ReservedBitsSet, $"{what} entry {i} (0x{entry:x16}) has reserved bits set.");
-                    StructuralFixes[entryOffset] = entry & ~L1ReservedMask;
+                    StructuralFixes[entryOffset] = entry & ~Qcow2Entries.L1ReservedMask;
                 }
 
-                ulong l2Offset = entry & L1OffsetMask;
+                ulong l2Offset = Qcow2Entries.HostOffset(entry);
                 if (!walked.TryAdd(l2Offset, i))
                 {
                     Corruption(entryOffset, ImageCorruptionKind.ClusterUsedTwice, $"{what} entries {walked[l2Offset]} and {i} name the same L2 table (0x{l2Offset:x}); it is checked once, and a repair drops entry {i}.");
@@ -585,33 +574,31 @@ internal sealed class Qcow2Checker
         {
             bool extended = Header.ExtendedL2;
             int entryBytes = Header.L2EntryBytes;
-            int csizeShift = 62 - (bits - 8);
-            ulong csizeMask = (1UL << (bits - 8)) - 1;
-            ulong coffsetMask = (1UL << csizeShift) - 1;
+            var compressed = new Qcow2Entries.CompressedDescriptor(bits);
             ulong nextContiguous = 0;
 
             // With a backing file "unallocated" would show the backing data; a zero cluster keeps reading zeros (v3).
-            ulong zeroEntry = Header.Version >= 3 && !extended ? ZeroFlag : 0;
+            ulong zeroEntry = Header.Version >= 3 && !extended ? Qcow2Entries.ZeroFlag : 0;
             for (ulong j = 0; j < Header.L2Entries; j++)
             {
                 ulong entry = BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan((int)(j * (ulong)entryBytes)));
                 ulong bitmap = extended ? BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan((int)(j * (ulong)entryBytes) + 8)) : 0;
                 ulong at = l2Offset + (j * (ulong)entryBytes);
                 ClusterType type = TypeOf(entry, extended, hasDataFile);
-                if (type != ClusterType.Compressed && (entry & L2StdReservedMask) != 0)
+                if (type != ClusterType.Compressed && (entry & Qcow2Entries.L2ReservedMask) != 0)
                 {
                     Corruption(at, ImageCorruptionKind.ReservedBitsSet, $"L2 entry 0x{entry:x16} has reserved bits set.");
-                    Fix(at, entry & ~L2StdReservedMask, recordFixes);
+                    Fix(at, entry & ~Qcow2Entries.L2ReservedMask, recordFixes);
                 }
 
                 switch (type)
                 {
                     case ClusterType.Compressed:
                     {
-                        if ((entry & CopiedFlag) != 0)
+                        if (Qcow2Entries.IsCopied(entry))
                         {
-                            Corruption(at, ImageCorruptionKind.InvalidCompressedDescriptor, $"compressed cluster 0x{entry & coffsetMask:x}: the copied flag must never be set.");
-                            entry &= ~CopiedFlag;
+                            Corruption(at, ImageCorruptionKind.InvalidCompressedDescriptor, $"compressed cluster 0x{compressed.HostOffset(entry):x}: the copied flag must never be set.");
+                            entry = Qcow2Entries.WithCopied(entry, false);
                             Fix(at, entry, recordFixes);
                         }
 
@@ -627,9 +614,7 @@ internal sealed class Qcow2Checker
                             break;
                         }
 
-                        ulong coffset = entry & coffsetMask;
-                        ulong csize = ((((entry >> csizeShift) & csizeMask) + 1) * 512) - (coffset & 511);
-                        if (!IncRef(coffset, csize, "compressed cluster"))
+                        if (!IncRef(compressed.HostOffset(entry), compressed.Length(entry), "compressed cluster"))
                         {
                             FixToZero(at, zeroEntry, recordFixes);
                         }
@@ -647,7 +632,7 @@ internal sealed class Qcow2Checker
                     case ClusterType.Normal:
                     case ClusterType.ZeroAlloc:
                     {
-                        ulong offset = entry & L2OffsetMask;
+                        ulong offset = Qcow2Entries.HostOffset(entry);
                         if (extended && ((bitmap >> 32) & bitmap) != 0)
                         {
                             Corruption(at, ImageCorruptionKind.ReservedBitsSet, $"cluster 0x{offset:x} has a corrupted subcluster bitmap.");
@@ -681,7 +666,7 @@ internal sealed class Qcow2Checker
                     }
 
                     case ClusterType.Unallocated:
-                        if (extended && (bitmap & AllAllocatedMask) != 0)
+                        if (extended && (bitmap & Qcow2Entries.AllSubclustersAllocated) != 0)
                         {
                             Corruption(at, ImageCorruptionKind.ReservedBitsSet, "an unallocated cluster has subclusters marked allocated.");
                         }
@@ -705,7 +690,7 @@ internal sealed class Qcow2Checker
             Fix(at, zeroEntry, record);
             if (Header.ExtendedL2)
             {
-                Fix(at + 8, AllZeroBitmap, record);
+                Fix(at + 8, Qcow2Entries.AllSubclustersZero, record);
             }
         }
 
@@ -794,7 +779,7 @@ internal sealed class Qcow2Checker
                 owner.ReadPadded(table, tableOffset);
                 for (uint k = 0; k < tableSize; k++)
                 {
-                    ulong clusterOffset = BinaryPrimitives.ReadUInt64BigEndian(table.AsSpan((int)(k * 8))) & L2OffsetMask;
+                    ulong clusterOffset = Qcow2Entries.HostOffset(BinaryPrimitives.ReadUInt64BigEndian(table.AsSpan((int)(k * 8))));
                     if (clusterOffset != 0)
                     {
                         IncRef(clusterOffset, cs, "bitmap data cluster");
@@ -820,10 +805,10 @@ internal sealed class Qcow2Checker
             for (ulong i = 0; i < (ulong)RefTable.LongLength; i++)
             {
                 ulong raw = RefTable[i];
-                ulong offset = raw & RefTableOffsetMask;
+                ulong offset = Qcow2Entries.RefcountBlockOffset(raw);
                 ulong cluster = offset >> bits;
                 ulong at = Header.RefcountTableOffset + (i * 8);
-                if ((raw & RefTableReservedMask) != 0)
+                if ((raw & Qcow2Entries.RefcountTableReservedMask) != 0)
                 {
                     Corruption(at, ImageCorruptionKind.ReservedBitsSet, $"refcount table entry {i} has reserved bits set.");
                     Rebuild = true;
@@ -900,7 +885,7 @@ internal sealed class Qcow2Checker
         }
 
         /// <summary>qemu's <c>check_oflag_copied</c>: in the active tables, copied ⇔ stored refcount 1.</summary>
-        private void CheckCopiedFlags()
+        private void CheckCopiedBits()
         {
             if (Header.L1Size == 0)
             {
@@ -915,7 +900,7 @@ internal sealed class Qcow2Checker
             for (uint i = 0; i < Header.L1Size; i++)
             {
                 ulong entry = BinaryPrimitives.ReadUInt64BigEndian(l1.AsSpan((int)(i * 8)));
-                ulong l2Offset = entry & L1OffsetMask;
+                ulong l2Offset = Qcow2Entries.HostOffset(entry);
                 if (l2Offset == 0)
                 {
                     continue;
@@ -927,10 +912,10 @@ internal sealed class Qcow2Checker
                     continue;
                 }
 
-                if ((refcount == 1) != ((entry & CopiedFlag) != 0))
+                if ((refcount == 1) != Qcow2Entries.IsCopied(entry))
                 {
                     Corruption(at, ImageCorruptionKind.CopiedFlagMismatch, $"L1 entry {i} (0x{entry:x16}): copied flag disagrees with the L2 table's refcount {refcount}.");
-                    CopiedFixes[at] = refcount == 1 ? entry | CopiedFlag : entry & ~CopiedFlag;
+                    CopiedFixes[at] = Qcow2Entries.WithCopied(entry, refcount == 1);
                 }
 
                 // A table several L1 entries name (reported by CheckL1) is walked once here too: the work stays
@@ -950,18 +935,18 @@ internal sealed class Qcow2Checker
                         continue;
                     }
 
-                    ulong dataOffset = l2Entry & L2OffsetMask;
+                    ulong dataOffset = Qcow2Entries.HostOffset(l2Entry);
                     ulong? stored = hasDataFile ? 1 : StoredRefcount(dataOffset >> bits);
                     if (stored is not { } dataRefcount)
                     {
                         continue;
                     }
 
-                    if ((dataRefcount == 1) != ((l2Entry & CopiedFlag) != 0))
+                    if ((dataRefcount == 1) != Qcow2Entries.IsCopied(l2Entry))
                     {
                         ulong entryAt = l2Offset + (j * (ulong)entryBytes);
                         Corruption(entryAt, ImageCorruptionKind.CopiedFlagMismatch, $"L2 entry 0x{l2Entry:x16}: copied flag disagrees with the data cluster's refcount {dataRefcount}.");
-                        CopiedFixes[entryAt] = dataRefcount == 1 ? l2Entry | CopiedFlag : l2Entry & ~CopiedFlag;
+                        CopiedFixes[entryAt] = Qcow2Entries.WithCopied(l2Entry, dataRefcount == 1);
                     }
                 }
             }

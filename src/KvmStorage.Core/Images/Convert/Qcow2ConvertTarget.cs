@@ -24,7 +24,7 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
     private readonly CompressionType? compression;
     private readonly Qcow2Layout full;
     private readonly uint cs;
-    private readonly int clusterBits;
+    private readonly Qcow2Entries.CompressedDescriptor compressedDescriptor;
     private readonly ulong l2Entries;
     private readonly ulong perBlock;
     private readonly ulong[] l1;
@@ -46,10 +46,11 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
         this.version = version;
         this.compression = compression;
         cs = clusterSize;
-        clusterBits = BitOperations.Log2(clusterSize);
+        int clusterBits = BitOperations.Log2(clusterSize);
+        compressedDescriptor = new Qcow2Entries.CompressedDescriptor(clusterBits);
         full = Qcow2Layout.Compute(size, clusterBits, 16, mapAllData: true, path);
         l2Entries = cs / 8UL;
-        perBlock = Qcow2Refcounts.EntriesPerBlock(cs, 16);
+        perBlock = Qcow2Entries.RefcountsPerBlock(cs, 16);
         l1 = new ulong[full.L1Size];
         reftable = new ulong[full.RefcountTableClusters * cs / 8];
         l2 = new byte[cs];
@@ -111,7 +112,7 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
                     {
                         EnsureL2(chunk.UnitOffset(i) / cs);
                         ulong host = AllocateCluster(countReference: true);
-                        SetL2(chunk.UnitOffset(i) / cs, (host * cs) | Qcow2ImageWriter.CopiedFlag);
+                        SetL2(chunk.UnitOffset(i) / cs, Qcow2Entries.Owned(host * cs));
                         if (i > runStart && host != runHost + (ulong)(i - runStart))
                         {
                             WriteData(chunk, runStart, i, runHost);
@@ -136,15 +137,13 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
                     EnsureL2(guestCluster);
                     ulong offset = PlaceCompressed(payload.Length);
                     coalescer.Write(offset, payload);
-                    int shift = 62 - (clusterBits - 8);
-                    ulong sectors = ((offset + (ulong)payload.Length - 1) >> 9) - (offset >> 9);
-                    SetL2(guestCluster, offset | (sectors << shift) | (1UL << 62));
+                    SetL2(guestCluster, compressedDescriptor.Encode(offset, payload.Length));
                     break;
                 }
 
                 case UnitState.ZeroFlag:
                     EnsureL2(guestCluster);
-                    SetL2(guestCluster, Qcow2ImageWriter.ZeroFlag);
+                    SetL2(guestCluster, Qcow2Entries.ZeroFlag);
                     break;
             }
 
@@ -221,7 +220,7 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
         currentL1 = index;
         Array.Clear(l2);
         currentL2Offset = AllocateCluster(countReference: true) * cs;
-        l1[index] = currentL2Offset | Qcow2ImageWriter.CopiedFlag;
+        l1[index] = Qcow2Entries.Owned(currentL2Offset);
     }
 
     private void SetL2(ulong guestCluster, ulong entry) =>
@@ -296,13 +295,13 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
     {
         byte[] block = openBlocks[cluster / perBlock];
         ulong index = cluster % perBlock;
-        ulong count = Qcow2Refcounts.Get(block, index, 16) + 1;
+        ulong count = Qcow2Entries.ReadRefcount(block, index, 16) + 1;
         if (count > ushort.MaxValue)
         {
             throw new InvalidOperationException($"Refcount overflow on cluster {cluster} of '{path}'.");
         }
 
-        Qcow2Refcounts.Set(block, index, 16, count);
+        Qcow2Entries.WriteRefcount(block, index, 16, count);
     }
 
     /// <summary>Writes the refcount blocks no later allocation can touch any more.</summary>

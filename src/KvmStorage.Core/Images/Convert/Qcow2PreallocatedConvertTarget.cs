@@ -61,7 +61,7 @@ internal sealed class Qcow2PreallocatedConvertTarget : ConvertTarget
                 byte[] entries = new byte[count * 8];
                 for (int k = 0; k < count; k++)
                 {
-                    ulong entry = (layout.DataOffset + ((firstCluster + (ulong)k) * cs)) | Qcow2ImageWriter.CopiedFlag;
+                    ulong entry = Qcow2Entries.Owned(layout.DataOffset + ((firstCluster + (ulong)k) * cs));
                     BinaryPrimitives.WriteUInt64BigEndian(entries.AsSpan(k * 8), entry);
                 }
 

@@ -44,7 +44,7 @@ internal sealed class Qcow2Layout
         ulong l1Clusters = CeilDiv(l1Size * 8, clusterSize);
         ulong l2Tables = mapAllData ? l1Size : 0;
         ulong mapped = mapAllData ? dataClusters : 0;
-        ulong perBlock = Qcow2Refcounts.EntriesPerBlock(clusterSize, refcountBits);
+        ulong perBlock = Qcow2Entries.RefcountsPerBlock(clusterSize, refcountBits);
 
         // The refcount structures count themselves, so grow them until they cover everything, themselves included.
         ulong tableClusters = 1, blocks = 1;

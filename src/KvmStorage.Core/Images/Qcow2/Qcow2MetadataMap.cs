@@ -33,8 +33,6 @@ internal enum Qcow2MetadataKind
 /// </remarks>
 internal sealed class Qcow2MetadataMap
 {
-    private const ulong OffsetMask = 0x00FFFFFFFFFFFE00UL;
-
     private readonly Dictionary<ulong, Qcow2MetadataKind> clusters = [];
     private readonly SafeFileHandle handle;
     private readonly string path;
@@ -74,7 +72,7 @@ internal sealed class Qcow2MetadataMap
             byte[] l1 = Qcow2Io.ReadBytes(handle, header.L1TableOffset, (int)Math.Min(l1Bytes, fileLength - header.L1TableOffset), path);
             for (int i = 0; i + 8 <= l1.Length; i += 8)
             {
-                ulong l2 = BinaryPrimitives.ReadUInt64BigEndian(l1.AsSpan(i)) & OffsetMask;
+                ulong l2 = Qcow2Entries.HostOffset(BinaryPrimitives.ReadUInt64BigEndian(l1.AsSpan(i)));
                 if (l2 != 0)
                 {
                     map.Add(Qcow2MetadataKind.ActiveL2, l2, header.ClusterSize);

@@ -12,8 +12,6 @@ namespace KvmStorage.Core.Images.Qcow2;
 /// </summary>
 internal static class Qcow2Resizer
 {
-    private const ulong OffsetMask = 0x00FFFFFFFFFFFE00UL;
-
     public static void Resize(SafeFileHandle handle, string path, ulong newSize, ImageResizeOptions options)
     {
         ulong fileLength = (ulong)RandomAccess.GetLength(handle);
@@ -73,7 +71,7 @@ internal static class Qcow2Resizer
         byte[] l2 = new byte[cs];
         for (ulong i = firstGone / l2Entries; i < header.L1Size; i++)
         {
-            ulong l2Offset = BinaryPrimitives.ReadUInt64BigEndian(l1.AsSpan((int)(i * 8))) & OffsetMask;
+            ulong l2Offset = Qcow2Entries.HostOffset(BinaryPrimitives.ReadUInt64BigEndian(l1.AsSpan((int)(i * 8))));
             if (l2Offset == 0)
             {
                 continue;

@@ -128,7 +128,7 @@ internal sealed class Qcow2SnapshotEditor
         // The copy's copied flags are cleared: once the refcounts below are raised, every cluster is shared.
         if (header.L1Size > 0)
         {
-            references.WriteL1([.. active.Select(e => e & ~Qcow2ClusterReferences.CopiedFlag)], l1Offset, wholeClusters: true);
+            references.WriteL1([.. active.Select(e => Qcow2Entries.WithCopied(e, false))], l1Offset, wholeClusters: true);
         }
 
         newEntries[^1] = Qcow2SnapshotTable.Encode(l1Offset, header.L1Size, id, name, seconds, nanoseconds, 0, header.Size, -1);
@@ -138,7 +138,7 @@ internal sealed class Qcow2SnapshotEditor
 
         // qcow2.rst "Snapshots": a write must COW once a cluster is shared, so the active tables lose their copied
         // flags before the snapshot becomes visible.
-        if (references.RebuildCopiedFlags(active, refcounts))
+        if (references.RebuildCopiedBits(active, refcounts))
         {
             references.WriteL1(active, header.L1TableOffset, wholeClusters: false);
         }
@@ -190,7 +190,7 @@ internal sealed class Qcow2SnapshotEditor
         // their (possibly stale) copied flags before the header can expose them as active.
         ulong[] newActive = new ulong[newL1Size];
         Array.Copy(target, newActive, target.Length);
-        references.RebuildCopiedFlags(newActive, refcounts);
+        references.RebuildCopiedBits(newActive, refcounts);
         ulong newL1Offset = newL1Size == 0 ? 0 : allocation.DataStart * clusterSize;
         if (newL1Size > 0)
         {
@@ -209,7 +209,7 @@ internal sealed class Qcow2SnapshotEditor
         }
 
         PositionalFile.Flush(handle);
-        if (references.RebuildCopiedFlags(newActive, refcounts))
+        if (references.RebuildCopiedBits(newActive, refcounts))
         {
             references.WriteL1(newActive, newL1Offset, wholeClusters: false);
         }
@@ -252,7 +252,7 @@ internal sealed class Qcow2SnapshotEditor
         refcounts.Adjust(decrements);
         PositionalFile.Flush(handle);
         ulong[] active = references.ReadL1(header.L1TableOffset, header.L1Size);
-        if (references.RebuildCopiedFlags(active, refcounts))
+        if (references.RebuildCopiedBits(active, refcounts))
         {
             references.WriteL1(active, header.L1TableOffset, wholeClusters: false);
         }
