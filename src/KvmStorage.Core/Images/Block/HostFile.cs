@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using KvmStorage.Core.Errors;
 using KvmStorage.Core.IO;
 using Microsoft.Win32.SafeHandles;
 
@@ -11,13 +10,13 @@ namespace KvmStorage.Core.Images.Block;
 /// </summary>
 internal sealed class HostFile : IDisposable
 {
-    private readonly SafeFileHandle _handle;
-    private int _seekUnsupported;
+    private readonly SafeFileHandle handle;
+    private int seekUnsupported;
 
     private HostFile(string path, SafeFileHandle handle, ulong length)
     {
         Path = path;
-        _handle = handle;
+        this.handle = handle;
         Length = length;
     }
 
@@ -67,7 +66,7 @@ internal sealed class HostFile : IDisposable
         try
         {
             // The file may shrink under us: what is gone reads as zeros, as it would in qemu.
-            PositionalFile.ReadZeroPadded(_handle, buffer, offset);
+            PositionalFile.ReadZeroPadded(handle, buffer, offset);
         }
         catch (IOException e)
         {
@@ -100,7 +99,7 @@ internal sealed class HostFile : IDisposable
         }
 
         ulong untilEnd = Math.Min(maxLength, Length - offset);
-        if (Volatile.Read(ref _seekUnsupported) != 0 || offset > long.MaxValue)
+        if (Volatile.Read(ref seekUnsupported) != 0 || offset > long.MaxValue)
         {
             return (true, untilEnd);
         }
@@ -108,8 +107,8 @@ internal sealed class HostFile : IDisposable
         bool added = false;
         try
         {
-            _handle.DangerousAddRef(ref added);
-            int fd = (int)_handle.DangerousGetHandle();
+            handle.DangerousAddRef(ref added);
+            int fd = (int)handle.DangerousGetHandle();
             long data = NativeMethods.lseek(fd, (long)offset, NativeMethods.SEEK_DATA);
             if (data < 0)
             {
@@ -120,7 +119,7 @@ internal sealed class HostFile : IDisposable
                     return (false, maxLength);
                 }
 
-                Volatile.Write(ref _seekUnsupported, 1);
+                Volatile.Write(ref seekUnsupported, 1);
                 return (true, untilEnd);
             }
 
@@ -141,12 +140,12 @@ internal sealed class HostFile : IDisposable
         {
             if (added)
             {
-                _handle.DangerousRelease();
+                handle.DangerousRelease();
             }
         }
     }
 
-    public void Dispose() => _handle.Dispose();
+    public void Dispose() => handle.Dispose();
 }
 
 /// <summary>What a layer holds at a guest offset (internal to the block readers).</summary>

@@ -98,7 +98,7 @@ public sealed class Qcow2DataWriter : IDisposable
         try
         {
             ulong fileLength = (ulong)RandomAccess.GetLength(handle);
-            byte[] head = Qcow2Io.ReadBytes(handle, 0, (int)Math.Min(64UL * 1024, fileLength), fullPath);
+            byte[] head = ImageIo.ReadBytes(handle, 0, (int)Math.Min(64UL * 1024, fileLength), fullPath);
             if (!Qcow2Header.HasMagic(head))
             {
                 throw ImageErrors.NotSupported(ImageErrorIds.UnsupportedFormat, fullPath, "not a qcow2 image; only qcow2 images can be written in place.");
@@ -520,7 +520,7 @@ public sealed class Qcow2DataWriter : IDisposable
         WriteData(dataWrites);
         foreach (TablePlan plan in tables.Values.Where(t => !t.Owned))
         {
-            Qcow2Io.Write(handle, plan.Table, plan.NewOffset);
+            ImageIo.Write(handle, plan.Table, plan.NewOffset);
             map.Add(Qcow2MetadataKind.ActiveL2, plan.NewOffset, clusterSize);
         }
 
@@ -529,7 +529,7 @@ public sealed class Qcow2DataWriter : IDisposable
         // 3. The entries: changed L2 tables the active L1 owns, then L1 entries switching to the new tables.
         foreach (TablePlan plan in tables.Values.Where(t => t.Owned && t.Dirty))
         {
-            Qcow2Io.Write(handle, plan.Table, plan.OldOffset);
+            ImageIo.Write(handle, plan.Table, plan.OldOffset);
         }
 
         byte[] l1Entry = new byte[8];
@@ -537,7 +537,7 @@ public sealed class Qcow2DataWriter : IDisposable
         {
             l1[l1Index] = Qcow2Entries.Owned(plan.NewOffset);
             BinaryPrimitives.WriteUInt64BigEndian(l1Entry, l1[l1Index]);
-            Qcow2Io.Write(handle, l1Entry, header.L1TableOffset + (l1Index * 8));
+            ImageIo.Write(handle, l1Entry, header.L1TableOffset + (l1Index * 8));
             CacheL2(plan.NewOffset, plan.Table!);
 
             // The old table (if any) is a snapshot's now: qemu's default check does not track inactive L2 tables.
@@ -554,7 +554,7 @@ public sealed class Qcow2DataWriter : IDisposable
     {
         foreach (InPlaceWrite w in writes ?? [])
         {
-            Qcow2Io.Write(handle, source.Slice(w.Start, w.Length), w.Host);
+            ImageIo.Write(handle, source.Slice(w.Start, w.Length), w.Host);
         }
     }
 
@@ -699,9 +699,8 @@ public sealed class Qcow2DataWriter : IDisposable
 
         int length = (int)Math.Min(compressed.Length(entry), fileLength - coffset);
         byte[] input = new byte[length];
-        Qcow2Io.ReadExactly(handle, input, coffset, path);
-        Decompression.Method method = header.CompressionType == 1 ? Decompression.Method.Zstd : Decompression.Method.Deflate;
-        int produced = Decompression.Decompress(method, input, length, content, path);
+        ImageIo.ReadExactly(handle, input, coffset, path);
+        int produced = Decompression.Decompress(Decompression.For(header.CompressionType), input, length, content, path);
         if (produced != content.Length)
         {
             throw Decompression.Short(path, coffset, produced, content.Length);
@@ -719,7 +718,7 @@ public sealed class Qcow2DataWriter : IDisposable
         }
 
         Qcow2Resizer.CheckCluster(offset, clusterSize, handle, path);
-        table = Qcow2Io.ReadBytes(handle, offset, (int)clusterSize, path);
+        table = ImageIo.ReadBytes(handle, offset, (int)clusterSize, path);
         CacheL2(offset, table);
         return table;
     }
@@ -755,7 +754,7 @@ public sealed class Qcow2DataWriter : IDisposable
         {
             byte[] field = new byte[8];
             BinaryPrimitives.WriteUInt64BigEndian(field, header.AutoclearFeatures & known);
-            Qcow2Io.Write(handle, field, 88);
+            ImageIo.Write(handle, field, 88);
             FlushCore();
         }
 

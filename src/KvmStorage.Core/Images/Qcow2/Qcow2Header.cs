@@ -53,7 +53,7 @@ internal sealed class Qcow2Header
     public ulong AutoclearFeatures { get; private init; }
     public int RefcountOrder { get; private init; }
     public uint HeaderLength { get; private init; }
-    public byte CompressionType { get; private init; }
+    public CompressionType CompressionType { get; private init; }
 
     public string? BackingFile { get; private init; }
     public string? BackingFormat { get; private init; }
@@ -302,7 +302,7 @@ internal sealed class Qcow2Header
             AutoclearFeatures = autoclear,
             RefcountOrder = refcountOrder,
             HeaderLength = headerLength,
-            CompressionType = compression,
+            CompressionType = (CompressionType)compression,
             BackingFile = backingFile,
             BackingFormat = backingFormat,
             DataFile = (incompatible & IncompatDataFile) != 0 ? dataFile : null,

@@ -82,7 +82,7 @@ public sealed class Qcow2ImageWriter : IImageFormatWriter
         WriteL2Tables(handle, layout, version >= 3 && options.Preallocation == Preallocation.Metadata, cancellationToken);
         WriteL1Table(handle, layout);
         WriteRefcounts(handle, layout);
-        Qcow2Io.Write(handle, header, 0);
+        ImageIo.Write(handle, header, 0);
         progress?.Report(new ImageProgress(dataBytes, dataBytes));
     }
 
@@ -188,7 +188,7 @@ public sealed class Qcow2ImageWriter : IImageFormatWriter
                 BinaryPrimitives.WriteUInt64BigEndian(buffer.AsSpan((int)(i * 8)), entry);
             }
 
-            Qcow2Io.Write(handle, buffer.AsSpan(0, (int)(count * cs)), layout.L2Offset + (table * cs));
+            ImageIo.Write(handle, buffer.AsSpan(0, (int)(count * cs)), layout.L2Offset + (table * cs));
         }
     }
 
@@ -206,7 +206,7 @@ public sealed class Qcow2ImageWriter : IImageFormatWriter
             BinaryPrimitives.WriteUInt64BigEndian(l1.AsSpan((int)(i * 8)), Qcow2Entries.Owned(layout.L2Offset + (i * layout.ClusterSize)));
         }
 
-        Qcow2Io.Write(handle, l1, layout.L1Offset);
+        ImageIo.Write(handle, l1, layout.L1Offset);
     }
 
     private static void WriteRefcounts(SafeFileHandle handle, Qcow2Layout layout)
@@ -227,10 +227,10 @@ public sealed class Qcow2ImageWriter : IImageFormatWriter
             }
 
             ulong blockOffset = layout.RefcountBlocksOffset + (b * cs);
-            Qcow2Io.Write(handle, block, blockOffset);
+            ImageIo.Write(handle, block, blockOffset);
             BinaryPrimitives.WriteUInt64BigEndian(table.AsSpan((int)(b * 8)), blockOffset);
         }
 
-        Qcow2Io.Write(handle, table, layout.RefcountTableOffset);
+        ImageIo.Write(handle, table, layout.RefcountTableOffset);
     }
 }

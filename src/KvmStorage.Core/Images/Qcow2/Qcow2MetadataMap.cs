@@ -69,7 +69,7 @@ internal sealed class Qcow2MetadataMap
         {
             ulong l1Bytes = (ulong)header.L1Size * 8;
             map.Add(Qcow2MetadataKind.ActiveL1, header.L1TableOffset, l1Bytes);
-            byte[] l1 = Qcow2Io.ReadBytes(handle, header.L1TableOffset, (int)Math.Min(l1Bytes, fileLength - header.L1TableOffset), path);
+            byte[] l1 = ImageIo.ReadBytes(handle, header.L1TableOffset, (int)Math.Min(l1Bytes, fileLength - header.L1TableOffset), path);
             for (int i = 0; i + 8 <= l1.Length; i += 8)
             {
                 ulong l2 = Qcow2Entries.HostOffset(BinaryPrimitives.ReadUInt64BigEndian(l1.AsSpan(i)));
@@ -226,10 +226,10 @@ internal sealed class Qcow2MetadataMap
 
         try
         {
-            byte[] field = Qcow2Io.ReadBytes(handle, 72, 8, path);
+            byte[] field = ImageIo.ReadBytes(handle, 72, 8, path);
             ulong features = BinaryPrimitives.ReadUInt64BigEndian(field) | Qcow2Header.IncompatCorrupt;
             BinaryPrimitives.WriteUInt64BigEndian(field, features);
-            Qcow2Io.Write(handle, field, 72);
+            ImageIo.Write(handle, field, 72);
             PositionalFile.Flush(handle);
             return true;
         }

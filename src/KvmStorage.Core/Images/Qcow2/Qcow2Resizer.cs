@@ -15,7 +15,7 @@ internal static class Qcow2Resizer
     public static void Resize(SafeFileHandle handle, string path, ulong newSize, ImageResizeOptions options)
     {
         ulong fileLength = (ulong)RandomAccess.GetLength(handle);
-        byte[] head = Qcow2Io.ReadBytes(handle, 0, (int)Math.Min(64UL * 1024, fileLength), path);
+        byte[] head = ImageIo.ReadBytes(handle, 0, (int)Math.Min(64UL * 1024, fileLength), path);
         Qcow2Header header = Qcow2Reader.ReadHeader(handle, head, fileLength, path);
         if (header.Dirty)
         {
@@ -67,7 +67,7 @@ internal static class Qcow2Resizer
         ulong cs = header.ClusterSize;
         ulong firstGone = Qcow2Layout.CeilDiv(newSize, cs);
         ulong l2Entries = header.L2Entries;
-        byte[] l1 = header.L1Size == 0 ? [] : Qcow2Io.ReadBytes(handle, header.L1TableOffset, (int)(header.L1Size * 8), path);
+        byte[] l1 = header.L1Size == 0 ? [] : ImageIo.ReadBytes(handle, header.L1TableOffset, (int)(header.L1Size * 8), path);
         byte[] l2 = new byte[cs];
         for (ulong i = firstGone / l2Entries; i < header.L1Size; i++)
         {
@@ -78,7 +78,7 @@ internal static class Qcow2Resizer
             }
 
             CheckCluster(l2Offset, cs, handle, path);
-            Qcow2Io.ReadExactly(handle, l2, l2Offset, path);
+            ImageIo.ReadExactly(handle, l2, l2Offset, path);
             for (ulong j = 0; j < l2Entries; j++)
             {
                 if ((i * l2Entries) + j < firstGone)
@@ -137,10 +137,10 @@ internal static class Qcow2Resizer
         byte[] l1 = new byte[l1Clusters * cs];
         if (header.L1Size > 0)
         {
-            Qcow2Io.ReadExactly(handle, l1.AsSpan(0, (int)(header.L1Size * 8)), header.L1TableOffset, path);
+            ImageIo.ReadExactly(handle, l1.AsSpan(0, (int)(header.L1Size * 8)), header.L1TableOffset, path);
         }
 
-        Qcow2Io.Write(handle, l1, newL1Offset);
+        ImageIo.Write(handle, l1, newL1Offset);
         PositionalFile.Flush(handle);
 
         // The header switches to the new L1 in one sector write, after the table is durable.
@@ -162,7 +162,7 @@ internal static class Qcow2Resizer
         BinaryPrimitives.WriteUInt64BigEndian(fields, size);
         BinaryPrimitives.WriteUInt32BigEndian(fields.AsSpan(12), l1Size);
         BinaryPrimitives.WriteUInt64BigEndian(fields.AsSpan(16), l1Offset);
-        Qcow2Io.Write(handle, fields, 24);
+        ImageIo.Write(handle, fields, 24);
         fields.CopyTo(head, 24);
     }
 

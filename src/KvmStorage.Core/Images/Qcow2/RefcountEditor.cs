@@ -30,7 +30,7 @@ internal sealed class RefcountEditor
         perBlock = Qcow2Entries.RefcountsPerBlock(header.ClusterSize, bits);
         tableOffset = header.RefcountTableOffset;
         tableClusters = header.RefcountTableClusters;
-        byte[] raw = Qcow2Io.ReadBytes(handle, tableOffset, (int)(tableClusters * clusterSize), path);
+        byte[] raw = ImageIo.ReadBytes(handle, tableOffset, (int)(tableClusters * clusterSize), path);
         table = new ulong[raw.Length / 8];
         for (int i = 0; i < table.Length; i++)
         {
@@ -220,7 +220,7 @@ internal sealed class RefcountEditor
         // The blocks first: a table entry must never point at an unwritten block.
         foreach (ulong b in touched)
         {
-            Qcow2Io.Write(handle, blocks[b], table[b]);
+            ImageIo.Write(handle, blocks[b], table[b]);
         }
 
         PositionalFile.Flush(handle);
@@ -230,14 +230,14 @@ internal sealed class RefcountEditor
             ulong oldOffset = tableOffset, oldClusters = tableClusters;
             ulong newOffset = newTableOffset;
             EnsureTableLength(plan.TableClusters * clusterSize / 8);
-            Qcow2Io.Write(handle, SerializeTable(), newOffset);
+            ImageIo.Write(handle, SerializeTable(), newOffset);
             PositionalFile.Flush(handle);
 
             // One write of bytes 48..59 switches tables (qcow2.rst "Header": refcount_table_offset and _clusters).
             byte[] fields = new byte[12];
             BinaryPrimitives.WriteUInt64BigEndian(fields, newOffset);
             BinaryPrimitives.WriteUInt32BigEndian(fields.AsSpan(8), (uint)plan.TableClusters);
-            Qcow2Io.Write(handle, fields, 48);
+            ImageIo.Write(handle, fields, 48);
             PositionalFile.Flush(handle);
             tableOffset = newOffset;
             tableClusters = plan.TableClusters;
@@ -248,7 +248,7 @@ internal sealed class RefcountEditor
         }
         else if (plan.MissingBlocks.Count > 0)
         {
-            Qcow2Io.Write(handle, SerializeTable(), tableOffset);
+            ImageIo.Write(handle, SerializeTable(), tableOffset);
             PositionalFile.Flush(handle);
         }
     }
@@ -287,7 +287,7 @@ internal sealed class RefcountEditor
 
         foreach (ulong b in touched)
         {
-            Qcow2Io.Write(handle, blocks[b], table[b]);
+            ImageIo.Write(handle, blocks[b], table[b]);
         }
     }
 
@@ -302,7 +302,7 @@ internal sealed class RefcountEditor
 
         ulong offset = table[index];
         Qcow2Resizer.CheckCluster(offset, clusterSize, handle, path);
-        block = Qcow2Io.ReadBytes(handle, offset, (int)clusterSize, path);
+        block = ImageIo.ReadBytes(handle, offset, (int)clusterSize, path);
         blocks[index] = block;
         return block;
     }

@@ -48,7 +48,7 @@ internal sealed class Qcow2ClusterReferences
             throw ImageErrors.Invalid(ImageErrorIds.TableOutOfBounds, path, $"the L1 table at 0x{offset:x} is misaligned or lies past the end of the file.");
         }
 
-        byte[] raw = Qcow2Io.ReadBytes(handle, offset, (int)(entries * 8), path);
+        byte[] raw = ImageIo.ReadBytes(handle, offset, (int)(entries * 8), path);
         ulong[] l1 = new ulong[entries];
         for (int i = 0; i < l1.Length; i++)
         {
@@ -69,7 +69,7 @@ internal sealed class Qcow2ClusterReferences
         }
 
         Map?.EnsureFree(offset, length, Qcow2MetadataKind.ActiveL1 | Qcow2MetadataKind.InactiveL1);
-        Qcow2Io.Write(handle, raw, offset);
+        ImageIo.Write(handle, raw, offset);
     }
 
     /// <summary>
@@ -153,7 +153,7 @@ internal sealed class Qcow2ClusterReferences
             if (l2Changed)
             {
                 Map?.EnsureFree(l2Offset, clusterSize, Qcow2MetadataKind.ActiveL2);
-                Qcow2Io.Write(handle, l2, l2Offset);
+                ImageIo.Write(handle, l2, l2Offset);
             }
         }
 
@@ -171,7 +171,7 @@ internal sealed class Qcow2ClusterReferences
             throw ImageErrors.Invalid(ImageErrorIds.InvalidMetadata, path, $"the L2 table at 0x{offset:x} is misaligned or lies past the end of the file.");
         }
 
-        Qcow2Io.ReadExactly(handle, buffer, offset, path);
+        ImageIo.ReadExactly(handle, buffer, offset, path);
     }
 
     /// <summary>The host offset of a standard (uncompressed) L2 entry; misaligned offsets are corruption (qemu marks the image corrupt).</summary>

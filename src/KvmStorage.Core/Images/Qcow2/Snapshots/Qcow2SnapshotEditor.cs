@@ -46,7 +46,7 @@ internal sealed class Qcow2SnapshotEditor
     public static Qcow2SnapshotEditor Open(SafeFileHandle handle, string path)
     {
         ulong fileLength = (ulong)RandomAccess.GetLength(handle);
-        byte[] head = Qcow2Io.ReadBytes(handle, 0, (int)Math.Min(64UL * 1024, fileLength), path);
+        byte[] head = ImageIo.ReadBytes(handle, 0, (int)Math.Min(64UL * 1024, fileLength), path);
         Qcow2Header header = Qcow2Reader.ReadHeader(handle, head, fileLength, path);
         if (header.Dirty)
         {
@@ -266,7 +266,7 @@ internal sealed class Qcow2SnapshotEditor
         byte[] fields = new byte[12];
         BinaryPrimitives.WriteUInt32BigEndian(fields, (uint)count);
         BinaryPrimitives.WriteUInt64BigEndian(fields.AsSpan(4), tableOffset);
-        Qcow2Io.Write(handle, fields, 60);
+        ImageIo.Write(handle, fields, 60);
         PositionalFile.Flush(handle);
         if (header.SnapshotCount > 0)
         {
@@ -281,7 +281,7 @@ internal sealed class Qcow2SnapshotEditor
     private void WriteTable(Qcow2MetadataMap map, byte[] table, ulong tableOffset)
     {
         map.EnsureFree(tableOffset, (ulong)table.Length, Qcow2MetadataKind.SnapshotTable);
-        Qcow2Io.Write(handle, table, tableOffset);
+        ImageIo.Write(handle, table, tableOffset);
     }
 
     private void WriteSizeAndL1(ulong size, uint l1Size, ulong l1Offset)
@@ -290,7 +290,7 @@ internal sealed class Qcow2SnapshotEditor
         BinaryPrimitives.WriteUInt64BigEndian(fields, size);
         BinaryPrimitives.WriteUInt32BigEndian(fields.AsSpan(12), l1Size);
         BinaryPrimitives.WriteUInt64BigEndian(fields.AsSpan(16), l1Offset);
-        Qcow2Io.Write(handle, fields, 24);
+        ImageIo.Write(handle, fields, 24);
     }
 
     /// <summary>qcow2.rst "Header": a writer must clear the autoclear bits it does not know before changing the image.</summary>
@@ -301,7 +301,7 @@ internal sealed class Qcow2SnapshotEditor
         {
             byte[] field = new byte[8];
             BinaryPrimitives.WriteUInt64BigEndian(field, header.AutoclearFeatures & known);
-            Qcow2Io.Write(handle, field, 88);
+            ImageIo.Write(handle, field, 88);
             PositionalFile.Flush(handle);
         }
     }
@@ -309,7 +309,7 @@ internal sealed class Qcow2SnapshotEditor
     private Qcow2Header Reread()
     {
         ulong fileLength = (ulong)RandomAccess.GetLength(handle);
-        byte[] fresh = Qcow2Io.ReadBytes(handle, 0, (int)Math.Min(64UL * 1024, fileLength), path);
+        byte[] fresh = ImageIo.ReadBytes(handle, 0, (int)Math.Min(64UL * 1024, fileLength), path);
         return Qcow2Reader.ReadHeader(handle, fresh, fileLength, path);
     }
 

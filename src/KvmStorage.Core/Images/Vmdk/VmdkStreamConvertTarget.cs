@@ -1,9 +1,9 @@
 using System.Buffers.Binary;
 using System.Text;
-using KvmStorage.Core.Images.Vmdk;
+using KvmStorage.Core.Images.Convert;
 using Microsoft.Win32.SafeHandles;
 
-namespace KvmStorage.Core.Images.Convert;
+namespace KvmStorage.Core.Images.Vmdk;
 
 /// <summary>
 /// A streamOptimized VMDK (for VMware) written as <c>qemu-img convert -O vmdk -o subformat=streamOptimized</c> does
@@ -14,7 +14,7 @@ namespace KvmStorage.Core.Images.Convert;
 /// </summary>
 internal sealed class VmdkStreamConvertTarget : ConvertTarget
 {
-    private const int GrainBytes = 65536;
+    internal const int GrainBytes = 65536;
     private const ulong GrainSectors = GrainBytes / 512;
     private const uint GtesPerGt = 512;
     private const ulong DescriptorSectors = 20;

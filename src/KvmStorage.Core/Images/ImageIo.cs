@@ -1,10 +1,10 @@
 using KvmStorage.Core.IO;
 using Microsoft.Win32.SafeHandles;
 
-namespace KvmStorage.Core.Images.Qcow2;
+namespace KvmStorage.Core.Images;
 
-/// <summary>Positional reads and writes that fail with typed errors instead of short counts.</summary>
-internal static class Qcow2Io
+/// <summary>Positional reads and writes of image metadata (and data) that fail with typed errors instead of short counts.</summary>
+internal static class ImageIo
 {
     public static void ReadExactly(SafeFileHandle handle, Span<byte> buffer, ulong offset, string path)
     {

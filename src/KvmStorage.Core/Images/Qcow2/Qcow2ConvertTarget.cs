@@ -1,9 +1,9 @@
 using System.Buffers.Binary;
 using System.Numerics;
-using KvmStorage.Core.Images.Qcow2;
+using KvmStorage.Core.Images.Convert;
 using Microsoft.Win32.SafeHandles;
 
-namespace KvmStorage.Core.Images.Convert;
+namespace KvmStorage.Core.Images.Qcow2;
 
 /// <summary>
 /// A qcow2 output laid out like <c>qemu-img convert -O qcow2</c> (qcow2-notes §5): header, refcount table,
@@ -161,7 +161,7 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
         RandomAccess.SetLength(handle, (long)(nextCluster * cs));
         foreach ((ulong block, byte[] buffer) in openBlocks)
         {
-            Qcow2Io.Write(handle, buffer, reftable[block]);
+            ImageIo.Write(handle, buffer, reftable[block]);
         }
 
         openBlocks.Clear();
@@ -174,7 +174,7 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
                 BinaryPrimitives.WriteUInt64BigEndian(table.AsSpan(i * 8), l1[i]);
             }
 
-            Qcow2Io.Write(handle, table, front.L1Offset);
+            ImageIo.Write(handle, table, front.L1Offset);
         }
 
         byte[] refTable = new byte[reftable.Length * 8];
@@ -183,7 +183,7 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
             BinaryPrimitives.WriteUInt64BigEndian(refTable.AsSpan(i * 8), reftable[i]);
         }
 
-        Qcow2Io.Write(handle, refTable, front.RefcountTableOffset);
+        ImageIo.Write(handle, refTable, front.RefcountTableOffset);
         cancellationToken.ThrowIfCancellationRequested();
 
         // The header last: until it is written the file is not a qcow2 image at all.
@@ -196,7 +196,7 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
             header[104] = 1;
         }
 
-        Qcow2Io.Write(handle, header, 0);
+        ImageIo.Write(handle, header, 0);
     }
 
     private void WriteData(ConvertChunk chunk, int from, int to, ulong host)
@@ -204,7 +204,7 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
         if (to > from)
         {
             coalescer.Flush();
-            Qcow2Io.Write(handle, chunk.Data.AsSpan(from * (int)cs, (to - from) * (int)cs), host * cs);
+            ImageIo.Write(handle, chunk.Data.AsSpan(from * (int)cs, (to - from) * (int)cs), host * cs);
         }
     }
 
@@ -230,7 +230,7 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
     {
         if (currentL1 >= 0)
         {
-            Qcow2Io.Write(handle, l2, currentL2Offset);
+            ImageIo.Write(handle, l2, currentL2Offset);
             currentL1 = -1;
         }
     }
@@ -320,7 +320,7 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
 
         foreach (ulong block in openBlocks.Keys.Where(b => b < lowestLive).ToList())
         {
-            Qcow2Io.Write(handle, openBlocks[block], reftable[block]);
+            ImageIo.Write(handle, openBlocks[block], reftable[block]);
             openBlocks.Remove(block);
         }
     }

@@ -1,33 +1,30 @@
 using System.Buffers.Binary;
+using KvmStorage.Core.Images.Block;
 
-namespace KvmStorage.Core.Images.Block;
+namespace KvmStorage.Core.Images.Vdi;
 
 /// <summary>VirtualBox VDI (qemu block/vdi.c): a block map of 32-bit entries, 0xFFFFFFFF unallocated, 0xFFFFFFFE discarded.</summary>
 internal sealed class VdiLayer : ImageLayer
 {
-    private const uint Unallocated = 0xFFFFFFFF;
-    private const uint Discarded = 0xFFFFFFFE;
     private const int MaxMapBytes = 64 * 1024 * 1024;
 
-    private readonly uint[] _map;
-    private readonly ulong _blockSize;
-    private readonly ulong _dataOffset;
+    private readonly uint[] map;
+    private readonly ulong blockSize;
+    private readonly ulong dataOffset;
 
     private VdiLayer(HostFile file, ulong size, uint[] map, ulong blockSize, ulong dataOffset)
         : base(file, size)
     {
-        _map = map;
-        _blockSize = blockSize;
-        _dataOffset = dataOffset;
+        this.map = map;
+        this.blockSize = blockSize;
+        this.dataOffset = dataOffset;
     }
 
     public static VdiLayer Open(HostFile file, ImageInfo info)
     {
-        byte[] h = file.ReadMetadata(0, 512, "VDI header");
-        uint bmapOffset = BinaryPrimitives.ReadUInt32LittleEndian(h.AsSpan(0x154));
-        uint dataOffset = BinaryPrimitives.ReadUInt32LittleEndian(h.AsSpan(0x158));
-        uint blockSize = BinaryPrimitives.ReadUInt32LittleEndian(h.AsSpan(0x178));
-        uint blocksInImage = BinaryPrimitives.ReadUInt32LittleEndian(h.AsSpan(0x180));
+        VdiHeader header = VdiHeader.Parse(file.ReadMetadata(0, VdiHeader.Length, "VDI header"));
+        uint blockSize = header.BlockSize;
+        uint blocksInImage = header.BlocksInImage;
         if (blockSize == 0)
         {
             throw BlockErrors.Mapping(file.Path, "the VDI block size is zero.");
@@ -44,33 +41,33 @@ internal sealed class VdiLayer : ImageLayer
             throw BlockErrors.Invalid(BlockErrorIds.TableTooLarge, file.Path, $"the VDI block map ({blocks} entries) is too large.");
         }
 
-        byte[] raw = file.ReadMetadata(bmapOffset, (int)(blocks * 4), "VDI block map");
+        byte[] raw = file.ReadMetadata(header.BlockMapOffset, (int)(blocks * 4), "VDI block map");
         uint[] map = new uint[blocks];
         for (int i = 0; i < map.Length; i++)
         {
             map[i] = BinaryPrimitives.ReadUInt32LittleEndian(raw.AsSpan(i * 4));
         }
 
-        return new VdiLayer(file, info.VirtualSize, map, blockSize, dataOffset);
+        return new VdiLayer(file, info.VirtualSize, map, blockSize, header.DataOffset);
     }
 
     public override LayerRun Map(ulong offset, ulong maxLength)
     {
-        ulong block = offset / _blockSize;
-        ulong inBlock = offset % _blockSize;
-        (RunKind kind, ulong host) = Classify(_map[block], block);
-        ulong length = _blockSize - inBlock;
-        ulong expected = host + _blockSize;
-        for (ulong b = block + 1; length < maxLength && b < (ulong)_map.Length; b++)
+        ulong block = offset / blockSize;
+        ulong inBlock = offset % blockSize;
+        (RunKind kind, ulong host) = Classify(map[block], block);
+        ulong length = blockSize - inBlock;
+        ulong expected = host + blockSize;
+        for (ulong b = block + 1; length < maxLength && b < (ulong)map.Length; b++)
         {
-            (RunKind nextKind, ulong nextHost) = Classify(_map[b], b);
+            (RunKind nextKind, ulong nextHost) = Classify(map[b], b);
             if (nextKind != kind || (kind == RunKind.Data && nextHost != expected))
             {
                 break;
             }
 
-            length += _blockSize;
-            expected += _blockSize;
+            length += blockSize;
+            expected += blockSize;
         }
 
         return new LayerRun(Math.Min(length, maxLength), kind, kind == RunKind.Data ? host + inBlock : 0);
@@ -78,8 +75,8 @@ internal sealed class VdiLayer : ImageLayer
 
     private (RunKind Kind, ulong Host) Classify(uint entry, ulong block) => entry switch
     {
-        Unallocated => (RunKind.Unallocated, 0),
-        Discarded => (RunKind.Zero, 0),
-        _ => (RunKind.Data, _dataOffset + ((ulong)entry * _blockSize)),
+        VdiHeader.Unallocated => (RunKind.Unallocated, 0),
+        VdiHeader.Discarded => (RunKind.Zero, 0),
+        _ => (RunKind.Data, dataOffset + ((ulong)entry * blockSize)),
     };
 }

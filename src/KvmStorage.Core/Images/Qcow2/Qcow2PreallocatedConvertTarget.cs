@@ -1,9 +1,9 @@
 using System.Buffers.Binary;
 using System.Numerics;
-using KvmStorage.Core.Images.Qcow2;
+using KvmStorage.Core.Images.Convert;
 using Microsoft.Win32.SafeHandles;
 
-namespace KvmStorage.Core.Images.Convert;
+namespace KvmStorage.Core.Images.Qcow2;
 
 /// <summary>
 /// A preallocated qcow2 output (metadata, falloc, full): the image is first created exactly as
@@ -54,7 +54,7 @@ internal sealed class Qcow2PreallocatedConvertTarget : ConvertTarget
 
             ulong firstCluster = chunk.UnitOffset(start) / cs;
             int count = i - start;
-            Qcow2Io.Write(handle, chunk.Data.AsSpan(start * (int)cs, count * (int)cs), layout.DataOffset + (firstCluster * cs));
+            ImageIo.Write(handle, chunk.Data.AsSpan(start * (int)cs, count * (int)cs), layout.DataOffset + (firstCluster * cs));
             if (clearZeroFlags)
             {
                 // The guest clusters' L2 entries are contiguous: preallocated L2 tables follow each other in guest order.
@@ -65,7 +65,7 @@ internal sealed class Qcow2PreallocatedConvertTarget : ConvertTarget
                     BinaryPrimitives.WriteUInt64BigEndian(entries.AsSpan(k * 8), entry);
                 }
 
-                Qcow2Io.Write(handle, entries, layout.L2Offset + (firstCluster * 8));
+                ImageIo.Write(handle, entries, layout.L2Offset + (firstCluster * 8));
             }
         }
     }

@@ -1,7 +1,7 @@
-using KvmStorage.Core.Images.Raw;
+using KvmStorage.Core.Images.Convert;
 using Microsoft.Win32.SafeHandles;
 
-namespace KvmStorage.Core.Images.Convert;
+namespace KvmStorage.Core.Images.Raw;
 
 /// <summary>
 /// A raw output: the file is truncated to the virtual size first (a hole throughout), then only non-zero
@@ -9,7 +9,7 @@ namespace KvmStorage.Core.Images.Convert;
 /// </summary>
 internal sealed class RawConvertTarget(SafeFileHandle handle, string path, ulong size, Preallocation preallocation) : ConvertTarget
 {
-    private const int Block = 4096;
+    internal const int Block = 4096;
 
     public override int Unit => Block;
 
@@ -41,44 +41,5 @@ internal sealed class RawConvertTarget(SafeFileHandle handle, string path, ulong
 
     public override void Complete(CancellationToken cancellationToken)
     {
-    }
-}
-
-/// <summary>Gathers small writes that land back to back in the file into one large write.</summary>
-internal sealed class WriteCoalescer(SafeFileHandle handle, int capacity)
-{
-    private readonly byte[] buffer = new byte[capacity];
-    private ulong start;
-    private int length;
-
-    public void Write(ulong offset, ReadOnlySpan<byte> data)
-    {
-        if (length > 0 && (offset != start + (ulong)length || length + data.Length > buffer.Length))
-        {
-            Flush();
-        }
-
-        if (data.Length > buffer.Length)
-        {
-            RandomAccess.Write(handle, data, (long)offset);
-            return;
-        }
-
-        if (length == 0)
-        {
-            start = offset;
-        }
-
-        data.CopyTo(buffer.AsSpan(length));
-        length += data.Length;
-    }
-
-    public void Flush()
-    {
-        if (length > 0)
-        {
-            RandomAccess.Write(handle, buffer.AsSpan(0, length), (long)start);
-            length = 0;
-        }
     }
 }

@@ -1,9 +1,10 @@
 using System.Buffers.Binary;
-using KvmStorage.Core.Images.Qcow2;
+using KvmStorage.Core.Errors;
+using KvmStorage.Core.Images.Check;
 using KvmStorage.Core.IO;
 using Microsoft.Win32.SafeHandles;
 
-namespace KvmStorage.Core.Images.Check;
+namespace KvmStorage.Core.Images.Qcow2;
 
 /// <summary>
 /// Checks and repairs a qcow2 image the way <c>qemu-img check</c> does (qemu's block/qcow2-refcount.c,
@@ -109,6 +110,31 @@ internal sealed class Qcow2Checker
         }
     }
 
+    /// <summary>
+    /// Reads a qcow2 header for optimizing: refused unless it is consistent (a check finds nothing) and of a kind
+    /// this code rewrites (no extended L2, external data file or encryption).
+    /// </summary>
+    internal static Qcow2Header ReadSoundHeader(SafeFileHandle handle, string path, out byte[] cluster0)
+    {
+        ImageCheckResult check = new Qcow2Checker(handle, path, null, CancellationToken.None).Run(ImageRepairMode.None);
+        if (check.Errors > 0 || check.MarkedCorrupt || check.DirtyFlag)
+        {
+            throw new KvmStorageException(ErrorKind.InvalidOperation, ImageErrorIds.ImageCorrupt, $"'{path}' has {check.Errors} error(s){(check.DirtyFlag ? " and the dirty bit set" : string.Empty)}; repair it with 'Test-Volume -Repair All' first.", path);
+        }
+
+        ulong fileLength = (ulong)RandomAccess.GetLength(handle);
+        byte[] head = ImageIo.ReadBytes(handle, 0, (int)Math.Min(64UL * 1024, fileLength), path);
+        Qcow2Header header = Qcow2Reader.ReadHeader(handle, head, fileLength, path);
+        if (header.ExtendedL2 || header.DataFile is not null || (header.IncompatibleFeatures & Qcow2Header.IncompatDataFile) != 0 || header.CryptMethod != 0)
+        {
+            throw ImageErrors.NotSupported(ImageErrorIds.UnsupportedOperation, path, "optimizing qcow2 images with extended L2 entries, an external data file or encryption is not supported.");
+        }
+
+        cluster0 = new byte[header.ClusterSize];
+        PositionalFile.ReadZeroPadded(handle, cluster0, 0);
+        return header;
+    }
+
     private ImageCheckResult ToResult(Analysis before, Analysis after) => new()
     {
         Path = path,
@@ -131,13 +157,13 @@ internal sealed class Qcow2Checker
     private Analysis Analyze(bool countRefcountStructures)
     {
         ulong fileLength = (ulong)RandomAccess.GetLength(handle);
-        byte[] head = Qcow2Io.ReadBytes(handle, 0, (int)Math.Min(64UL * 1024, fileLength), path);
+        byte[] head = ImageIo.ReadBytes(handle, 0, (int)Math.Min(64UL * 1024, fileLength), path);
         // qemu opens images whose tables lie past the end of the file (they read as zeros) and reports them as
         // corruptions, so the header is validated here without the end-of-file rule.
         Qcow2Header header = Qcow2Reader.ReadHeader(handle, head, long.MaxValue, path);
         if (header.ClusterSize > (ulong)head.Length && fileLength > (ulong)head.Length)
         {
-            head = Qcow2Io.ReadBytes(handle, 0, (int)Math.Min(header.ClusterSize, fileLength), path);
+            head = ImageIo.ReadBytes(handle, 0, (int)Math.Min(header.ClusterSize, fileLength), path);
         }
 
         var analysis = new Analysis(this, header, fileLength);
@@ -161,7 +187,7 @@ internal sealed class Qcow2Checker
 
         foreach (ulong block in touched)
         {
-            Qcow2Io.Write(handle, analysis.Blocks[block]!, Qcow2Entries.RefcountBlockOffset(analysis.RefTable[block]));
+            ImageIo.Write(handle, analysis.Blocks[block]!, Qcow2Entries.RefcountBlockOffset(analysis.RefTable[block]));
         }
 
         Flush();
@@ -227,12 +253,12 @@ internal sealed class Qcow2Checker
             }
 
             ulong blockOffset = (start + b) * cs;
-            Qcow2Io.Write(handle, block, blockOffset);
+            ImageIo.Write(handle, block, blockOffset);
             BinaryPrimitives.WriteUInt64BigEndian(table.AsSpan((int)(b * 8)), blockOffset);
         }
 
         ulong tableOffset = (start + blocks) * cs;
-        Qcow2Io.Write(handle, table, tableOffset);
+        ImageIo.Write(handle, table, tableOffset);
 
         // qcow2.rst "Host cluster management": the new structure must be durable before the header points at it;
         // refcount_table_offset and refcount_table_clusters (bytes 48..59) then change in one write.
@@ -240,7 +266,7 @@ internal sealed class Qcow2Checker
         byte[] fields = new byte[12];
         BinaryPrimitives.WriteUInt64BigEndian(fields, tableOffset);
         BinaryPrimitives.WriteUInt32BigEndian(fields.AsSpan(8), (uint)tableClusters);
-        Qcow2Io.Write(handle, fields, 48);
+        ImageIo.Write(handle, fields, 48);
         Flush();
     }
 
@@ -255,7 +281,7 @@ internal sealed class Qcow2Checker
         Flush();
         byte[] bits = new byte[8];
         BinaryPrimitives.WriteUInt64BigEndian(bits, header.IncompatibleFeatures & ~(Qcow2Header.IncompatDirty | Qcow2Header.IncompatCorrupt));
-        Qcow2Io.Write(handle, bits, 72);
+        ImageIo.Write(handle, bits, 72);
         Flush();
     }
 
@@ -265,7 +291,7 @@ internal sealed class Qcow2Checker
         foreach ((ulong offset, ulong entry) in entries.OrderBy(e => e.Key))
         {
             BinaryPrimitives.WriteUInt64BigEndian(value, entry);
-            Qcow2Io.Write(handle, value, offset);
+            ImageIo.Write(handle, value, offset);
         }
 
         Flush();
