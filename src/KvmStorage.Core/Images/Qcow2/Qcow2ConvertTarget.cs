@@ -6,7 +6,7 @@ using Microsoft.Win32.SafeHandles;
 namespace KvmStorage.Core.Images.Qcow2;
 
 /// <summary>
-/// A qcow2 output laid out like <c>qemu-img convert -O qcow2</c> (qcow2-notes §5): header, refcount table,
+/// A qcow2 output laid out like <c>qemu-img convert -O qcow2</c>: header, refcount table,
 /// first refcount block and L1 in the first clusters; then L2 tables and data clusters appended in guest order,
 /// each L2 table allocated when first needed. Memory stays bounded whatever the size: data arrives in guest order,
 /// so an L2 table is complete once the guest offset passes it, and a refcount block once allocation passes its range;
@@ -167,7 +167,7 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
         openBlocks.Clear();
         if (l1.Length > 0)
         {
-            // qemu writes the L1 entries only, not a whole cluster (qcow2-notes §4).
+            // qemu writes the L1 entries only, not the rest of their cluster.
             byte[] table = new byte[l1.Length * 8];
             for (int i = 0; i < l1.Length; i++)
             {

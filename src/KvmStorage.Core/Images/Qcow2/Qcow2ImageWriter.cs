@@ -199,7 +199,7 @@ public sealed class Qcow2ImageWriter : IImageFormatWriter
             return;
         }
 
-        // qemu writes only the entries, so the file ends right after the L1 table (notes §4).
+        // qemu-img create writes the L1 entries only, not the rest of their cluster: the file ends right after them.
         byte[] l1 = new byte[layout.L1Size * 8];
         for (ulong i = 0; i < layout.L2Tables; i++)
         {

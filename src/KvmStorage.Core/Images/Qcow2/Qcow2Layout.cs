@@ -82,9 +82,9 @@ internal sealed class Qcow2Layout
     }
 
     /// <summary>
-    /// The fixed front of an image whose data and L2 tables are appended afterwards (qemu-img convert's layout,
-    /// qcow2-notes §5): header, a refcount table sized for the fully allocated image, <paramref name="refcountBlocks"/>
-    /// refcount blocks, then the L1 table.
+    /// The fixed front of an image whose data and L2 tables are appended afterwards, as qemu-img convert lays out its
+    /// output (every later cluster is allocated at the end of the file in the order it is written): header, a refcount
+    /// table sized for the fully allocated image, <paramref name="refcountBlocks"/> refcount blocks, then the L1 table.
     /// </summary>
     public static Qcow2Layout ForAppend(Qcow2Layout fullyAllocated, ulong refcountBlocks) => new()
     {

@@ -7,7 +7,7 @@ namespace KvmStorage.Core.Images.Vmdk;
 
 /// <summary>
 /// A streamOptimized VMDK (for VMware) written as <c>qemu-img convert -O vmdk -o subformat=streamOptimized</c> does
-/// (block/vmdk.c; qcow2-notes §12.1): version 3, flags newline-detect | redundant GD | compressed | markers,
+/// (qemu's block/vmdk.c; the VMDK specification's "Stream-Optimized Compressed Sparse Extents"): version 3, flags newline-detect | redundant GD | compressed | markers,
 /// the descriptor at sector 1, both grain directories and their grain tables reserved in the header area, then
 /// each non-zero 64 KiB grain as a zlib stream behind a <c>{u64 lba, u32 size}</c> marker, sector-aligned,
 /// in guest order; an end-of-stream marker (a zero sector) closes the file.
