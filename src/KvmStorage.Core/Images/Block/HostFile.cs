@@ -165,7 +165,41 @@ internal enum RunKind
 }
 
 /// <summary>A run of one kind starting at the queried guest offset; <see cref="Tag"/> is the layer's own (L2 entry, extent index...).</summary>
-internal readonly record struct LayerRun(ulong Length, RunKind Kind, ulong HostOffset = 0, ulong Tag = 0);
+internal readonly record struct LayerRun(ulong Length, RunKind Kind, ulong HostOffset = 0, ulong Tag = 0)
+{
+    /// <summary>
+    /// The run that starts at <paramref name="offset"/> in a layer mapped by equal blocks (clusters, grains): the first
+    /// block's kind, extended over the blocks that follow while they are of the same kind and, for data, lie right after
+    /// it in the file. <paramref name="classify"/> gives block <c>n</c>'s kind and host offset (of its start); a Special
+    /// block is a run of its own, at its block's host offset.
+    /// </summary>
+    public static LayerRun OverBlocks(ulong offset, ulong maxLength, ulong blockSize, ulong blockCount, Func<ulong, (RunKind Kind, ulong Host)> classify)
+    {
+        ulong block = offset / blockSize;
+        ulong inBlock = offset % blockSize;
+        (RunKind kind, ulong host) = classify(block);
+        ulong length = blockSize - inBlock;
+        if (kind == RunKind.Special)
+        {
+            return new LayerRun(Math.Min(length, maxLength), kind, host);
+        }
+
+        ulong expected = host + blockSize;
+        for (ulong b = block + 1; length < maxLength && b < blockCount; b++)
+        {
+            (RunKind nextKind, ulong nextHost) = classify(b);
+            if (nextKind != kind || (kind == RunKind.Data && nextHost != expected))
+            {
+                break;
+            }
+
+            length += blockSize;
+            expected += blockSize;
+        }
+
+        return new LayerRun(Math.Min(length, maxLength), kind, kind == RunKind.Data ? host + inBlock : 0);
+    }
+}
 
 /// <summary>One image of a backing chain: maps guest offsets to runs and reads allocated runs.</summary>
 internal abstract class ImageLayer : IDisposable

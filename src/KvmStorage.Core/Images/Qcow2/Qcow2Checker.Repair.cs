@@ -50,20 +50,7 @@ internal sealed partial class Qcow2Checker
         }
 
         ulong start = Math.Max(Qcow2Layout.CeilDiv(counts.FileLength, cs), used);
-        ulong blocks = 1, tableClusters = 1;
-        while (true)
-        {
-            ulong end = start + blocks + tableClusters;
-            ulong needBlocks = Qcow2Layout.CeilDiv(end, perBlock);
-            ulong needTable = Qcow2Layout.CeilDiv(needBlocks * 8, cs);
-            if (needBlocks <= blocks && needTable <= tableClusters)
-            {
-                break;
-            }
-
-            blocks = Math.Max(blocks, needBlocks);
-            tableClusters = Math.Max(tableClusters, needTable);
-        }
+        (ulong blocks, ulong tableClusters) = Qcow2Layout.RefcountStructure(start, perBlock, cs);
 
         if (tableClusters * cs > Qcow2Header.MaxRefcountTableBytes)
         {

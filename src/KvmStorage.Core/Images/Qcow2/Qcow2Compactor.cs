@@ -68,20 +68,7 @@ internal static class Qcow2Compactor
 
         ulong l1Clusters = Math.Max(1, Qcow2Layout.CeilDiv((ulong)header.L1Size * 8, cs));
         ulong perBlock = Qcow2Entries.RefcountsPerBlock(header.ClusterSize, header.RefcountBits);
-        ulong tableClusters = 1, blocks = 1;
-        while (true)
-        {
-            ulong all = 1 + tableClusters + blocks + l1Clusters + (ulong)tables.Count + (ulong)dataSources.Count;
-            ulong needBlocks = Qcow2Layout.CeilDiv(all, perBlock);
-            ulong needTable = Qcow2Layout.CeilDiv(needBlocks * 8, cs);
-            if (needBlocks <= blocks && needTable <= tableClusters)
-            {
-                break;
-            }
-
-            blocks = Math.Max(blocks, needBlocks);
-            tableClusters = Math.Max(tableClusters, needTable);
-        }
+        (ulong blocks, ulong tableClusters) = Qcow2Layout.RefcountStructure(1 + l1Clusters + (ulong)tables.Count + (ulong)dataSources.Count, perBlock, cs);
 
         ulong tableOffset = cs;
         ulong blocksOffset = tableOffset + (tableClusters * cs);

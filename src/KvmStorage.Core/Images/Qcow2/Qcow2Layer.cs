@@ -122,7 +122,7 @@ internal sealed class Qcow2Layer : ImageLayer
             return new LayerRun(Math.Min(limit, clusterSize - inCluster), RunKind.Special, 0, entry);
         }
 
-        return extended ? MapExtended(l2, index, offset, limit) : MapStandard(l2, index, inCluster, limit, entry);
+        return extended ? MapExtended(l2, index, offset, limit) : MapStandard(l2, index, inCluster, limit);
     }
 
     public override void ReadRun(ulong offset, in LayerRun run, Span<byte> destination)
@@ -154,32 +154,14 @@ internal sealed class Qcow2Layer : ImageLayer
         }
     }
 
-    private LayerRun MapStandard(byte[] l2, int index, ulong inCluster, ulong limit, ulong entry)
-    {
-        (RunKind kind, ulong host) = Classify(entry, index);
-        ulong length = clusterSize - inCluster;
-        ulong expected = host + clusterSize;
-        int count = l2.Length / entryBytes;
-        for (int i = index + 1; length < limit && i < count; i++)
+    private LayerRun MapStandard(byte[] l2, int index, ulong inCluster, ulong limit) =>
+        LayerRun.OverBlocks(((ulong)index * clusterSize) + inCluster, limit, clusterSize, (ulong)(l2.Length / entryBytes), i =>
         {
-            ulong next = BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan(i * entryBytes));
-            if (Qcow2Entries.IsCompressed(next))
-            {
-                break;
-            }
+            ulong entry = BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan((int)i * entryBytes));
 
-            (RunKind nextKind, ulong nextHost) = Classify(next, i);
-            if (nextKind != kind || (kind == RunKind.Data && nextHost != expected))
-            {
-                break;
-            }
-
-            length += clusterSize;
-            expected += clusterSize;
-        }
-
-        return new LayerRun(Math.Min(length, limit), kind, kind == RunKind.Data ? host + inCluster : 0);
-    }
+            // A compressed cluster ends a run: Map returns it on its own.
+            return Qcow2Entries.IsCompressed(entry) ? (RunKind.Special, 0) : Classify(entry, (int)i);
+        });
 
     // qcow2_get_cluster_type: the zero flag wins over an offset; no offset means unallocated.
     private (RunKind Kind, ulong Host) Classify(ulong entry, int index)

@@ -46,21 +46,7 @@ internal sealed class Qcow2Layout
         ulong mapped = mapAllData ? dataClusters : 0;
         ulong perBlock = Qcow2Entries.RefcountsPerBlock(clusterSize, refcountBits);
 
-        // The refcount structures count themselves, so grow them until they cover everything, themselves included.
-        ulong tableClusters = 1, blocks = 1;
-        while (true)
-        {
-            ulong total = 1 + tableClusters + blocks + l1Clusters + l2Tables + mapped;
-            ulong needBlocks = CeilDiv(total, perBlock);
-            ulong needTable = CeilDiv(needBlocks * 8, clusterSize);
-            if (needBlocks <= blocks && needTable <= tableClusters)
-            {
-                break;
-            }
-
-            blocks = Math.Max(blocks, needBlocks);
-            tableClusters = Math.Max(tableClusters, needTable);
-        }
+        (ulong blocks, ulong tableClusters) = RefcountStructure(1 + l1Clusters + l2Tables + mapped, perBlock, clusterSize);
 
         if (tableClusters * clusterSize > Qcow2Header.MaxRefcountTableBytes)
         {
@@ -98,6 +84,28 @@ internal sealed class Qcow2Layout
         L2Tables = 0,
         DataClusters = 0,
     };
+
+    /// <summary>
+    /// The refcount blocks and refcount table clusters that count <paramref name="otherClusters"/> clusters and themselves:
+    /// the refcount structures count themselves, so they grow until they cover everything, themselves included.
+    /// </summary>
+    public static (ulong Blocks, ulong TableClusters) RefcountStructure(ulong otherClusters, ulong perBlock, ulong clusterSize)
+    {
+        ulong tableClusters = 1, blocks = 1;
+        while (true)
+        {
+            ulong total = otherClusters + tableClusters + blocks;
+            ulong needBlocks = CeilDiv(total, perBlock);
+            ulong needTable = CeilDiv(needBlocks * 8, clusterSize);
+            if (needBlocks <= blocks && needTable <= tableClusters)
+            {
+                return (blocks, tableClusters);
+            }
+
+            blocks = Math.Max(blocks, needBlocks);
+            tableClusters = Math.Max(tableClusters, needTable);
+        }
+    }
 
     public static ulong CeilDiv(ulong value, ulong divisor) => (value / divisor) + (value % divisor != 0 ? 1UL : 0UL);
 }

@@ -37,23 +37,9 @@ internal sealed class Qcow2PreallocatedConvertTarget : ConvertTarget
 
     public override void Write(ConvertChunk chunk)
     {
-        int i = 0;
-        while (i < chunk.UnitCount)
+        foreach ((int start, int count) in chunk.DataRuns())
         {
-            if (chunk.States[i] != UnitState.Data)
-            {
-                i++;
-                continue;
-            }
-
-            int start = i;
-            while (i < chunk.UnitCount && chunk.States[i] == UnitState.Data)
-            {
-                i++;
-            }
-
             ulong firstCluster = chunk.UnitOffset(start) / cs;
-            int count = i - start;
             ImageIo.Write(handle, chunk.Data.AsSpan(start * (int)cs, count * (int)cs), layout.DataOffset + (firstCluster * cs));
             if (clearZeroFlags)
             {

@@ -18,23 +18,10 @@ internal sealed class RawConvertTarget(SafeFileHandle handle, string path, ulong
 
     public override void Write(ConvertChunk chunk)
     {
-        int i = 0;
-        while (i < chunk.UnitCount)
+        foreach ((int start, int count) in chunk.DataRuns())
         {
-            if (chunk.States[i] != UnitState.Data)
-            {
-                i++;
-                continue;
-            }
-
-            int start = i;
-            while (i < chunk.UnitCount && chunk.States[i] == UnitState.Data)
-            {
-                i++;
-            }
-
             ulong offset = chunk.UnitOffset(start);
-            ulong length = Math.Min((ulong)(i - start) * Block, size - offset);
+            ulong length = Math.Min((ulong)count * Block, size - offset);
             RandomAccess.Write(handle, chunk.Data.AsSpan(start * Block, (int)length), (long)offset);
         }
     }

@@ -51,29 +51,10 @@ internal sealed class VdiLayer : ImageLayer
         return new VdiLayer(file, info.VirtualSize, map, blockSize, header.DataOffset);
     }
 
-    public override LayerRun Map(ulong offset, ulong maxLength)
-    {
-        ulong block = offset / blockSize;
-        ulong inBlock = offset % blockSize;
-        (RunKind kind, ulong host) = Classify(map[block], block);
-        ulong length = blockSize - inBlock;
-        ulong expected = host + blockSize;
-        for (ulong b = block + 1; length < maxLength && b < (ulong)map.Length; b++)
-        {
-            (RunKind nextKind, ulong nextHost) = Classify(map[b], b);
-            if (nextKind != kind || (kind == RunKind.Data && nextHost != expected))
-            {
-                break;
-            }
+    public override LayerRun Map(ulong offset, ulong maxLength) =>
+        LayerRun.OverBlocks(offset, maxLength, blockSize, (ulong)map.Length, block => Classify(map[block]));
 
-            length += blockSize;
-            expected += blockSize;
-        }
-
-        return new LayerRun(Math.Min(length, maxLength), kind, kind == RunKind.Data ? host + inBlock : 0);
-    }
-
-    private (RunKind Kind, ulong Host) Classify(uint entry, ulong block) => entry switch
+    private (RunKind Kind, ulong Host) Classify(uint entry) => entry switch
     {
         VdiHeader.Unallocated => (RunKind.Unallocated, 0),
         VdiHeader.Discarded => (RunKind.Zero, 0),

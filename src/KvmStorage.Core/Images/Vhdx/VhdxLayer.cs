@@ -75,28 +75,8 @@ internal sealed class VhdxLayer : ImageLayer
         return new VhdxLayer(file, info.VirtualSize, bat, blockSize, chunkRatio);
     }
 
-    public override LayerRun Map(ulong offset, ulong maxLength)
-    {
-        ulong block = offset / blockSize;
-        ulong inBlock = offset % blockSize;
-        (RunKind kind, ulong host) = Classify(block);
-        ulong length = blockSize - inBlock;
-        ulong expected = host + blockSize;
-        ulong blocks = (Size + blockSize - 1) / blockSize;
-        for (ulong b = block + 1; length < maxLength && b < blocks; b++)
-        {
-            (RunKind nextKind, ulong nextHost) = Classify(b);
-            if (nextKind != kind || (kind == RunKind.Data && nextHost != expected))
-            {
-                break;
-            }
-
-            length += blockSize;
-            expected += blockSize;
-        }
-
-        return new LayerRun(Math.Min(length, maxLength), kind, kind == RunKind.Data ? host + inBlock : 0);
-    }
+    public override LayerRun Map(ulong offset, ulong maxLength) =>
+        LayerRun.OverBlocks(offset, maxLength, blockSize, (Size + blockSize - 1) / blockSize, Classify);
 
     private (RunKind Kind, ulong Host) Classify(ulong block)
     {

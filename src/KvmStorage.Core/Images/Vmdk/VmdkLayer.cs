@@ -242,33 +242,8 @@ internal sealed class VmdkLayer : ImageLayer
             return new SparseExtent(file, ownsFile, start, capacity, header, directory);
         }
 
-        public override LayerRun Map(ulong offset, ulong maxLength)
-        {
-            ulong grain = offset / grainSize;
-            ulong inGrain = offset % grainSize;
-            (RunKind kind, ulong host) = Classify(grain);
-            ulong length = grainSize - inGrain;
-            if (kind == RunKind.Special)
-            {
-                return new LayerRun(Math.Min(length, maxLength), kind, host);
-            }
-
-            ulong expected = host + grainSize;
-            ulong grains = (End - Start + grainSize - 1) / grainSize;
-            for (ulong g = grain + 1; length < maxLength && g < grains; g++)
-            {
-                (RunKind nextKind, ulong nextHost) = Classify(g);
-                if (nextKind != kind || (kind == RunKind.Data && nextHost != expected))
-                {
-                    break;
-                }
-
-                length += grainSize;
-                expected += grainSize;
-            }
-
-            return new LayerRun(Math.Min(length, maxLength), kind, kind == RunKind.Data ? host + inGrain : 0);
-        }
+        public override LayerRun Map(ulong offset, ulong maxLength) =>
+            LayerRun.OverBlocks(offset, maxLength, grainSize, (End - Start + grainSize - 1) / grainSize, Classify);
 
         public override void Read(ulong offset, ulong hostOffset, Span<byte> destination)
         {
