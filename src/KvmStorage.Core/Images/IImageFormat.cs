@@ -31,6 +31,23 @@ internal interface IImageFormat
     ImageCheckResult Check(SafeFileHandle handle, ImageProbe probe, ImageRepairMode repair, IProgress<ImageProgress>? progress, CancellationToken cancellationToken) =>
         throw ImageErrors.NotSupported(ImageCheckErrorIds.CheckNotSupported, probe.Path, $"checking {Format.ToQemuName()} images is not supported.");
 
+    /// <summary>Whether images of the format take guest writes in place (<see cref="OpenDataWriter"/>).</summary>
+    bool WritesData => false;
+
+    /// <summary>
+    /// Opens an image for in-place writes of guest data, first grown, as qemu-img commit grows its base, when its
+    /// guest size is below <paramref name="minimumSize"/>; the caller holds the image's write lock.
+    /// </summary>
+    IImageDataWriter OpenDataWriter(string path, ulong minimumSize, BlockOpenOptions backingOptions) =>
+        throw ImageErrors.NotSupported(ImageErrorIds.UnsupportedFormat, path, $"writing {Format.ToQemuName()} images in place is not supported.");
+
+    /// <summary>Whether the format records a backing file that <see cref="SetBacking"/> can rewrite.</summary>
+    bool SetsBacking => false;
+
+    /// <summary>Rewrites the recorded backing file name and format of an image opened for writing (<c>qemu-img rebase -u</c>).</summary>
+    void SetBacking(SafeFileHandle handle, string path, string? backingFile, string? backingFormat) =>
+        throw ImageErrors.NotSupported(ImageErrorIds.UnsupportedFormat, path, $"{Format.ToQemuName()} images record no backing file.");
+
     /// <summary>Changes the virtual size of an image opened for writing, under its write lock (<c>qemu-img resize</c>).</summary>
     void Resize(SafeFileHandle handle, string path, ulong newSize, ImageResizeOptions options, IProgress<ImageProgress>? progress, CancellationToken cancellationToken) =>
         throw ImageErrors.NotSupported(ImageErrorIds.UnsupportedFormat, path, $"resizing {Format.ToQemuName()} images is not supported.");

@@ -1,6 +1,4 @@
-using KvmStorage.Core.Errors;
 using KvmStorage.Core.Images.Check;
-using Microsoft.Win32.SafeHandles;
 
 namespace KvmStorage.Core.Images.Qcow2;
 

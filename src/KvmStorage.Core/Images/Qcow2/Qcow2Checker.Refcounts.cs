@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using KvmStorage.Core.Images.Check;
-using Microsoft.Win32.SafeHandles;
 
 namespace KvmStorage.Core.Images.Qcow2;
 

@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using KvmStorage.Core.Images.Check;
 using KvmStorage.Core.IO;
 
 namespace KvmStorage.Core.Images.Qcow2;

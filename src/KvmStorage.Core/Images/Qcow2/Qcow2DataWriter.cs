@@ -20,7 +20,7 @@ namespace KvmStorage.Core.Images.Qcow2;
 /// dropped. A crash at any point leaves a valid image that can at worst leak clusters.
 /// The caller holds <see cref="ImageLock.AcquireForWrite"/> on the image.
 /// </remarks>
-public sealed class Qcow2DataWriter : IDisposable
+public sealed class Qcow2DataWriter : IImageDataWriter
 {
     /// <summary>Bytes of new cluster contents one metadata batch carries (bounds memory, amortises the flushes).</summary>
     private const ulong BatchBytes = 32UL * 1024 * 1024;

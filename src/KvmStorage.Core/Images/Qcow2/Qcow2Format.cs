@@ -18,7 +18,33 @@ internal sealed class Qcow2Format : IImageFormat
 
     public ConvertOutput? ConvertOutput { get; } = new Output();
 
+    public bool WritesData => true;
+
+    public bool SetsBacking => true;
+
     public ImageLayer OpenLayer(HostFile file, ImageInfo info) => Qcow2Layer.Open(file, info);
+
+    public IImageDataWriter OpenDataWriter(string path, ulong minimumSize, BlockOpenOptions backingOptions)
+    {
+        Qcow2DataWriter writer = Qcow2DataWriter.Open(path, backingOptions);
+
+        // The guest sees whole sectors of the header's size (qemu's total_sectors).
+        if (((ulong)writer.VirtualSize & ~511UL) >= minimumSize)
+        {
+            return writer;
+        }
+
+        writer.Dispose();
+        using (SafeFileHandle handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete))
+        {
+            Qcow2Resizer.Resize(handle, path, minimumSize, new ImageResizeOptions());
+        }
+
+        return Qcow2DataWriter.Open(path, backingOptions);
+    }
+
+    public void SetBacking(SafeFileHandle handle, string path, string? backingFile, string? backingFormat) =>
+        Qcow2BackingEditor.SetBacking(handle, path, backingFile, backingFormat);
 
     public ImageCheckResult Check(SafeFileHandle handle, ImageProbe probe, ImageRepairMode repair, IProgress<ImageProgress>? progress, CancellationToken cancellationToken) =>
         new Qcow2Checker(handle, probe.Path, progress, cancellationToken).Run(repair);

@@ -14,7 +14,11 @@ internal sealed class RawFormat : IImageFormat
 
     public ConvertOutput? ConvertOutput { get; } = new Output();
 
+    public bool WritesData => true;
+
     public ImageLayer OpenLayer(HostFile file, ImageInfo info) => new RawLayer(file, info.VirtualSize, 0);
+
+    public IImageDataWriter OpenDataWriter(string path, ulong minimumSize, BlockOpenOptions backingOptions) => new RawDataWriter(path, minimumSize);
 
     /// <summary>Raw images pass with nothing to check.</summary>
     public ImageCheckResult Check(SafeFileHandle handle, ImageProbe probe, ImageRepairMode repair, IProgress<ImageProgress>? progress, CancellationToken cancellationToken) =>
