@@ -1,8 +1,13 @@
 using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
 
 namespace KvmStorage.Core.IO;
 
-/// <summary>The few libc calls .NET does not expose: flock, OFD byte-range locks, fsync of a directory, chown, statx, statvfs, statfs.</summary>
+/// <summary>
+/// Every libc call of the engine, the ones .NET does not expose: flock, OFD byte-range locks, fsync, chown, statx,
+/// statvfs, statfs, realpath, renameat2, access, lseek's SEEK_DATA/SEEK_HOLE, fallocate and posix_fallocate.
+/// (libvirt's own entry points live in <c>Libvirt/LibvirtNative.cs</c>, its binding layer.)
+/// </summary>
 internal static unsafe partial class NativeMethods
 {
     private const string LibC = "libc";
@@ -87,6 +92,29 @@ internal static unsafe partial class NativeMethods
 
     [LibraryImport(LibC, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int renameat2(int olddirfd, string oldpath, int newdirfd, string newpath, uint flags);
+
+    internal const int W_OK = 2;
+
+    /// <summary>access(2): 0 when the calling process may access <paramref name="path"/> as <paramref name="mode"/> asks.</summary>
+    [LibraryImport(LibC, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int access(string path, int mode);
+
+    internal const int SEEK_DATA = 3;
+    internal const int SEEK_HOLE = 4;
+    internal const int ENXIO = 6;
+
+    [LibraryImport(LibC, SetLastError = true)]
+    internal static partial long lseek(int fd, long offset, int whence);
+
+    internal const int FALLOC_FL_KEEP_SIZE = 1;
+    internal const int FALLOC_FL_PUNCH_HOLE = 2;
+
+    [LibraryImport(LibC, SetLastError = true)]
+    internal static partial int fallocate(SafeFileHandle fd, int mode, long offset, long length);
+
+    /// <summary>Returns 0 or an errno value (it does not set errno).</summary>
+    [LibraryImport(LibC)]
+    internal static partial int posix_fallocate(int fd, long offset, long length);
 
     /// <summary>glibc's struct statvfs on 64-bit Linux: every field is 8 bytes, then 6 spare ints.</summary>
     [StructLayout(LayoutKind.Sequential)]

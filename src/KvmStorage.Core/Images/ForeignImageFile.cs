@@ -1,4 +1,5 @@
 using KvmStorage.Core.Errors;
+using KvmStorage.Core.IO;
 using Microsoft.Win32.SafeHandles;
 
 namespace KvmStorage.Core.Images;
@@ -49,19 +50,12 @@ internal static class ForeignImageFile
 
     private static void ReadInto(SafeFileHandle handle, string path, ulong offset, byte[] buffer, string what)
     {
-        int done = 0;
         try
         {
-            while (done < buffer.Length)
+            if (PositionalFile.ReadUntilEnd(handle, buffer, offset) < buffer.Length)
             {
-                int n = RandomAccess.Read(handle, buffer.AsSpan(done), checked((long)offset + done));
-                if (n == 0)
-                {
-                    // The file shrank between the length check and the read.
-                    throw Invalid(ForeignFormatErrorIds.ImageTruncated, path, $"{what} at offset {offset} is cut short by the end of the file.");
-                }
-
-                done += n;
+                // The file shrank between the length check and the read.
+                throw Invalid(ForeignFormatErrorIds.ImageTruncated, path, $"{what} at offset {offset} is cut short by the end of the file.");
             }
         }
         catch (IOException e)

@@ -1,17 +1,49 @@
+using KvmStorage.Core.Images.Luks;
+using KvmStorage.Core.Images.Parallels;
+using KvmStorage.Core.Images.Qcow1;
 using KvmStorage.Core.Images.Qcow2;
+using KvmStorage.Core.Images.Qed;
 using KvmStorage.Core.Images.Raw;
+using KvmStorage.Core.Images.Vdi;
+using KvmStorage.Core.Images.Vhdx;
+using KvmStorage.Core.Images.Vmdk;
+using KvmStorage.Core.Images.Vpc;
 
 namespace KvmStorage.Core.Images;
 
 /// <summary>
-/// The image formats the engine knows: readers in probe order and writers by format. qcow2 and raw live in
-/// this branch; the other formats plug in through <see cref="AddForeignFormats"/> and <see cref="AddForeignWriters"/>,
-/// implemented in another file of this partial class.
+/// The image formats the engine knows, one driver each (<see cref="IImageFormat"/>), and the one dispatch: a file's
+/// format by its content (<see cref="Detect"/>), then the format's driver (<see cref="Driver"/>) for any operation.
 /// </summary>
-public static partial class ImageFormatRegistry
+public static class ImageFormatRegistry
 {
-    private static readonly Lazy<IImageFormatReader[]> LazyReaders = new(BuildReaders);
-    private static readonly Lazy<IImageFormatWriter[]> LazyWriters = new(BuildWriters);
+    /// <summary>
+    /// Every driver, one per <see cref="ImageFormat"/>. Probe order is <see cref="IImageFormatReader.Priority"/>, equal
+    /// priorities in this order: 20 for formats with a magic number at offset 0 that also names a version (qcow v1,
+    /// LUKS1, QED); 30 for the other magic-at-0 formats (VMDK, VHDX, Parallels) and VDI's signature at 0x40; 80 for VHD,
+    /// whose fixed variant is only recognisable by its trailing footer, so every format with a header at the start must
+    /// get the first word; 100 for qcow2; raw, the fallback, last.
+    /// </summary>
+    private static readonly Lazy<IImageFormat[]> LazyFormats = new(() =>
+    [
+        new Qcow2Format(),
+        new Qcow1Format(),
+        new LuksFormat(),
+        new QedFormat(),
+        new VmdkFormat(),
+        new VhdxFormat(),
+        new ParallelsFormat(),
+        new VdiFormat(),
+        new VpcFormat(),
+        new RawFormat(),
+    ]);
+
+    // A stable sort: equal priorities keep the order of the drivers.
+    private static readonly Lazy<IImageFormatReader[]> LazyReaders = new(() =>
+        LazyFormats.Value.Select((f, i) => (f.Reader, i)).OrderBy(x => x.Reader.Priority).ThenBy(x => x.i).Select(x => x.Reader).ToArray());
+
+    private static readonly Lazy<IImageFormatWriter[]> LazyWriters = new(() =>
+        LazyFormats.Value.Select(f => f.Writer).OfType<IImageFormatWriter>().ToArray());
 
     /// <summary>Readers by ascending <see cref="IImageFormatReader.Priority"/>; raw is last.</summary>
     public static IReadOnlyList<IImageFormatReader> Readers => LazyReaders.Value;
@@ -36,27 +68,9 @@ public static partial class ImageFormatRegistry
 
     public static IImageFormatWriter? FindWriter(ImageFormat format) => Writers.FirstOrDefault(w => w.Format == format);
 
-    static partial void AddForeignFormats(List<IImageFormatReader> readers);
+    /// <summary>The driver of <paramref name="format"/>; every format has one.</summary>
+    internal static IImageFormat Driver(ImageFormat format) => Find(format) ?? throw new ArgumentOutOfRangeException(nameof(format), format, "Unknown image format.");
 
-    static partial void AddForeignWriters(List<IImageFormatWriter> writers);
-
-    private static IImageFormatReader[] BuildReaders()
-    {
-        var readers = new List<IImageFormatReader> { new Qcow2Reader() };
-        AddForeignFormats(readers);
-        if (!readers.Any(r => r.Format == ImageFormat.Raw))
-        {
-            readers.Add(new RawReader());
-        }
-
-        // A stable sort: equal priorities keep the order in which they were added.
-        return readers.Select((r, i) => (r, i)).OrderBy(x => x.r.Priority).ThenBy(x => x.i).Select(x => x.r).ToArray();
-    }
-
-    private static IImageFormatWriter[] BuildWriters()
-    {
-        var writers = new List<IImageFormatWriter> { new Qcow2ImageWriter(), new RawImageWriter() };
-        AddForeignWriters(writers);
-        return writers.ToArray();
-    }
+    /// <summary>The driver of <paramref name="format"/>, or null for a value that names no format.</summary>
+    internal static IImageFormat? Find(ImageFormat format) => LazyFormats.Value.FirstOrDefault(f => f.Format == format);
 }

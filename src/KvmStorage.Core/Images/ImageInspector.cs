@@ -119,7 +119,7 @@ public static class ImageInspector
             ReadFully(handle, head, 0);
             int tailLength = (int)Math.Min((ulong)TailBytes, length);
             byte[] tail = new byte[tailLength];
-            ReadFully(handle, tail, (long)(length - (ulong)tailLength));
+            ReadFully(handle, tail, length - (ulong)tailLength);
             return new ImageProbe(path, head, tail, length);
         }
         catch (IOException e)
@@ -191,18 +191,11 @@ public static class ImageInspector
         }
     }
 
-    private static void ReadFully(SafeFileHandle handle, Span<byte> buffer, long offset)
+    private static void ReadFully(SafeFileHandle handle, Span<byte> buffer, ulong offset)
     {
-        int done = 0;
-        while (done < buffer.Length)
+        if (PositionalFile.ReadUntilEnd(handle, buffer, offset) < buffer.Length)
         {
-            int n = RandomAccess.Read(handle, buffer[done..], offset + done);
-            if (n == 0)
-            {
-                throw new IOException("The file shrank while it was being read.");
-            }
-
-            done += n;
+            throw new IOException("The file shrank while it was being read.");
         }
     }
 

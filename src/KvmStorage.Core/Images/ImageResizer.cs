@@ -1,6 +1,4 @@
 using KvmStorage.Core.Errors;
-using KvmStorage.Core.Images.Qcow2;
-using KvmStorage.Core.Images.Raw;
 using KvmStorage.Core.IO;
 using Microsoft.Win32.SafeHandles;
 
@@ -36,22 +34,7 @@ public static class ImageResizer
                 try
                 {
                     ImageFormat format = ImageFormatRegistry.Detect(ImageInspector.ReadProbe(handle, fullPath)).Format;
-                    switch (format)
-                    {
-                        case ImageFormat.Qcow2:
-                            if (options.Preallocation != Preallocation.Off)
-                            {
-                                FileSystemLimits.RequireFits(fullPath, newSize);
-                            }
-
-                            Qcow2Resizer.Resize(handle, fullPath, newSize, options);
-                            break;
-                        case ImageFormat.Raw:
-                            ResizeRaw(handle, fullPath, newSize, options, progress, cancellationToken);
-                            break;
-                        default:
-                            throw ImageErrors.NotSupported(ImageErrorIds.UnsupportedFormat, fullPath, $"resizing {format.ToQemuName()} images is not supported.");
-                    }
+                    ImageFormatRegistry.Driver(format).Resize(handle, fullPath, newSize, options, progress, cancellationToken);
                 }
                 catch (IOException e) when (FileSystemLimits.IsTooLarge(e))
                 {
@@ -65,43 +48,5 @@ public static class ImageResizer
         }
 
         return ImageInspector.Inspect(fullPath, new ImageInspectOptions { ForceShare = true, AllowMissingBacking = true });
-    }
-
-    private static void ResizeRaw(SafeFileHandle handle, string path, ulong newSize, ImageResizeOptions options, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
-    {
-        ulong length = (ulong)RandomAccess.GetLength(handle);
-        if (newSize < length)
-        {
-            if (!options.AllowShrink)
-            {
-                throw new KvmStorageException(ErrorKind.InvalidOperation, ImageErrorIds.ShrinkNotAllowed, $"Shrinking '{path}' from {length} to {newSize} bytes must be allowed explicitly.", path);
-            }
-
-            RandomAccess.SetLength(handle, (long)newSize);
-        }
-        else if (newSize > length)
-        {
-            FileSystemLimits.RequireFits(path, newSize);
-            try
-            {
-                if (options.Preallocation == Preallocation.Full)
-                {
-                    // The new size first, then the zeros: a crash mid-way leaves the new size with part of the
-                    // growth still sparse, never a file whose length is neither the old nor the new size.
-                    FileSystemLimits.SetLength(handle, newSize, path);
-                    Qcow2Resizer.Flush(handle);
-                }
-
-                RawImageWriter.Allocate(handle, length, newSize, options.Preallocation, path, progress, cancellationToken);
-            }
-            catch (OperationCanceledException)
-            {
-                // A cancelled grow leaves the original size, as if it had never started.
-                RandomAccess.SetLength(handle, (long)length);
-                throw;
-            }
-        }
-
-        Qcow2Resizer.Flush(handle);
     }
 }

@@ -1,5 +1,3 @@
-using KvmStorage.Core.Images.Qcow2;
-
 namespace KvmStorage.Core.Images.Block;
 
 /// <summary>Opens images for reading their guest-visible contents, like the source side of <c>qemu-img convert</c>.</summary>
@@ -56,40 +54,12 @@ public static class BlockReaders
         HostFile file = HostFile.Open(info.Path);
         try
         {
-            return info.ImageFormat switch
-            {
-                ImageFormat.Raw => new RawLayer(file, info.VirtualSize, 0),
-                ImageFormat.Qcow2 => Qcow2Layer.Open(file, info),
-                ImageFormat.Vmdk => VmdkLayer.Open(file, info),
-                ImageFormat.Vdi => VdiLayer.Open(file, info),
-                ImageFormat.Vpc => VpcLayer.Open(file, info),
-                ImageFormat.Vhdx => VhdxLayer.Open(file, info),
-                ImageFormat.Luks => throw BlockErrors.NotSupported(BlockErrorIds.ImageEncrypted, info.Path, "the image is LUKS-encrypted; encrypted images cannot be read."),
-                _ => throw BlockErrors.NotSupported(BlockErrorIds.FormatNotReadable, info.Path, $"{info.Format} images cannot be read by the block layer."),
-            };
+            return ImageFormatRegistry.Driver(info.ImageFormat).OpenLayer(file, info);
         }
         catch
         {
             file.Dispose();
             throw;
         }
-    }
-}
-
-/// <summary>A raw image, or a raw region of another format's file: data where the file has data, holes read as zeros.</summary>
-internal sealed class RawLayer : ImageLayer
-{
-    private readonly ulong _start;
-
-    public RawLayer(HostFile file, ulong size, ulong start)
-        : base(file, size)
-    {
-        _start = start;
-    }
-
-    public override LayerRun Map(ulong offset, ulong maxLength)
-    {
-        (bool data, ulong length) = File.Probe(_start + offset, maxLength);
-        return data ? new LayerRun(length, RunKind.Data, _start + offset) : new LayerRun(length, RunKind.Zero);
     }
 }

@@ -7,20 +7,20 @@ namespace KvmStorage.Core.Images.Block;
 internal sealed class BoundedCache<T>
     where T : class
 {
-    private readonly Dictionary<ulong, T> _items = [];
-    private readonly object _gate = new();
-    private readonly int _maxItems;
+    private readonly Dictionary<ulong, T> items = [];
+    private readonly object gate = new();
+    private readonly int maxItems;
 
     public BoundedCache(long budgetBytes, long itemBytes)
     {
-        _maxItems = (int)Math.Clamp(budgetBytes / Math.Max(1, itemBytes), 4, 1 << 20);
+        maxItems = (int)Math.Clamp(budgetBytes / Math.Max(1, itemBytes), 4, 1 << 20);
     }
 
     public T GetOrLoad(ulong key, Func<ulong, T> load)
     {
-        lock (_gate)
+        lock (gate)
         {
-            if (_items.TryGetValue(key, out T? found))
+            if (items.TryGetValue(key, out T? found))
             {
                 return found;
             }
@@ -28,14 +28,14 @@ internal sealed class BoundedCache<T>
 
         // Loaded outside the lock so that other threads keep reading; a duplicate load is harmless.
         T value = load(key);
-        lock (_gate)
+        lock (gate)
         {
-            if (_items.Count >= _maxItems)
+            if (items.Count >= maxItems)
             {
-                _items.Clear();
+                items.Clear();
             }
 
-            _items[key] = value;
+            items[key] = value;
         }
 
         return value;

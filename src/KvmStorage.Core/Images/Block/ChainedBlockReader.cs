@@ -8,23 +8,23 @@ namespace KvmStorage.Core.Images.Block;
 /// </summary>
 internal sealed class ChainedBlockReader : IBlockReader
 {
-    private readonly ImageLayer[] _layers;
-    private int _disposed;
+    private readonly ImageLayer[] layers;
+    private int disposed;
 
     public ChainedBlockReader(ImageInfo info, ImageLayer[] layers)
     {
         Info = info;
-        _layers = layers;
+        this.layers = layers;
     }
 
     public ImageInfo Info { get; }
 
-    public ulong Size => _layers[0].Size;
+    public ulong Size => layers[0].Size;
 
     public void Read(ulong offset, Span<byte> buffer)
     {
         CheckRange(offset, (ulong)buffer.Length);
-        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref disposed) != 0, this);
         ReadLayer(0, offset, buffer);
     }
 
@@ -36,9 +36,9 @@ internal sealed class ChainedBlockReader : IBlockReader
 
     public void Dispose()
     {
-        if (Interlocked.Exchange(ref _disposed, 1) == 0)
+        if (Interlocked.Exchange(ref disposed, 1) == 0)
         {
-            foreach (ImageLayer layer in _layers)
+            foreach (ImageLayer layer in layers)
             {
                 layer.Dispose();
             }
@@ -59,7 +59,7 @@ internal sealed class ChainedBlockReader : IBlockReader
 
     private void ReadLayer(int depth, ulong offset, Span<byte> buffer)
     {
-        ImageLayer layer = _layers[depth];
+        ImageLayer layer = layers[depth];
         while (!buffer.IsEmpty)
         {
             if (offset >= layer.Size)
@@ -82,7 +82,7 @@ internal sealed class ChainedBlockReader : IBlockReader
                     part.Clear();
                     break;
                 default:
-                    if (depth + 1 < _layers.Length)
+                    if (depth + 1 < layers.Length)
                     {
                         ReadLayer(depth + 1, offset, part);
                     }
@@ -101,7 +101,7 @@ internal sealed class ChainedBlockReader : IBlockReader
 
     private IEnumerable<Extent> Walk(int depth, ulong offset, ulong length)
     {
-        ImageLayer layer = _layers[depth];
+        ImageLayer layer = layers[depth];
         ulong end = offset + length;
         while (offset < end)
         {
@@ -124,7 +124,7 @@ internal sealed class ChainedBlockReader : IBlockReader
                     yield return new Extent(offset, n, ExtentKind.Zero);
                     break;
                 default:
-                    if (depth + 1 < _layers.Length)
+                    if (depth + 1 < layers.Length)
                     {
                         foreach (Extent below in Walk(depth + 1, offset, n))
                         {

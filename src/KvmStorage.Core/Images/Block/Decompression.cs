@@ -19,6 +19,9 @@ internal static class Decompression
         Zstd,
     }
 
+    /// <summary>How qcow2 clusters of <paramref name="type"/> are stored (qcow2.rst "Compressed Clusters Descriptor").</summary>
+    public static Method For(CompressionType type) => type == CompressionType.Zstd ? Method.Zstd : Method.Deflate;
+
     /// <summary>
     /// Decodes <paramref name="input"/> until <paramref name="output"/> is full and returns the bytes produced.
     /// Decoding stops as soon as the output is full: the input may carry trailing sector padding.

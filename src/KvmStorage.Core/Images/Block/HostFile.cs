@@ -1,5 +1,5 @@
 using System.Runtime.InteropServices;
-using KvmStorage.Core.Errors;
+using KvmStorage.Core.IO;
 using Microsoft.Win32.SafeHandles;
 
 namespace KvmStorage.Core.Images.Block;
@@ -8,19 +8,15 @@ namespace KvmStorage.Core.Images.Block;
 /// One image file opened read-only for positional reads. Data reads past the end of the file return
 /// zeros (qemu's protocol layer does the same); metadata reads past it are malformed images.
 /// </summary>
-internal sealed partial class HostFile : IDisposable
+internal sealed class HostFile : IDisposable
 {
-    private const int SeekData = 3;
-    private const int SeekHole = 4;
-    private const int Enxio = 6;
-
-    private readonly SafeFileHandle _handle;
-    private int _seekUnsupported;
+    private readonly SafeFileHandle handle;
+    private int seekUnsupported;
 
     private HostFile(string path, SafeFileHandle handle, ulong length)
     {
         Path = path;
-        _handle = handle;
+        this.handle = handle;
         Length = length;
     }
 
@@ -67,21 +63,10 @@ internal sealed partial class HostFile : IDisposable
             buffer = buffer[..(int)available];
         }
 
-        int done = 0;
         try
         {
-            while (done < buffer.Length)
-            {
-                int n = RandomAccess.Read(_handle, buffer[done..], (long)offset + done);
-                if (n == 0)
-                {
-                    // The file shrank under us: what is gone reads as zeros, as it would in qemu.
-                    buffer[done..].Clear();
-                    return;
-                }
-
-                done += n;
-            }
+            // The file may shrink under us: what is gone reads as zeros, as it would in qemu.
+            PositionalFile.ReadZeroPadded(handle, buffer, offset);
         }
         catch (IOException e)
         {
@@ -114,7 +99,7 @@ internal sealed partial class HostFile : IDisposable
         }
 
         ulong untilEnd = Math.Min(maxLength, Length - offset);
-        if (Volatile.Read(ref _seekUnsupported) != 0 || offset > long.MaxValue)
+        if (Volatile.Read(ref seekUnsupported) != 0 || offset > long.MaxValue)
         {
             return (true, untilEnd);
         }
@@ -122,19 +107,19 @@ internal sealed partial class HostFile : IDisposable
         bool added = false;
         try
         {
-            _handle.DangerousAddRef(ref added);
-            int fd = (int)_handle.DangerousGetHandle();
-            long data = Lseek(fd, (long)offset, SeekData);
+            handle.DangerousAddRef(ref added);
+            int fd = (int)handle.DangerousGetHandle();
+            long data = NativeMethods.lseek(fd, (long)offset, NativeMethods.SEEK_DATA);
             if (data < 0)
             {
                 int errno = Marshal.GetLastPInvokeError();
-                if (errno == Enxio)
+                if (errno == NativeMethods.ENXIO)
                 {
                     // No data after offset: a hole up to the end of the file, and zeros beyond.
                     return (false, maxLength);
                 }
 
-                Volatile.Write(ref _seekUnsupported, 1);
+                Volatile.Write(ref seekUnsupported, 1);
                 return (true, untilEnd);
             }
 
@@ -143,7 +128,7 @@ internal sealed partial class HostFile : IDisposable
                 return (false, Math.Min(maxLength, (ulong)data - offset));
             }
 
-            long hole = Lseek(fd, (long)offset, SeekHole);
+            long hole = NativeMethods.lseek(fd, (long)offset, NativeMethods.SEEK_HOLE);
             if (hole < 0 || (ulong)hole <= offset)
             {
                 return (true, untilEnd);
@@ -155,15 +140,12 @@ internal sealed partial class HostFile : IDisposable
         {
             if (added)
             {
-                _handle.DangerousRelease();
+                handle.DangerousRelease();
             }
         }
     }
 
-    public void Dispose() => _handle.Dispose();
-
-    [LibraryImport("libc", EntryPoint = "lseek", SetLastError = true)]
-    private static partial long Lseek(int fd, long offset, int whence);
+    public void Dispose() => handle.Dispose();
 }
 
 /// <summary>What a layer holds at a guest offset (internal to the block readers).</summary>
@@ -183,7 +165,41 @@ internal enum RunKind
 }
 
 /// <summary>A run of one kind starting at the queried guest offset; <see cref="Tag"/> is the layer's own (L2 entry, extent index...).</summary>
-internal readonly record struct LayerRun(ulong Length, RunKind Kind, ulong HostOffset = 0, ulong Tag = 0);
+internal readonly record struct LayerRun(ulong Length, RunKind Kind, ulong HostOffset = 0, ulong Tag = 0)
+{
+    /// <summary>
+    /// The run that starts at <paramref name="offset"/> in a layer mapped by equal blocks (clusters, grains): the first
+    /// block's kind, extended over the blocks that follow while they are of the same kind and, for data, lie right after
+    /// it in the file. <paramref name="classify"/> gives block <c>n</c>'s kind and host offset (of its start); a Special
+    /// block is a run of its own, at its block's host offset.
+    /// </summary>
+    public static LayerRun OverBlocks(ulong offset, ulong maxLength, ulong blockSize, ulong blockCount, Func<ulong, (RunKind Kind, ulong Host)> classify)
+    {
+        ulong block = offset / blockSize;
+        ulong inBlock = offset % blockSize;
+        (RunKind kind, ulong host) = classify(block);
+        ulong length = blockSize - inBlock;
+        if (kind == RunKind.Special)
+        {
+            return new LayerRun(Math.Min(length, maxLength), kind, host);
+        }
+
+        ulong expected = host + blockSize;
+        for (ulong b = block + 1; length < maxLength && b < blockCount; b++)
+        {
+            (RunKind nextKind, ulong nextHost) = classify(b);
+            if (nextKind != kind || (kind == RunKind.Data && nextHost != expected))
+            {
+                break;
+            }
+
+            length += blockSize;
+            expected += blockSize;
+        }
+
+        return new LayerRun(Math.Min(length, maxLength), kind, kind == RunKind.Data ? host + inBlock : 0);
+    }
+}
 
 /// <summary>One image of a backing chain: maps guest offsets to runs and reads allocated runs.</summary>
 internal abstract class ImageLayer : IDisposable

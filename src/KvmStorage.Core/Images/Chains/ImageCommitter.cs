@@ -1,9 +1,6 @@
-using System.Runtime.InteropServices;
 using KvmStorage.Core.Errors;
 using KvmStorage.Core.Images.Block;
-using KvmStorage.Core.Images.Qcow2;
 using KvmStorage.Core.IO;
-using Microsoft.Win32.SafeHandles;
 
 namespace KvmStorage.Core.Images.Chains;
 
@@ -69,7 +66,7 @@ public sealed record ImageCommitResult(string BasePath, ulong BytesCommitted, IR
 /// hide, and they are emptied (bottom up) or removed only after the base is flushed. A cancelled or crashed commit
 /// leaves every image valid and the overlay reading as before.
 /// </summary>
-public static partial class ImageCommitter
+public static class ImageCommitter
 {
     private const int ChunkBytes = 16 * 1024 * 1024;
 
@@ -111,7 +108,8 @@ public static partial class ImageCommitter
         var plan = new ImageCommitPlan(overlay, intermediates, baseImage, options);
         foreach (ImageInfo layer in plan.Layers)
         {
-            if (layer.ImageFormat != ImageFormat.Qcow2)
+            // Layers have backing files, so raw never is one: of the formats written in place, only qcow2 can be.
+            if (!ImageFormatRegistry.Driver(layer.ImageFormat).WritesData)
             {
                 throw ImageErrors.NotSupported(MergeErrorIds.LayerFormatNotSupported, layer.Path, $"only qcow2 layers can be committed; this one is {layer.Format}.");
             }
@@ -122,7 +120,7 @@ public static partial class ImageCommitter
             }
         }
 
-        if (baseImage.ImageFormat is not (ImageFormat.Raw or ImageFormat.Qcow2))
+        if (!ImageFormatRegistry.Driver(baseImage.ImageFormat).WritesData)
         {
             throw ImageErrors.NotSupported(MergeErrorIds.BaseFormatNotSupported, baseImage.Path, $"commits go into raw or qcow2 images; the base is {baseImage.Format}.");
         }
@@ -149,16 +147,15 @@ public static partial class ImageCommitter
         }
 
         // The writer's own refusals (dirty, corrupt, external data file, bitmaps...) before anything is written.
-        if (baseImage.ImageFormat == ImageFormat.Qcow2)
+        using (OpenWriter(baseImage, 0, options))
         {
-            using Qcow2DataWriter probe = OpenWriter(baseImage.Path, options);
         }
 
         if (options.Overlay == OverlayDisposition.Empty)
         {
             foreach (ImageInfo layer in plan.Layers)
             {
-                using Qcow2DataWriter probe = OpenWriter(layer.Path, options);
+                using IImageDataWriter probe = OpenWriter(layer, 0, options);
             }
         }
 
@@ -195,7 +192,7 @@ public static partial class ImageCommitter
                     // intermediate's older data.
                     foreach (ImageInfo layer in plan.Layers.Reverse())
                     {
-                        using Qcow2DataWriter writer = OpenWriter(layer.Path, plan.Options);
+                        using IImageDataWriter writer = OpenWriter(layer, 0, plan.Options);
                         writer.DiscardAll();
                         writer.Flush();
                         emptied.Add(layer.Path);
@@ -237,9 +234,9 @@ public static partial class ImageCommitter
         List<Extent> extents = [.. source.GetExtents(0, size).Where(e => e.Kind != ExtentKind.Unallocated)];
         ulong total = extents.Aggregate(0UL, (sum, e) => sum + e.Length);
         cancellationToken.ThrowIfCancellationRequested();
-        using IBaseTarget target = plan.Base.ImageFormat == ImageFormat.Qcow2
-            ? new Qcow2Target(plan, OpenWriterForBase(plan))
-            : new RawTarget(plan.Base.Path, size);
+        // qemu-img commit grows a smaller base to the overlay's size; the new part reads as zeros, as the overlay read
+        // it past the old end, so nothing visible changes.
+        using IImageDataWriter target = OpenWriter(plan.Base, size, plan.Options);
         ulong done = 0;
         progress?.Report(new ImageProgress(0, total));
         byte[] buffer = new byte[ChunkBytes];
@@ -252,7 +249,7 @@ public static partial class ImageCommitter
                 int n = (int)Math.Min((ulong)buffer.Length, extent.End - position);
                 if (extent.Kind == ExtentKind.Zero)
                 {
-                    target.WriteZeroes(position, (ulong)n);
+                    WriteZeroes(target, position, (ulong)n);
                 }
                 else
                 {
@@ -260,11 +257,11 @@ public static partial class ImageCommitter
                     source.Read(position, chunk);
                     if (chunk.ContainsAnyExcept((byte)0))
                     {
-                        target.Write(position, chunk);
+                        Write(target, position, chunk);
                     }
                     else
                     {
-                        target.WriteZeroes(position, (ulong)n);
+                        WriteZeroes(target, position, (ulong)n);
                     }
                 }
 
@@ -302,27 +299,21 @@ public static partial class ImageCommitter
         }
     }
 
-    private static Qcow2DataWriter OpenWriterForBase(ImageCommitPlan plan)
-    {
-        if (plan.GrowsBase)
-        {
-            // qemu-img commit grows a smaller base to the overlay's size; the new part reads as zeros, as the overlay
-            // read it past the old end, so nothing visible changes.
-            using SafeFileHandle handle = File.OpenHandle(plan.Base.Path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
-            Qcow2Resizer.Resize(handle, plan.Base.Path, plan.Overlay.VirtualSize, new ImageResizeOptions());
-        }
+    private static IImageDataWriter OpenWriter(ImageInfo image, ulong minimumSize, ImageCommitOptions options) =>
+        ImageFormatRegistry.Driver(image.ImageFormat).OpenDataWriter(image.Path, minimumSize, new BlockOpenOptions { ForceShare = true, BackingRule = options.BackingRule });
 
-        return OpenWriter(plan.Base.Path, plan.Options);
-    }
+    // The overlay may be larger than a base that could not grow to exactly its size (never beyond the base's end).
+    private static void Write(IImageDataWriter target, ulong offset, ReadOnlySpan<byte> data) =>
+        target.Write((long)offset, data[..(int)Math.Min((ulong)data.Length, (ulong)target.VirtualSize - offset)]);
 
-    private static Qcow2DataWriter OpenWriter(string path, ImageCommitOptions options) =>
-        Qcow2DataWriter.Open(path, new BlockOpenOptions { ForceShare = true, BackingRule = options.BackingRule });
+    private static void WriteZeroes(IImageDataWriter target, ulong offset, ulong length) =>
+        target.WriteZeroes((long)offset, (long)Math.Min(length, (ulong)target.VirtualSize - offset));
 
     /// <summary>Refuses images this process may not write, and images nobody may write (no write bit: a protected golden image).</summary>
     private static void EnsureWritable(string path)
     {
         uint mode = FileStatus.Get(path).Mode;
-        if ((mode & 0x92) == 0 || Access(path, WriteOk) != 0)
+        if ((mode & 0x92) == 0 || NativeMethods.access(path, NativeMethods.W_OK) != 0)
         {
             throw new KvmStorageException(ErrorKind.PermissionDenied, MergeErrorIds.ImageNotWritable, $"'{path}' is not writable (mode {System.Convert.ToString(mode & 0xFFF, 8)}); committing would change it.", path);
         }
@@ -356,83 +347,11 @@ public static partial class ImageCommitter
 
     private static string Identity(string path) => ImageInspector.Identity(path);
 
-    private const int WriteOk = 2;
-
-    [LibraryImport("libc", EntryPoint = "access", StringMarshalling = StringMarshalling.Utf8)]
-    private static partial int Access(string path, int mode);
-
     private sealed class NoLock : IDisposable
     {
         public void Dispose()
         {
         }
-    }
-
-    private interface IBaseTarget : IDisposable
-    {
-        void Write(ulong offset, ReadOnlySpan<byte> data);
-
-        void WriteZeroes(ulong offset, ulong length);
-
-        void Flush();
-    }
-
-    private sealed class Qcow2Target(ImageCommitPlan plan, Qcow2DataWriter writer) : IBaseTarget
-    {
-        public void Write(ulong offset, ReadOnlySpan<byte> data) => writer.Write((long)offset, Clip(offset, data));
-
-        public void WriteZeroes(ulong offset, ulong length) => writer.WriteZeroes((long)offset, (long)Math.Min(length, (ulong)writer.VirtualSize - offset));
-
-        public void Flush() => writer.Flush();
-
-        public void Dispose() => writer.Dispose();
-
-        // The overlay may be larger than a base that could not grow to exactly its size (never beyond the base's end).
-        private ReadOnlySpan<byte> Clip(ulong offset, ReadOnlySpan<byte> data) =>
-            data[..(int)Math.Min((ulong)data.Length, (ulong)writer.VirtualSize - offset)];
-
-        public override string ToString() => plan.Base.Path;
-    }
-
-    private sealed partial class RawTarget : IBaseTarget
-    {
-        private const int FallocKeepSize = 1;
-        private const int FallocPunchHole = 2;
-        private readonly SafeFileHandle handle;
-
-        public RawTarget(string path, ulong size)
-        {
-            handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
-            if ((ulong)RandomAccess.GetLength(handle) < size)
-            {
-                // Grows sparsely: the new part reads as zeros, as the overlay read it past the old end.
-                RandomAccess.SetLength(handle, (long)size);
-            }
-        }
-
-        public void Write(ulong offset, ReadOnlySpan<byte> data) => RandomAccess.Write(handle, data, (long)offset);
-
-        public void WriteZeroes(ulong offset, ulong length)
-        {
-            // A hole reads as zeros and costs nothing; file systems that cannot punch get written zeros.
-            if (Fallocate(handle, FallocPunchHole | FallocKeepSize, (long)offset, (long)length) == 0)
-            {
-                return;
-            }
-
-            byte[] zeros = new byte[Math.Min(length, (ulong)ChunkBytes)];
-            for (ulong done = 0; done < length; done += (ulong)zeros.Length)
-            {
-                RandomAccess.Write(handle, zeros.AsSpan(0, (int)Math.Min((ulong)zeros.Length, length - done)), (long)(offset + done));
-            }
-        }
-
-        public void Flush() => Qcow2Resizer.Flush(handle);
-
-        public void Dispose() => handle.Dispose();
-
-        [LibraryImport("libc", EntryPoint = "fallocate", SetLastError = true)]
-        private static partial int Fallocate(SafeFileHandle fd, int mode, long offset, long length);
     }
 }
 

@@ -1,7 +1,6 @@
 using KvmStorage.Core.Errors;
 using KvmStorage.Core.Images.Block;
 using KvmStorage.Core.Images.Convert;
-using KvmStorage.Core.Images.Qcow2;
 using Microsoft.Win32.SafeHandles;
 
 namespace KvmStorage.Core.Images.Chains;
@@ -31,7 +30,8 @@ public static class ImageRebaser
         }
 
         ImageInfo top = ImageInspector.Inspect(fullPath, new ImageInspectOptions { ForceShare = true, ResolveBackingChain = false, BackingRule = options.BackingRule });
-        if (top.ImageFormat != ImageFormat.Qcow2)
+        IImageFormat driver = ImageFormatRegistry.Driver(top.ImageFormat);
+        if (!driver.SetsBacking || !driver.WritesData)
         {
             throw ImageErrors.NotSupported(RebaseErrorIds.RebaseNotSupported, fullPath, $"{top.Format} images record no backing file; only qcow2 images can be rebased.");
         }
@@ -41,14 +41,14 @@ public static class ImageRebaser
         {
             if (!options.Unsafe)
             {
-                CopyDifferences(fullPath, top, newPath, newFormat, options.BackingRule, progress, cancellationToken);
+                CopyDifferences(driver, fullPath, top, newPath, newFormat, options.BackingRule, progress, cancellationToken);
             }
 
             cancellationToken.ThrowIfCancellationRequested();
             try
             {
                 using SafeFileHandle handle = File.OpenHandle(fullPath, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
-                Qcow2BackingEditor.SetBacking(handle, fullPath, options.BackingFile, newFormat?.ToQemuName());
+                driver.SetBacking(handle, fullPath, options.BackingFile, newFormat?.ToQemuName());
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
@@ -115,7 +115,7 @@ public static class ImageRebaser
     }
 
     /// <summary>Writes the old chain's contents into every unallocated cluster where the new chain reads differently.</summary>
-    private static void CopyDifferences(string fullPath, ImageInfo top, string? newPath, ImageFormat? newFormat, BackingFileRule? rule, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
+    private static void CopyDifferences(IImageFormat driver, string fullPath, ImageInfo top, string? newPath, ImageFormat? newFormat, BackingFileRule? rule, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
     {
         if (top.BackingFile is null && newPath is null)
         {
@@ -124,7 +124,7 @@ public static class ImageRebaser
 
         // What the image leaves to its backing chain, read from its metadata before anything changes.
         List<Extent> pending;
-        using (IBlockReader own = TopLayerReader.Open(fullPath, new BlockOpenOptions { ForceShare = true, Format = ImageFormat.Qcow2, BackingRule = rule }))
+        using (IBlockReader own = TopLayerReader.Open(fullPath, new BlockOpenOptions { ForceShare = true, Format = top.ImageFormat, BackingRule = rule }))
         {
             pending = [.. own.GetExtents(0, top.VirtualSize).Where(e => e.Kind == ExtentKind.Unallocated)];
         }
@@ -138,7 +138,7 @@ public static class ImageRebaser
 
         using IBlockReader? oldChain = OpenOldChain(fullPath, top, rule);
         using IBlockReader? newChain = newPath is null ? null : BlockReaders.Open(newPath, new BlockOpenOptions { ForceShare = true, Format = newFormat, BackingRule = rule });
-        using Qcow2DataWriter writer = Qcow2DataWriter.Open(fullPath, new BlockOpenOptions { ForceShare = true, BackingRule = rule });
+        using IImageDataWriter writer = driver.OpenDataWriter(fullPath, 0, new BlockOpenOptions { ForceShare = true, BackingRule = rule });
         uint cluster = (uint)writer.ClusterSize;
         int chunk = (int)Math.Max(cluster, ChunkBytes / cluster * cluster);
         byte[] oldData = new byte[chunk];
@@ -210,7 +210,7 @@ public static class ImageRebaser
         }
     }
 
-    private static void WriteRun(Qcow2DataWriter writer, ulong chunkOffset, byte[] data, int start, int length, bool zeros)
+    private static void WriteRun(IImageDataWriter writer, ulong chunkOffset, byte[] data, int start, int length, bool zeros)
     {
         long at = (long)chunkOffset + start;
         if (zeros)

@@ -1,5 +1,4 @@
 using KvmStorage.Core.Errors;
-using KvmStorage.Core.Images.Qcow2;
 using Microsoft.Win32.SafeHandles;
 
 namespace KvmStorage.Core.Images.Check;
@@ -52,27 +51,7 @@ public static class ImageChecker
             IImageFormatReader reader = ImageFormatRegistry.Detect(probe);
             try
             {
-                switch (reader.Format)
-                {
-                    case ImageFormat.Raw:
-                        return new ImageCheckResult { Path = path, ImageFormat = ImageFormat.Raw, Checked = false };
-                    case ImageFormat.Qcow2:
-                        return new Qcow2Checker(handle, path, progress, cancellationToken).Run(repair);
-                    case ImageFormat.Vdi:
-                    case ImageFormat.Vpc:
-                    case ImageFormat.Vmdk:
-                    case ImageFormat.Vhdx:
-                        // The reader validates the header the way qemu does when opening; then the tables.
-                        reader.ReadInfo(handle, probe, 0);
-                        if (repair != ImageRepairMode.None)
-                        {
-                            throw ImageErrors.NotSupported(ImageCheckErrorIds.RepairNotSupported, path, $"repairing {reader.Format.ToQemuName()} images is not supported; only checking is.");
-                        }
-
-                        return new ForeignImageChecker(handle, path, cancellationToken).Run(reader.Format);
-                    default:
-                        throw ImageErrors.NotSupported(ImageCheckErrorIds.CheckNotSupported, path, $"checking {reader.Format.ToQemuName()} images is not supported.");
-                }
+                return ImageFormatRegistry.Driver(reader.Format).Check(handle, probe, repair, progress, cancellationToken);
             }
             catch (KvmStorageException)
             {

@@ -1,9 +1,5 @@
-using System.Buffers.Binary;
 using System.Runtime.InteropServices;
-using System.Security.Cryptography;
 using KvmStorage.Core.Errors;
-using KvmStorage.Core.Images.Block;
-using KvmStorage.Core.Images.Qcow2;
 using KvmStorage.Core.IO;
 using Microsoft.Win32.SafeHandles;
 
@@ -35,19 +31,11 @@ public sealed record ImageOptimizeResult
 }
 
 /// <summary>
-/// Gives back the space of data that reads as zeros: holes punched in raw files, all-zero qcow2 clusters made
-/// unallocated (or zero clusters over a backing file) and freed; with compaction, a fresh copy that replaces the file.
+/// Gives back the space of data that reads as zeros, through the format's driver (holes punched in raw files, all-zero
+/// qcow2 clusters freed); with compaction, the driver's fresh copy replaces the file.
 /// </summary>
-public static partial class ImageOptimizer
+public static class ImageOptimizer
 {
-    private const int PunchHole = 0x02;
-    private const int KeepSize = 0x01;
-    private const int HoleGranularity = 4096;
-    private const int Chunk = 1024 * 1024;
-    private const ulong L1OffsetMask = 0x00FFFFFFFFFFFE00UL;
-    private const ulong CopiedFlag = 1UL << 63;
-    private const ulong CompressedFlag = 1UL << 62;
-    private const ulong ZeroFlag = 1UL;
 
     public static ImageOptimizeResult Optimize(string path, bool compact = false, IProgress<ImageProgress>? progress = null, CancellationToken cancellationToken = default)
     {
@@ -56,28 +44,14 @@ public static partial class ImageOptimizer
         using (ImageLock.AcquireForWrite(fullPath))
         {
             ulong before = Allocated(fullPath);
-            ImageFormat format;
-            ulong freedClusters = 0;
+            IImageFormat driver;
+            ulong freedClusters;
             using (SafeFileHandle handle = OpenWrite(fullPath))
             {
-                format = ImageFormatRegistry.Detect(ImageInspector.ReadProbe(handle, fullPath)).Format;
+                driver = ImageFormatRegistry.Driver(ImageFormatRegistry.Detect(ImageInspector.ReadProbe(handle, fullPath)).Format);
                 try
                 {
-                    switch (format)
-                    {
-                        case ImageFormat.Raw:
-                            if (!compact)
-                            {
-                                PunchZeroRanges(handle, fullPath, progress, cancellationToken);
-                            }
-
-                            break;
-                        case ImageFormat.Qcow2:
-                            freedClusters = FreeZeroClusters(handle, fullPath, progress, cancellationToken);
-                            break;
-                        default:
-                            throw ImageErrors.NotSupported(ImageErrorIds.UnsupportedFormat, fullPath, $"optimizing {format.ToQemuName()} images is not supported.");
-                    }
+                    freedClusters = driver.FreeZeros(handle, fullPath, compact, progress, cancellationToken);
                 }
                 catch (IOException e)
                 {
@@ -85,12 +59,12 @@ public static partial class ImageOptimizer
                 }
             }
 
-            bool rewritten = compact && Rewrite(fullPath, format, progress, cancellationToken);
+            bool rewritten = compact && Rewrite(fullPath, driver, progress, cancellationToken);
 
             return new ImageOptimizeResult
             {
                 Path = fullPath,
-                ImageFormat = format,
+                ImageFormat = driver.Format,
                 AllocatedBefore = before,
                 AllocatedAfter = Allocated(fullPath),
                 ClustersFreed = freedClusters,
@@ -113,182 +87,18 @@ public static partial class ImageOptimizer
         }
     }
 
-    /// <summary>Punches holes over every 4 KiB-aligned run of zeros in the file's data (holes stay holes).</summary>
-    private static void PunchZeroRanges(SafeFileHandle handle, string path, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
-    {
-        using IBlockReader reader = BlockReaders.Open(path, new BlockOpenOptions { Format = ImageFormat.Raw, ForceShare = true });
-        ulong size = (ulong)RandomAccess.GetLength(handle);
-        byte[] buffer = new byte[Chunk];
-        foreach (Extent extent in reader.GetExtents(0, reader.Size).Where(e => e.Kind == ExtentKind.Data).ToList())
-        {
-            for (ulong position = extent.Offset; position < extent.End; position += Chunk)
-            {
-                cancellationToken.ThrowIfCancellationRequested();
-                int length = (int)Math.Min(Chunk, extent.End - position);
-                Span<byte> span = buffer.AsSpan(0, length);
-                Qcow2Io.ReadExactly(handle, span, position, path);
-                ulong runStart = 0, runLength = 0;
-                for (int block = 0; block < length; block += HoleGranularity)
-                {
-                    int blockLength = Math.Min(HoleGranularity, length - block);
-                    ulong at = position + (ulong)block;
-                    bool zero = at % HoleGranularity == 0 && blockLength == HoleGranularity && !span.Slice(block, blockLength).ContainsAnyExcept((byte)0);
-                    if (zero)
-                    {
-                        runStart = runLength == 0 ? at : runStart;
-                        runLength += (ulong)blockLength;
-                        continue;
-                    }
-
-                    Punch(handle, path, runStart, runLength);
-                    runLength = 0;
-                }
-
-                Punch(handle, path, runStart, runLength);
-                progress?.Report(new ImageProgress(position + (ulong)length, size));
-            }
-        }
-
-        Qcow2Resizer.Flush(handle);
-    }
-
-    private static void Punch(SafeFileHandle handle, string path, ulong offset, ulong length)
+    /// <summary>Punches a hole over [<paramref name="offset"/>, +<paramref name="length"/>); refused on file systems that cannot.</summary>
+    internal static void PunchHole(SafeFileHandle handle, string path, ulong offset, ulong length)
     {
         if (length == 0)
         {
             return;
         }
 
-        if (Fallocate((int)handle.DangerousGetHandle(), PunchHole | KeepSize, (long)offset, (long)length) != 0)
+        if (!PositionalFile.TryPunchHole(handle, offset, length))
         {
             int errno = Marshal.GetLastPInvokeError();
             throw ImageErrors.NotSupported(ImageErrorIds.UnsupportedOperation, path, $"the file system cannot punch holes ({Marshal.GetPInvokeErrorMessage(errno)}).");
-        }
-    }
-
-    [LibraryImport("libc", EntryPoint = "fallocate", SetLastError = true)]
-    private static partial int Fallocate(int fd, int mode, long offset, long length);
-
-    /// <summary>
-    /// Drops all-zero data clusters of the active qcow2 tables. Only clusters and L2 tables with refcount 1 (copied
-    /// flag) change, so snapshots keep their data. The L2 entries are durable before the refcounts drop (at worst a
-    /// crash leaks the clusters), and the freed clusters are punched out of the file.
-    /// </summary>
-    private static ulong FreeZeroClusters(SafeFileHandle handle, string path, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
-    {
-        Qcow2Header header = ReadQcow2Header(handle, path, out _);
-        ulong cs = header.ClusterSize;
-
-        // With a backing file an unallocated cluster would show the backing data: v3 marks it zero, v2 cannot.
-        bool hasBacking = !string.IsNullOrEmpty(header.BackingFile);
-        if (hasBacking && header.Version < 3)
-        {
-            return 0;
-        }
-
-        ulong replacement = hasBacking ? ZeroFlag : 0;
-        byte[] l1 = header.L1Size == 0 ? [] : Qcow2Io.ReadBytes(handle, header.L1TableOffset, (int)(header.L1Size * 8), path);
-        byte[] l2 = new byte[cs];
-        byte[] data = new byte[cs];
-        var freed = new List<ulong>();
-        for (uint i = 0; i < header.L1Size; i++)
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            progress?.Report(new ImageProgress((ulong)i * header.L2Span, header.L1Size * header.L2Span));
-            ulong l1Entry = BinaryPrimitives.ReadUInt64BigEndian(l1.AsSpan((int)(i * 8)));
-            ulong l2Offset = l1Entry & L1OffsetMask;
-            if (l2Offset == 0 || (l1Entry & CopiedFlag) == 0)
-            {
-                continue;
-            }
-
-            Qcow2Resizer.CheckCluster(l2Offset, cs, handle, path);
-            Qcow2Io.ReadExactly(handle, l2, l2Offset, path);
-            int before = freed.Count;
-            for (int j = 0; j < l2.Length; j += 8)
-            {
-                ulong entry = BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan(j));
-                ulong offset = entry & L1OffsetMask;
-                if ((entry & CompressedFlag) != 0 || (entry & CopiedFlag) == 0 || (entry & ZeroFlag) != 0 || offset == 0)
-                {
-                    continue;
-                }
-
-                ReadPadded(handle, data, offset);
-                if (!data.AsSpan().ContainsAnyExcept((byte)0))
-                {
-                    BinaryPrimitives.WriteUInt64BigEndian(l2.AsSpan(j), replacement);
-                    freed.Add(offset);
-                }
-            }
-
-            if (freed.Count > before)
-            {
-                Qcow2Io.Write(handle, l2, l2Offset);
-            }
-        }
-
-        if (freed.Count == 0)
-        {
-            return 0;
-        }
-
-        // qcow2.rst "Host cluster management": nothing may point at a cluster whose refcount drops to 0.
-        Qcow2Resizer.Flush(handle);
-        var refcounts = new RefcountEditor(handle, path, header, (ulong)RandomAccess.GetLength(handle));
-        foreach (ulong offset in freed)
-        {
-            refcounts.Free(offset / cs, 1);
-        }
-
-        Qcow2Resizer.Flush(handle);
-        ulong fileLength = (ulong)RandomAccess.GetLength(handle);
-        foreach (ulong offset in freed)
-        {
-            Punch(handle, path, offset, Math.Min(cs, fileLength - Math.Min(fileLength, offset)));
-        }
-
-        return (ulong)freed.Count;
-    }
-
-    /// <summary>
-    /// Reads a qcow2 header for optimizing: refused unless it is consistent (a check finds nothing) and of a kind
-    /// this code rewrites (no extended L2, external data file or encryption).
-    /// </summary>
-    private static Qcow2Header ReadQcow2Header(SafeFileHandle handle, string path, out byte[] cluster0)
-    {
-        ImageCheckResult check = new Qcow2Checker(handle, path, null, CancellationToken.None).Run(ImageRepairMode.None);
-        if (check.Errors > 0 || check.MarkedCorrupt || check.DirtyFlag)
-        {
-            throw new KvmStorageException(ErrorKind.InvalidOperation, ImageErrorIds.ImageCorrupt, $"'{path}' has {check.Errors} error(s){(check.DirtyFlag ? " and the dirty bit set" : string.Empty)}; repair it with 'Test-Volume -Repair All' first.", path);
-        }
-
-        ulong fileLength = (ulong)RandomAccess.GetLength(handle);
-        byte[] head = Qcow2Io.ReadBytes(handle, 0, (int)Math.Min(64UL * 1024, fileLength), path);
-        Qcow2Header header = Qcow2Reader.ReadHeader(handle, head, fileLength, path);
-        if (header.ExtendedL2 || header.DataFile is not null || (header.IncompatibleFeatures & Qcow2Header.IncompatDataFile) != 0 || header.CryptMethod != 0)
-        {
-            throw ImageErrors.NotSupported(ImageErrorIds.UnsupportedOperation, path, "optimizing qcow2 images with extended L2 entries, an external data file or encryption is not supported.");
-        }
-
-        cluster0 = new byte[header.ClusterSize];
-        ReadPadded(handle, cluster0, 0);
-        return header;
-    }
-
-    private static void ReadPadded(SafeFileHandle handle, Span<byte> buffer, ulong offset)
-    {
-        buffer.Clear();
-        int done = 0;
-        while (done < buffer.Length)
-        {
-            int n = RandomAccess.Read(handle, buffer[done..], (long)offset + done);
-            if (n == 0)
-            {
-                return;
-            }
-
-            done += n;
         }
     }
 
@@ -297,7 +107,7 @@ public static partial class ImageOptimizer
     /// smaller (an empty or already compact image: the fresh layout may take a cluster more); then the image is kept.
     /// </summary>
     /// <returns>True when the image was replaced by the compact copy.</returns>
-    private static bool Rewrite(string path, ImageFormat format, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
+    private static bool Rewrite(string path, IImageFormat driver, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
     {
         string directory = Path.GetDirectoryName(path)!;
 
@@ -313,16 +123,9 @@ public static partial class ImageOptimizer
             using (FileStream stream = AtomicFile.CreateTemp(temp, UnixFileMode.UserRead | UnixFileMode.UserWrite))
             {
                 SafeFileHandle target = stream.SafeFileHandle;
-                if (format == ImageFormat.Raw)
-                {
-                    CopySparse(source, target, path, progress, cancellationToken);
-                }
-                else
-                {
-                    Qcow2Compactor.Write(source, target, path, progress, cancellationToken);
-                }
+                driver.WriteCompactCopy(source, target, path, progress, cancellationToken);
 
-                Qcow2Resizer.Flush(target);
+                PositionalFile.Flush(target);
                 FileStatus copy = FileStatus.Get(temp);
                 if (copy.AllocatedBytes >= status.AllocatedBytes && copy.Length >= status.Length)
                 {
@@ -350,191 +153,6 @@ public static partial class ImageOptimizer
             }
 
             throw;
-        }
-    }
-
-    private static void CopySparse(SafeFileHandle source, SafeFileHandle target, string path, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
-    {
-        ulong size = (ulong)RandomAccess.GetLength(source);
-        RandomAccess.SetLength(target, (long)size);
-        using IBlockReader reader = BlockReaders.Open(path, new BlockOpenOptions { Format = ImageFormat.Raw, ForceShare = true });
-        byte[] buffer = new byte[Chunk];
-        foreach (Extent extent in reader.GetExtents(0, reader.Size).Where(e => e.Kind == ExtentKind.Data).ToList())
-        {
-            for (ulong position = extent.Offset; position < extent.End; position += Chunk)
-            {
-                cancellationToken.ThrowIfCancellationRequested();
-                int length = (int)Math.Min(Chunk, extent.End - position);
-                Span<byte> span = buffer.AsSpan(0, length);
-                Qcow2Io.ReadExactly(source, span, position, path);
-                for (int block = 0; block < length; block += HoleGranularity)
-                {
-                    ReadOnlySpan<byte> piece = span.Slice(block, Math.Min(HoleGranularity, length - block));
-                    if (piece.ContainsAnyExcept((byte)0))
-                    {
-                        RandomAccess.Write(target, piece, (long)position + block);
-                    }
-                }
-
-                progress?.Report(new ImageProgress(position + (ulong)length, size));
-            }
-        }
-    }
-
-    /// <summary>A fresh qcow2 holding the active image only: header, refcounts, L1, L2 tables, then data in guest order.</summary>
-    private static class Qcow2Compactor
-    {
-        public static void Write(SafeFileHandle source, SafeFileHandle target, string path, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
-        {
-            Qcow2Header header = ReadQcow2Header(source, path, out byte[] cluster0);
-            if (header.SnapshotCount > 0 || header.HasBitmaps)
-            {
-                throw ImageErrors.NotSupported(ImageErrorIds.UnsupportedOperation, path, "compacting qcow2 images with internal snapshots or persistent bitmaps is not supported.");
-            }
-
-            ulong cs = header.ClusterSize;
-            int bits = header.ClusterBits;
-            ulong entries = header.L2Entries;
-            byte[] l1 = header.L1Size == 0 ? [] : Qcow2Io.ReadBytes(source, header.L1TableOffset, (int)(header.L1Size * 8), path);
-
-            // The new L2 entries by L1 index: data clusters are numbered in guest order and placed later.
-            var tables = new SortedDictionary<uint, ulong[]>();
-            var dataSources = new List<(ulong Guest, ulong Entry)>();
-            byte[] l2 = new byte[cs];
-            for (uint i = 0; i < header.L1Size; i++)
-            {
-                ulong l2Offset = BinaryPrimitives.ReadUInt64BigEndian(l1.AsSpan((int)(i * 8))) & L1OffsetMask;
-                if (l2Offset == 0)
-                {
-                    continue;
-                }
-
-                Qcow2Io.ReadExactly(source, l2, l2Offset, path);
-                ulong[]? table = null;
-                for (ulong j = 0; j < entries; j++)
-                {
-                    ulong entry = BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan((int)(j * 8)));
-                    if (entry == 0)
-                    {
-                        continue;
-                    }
-
-                    table ??= new ulong[entries];
-                    if ((entry & CompressedFlag) == 0 && (entry & ZeroFlag) != 0)
-                    {
-                        // Zero clusters stay zero clusters, without their preallocated space.
-                        table[j] = ZeroFlag;
-                        continue;
-                    }
-
-                    if ((entry & CompressedFlag) == 0 && (entry & L1OffsetMask) == 0)
-                    {
-                        continue;
-                    }
-
-                    table[j] = ulong.MaxValue;
-                    dataSources.Add((((ulong)i * entries) + j, entry));
-                }
-
-                if (table is not null)
-                {
-                    tables[i] = table;
-                }
-            }
-
-            ulong l1Clusters = Math.Max(1, Qcow2Layout.CeilDiv((ulong)header.L1Size * 8, cs));
-            ulong perBlock = Qcow2Refcounts.EntriesPerBlock(header.ClusterSize, header.RefcountBits);
-            ulong tableClusters = 1, blocks = 1;
-            while (true)
-            {
-                ulong all = 1 + tableClusters + blocks + l1Clusters + (ulong)tables.Count + (ulong)dataSources.Count;
-                ulong needBlocks = Qcow2Layout.CeilDiv(all, perBlock);
-                ulong needTable = Qcow2Layout.CeilDiv(needBlocks * 8, cs);
-                if (needBlocks <= blocks && needTable <= tableClusters)
-                {
-                    break;
-                }
-
-                blocks = Math.Max(blocks, needBlocks);
-                tableClusters = Math.Max(tableClusters, needTable);
-            }
-
-            ulong tableOffset = cs;
-            ulong blocksOffset = tableOffset + (tableClusters * cs);
-            ulong l1Offset = blocksOffset + (blocks * cs);
-            ulong l2Start = l1Offset + (l1Clusters * cs);
-            ulong dataStart = l2Start + ((ulong)tables.Count * cs);
-            ulong total = 1 + tableClusters + blocks + l1Clusters + (ulong)tables.Count + (ulong)dataSources.Count;
-
-            // Data, in guest order; compressed clusters are read decompressed through the block layer.
-            using IBlockReader? reader = dataSources.Any(d => (d.Entry & CompressedFlag) != 0)
-                ? BlockReaders.Open(path, new BlockOpenOptions { Format = ImageFormat.Qcow2, ForceShare = true })
-                : null;
-            byte[] data = new byte[cs];
-            ulong next = dataStart;
-            var placed = new Dictionary<ulong, ulong>();
-            foreach ((ulong guest, ulong entry) in dataSources)
-            {
-                cancellationToken.ThrowIfCancellationRequested();
-                if ((entry & CompressedFlag) != 0)
-                {
-                    ulong guestOffset = guest << bits;
-                    int length = (int)Math.Min(cs, reader!.Size - guestOffset);
-                    Array.Clear(data);
-                    reader.Read(guestOffset, data.AsSpan(0, length));
-                }
-                else
-                {
-                    ReadPadded(source, data, entry & L1OffsetMask);
-                }
-
-                RandomAccess.Write(target, data, (long)next);
-                placed[guest] = next;
-                next += cs;
-                progress?.Report(new ImageProgress(next - dataStart, (ulong)dataSources.Count * cs));
-            }
-
-            byte[] l1Out = new byte[l1Clusters * cs];
-            ulong l2At = l2Start;
-            byte[] l2Out = new byte[cs];
-            foreach ((uint index, ulong[] table) in tables)
-            {
-                for (ulong j = 0; j < entries; j++)
-                {
-                    ulong value = table[j] == ulong.MaxValue ? placed[((ulong)index * entries) + j] | CopiedFlag : table[j];
-                    BinaryPrimitives.WriteUInt64BigEndian(l2Out.AsSpan((int)(j * 8)), value);
-                }
-
-                RandomAccess.Write(target, l2Out, (long)l2At);
-                BinaryPrimitives.WriteUInt64BigEndian(l1Out.AsSpan((int)(index * 8)), l2At | CopiedFlag);
-                l2At += cs;
-            }
-
-            RandomAccess.Write(target, l1Out, (long)l1Offset);
-            byte[] refTable = new byte[tableClusters * cs];
-            byte[] block = new byte[cs];
-            for (ulong b = 0; b < blocks; b++)
-            {
-                Array.Clear(block);
-                for (ulong k = 0; k < perBlock && (b * perBlock) + k < total; k++)
-                {
-                    Qcow2Refcounts.Set(block, k, header.RefcountBits, 1);
-                }
-
-                RandomAccess.Write(target, block, (long)(blocksOffset + (b * cs)));
-                BinaryPrimitives.WriteUInt64BigEndian(refTable.AsSpan((int)(b * 8)), blocksOffset + (b * cs));
-            }
-
-            RandomAccess.Write(target, refTable, (long)tableOffset);
-
-            // Cluster 0 as it was (extensions, backing name), with the new table positions and no snapshots.
-            BinaryPrimitives.WriteUInt64BigEndian(cluster0.AsSpan(40), l1Offset);
-            BinaryPrimitives.WriteUInt64BigEndian(cluster0.AsSpan(48), tableOffset);
-            BinaryPrimitives.WriteUInt32BigEndian(cluster0.AsSpan(56), (uint)tableClusters);
-            BinaryPrimitives.WriteUInt32BigEndian(cluster0.AsSpan(60), 0);
-            BinaryPrimitives.WriteUInt64BigEndian(cluster0.AsSpan(64), 0);
-            RandomAccess.Write(target, cluster0, 0);
-            RandomAccess.SetLength(target, (long)Math.Max(next, dataStart));
         }
     }
 }

@@ -22,7 +22,8 @@ internal abstract class ClusterCompressor
 
     /// <summary>
     /// Deflate at zlib's default level 6, as qemu. qcow2 wants raw deflate (qcow2.rst); vmdk grains are zlib-wrapped.
-    /// .NET's 32 KiB window is fine for qemu, which inflates each cluster in one call (qcow2-notes §11).
+    /// .NET's 32 KiB window is fine for qemu: it opens the stream with windowBits -12 but inflates a whole cluster in one
+    /// inflate() call into the cluster's buffer (block/qcow2-threads.c), so back-references never reach outside it.
     /// </summary>
     internal sealed class DeflateClusterCompressor(bool zlibWrapped) : ClusterCompressor
     {

@@ -58,6 +58,28 @@ internal sealed class ConvertChunk
     public ReadOnlySpan<byte> UnitData(int index) => Data.AsSpan(index * Unit, Unit);
 
     public ReadOnlySpan<byte> UnitPayload(int index) => Payload.AsSpan(PayloadOffsets![index], PayloadLengths![index]);
+
+    /// <summary>The runs of consecutive <see cref="UnitState.Data"/> units, in order: the first unit's index and the run's length.</summary>
+    public IEnumerable<(int Start, int Count)> DataRuns()
+    {
+        int i = 0;
+        while (i < UnitCount)
+        {
+            if (States[i] != UnitState.Data)
+            {
+                i++;
+                continue;
+            }
+
+            int start = i;
+            while (i < UnitCount && States[i] == UnitState.Data)
+            {
+                i++;
+            }
+
+            yield return (start, i - start);
+        }
+    }
 }
 
 /// <summary>Writes one output format from chunks that arrive in guest order.</summary>

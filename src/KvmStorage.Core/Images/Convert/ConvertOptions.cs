@@ -2,16 +2,6 @@ using KvmStorage.Core.Images.Block;
 
 namespace KvmStorage.Core.Images.Convert;
 
-/// <summary>The codec of compressed qcow2 clusters (qcow2 header byte 104).</summary>
-public enum CompressionType
-{
-    /// <summary>Raw deflate, qemu's "zlib" (compression type 0, readable by every qemu).</summary>
-    Zlib,
-
-    /// <summary>zstd frames (compression type 1; needs qemu 5.1 or later).</summary>
-    Zstd,
-}
-
 /// <summary>What <see cref="ImageConverter.Convert"/> writes. Defaults match <c>qemu-img convert -O qcow2</c>.</summary>
 public sealed record ConvertOptions
 {

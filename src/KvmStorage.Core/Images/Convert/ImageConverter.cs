@@ -1,12 +1,7 @@
 using System.Collections.Concurrent;
-using System.Numerics;
-using System.Security.Cryptography;
 using KvmStorage.Core.Errors;
 using KvmStorage.Core.Images.Block;
-using KvmStorage.Core.Images.Qcow2;
-using KvmStorage.Core.Images.Vmdk;
 using KvmStorage.Core.IO;
-using Microsoft.Win32.SafeHandles;
 
 namespace KvmStorage.Core.Images.Convert;
 
@@ -31,7 +26,7 @@ public static class ImageConverter
         ArgumentException.ThrowIfNullOrEmpty(destinationPath);
         ArgumentNullException.ThrowIfNull(options);
         string fullPath = Path.GetFullPath(destinationPath);
-        Validate(source, fullPath, options);
+        ConvertOutput output = Validate(source, fullPath, options);
         string directory = Path.GetDirectoryName(fullPath)!;
 
         // A raw output is as long as the disk, a preallocated one at least as long: refuse one the file system cannot hold.
@@ -66,7 +61,7 @@ public static class ImageConverter
             {
                 File.SetUnixFileMode(stream.SafeFileHandle, options.Mode);
                 PosixFile.SetOwner(temp, options.Owner, options.Group);
-                ConvertTarget target = CreateTarget(stream.SafeFileHandle, temp, fullPath, source.Size, options);
+                ConvertTarget target = output.CreateTarget(stream.SafeFileHandle, temp, fullPath, source.Size, options);
                 target.Begin(cancellationToken);
                 Copy(source, target, options, progress, cancellationToken);
                 target.Complete(cancellationToken);
@@ -112,47 +107,22 @@ public static class ImageConverter
     {
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(options);
-        ulong size = source.Size;
-        int unit = UnitOf(options);
+        ConvertOutput output = OutputOf(options.Format, string.Empty);
+        int unit = output.Unit(options);
         ulong data = 0;
         foreach ((ulong start, ulong end, bool _) in PlanRuns(source, options, unit))
         {
             data += end - start;
         }
 
-        switch (options.Format)
-        {
-            case ImageFormat.Raw:
-                return options.Preallocation is Preallocation.Falloc or Preallocation.Full ? size : data;
-            case ImageFormat.Vmdk:
-            {
-                ulong grains = (size + 65535) / 65536;
-                ulong tables = (grains + 511) / 512;
-                ulong directorySectors = ((tables * 4) + 511) / 512;
-                ulong metadata = (1 + 20 + (2 * (directorySectors + (tables * 4)))) * 512;
-                return metadata + 65536 + data + (data / 64) + (data / 65536 * 512) + 512;
-            }
-
-            default:
-            {
-                uint cs = options.ClusterSize ?? 65536;
-                Qcow2Layout full = Qcow2Layout.Compute(size, BitOperations.Log2(cs), 16, mapAllData: true, "");
-                ulong metadata = (full.TotalClusters - full.DataClusters) * cs;
-                return options.Preallocation is Preallocation.Falloc or Preallocation.Full
-                    ? metadata + (full.DataClusters * cs)
-                    : metadata + data;
-            }
-        }
+        return output.EstimateSize(source.Size, data, options);
     }
 
-    private static void Validate(IBlockReader source, string fullPath, ConvertOptions options)
+    /// <summary>The shared option checks, in qemu-img's order, then the output format's own; returns the output.</summary>
+    private static ConvertOutput Validate(IBlockReader source, string fullPath, ConvertOptions options)
     {
-        if (options.Format is not (ImageFormat.Raw or ImageFormat.Qcow2 or ImageFormat.Vmdk))
-        {
-            throw new KvmStorageException(ErrorKind.NotSupported, ConvertErrorIds.UnsupportedTargetFormat, $"Converting to {options.Format.ToQemuName()} is not supported (use raw, qcow2 or vmdk).", fullPath);
-        }
-
-        if (options.Compress && options.Format != ImageFormat.Qcow2)
+        ConvertOutput output = OutputOf(options.Format, fullPath);
+        if (options.Compress && !output.TakesCompress)
         {
             throw Invalid(fullPath, $"{options.Format.ToQemuName()} output cannot be compressed with -Compress (vmdk output is always compressed; raw never).");
         }
@@ -162,42 +132,22 @@ public static class ImageConverter
             throw Invalid(fullPath, "Compression and preallocation cannot be combined.");
         }
 
-        if (options.Preallocation == Preallocation.Metadata && options.Format != ImageFormat.Qcow2)
+        if (options.Preallocation == Preallocation.Metadata && !output.TakesMetadataPreallocation)
         {
             throw Invalid(fullPath, "Metadata preallocation is only for qcow2 output.");
         }
 
-        if (options.Format == ImageFormat.Vmdk && options.Preallocation != Preallocation.Off)
+        if (options.Preallocation != Preallocation.Off && !output.TakesPreallocation)
         {
-            throw Invalid(fullPath, "A streamOptimized vmdk cannot be preallocated.");
+            throw Invalid(fullPath, $"A {output.Name} cannot be preallocated.");
         }
 
-        if (options.BackingFile is not null && (options.Format != ImageFormat.Qcow2 || options.Preallocation != Preallocation.Off))
+        if (options.BackingFile is not null && (!output.TakesBackingFile || options.Preallocation != Preallocation.Off))
         {
             throw Invalid(fullPath, "Only a qcow2 output without preallocation can have a backing file.");
         }
 
-        if (options.Format == ImageFormat.Qcow2)
-        {
-            uint cs = options.ClusterSize ?? 65536;
-            if (cs < 512 || cs > 2 * 1024 * 1024 || !BitOperations.IsPow2(cs))
-            {
-                throw Invalid(fullPath, $"The cluster size {cs} must be a power of two from 512 to 2 MiB.");
-            }
-
-            if (options.CompressionType == CompressionType.Zstd && options.Compress && Qcow2ImageWriter.ParseCompat(options.Compat) < 3)
-            {
-                throw Invalid(fullPath, "zstd compression needs compat 1.1 (qcow2 version 3).");
-            }
-
-            _ = Qcow2ImageWriter.ParseCompat(options.Compat);
-            _ = Qcow2Layout.Compute(source.Size, BitOperations.Log2(cs), 16, mapAllData: true, fullPath);
-        }
-
-        if (options.Format == ImageFormat.Vmdk && source.Size > VmdkWriter.MaxVirtualSize)
-        {
-            throw Invalid(fullPath, $"A vmdk image holds at most {VmdkWriter.MaxVirtualSize} bytes.");
-        }
+        output.Validate(source.Size, fullPath, options);
 
         string directory = Path.GetDirectoryName(fullPath)!;
         if (!Directory.Exists(directory))
@@ -214,41 +164,13 @@ public static class ImageConverter
         {
             throw new KvmStorageException(ErrorKind.InvalidArgument, ConvertErrorIds.DestinationIsSource, $"'{fullPath}' is the source image itself.", fullPath);
         }
+
+        return output;
     }
 
-    private static ConvertTarget CreateTarget(SafeFileHandle handle, string tempPath, string finalPath, ulong size, ConvertOptions options)
-    {
-        switch (options.Format)
-        {
-            case ImageFormat.Raw:
-                return new RawConvertTarget(handle, tempPath, size, options.Preallocation);
-            case ImageFormat.Vmdk:
-                return new VmdkStreamConvertTarget(handle, finalPath, size);
-            default:
-                uint cs = options.ClusterSize ?? 65536;
-                if (options.Preallocation != Preallocation.Off)
-                {
-                    return new Qcow2PreallocatedConvertTarget(handle, tempPath, size, cs, options.Compat, options.Preallocation);
-                }
-
-                return new Qcow2ConvertTarget(
-                    handle,
-                    tempPath,
-                    size,
-                    cs,
-                    Qcow2ImageWriter.ParseCompat(options.Compat),
-                    options.Compress ? options.CompressionType : null,
-                    options.BackingFile,
-                    options.BackingFile is null ? null : options.BackingFormat);
-        }
-    }
-
-    private static int UnitOf(ConvertOptions options) => options.Format switch
-    {
-        ImageFormat.Raw => 4096,
-        ImageFormat.Vmdk => 65536,
-        _ => (int)(options.ClusterSize ?? 65536),
-    };
+    private static ConvertOutput OutputOf(ImageFormat format, string path) =>
+        ImageFormatRegistry.Find(format)?.ConvertOutput
+        ?? throw new KvmStorageException(ErrorKind.NotSupported, ConvertErrorIds.UnsupportedTargetFormat, $"Converting to {format.ToQemuName()} is not supported (use raw, qcow2 or vmdk).", path);
 
     /// <summary>
     /// The unit-aligned guest ranges to copy, in order, from metadata alone: data extents widened to whole units;
@@ -512,8 +434,7 @@ public static class ImageConverter
 
     private static bool IsNoSpace(IOException e) => e.HResult == 28 || (e.HResult & 0xFFFF) == 112 || e.Message.Contains("No space left", StringComparison.OrdinalIgnoreCase);
 
-    private static KvmStorageException Invalid(string path, string message) =>
-        new(ErrorKind.InvalidArgument, ConvertErrorIds.InvalidConvertOptions, message, path);
+    private static KvmStorageException Invalid(string path, string message) => ConvertOutput.Invalid(path, message);
 
     private static KvmStorageException Exists(string path) =>
         new(ErrorKind.AlreadyExists, ConvertErrorIds.DestinationExists, $"'{path}' already exists; conversions never overwrite unless asked to replace.", path);

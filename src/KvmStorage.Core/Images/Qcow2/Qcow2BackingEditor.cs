@@ -18,13 +18,13 @@ internal static class Qcow2BackingEditor
     public static void SetBacking(SafeFileHandle handle, string path, string? backingFile, string? backingFormat)
     {
         ulong fileLength = (ulong)RandomAccess.GetLength(handle);
-        byte[] probe = Qcow2Io.ReadBytes(handle, 0, (int)Math.Min(fileLength, (ulong)Qcow2Header.V2HeaderLength), path);
+        byte[] probe = ImageIo.ReadBytes(handle, 0, (int)Math.Min(fileLength, (ulong)Qcow2Header.V2HeaderLength), path);
         uint clusterBits = probe.Length >= 24 ? BinaryPrimitives.ReadUInt32BigEndian(probe.AsSpan(20)) : 0;
         int clusterSize = 1 << (int)Math.Clamp(clusterBits, Qcow2Header.MinClusterBits, Qcow2Header.MaxClusterBits);
-        byte[] old = Qcow2Io.ReadBytes(handle, 0, (int)Math.Min(fileLength, (ulong)clusterSize), path);
+        byte[] old = ImageIo.ReadBytes(handle, 0, (int)Math.Min(fileLength, (ulong)clusterSize), path);
         Qcow2Header header = Qcow2Header.Parse(old, fileLength, path);
         byte[] updated = Build(old, header, path, backingFile, backingFormat);
-        Qcow2Io.Write(handle, updated, 0);
+        ImageIo.Write(handle, updated, 0);
         RandomAccess.FlushToDisk(handle);
     }
 

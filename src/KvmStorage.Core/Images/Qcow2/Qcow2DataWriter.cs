@@ -1,8 +1,8 @@
 using System.Buffers.Binary;
-using System.Runtime.InteropServices;
 using KvmStorage.Core.Errors;
 using KvmStorage.Core.Images.Block;
 using KvmStorage.Core.Images.Qcow2.Snapshots;
+using KvmStorage.Core.IO;
 using Microsoft.Win32.SafeHandles;
 
 namespace KvmStorage.Core.Images.Qcow2;
@@ -20,13 +20,8 @@ namespace KvmStorage.Core.Images.Qcow2;
 /// dropped. A crash at any point leaves a valid image that can at worst leak clusters.
 /// The caller holds <see cref="ImageLock.AcquireForWrite"/> on the image.
 /// </remarks>
-public sealed partial class Qcow2DataWriter : IDisposable
+public sealed class Qcow2DataWriter : IImageDataWriter
 {
-    private const ulong OffsetMask = 0x00FFFFFFFFFFFE00UL;
-    private const ulong CopiedFlag = 1UL << 63;
-    private const ulong CompressedFlag = 1UL << 62;
-    private const ulong ZeroFlag = 1;
-
     /// <summary>Bytes of new cluster contents one metadata batch carries (bounds memory, amortises the flushes).</summary>
     private const ulong BatchBytes = 32UL * 1024 * 1024;
 
@@ -103,7 +98,7 @@ public sealed partial class Qcow2DataWriter : IDisposable
         try
         {
             ulong fileLength = (ulong)RandomAccess.GetLength(handle);
-            byte[] head = Qcow2Io.ReadBytes(handle, 0, (int)Math.Min(64UL * 1024, fileLength), fullPath);
+            byte[] head = ImageIo.ReadBytes(handle, 0, (int)Math.Min(64UL * 1024, fileLength), fullPath);
             if (!Qcow2Header.HasMagic(head))
             {
                 throw ImageErrors.NotSupported(ImageErrorIds.UnsupportedFormat, fullPath, "not a qcow2 image; only qcow2 images can be written in place.");
@@ -349,8 +344,8 @@ public sealed partial class Qcow2DataWriter : IDisposable
             ulong n = Math.Min(clusterSize - inCluster, end - position);
             ReadOnlySpan<byte> part = data.Slice((int)(position - offset), (int)n);
             ulong entry = Entry(cluster);
-            ulong host = entry & OffsetMask;
-            bool standard = (entry & (CompressedFlag | ZeroFlag)) == 0 && host != 0;
+            ulong host = Qcow2Entries.HostOffset(entry);
+            bool standard = !Qcow2Entries.IsCompressed(entry) && !Qcow2Entries.IsZero(entry) && host != 0;
             if (standard && refcounts.Get(host / clusterSize) == 1 && TableOwned(cluster / l2Entries))
             {
                 // The active table holds this cluster alone: overwrite it where it lies (no metadata changes).
@@ -378,12 +373,12 @@ public sealed partial class Qcow2DataWriter : IDisposable
     /// <summary>Whole clusters [first, first + count) read as zeros afterwards.</summary>
     private void ZeroClusters(ulong first, ulong count)
     {
-        ulong wanted = HasBackingFile ? ZeroFlag : 0;
+        ulong wanted = HasBackingFile ? Qcow2Entries.ZeroFlag : 0;
         var changes = new List<Change>();
         for (ulong c = first; c < first + count; c++)
         {
             ulong l1Index = c / l2Entries;
-            if ((l1[l1Index] & OffsetMask) == 0)
+            if (Qcow2Entries.HostOffset(l1[l1Index]) == 0)
             {
                 if (wanted == 0)
                 {
@@ -393,7 +388,7 @@ public sealed partial class Qcow2DataWriter : IDisposable
                 }
             }
 
-            ulong entry = Entry(c) & ~CopiedFlag;
+            ulong entry = Qcow2Entries.WithCopied(Entry(c), false);
             if (entry == wanted)
             {
                 continue;
@@ -432,7 +427,7 @@ public sealed partial class Qcow2DataWriter : IDisposable
             ulong l1Index = change.Cluster / l2Entries;
             if (!tables.ContainsKey(l1Index))
             {
-                ulong oldTable = l1[l1Index] & OffsetMask;
+                ulong oldTable = Qcow2Entries.HostOffset(l1[l1Index]);
                 bool owned = oldTable != 0 && refcounts.Get(oldTable / clusterSize) == 1;
                 tables[l1Index] = new TablePlan(oldTable, owned);
             }
@@ -467,7 +462,7 @@ public sealed partial class Qcow2DataWriter : IDisposable
                 // Copy on write of an L2 table shared with a snapshot: the data clusters keep their counts (each L1 that
                 // reaches them counts once, qemu's qcow2_update_snapshot_refcount); the old table loses one reference.
                 plan.Table = (byte[])LoadL2(plan.OldOffset).Clone();
-                RecomputeCopiedFlags(plan.Table);
+                RecomputeCopiedBits(plan.Table);
                 Add(decrements, plan.OldOffset / clusterSize, -1);
             }
         }
@@ -484,7 +479,7 @@ public sealed partial class Qcow2DataWriter : IDisposable
             {
                 ulong host = next++ * clusterSize;
                 dataWrites.Add((host, change.Content));
-                updated = host | CopiedFlag;
+                updated = Qcow2Entries.Owned(host);
             }
 
             BinaryPrimitives.WriteUInt64BigEndian(plan.Table.AsSpan(slot), updated);
@@ -525,7 +520,7 @@ public sealed partial class Qcow2DataWriter : IDisposable
         WriteData(dataWrites);
         foreach (TablePlan plan in tables.Values.Where(t => !t.Owned))
         {
-            Qcow2Io.Write(handle, plan.Table, plan.NewOffset);
+            ImageIo.Write(handle, plan.Table, plan.NewOffset);
             map.Add(Qcow2MetadataKind.ActiveL2, plan.NewOffset, clusterSize);
         }
 
@@ -534,15 +529,15 @@ public sealed partial class Qcow2DataWriter : IDisposable
         // 3. The entries: changed L2 tables the active L1 owns, then L1 entries switching to the new tables.
         foreach (TablePlan plan in tables.Values.Where(t => t.Owned && t.Dirty))
         {
-            Qcow2Io.Write(handle, plan.Table, plan.OldOffset);
+            ImageIo.Write(handle, plan.Table, plan.OldOffset);
         }
 
         byte[] l1Entry = new byte[8];
         foreach ((ulong l1Index, TablePlan plan) in tables.Where(t => !t.Value.Owned))
         {
-            l1[l1Index] = plan.NewOffset | CopiedFlag;
+            l1[l1Index] = Qcow2Entries.Owned(plan.NewOffset);
             BinaryPrimitives.WriteUInt64BigEndian(l1Entry, l1[l1Index]);
-            Qcow2Io.Write(handle, l1Entry, header.L1TableOffset + (l1Index * 8));
+            ImageIo.Write(handle, l1Entry, header.L1TableOffset + (l1Index * 8));
             CacheL2(plan.NewOffset, plan.Table!);
 
             // The old table (if any) is a snapshot's now: qemu's default check does not track inactive L2 tables.
@@ -559,7 +554,7 @@ public sealed partial class Qcow2DataWriter : IDisposable
     {
         foreach (InPlaceWrite w in writes ?? [])
         {
-            Qcow2Io.Write(handle, source.Slice(w.Start, w.Length), w.Host);
+            ImageIo.Write(handle, source.Slice(w.Start, w.Length), w.Host);
         }
     }
 
@@ -589,7 +584,7 @@ public sealed partial class Qcow2DataWriter : IDisposable
     /// <summary>Adds the decrements that dropping an L2 entry causes (standard, zero with an offset, or compressed).</summary>
     private void Release(ulong entry, Dictionary<ulong, long> decrements)
     {
-        if ((entry & CompressedFlag) != 0)
+        if (Qcow2Entries.IsCompressed(entry))
         {
             (ulong first, ulong last) = references.CompressedClusters(entry);
             for (ulong c = first; c <= last; c++)
@@ -600,51 +595,51 @@ public sealed partial class Qcow2DataWriter : IDisposable
             return;
         }
 
-        ulong host = entry & OffsetMask;
+        ulong host = Qcow2Entries.HostOffset(entry);
         if (host != 0)
         {
             Add(decrements, host / clusterSize, -1);
         }
     }
 
-    private void RecomputeCopiedFlags(byte[] table)
+    private void RecomputeCopiedBits(byte[] table)
     {
         for (int slot = 0; slot < table.Length; slot += 8)
         {
             ulong entry = BinaryPrimitives.ReadUInt64BigEndian(table.AsSpan(slot));
-            ulong host = entry & OffsetMask;
-            if ((entry & CompressedFlag) != 0 || host == 0)
+            ulong host = Qcow2Entries.HostOffset(entry);
+            if (Qcow2Entries.IsCompressed(entry) || host == 0)
             {
                 continue;
             }
 
-            ulong updated = refcounts.Get(host / clusterSize) == 1 ? entry | CopiedFlag : entry & ~CopiedFlag;
+            ulong updated = Qcow2Entries.WithCopied(entry, refcounts.Get(host / clusterSize) == 1);
             BinaryPrimitives.WriteUInt64BigEndian(table.AsSpan(slot), updated);
         }
     }
 
     private bool TableOwned(ulong l1Index)
     {
-        ulong table = l1[l1Index] & OffsetMask;
+        ulong table = Qcow2Entries.HostOffset(l1[l1Index]);
         return table != 0 && refcounts.Get(table / clusterSize) == 1;
     }
 
     /// <summary>The L2 entry of a guest cluster (0 when its L2 table does not exist).</summary>
     private ulong Entry(ulong cluster)
     {
-        ulong table = l1[cluster / l2Entries] & OffsetMask;
+        ulong table = Qcow2Entries.HostOffset(l1[cluster / l2Entries]);
         return table == 0 ? 0 : BinaryPrimitives.ReadUInt64BigEndian(LoadL2(table).AsSpan((int)(cluster % l2Entries) * 8));
     }
 
     /// <summary>Fills <paramref name="content"/> with what the guest currently reads in a cluster.</summary>
     private void ReadCurrent(ulong cluster, ulong entry, byte[] content)
     {
-        ulong host = entry & OffsetMask;
-        if ((entry & CompressedFlag) != 0)
+        ulong host = Qcow2Entries.HostOffset(entry);
+        if (Qcow2Entries.IsCompressed(entry))
         {
             Decompress(entry, content);
         }
-        else if ((entry & ZeroFlag) != 0)
+        else if (Qcow2Entries.IsZero(entry))
         {
             Array.Clear(content);
         }
@@ -694,20 +689,18 @@ public sealed partial class Qcow2DataWriter : IDisposable
 
     private void Decompress(ulong entry, byte[] content)
     {
-        int offsetBits = 62 - (header.ClusterBits - 8);
-        ulong coffset = entry & ((1UL << offsetBits) - 1);
-        ulong sectors = ((entry >> offsetBits) & ((1UL << (header.ClusterBits - 8)) - 1)) + 1;
+        var compressed = new Qcow2Entries.CompressedDescriptor(header.ClusterBits);
+        ulong coffset = compressed.HostOffset(entry);
         ulong fileLength = (ulong)RandomAccess.GetLength(handle);
         if (coffset == 0 || coffset >= fileLength)
         {
             throw ImageErrors.Invalid(ImageErrorIds.InvalidMetadata, path, $"a compressed cluster lies at 0x{coffset:x}, outside the file.");
         }
 
-        int length = (int)Math.Min((sectors * 512) - (coffset & 511), fileLength - coffset);
+        int length = (int)Math.Min(compressed.Length(entry), fileLength - coffset);
         byte[] input = new byte[length];
-        Qcow2Io.ReadExactly(handle, input, coffset, path);
-        Decompression.Method method = header.CompressionType == 1 ? Decompression.Method.Zstd : Decompression.Method.Deflate;
-        int produced = Decompression.Decompress(method, input, length, content, path);
+        ImageIo.ReadExactly(handle, input, coffset, path);
+        int produced = Decompression.Decompress(Decompression.For(header.CompressionType), input, length, content, path);
         if (produced != content.Length)
         {
             throw Decompression.Short(path, coffset, produced, content.Length);
@@ -715,21 +708,7 @@ public sealed partial class Qcow2DataWriter : IDisposable
     }
 
     /// <summary>Reads a data cluster; bytes past the end of the file read as zeros (qemu's protocol layer).</summary>
-    private void ReadData(ulong host, byte[] content)
-    {
-        int done = 0;
-        while (done < content.Length)
-        {
-            int n = RandomAccess.Read(handle, content.AsSpan(done), (long)host + done);
-            if (n == 0)
-            {
-                content.AsSpan(done).Clear();
-                return;
-            }
-
-            done += n;
-        }
-    }
+    private void ReadData(ulong host, byte[] content) => PositionalFile.ReadZeroPadded(handle, content, host);
 
     private byte[] LoadL2(ulong offset)
     {
@@ -739,7 +718,7 @@ public sealed partial class Qcow2DataWriter : IDisposable
         }
 
         Qcow2Resizer.CheckCluster(offset, clusterSize, handle, path);
-        table = Qcow2Io.ReadBytes(handle, offset, (int)clusterSize, path);
+        table = ImageIo.ReadBytes(handle, offset, (int)clusterSize, path);
         CacheL2(offset, table);
         return table;
     }
@@ -775,7 +754,7 @@ public sealed partial class Qcow2DataWriter : IDisposable
         {
             byte[] field = new byte[8];
             BinaryPrimitives.WriteUInt64BigEndian(field, header.AutoclearFeatures & known);
-            Qcow2Io.Write(handle, field, 88);
+            ImageIo.Write(handle, field, 88);
             FlushCore();
         }
 
@@ -807,20 +786,14 @@ public sealed partial class Qcow2DataWriter : IDisposable
     {
         if (count > 0)
         {
-            _ = Fallocate(handle, FallocPunchHole | FallocKeepSize, (long)(first * clusterSize), (long)(count * clusterSize));
+            _ = PositionalFile.TryPunchHole(handle, first * clusterSize, count * clusterSize);
         }
     }
 
-    private void FlushCore() => Qcow2Resizer.Flush(handle);
+    private void FlushCore() => PositionalFile.Flush(handle);
 
     private static void Add(Dictionary<ulong, long> deltas, ulong cluster, long addend) =>
         deltas[cluster] = deltas.GetValueOrDefault(cluster) + addend;
-
-    private const int FallocKeepSize = 1;
-    private const int FallocPunchHole = 2;
-
-    [LibraryImport("libc", EntryPoint = "fallocate", SetLastError = true)]
-    private static partial int Fallocate(SafeFileHandle fd, int mode, long offset, long length);
 
     /// <summary>One L2 entry to change: a new cluster with <see cref="Content"/>, else <see cref="NewEntry"/>.</summary>
     private readonly record struct Change(ulong Cluster, byte[]? Content, ulong NewEntry);

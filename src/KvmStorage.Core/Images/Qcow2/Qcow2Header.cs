@@ -53,7 +53,7 @@ internal sealed class Qcow2Header
     public ulong AutoclearFeatures { get; private init; }
     public int RefcountOrder { get; private init; }
     public uint HeaderLength { get; private init; }
-    public byte CompressionType { get; private init; }
+    public CompressionType CompressionType { get; private init; }
 
     public string? BackingFile { get; private init; }
     public string? BackingFormat { get; private init; }
@@ -78,8 +78,75 @@ internal sealed class Qcow2Header
     /// <summary>L1 entries needed for <paramref name="size"/> bytes (qemu's <c>size_to_l1</c>).</summary>
     public static ulong L1EntriesFor(ulong size, ulong l2Span) => (size / l2Span) + (size % l2Span != 0 ? 1UL : 0UL);
 
-    /// <summary>Parses cluster 0 (or as much of it as <paramref name="head"/> holds) of a qcow2 file.</summary>
+    /// <summary>
+    /// Parses cluster 0 (or as much of it as <paramref name="head"/> holds) of a qcow2 file, checking each field in the
+    /// order qemu's <c>qcow2_do_open</c> does, so that a file with several faults fails as qemu-img fails on it.
+    /// </summary>
     public static Qcow2Header Parse(ReadOnlySpan<byte> head, ulong fileLength, string path)
+    {
+        int version = ReadVersion(head, path);
+        int clusterBits = ReadClusterBits(head, path);
+        ulong clusterSize = 1UL << clusterBits;
+        Features features = version >= 3 ? ReadV3Fields(head, clusterSize, path) : new Features(0, 0, 0, 4, V2HeaderLength, 0);
+        CheckFeatures(features, clusterBits, path);
+
+        uint cryptMethod = BinaryPrimitives.ReadUInt32BigEndian(head[32..]);
+        if (cryptMethod > 2)
+        {
+            throw ImageErrors.Invalid(ImageErrorIds.InvalidEncryptionMethod, path, $"unknown encryption method {cryptMethod}.");
+        }
+
+        ulong size = BinaryPrimitives.ReadUInt64BigEndian(head[24..]);
+        (uint l1Size, ulong l1Offset) = ReadL1Table(head, size, clusterSize, features.Incompatible, fileLength, path);
+        (ulong refcountTableOffset, uint refcountTableClusters) = ReadRefcountTable(head, clusterSize, fileLength, path);
+        uint snapshotCount = BinaryPrimitives.ReadUInt32BigEndian(head[60..]);
+        ulong snapshotsOffset = BinaryPrimitives.ReadUInt64BigEndian(head[64..]);
+        if (snapshotCount > MaxSnapshots)
+        {
+            throw ImageErrors.Invalid(ImageErrorIds.TooManySnapshots, path, $"{snapshotCount} snapshots exceed qemu's limit of {MaxSnapshots}.");
+        }
+
+        if (snapshotCount > 0)
+        {
+            // 40 bytes is the fixed part of each entry; the variable parts are checked while reading.
+            CheckTable(snapshotsOffset, (ulong)snapshotCount * 40, clusterSize, fileLength, path, "snapshot table");
+        }
+
+        ulong backingOffset = BinaryPrimitives.ReadUInt64BigEndian(head[8..]);
+        uint backingSize = BinaryPrimitives.ReadUInt32BigEndian(head[16..]);
+        string? backingFile = ReadBackingName(head, backingOffset, backingSize, clusterSize, path);
+
+        // Extensions run from the header's end to the backing name (or the end of cluster 0).
+        ulong extensionsEnd = Math.Min(backingOffset != 0 ? backingOffset : clusterSize, (ulong)head.Length);
+        (string? backingFormat, string? dataFile, bool hasBitmaps) = ReadExtensions(head, features.HeaderLength, extensionsEnd, path);
+        return new Qcow2Header
+        {
+            Version = version,
+            BackingFileOffset = backingOffset,
+            BackingFileSize = backingSize,
+            ClusterBits = clusterBits,
+            Size = size,
+            CryptMethod = cryptMethod,
+            L1Size = l1Size,
+            L1TableOffset = l1Offset,
+            RefcountTableOffset = refcountTableOffset,
+            RefcountTableClusters = refcountTableClusters,
+            SnapshotCount = snapshotCount,
+            SnapshotsOffset = snapshotsOffset,
+            IncompatibleFeatures = features.Incompatible,
+            CompatibleFeatures = features.Compatible,
+            AutoclearFeatures = features.Autoclear,
+            RefcountOrder = features.RefcountOrder,
+            HeaderLength = features.HeaderLength,
+            CompressionType = (CompressionType)features.Compression,
+            BackingFile = backingFile,
+            BackingFormat = backingFormat,
+            DataFile = (features.Incompatible & IncompatDataFile) != 0 ? dataFile : null,
+            HasBitmaps = hasBitmaps,
+        };
+    }
+
+    private static int ReadVersion(ReadOnlySpan<byte> head, string path)
     {
         if (head.Length < V2HeaderLength)
         {
@@ -97,79 +164,79 @@ internal sealed class Qcow2Header
             throw ImageErrors.NotSupported(ImageErrorIds.UnsupportedVersion, path, $"qcow2 version {version} is not supported.");
         }
 
+        return version;
+    }
+
+    private static int ReadClusterBits(ReadOnlySpan<byte> head, string path)
+    {
         uint clusterBits = BinaryPrimitives.ReadUInt32BigEndian(head[20..]);
         if (clusterBits < MinClusterBits || clusterBits > MaxClusterBits)
         {
             throw ImageErrors.Invalid(ImageErrorIds.InvalidClusterSize, path, $"cluster_bits {clusterBits} is outside {MinClusterBits}..{MaxClusterBits}.");
         }
 
-        int cb = (int)clusterBits;
-        ulong clusterSize = 1UL << cb;
-        ulong incompatible = 0, compatible = 0, autoclear = 0;
-        int refcountOrder = 4;
-        uint headerLength = V2HeaderLength;
-        byte compression = 0;
-        if (version >= 3)
+        return (int)clusterBits;
+    }
+
+    /// <summary>The version 3 fields (bytes 72..104 and the compression type at 104); version 2 has their defaults.</summary>
+    private static Features ReadV3Fields(ReadOnlySpan<byte> head, ulong clusterSize, string path)
+    {
+        if (head.Length < 104)
         {
-            if (head.Length < 104)
-            {
-                throw ImageErrors.Invalid(ImageErrorIds.HeaderTruncated, path, "the qcow2 v3 header is truncated.");
-            }
-
-            incompatible = BinaryPrimitives.ReadUInt64BigEndian(head[72..]);
-            compatible = BinaryPrimitives.ReadUInt64BigEndian(head[80..]);
-            autoclear = BinaryPrimitives.ReadUInt64BigEndian(head[88..]);
-            uint order = BinaryPrimitives.ReadUInt32BigEndian(head[96..]);
-            headerLength = BinaryPrimitives.ReadUInt32BigEndian(head[100..]);
-            if (headerLength < 104 || headerLength > clusterSize)
-            {
-                throw ImageErrors.Invalid(ImageErrorIds.InvalidHeaderLength, path, $"header_length {headerLength} is invalid.");
-            }
-
-            if (headerLength > head.Length)
-            {
-                throw ImageErrors.Invalid(ImageErrorIds.HeaderTruncated, path, "the qcow2 header is longer than the file.");
-            }
-
-            if (order > 6)
-            {
-                throw ImageErrors.Invalid(ImageErrorIds.InvalidRefcountOrder, path, $"refcount_order {order} is greater than 6.");
-            }
-
-            refcountOrder = (int)order;
-            if (headerLength > 104)
-            {
-                compression = head[104];
-            }
+            throw ImageErrors.Invalid(ImageErrorIds.HeaderTruncated, path, "the qcow2 v3 header is truncated.");
         }
 
+        ulong incompatible = BinaryPrimitives.ReadUInt64BigEndian(head[72..]);
+        ulong compatible = BinaryPrimitives.ReadUInt64BigEndian(head[80..]);
+        ulong autoclear = BinaryPrimitives.ReadUInt64BigEndian(head[88..]);
+        uint order = BinaryPrimitives.ReadUInt32BigEndian(head[96..]);
+        uint headerLength = BinaryPrimitives.ReadUInt32BigEndian(head[100..]);
+        if (headerLength < 104 || headerLength > clusterSize)
+        {
+            throw ImageErrors.Invalid(ImageErrorIds.InvalidHeaderLength, path, $"header_length {headerLength} is invalid.");
+        }
+
+        if (headerLength > head.Length)
+        {
+            throw ImageErrors.Invalid(ImageErrorIds.HeaderTruncated, path, "the qcow2 header is longer than the file.");
+        }
+
+        if (order > 6)
+        {
+            throw ImageErrors.Invalid(ImageErrorIds.InvalidRefcountOrder, path, $"refcount_order {order} is greater than 6.");
+        }
+
+        byte compression = headerLength > 104 ? head[104] : (byte)0;
+        return new Features(incompatible, compatible, autoclear, (int)order, headerLength, compression);
+    }
+
+    private static void CheckFeatures(Features features, int clusterBits, string path)
+    {
+        ulong incompatible = features.Incompatible;
         if ((incompatible & ~IncompatKnown) != 0)
         {
             throw ImageErrors.NotSupported(ImageErrorIds.UnsupportedFeature, path, $"unknown incompatible feature(s): {incompatible & ~IncompatKnown:x}.");
         }
 
-        if (compression > 1)
+        if (features.Compression > 1)
         {
-            throw ImageErrors.Invalid(ImageErrorIds.InvalidCompressionType, path, $"unknown compression type {compression}.");
+            throw ImageErrors.Invalid(ImageErrorIds.InvalidCompressionType, path, $"unknown compression type {features.Compression}.");
         }
 
-        if ((compression != 0) != ((incompatible & IncompatCompression) != 0))
+        if ((features.Compression != 0) != ((incompatible & IncompatCompression) != 0))
         {
             throw ImageErrors.Invalid(ImageErrorIds.InvalidCompressionType, path, "the compression type field and the compression-type feature bit disagree.");
         }
 
-        if ((incompatible & IncompatExtendedL2) != 0 && cb < 14)
+        if ((incompatible & IncompatExtendedL2) != 0 && clusterBits < 14)
         {
             throw ImageErrors.Invalid(ImageErrorIds.InvalidClusterSize, path, "extended L2 entries need clusters of at least 16 KiB.");
         }
+    }
 
-        uint cryptMethod = BinaryPrimitives.ReadUInt32BigEndian(head[32..]);
-        if (cryptMethod > 2)
-        {
-            throw ImageErrors.Invalid(ImageErrorIds.InvalidEncryptionMethod, path, $"unknown encryption method {cryptMethod}.");
-        }
-
-        ulong size = BinaryPrimitives.ReadUInt64BigEndian(head[24..]);
+    /// <summary>l1_size and l1_table_offset: large enough for the virtual size, within qemu's limit, inside the file.</summary>
+    private static (uint Size, ulong Offset) ReadL1Table(ReadOnlySpan<byte> head, ulong size, ulong clusterSize, ulong incompatible, ulong fileLength, string path)
+    {
         ulong l2Span = clusterSize / ((incompatible & IncompatExtendedL2) != 0 ? 16UL : 8UL) * clusterSize;
         ulong l1Needed = L1EntriesFor(size, l2Span);
         if (l1Needed > int.MaxValue)
@@ -194,59 +261,56 @@ internal sealed class Qcow2Header
             CheckTable(l1Offset, (ulong)l1Size * 8, clusterSize, fileLength, path, "L1 table");
         }
 
-        ulong refcountTableOffset = BinaryPrimitives.ReadUInt64BigEndian(head[48..]);
-        uint refcountTableClusters = BinaryPrimitives.ReadUInt32BigEndian(head[56..]);
-        if (refcountTableClusters == 0)
+        return (l1Size, l1Offset);
+    }
+
+    private static (ulong Offset, uint Clusters) ReadRefcountTable(ReadOnlySpan<byte> head, ulong clusterSize, ulong fileLength, string path)
+    {
+        ulong offset = BinaryPrimitives.ReadUInt64BigEndian(head[48..]);
+        uint clusters = BinaryPrimitives.ReadUInt32BigEndian(head[56..]);
+        if (clusters == 0)
         {
             throw ImageErrors.Invalid(ImageErrorIds.InvalidMetadata, path, "the image has no refcount table.");
         }
 
-        if ((ulong)refcountTableClusters * clusterSize > MaxRefcountTableBytes)
+        if ((ulong)clusters * clusterSize > MaxRefcountTableBytes)
         {
-            throw ImageErrors.Invalid(ImageErrorIds.RefcountTableTooLarge, path, $"the refcount table ({refcountTableClusters} clusters) exceeds qemu's 8 MiB limit.");
+            throw ImageErrors.Invalid(ImageErrorIds.RefcountTableTooLarge, path, $"the refcount table ({clusters} clusters) exceeds qemu's 8 MiB limit.");
         }
 
-        CheckTable(refcountTableOffset, (ulong)refcountTableClusters * clusterSize, clusterSize, fileLength, path, "refcount table");
+        CheckTable(offset, (ulong)clusters * clusterSize, clusterSize, fileLength, path, "refcount table");
+        return (offset, clusters);
+    }
 
-        uint snapshotCount = BinaryPrimitives.ReadUInt32BigEndian(head[60..]);
-        ulong snapshotsOffset = BinaryPrimitives.ReadUInt64BigEndian(head[64..]);
-        if (snapshotCount > MaxSnapshots)
+    /// <summary>The backing file name, which must lie in cluster 0 (null when the image has none).</summary>
+    private static string? ReadBackingName(ReadOnlySpan<byte> head, ulong offset, uint size, ulong clusterSize, string path)
+    {
+        if (offset == 0)
         {
-            throw ImageErrors.Invalid(ImageErrorIds.TooManySnapshots, path, $"{snapshotCount} snapshots exceed qemu's limit of {MaxSnapshots}.");
+            return null;
         }
 
-        if (snapshotCount > 0)
+        if (offset >= clusterSize || size > MaxBackingNameLength || size > clusterSize - offset)
         {
-            // 40 bytes is the fixed part of each entry; the variable parts are checked while reading.
-            CheckTable(snapshotsOffset, (ulong)snapshotCount * 40, clusterSize, fileLength, path, "snapshot table");
+            throw ImageErrors.Invalid(ImageErrorIds.InvalidBackingName, path, "the backing file name is too long or lies outside cluster 0.");
         }
 
-        ulong backingOffset = BinaryPrimitives.ReadUInt64BigEndian(head[8..]);
-        uint backingSize = BinaryPrimitives.ReadUInt32BigEndian(head[16..]);
-        string? backingFile = null;
-        if (backingOffset != 0)
+        if (offset + size > (ulong)head.Length)
         {
-            if (backingOffset >= clusterSize || backingSize > MaxBackingNameLength || backingSize > clusterSize - backingOffset)
-            {
-                throw ImageErrors.Invalid(ImageErrorIds.InvalidBackingName, path, "the backing file name is too long or lies outside cluster 0.");
-            }
-
-            if (backingOffset + backingSize > (ulong)head.Length)
-            {
-                throw ImageErrors.Invalid(ImageErrorIds.HeaderTruncated, path, "the backing file name lies past the end of the file.");
-            }
-
-            backingFile = DecodeString(head.Slice((int)backingOffset, (int)backingSize));
+            throw ImageErrors.Invalid(ImageErrorIds.HeaderTruncated, path, "the backing file name lies past the end of the file.");
         }
 
-        // Extensions run from the header's end to the backing name (or the end of cluster 0).
-        ulong extEnd = backingOffset != 0 ? backingOffset : clusterSize;
-        extEnd = Math.Min(extEnd, (ulong)head.Length);
+        return DecodeString(head.Slice((int)offset, (int)size));
+    }
+
+    /// <summary>The header extensions the engine uses (qcow2.rst "Header extensions"), from the header's end to <paramref name="end"/>.</summary>
+    private static (string? BackingFormat, string? DataFile, bool HasBitmaps) ReadExtensions(ReadOnlySpan<byte> head, uint headerLength, ulong end, string path)
+    {
         ulong offset = headerLength;
         string? backingFormat = null;
         string? dataFile = null;
         bool hasBitmaps = false;
-        while (offset + 8 <= extEnd)
+        while (offset + 8 <= end)
         {
             uint type = BinaryPrimitives.ReadUInt32BigEndian(head[(int)offset..]);
             uint length = BinaryPrimitives.ReadUInt32BigEndian(head[((int)offset + 4)..]);
@@ -256,7 +320,7 @@ internal sealed class Qcow2Header
                 break;
             }
 
-            if (length > extEnd - offset)
+            if (length > end - offset)
             {
                 throw ImageErrors.Invalid(ImageErrorIds.InvalidHeaderExtension, path, $"header extension 0x{type:x8} is too large.");
             }
@@ -283,31 +347,7 @@ internal sealed class Qcow2Header
             offset += (length + 7UL) & ~7UL;
         }
 
-        return new Qcow2Header
-        {
-            Version = version,
-            BackingFileOffset = backingOffset,
-            BackingFileSize = backingSize,
-            ClusterBits = cb,
-            Size = size,
-            CryptMethod = cryptMethod,
-            L1Size = l1Size,
-            L1TableOffset = l1Offset,
-            RefcountTableOffset = refcountTableOffset,
-            RefcountTableClusters = refcountTableClusters,
-            SnapshotCount = snapshotCount,
-            SnapshotsOffset = snapshotsOffset,
-            IncompatibleFeatures = incompatible,
-            CompatibleFeatures = compatible,
-            AutoclearFeatures = autoclear,
-            RefcountOrder = refcountOrder,
-            HeaderLength = headerLength,
-            CompressionType = compression,
-            BackingFile = backingFile,
-            BackingFormat = backingFormat,
-            DataFile = (incompatible & IncompatDataFile) != 0 ? dataFile : null,
-            HasBitmaps = hasBitmaps,
-        };
+        return (backingFormat, dataFile, hasBitmaps);
     }
 
     /// <summary>qemu's <c>validate_table_offset</c>, plus: the table must lie inside the file.</summary>
@@ -330,4 +370,7 @@ internal sealed class Qcow2Header
         int nul = bytes.IndexOf((byte)0);
         return Encoding.UTF8.GetString(nul >= 0 ? bytes[..nul] : bytes);
     }
+
+    /// <summary>The fields version 3 added: feature bits, refcount order, header length and compression type.</summary>
+    private readonly record struct Features(ulong Incompatible, ulong Compatible, ulong Autoclear, int RefcountOrder, uint HeaderLength, byte Compression);
 }

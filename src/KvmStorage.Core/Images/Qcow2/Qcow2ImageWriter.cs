@@ -9,8 +9,6 @@ namespace KvmStorage.Core.Images.Qcow2;
 /// <summary>Creates qcow2 images laid out like <c>qemu-img create</c> (block/qcow2.c, <c>qcow2_co_create</c>).</summary>
 public sealed class Qcow2ImageWriter : IImageFormatWriter
 {
-    internal const ulong CopiedFlag = 1UL << 63;
-    internal const ulong ZeroFlag = 1;
     private const int ChunkBytes = 4 * 1024 * 1024;
 
     private static readonly (byte Type, byte Bit, string Name)[] FeatureNames =
@@ -84,7 +82,7 @@ public sealed class Qcow2ImageWriter : IImageFormatWriter
         WriteL2Tables(handle, layout, version >= 3 && options.Preallocation == Preallocation.Metadata, cancellationToken);
         WriteL1Table(handle, layout);
         WriteRefcounts(handle, layout);
-        Qcow2Io.Write(handle, header, 0);
+        ImageIo.Write(handle, header, 0);
         progress?.Report(new ImageProgress(dataBytes, dataBytes));
     }
 
@@ -186,11 +184,11 @@ public sealed class Qcow2ImageWriter : IImageFormatWriter
             Array.Clear(buffer);
             for (ulong i = 0; i < count * entriesPerTable && guestCluster < layout.DataClusters; i++, guestCluster++)
             {
-                ulong entry = (layout.DataOffset + (guestCluster * cs)) | CopiedFlag | (zeroFlag ? ZeroFlag : 0);
+                ulong entry = Qcow2Entries.Owned(layout.DataOffset + (guestCluster * cs)) | (zeroFlag ? Qcow2Entries.ZeroFlag : 0);
                 BinaryPrimitives.WriteUInt64BigEndian(buffer.AsSpan((int)(i * 8)), entry);
             }
 
-            Qcow2Io.Write(handle, buffer.AsSpan(0, (int)(count * cs)), layout.L2Offset + (table * cs));
+            ImageIo.Write(handle, buffer.AsSpan(0, (int)(count * cs)), layout.L2Offset + (table * cs));
         }
     }
 
@@ -201,20 +199,20 @@ public sealed class Qcow2ImageWriter : IImageFormatWriter
             return;
         }
 
-        // qemu writes only the entries, so the file ends right after the L1 table (notes §4).
+        // qemu-img create writes the L1 entries only, not the rest of their cluster: the file ends right after them.
         byte[] l1 = new byte[layout.L1Size * 8];
         for (ulong i = 0; i < layout.L2Tables; i++)
         {
-            BinaryPrimitives.WriteUInt64BigEndian(l1.AsSpan((int)(i * 8)), (layout.L2Offset + (i * layout.ClusterSize)) | CopiedFlag);
+            BinaryPrimitives.WriteUInt64BigEndian(l1.AsSpan((int)(i * 8)), Qcow2Entries.Owned(layout.L2Offset + (i * layout.ClusterSize)));
         }
 
-        Qcow2Io.Write(handle, l1, layout.L1Offset);
+        ImageIo.Write(handle, l1, layout.L1Offset);
     }
 
     private static void WriteRefcounts(SafeFileHandle handle, Qcow2Layout layout)
     {
         ulong cs = layout.ClusterSize;
-        ulong perBlock = Qcow2Refcounts.EntriesPerBlock(layout.ClusterSize, layout.RefcountBits);
+        ulong perBlock = Qcow2Entries.RefcountsPerBlock(layout.ClusterSize, layout.RefcountBits);
         ulong used = layout.L1Size == 0 ? 1 + layout.RefcountTableClusters + layout.RefcountBlocks : layout.TotalClusters;
         byte[] table = new byte[layout.RefcountTableClusters * cs];
         byte[] block = new byte[cs];
@@ -225,14 +223,14 @@ public sealed class Qcow2ImageWriter : IImageFormatWriter
             ulong last = Math.Min(used, first + perBlock);
             for (ulong c = first; c < last; c++)
             {
-                Qcow2Refcounts.Set(block, c - first, layout.RefcountBits, 1);
+                Qcow2Entries.WriteRefcount(block, c - first, layout.RefcountBits, 1);
             }
 
             ulong blockOffset = layout.RefcountBlocksOffset + (b * cs);
-            Qcow2Io.Write(handle, block, blockOffset);
+            ImageIo.Write(handle, block, blockOffset);
             BinaryPrimitives.WriteUInt64BigEndian(table.AsSpan((int)(b * 8)), blockOffset);
         }
 
-        Qcow2Io.Write(handle, table, layout.RefcountTableOffset);
+        ImageIo.Write(handle, table, layout.RefcountTableOffset);
     }
 }

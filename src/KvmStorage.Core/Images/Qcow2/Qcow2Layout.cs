@@ -44,23 +44,9 @@ internal sealed class Qcow2Layout
         ulong l1Clusters = CeilDiv(l1Size * 8, clusterSize);
         ulong l2Tables = mapAllData ? l1Size : 0;
         ulong mapped = mapAllData ? dataClusters : 0;
-        ulong perBlock = Qcow2Refcounts.EntriesPerBlock(clusterSize, refcountBits);
+        ulong perBlock = Qcow2Entries.RefcountsPerBlock(clusterSize, refcountBits);
 
-        // The refcount structures count themselves, so grow them until they cover everything, themselves included.
-        ulong tableClusters = 1, blocks = 1;
-        while (true)
-        {
-            ulong total = 1 + tableClusters + blocks + l1Clusters + l2Tables + mapped;
-            ulong needBlocks = CeilDiv(total, perBlock);
-            ulong needTable = CeilDiv(needBlocks * 8, clusterSize);
-            if (needBlocks <= blocks && needTable <= tableClusters)
-            {
-                break;
-            }
-
-            blocks = Math.Max(blocks, needBlocks);
-            tableClusters = Math.Max(tableClusters, needTable);
-        }
+        (ulong blocks, ulong tableClusters) = RefcountStructure(1 + l1Clusters + l2Tables + mapped, perBlock, clusterSize);
 
         if (tableClusters * clusterSize > Qcow2Header.MaxRefcountTableBytes)
         {
@@ -82,9 +68,9 @@ internal sealed class Qcow2Layout
     }
 
     /// <summary>
-    /// The fixed front of an image whose data and L2 tables are appended afterwards (qemu-img convert's layout,
-    /// qcow2-notes §5): header, a refcount table sized for the fully allocated image, <paramref name="refcountBlocks"/>
-    /// refcount blocks, then the L1 table.
+    /// The fixed front of an image whose data and L2 tables are appended afterwards, as qemu-img convert lays out its
+    /// output (every later cluster is allocated at the end of the file in the order it is written): header, a refcount
+    /// table sized for the fully allocated image, <paramref name="refcountBlocks"/> refcount blocks, then the L1 table.
     /// </summary>
     public static Qcow2Layout ForAppend(Qcow2Layout fullyAllocated, ulong refcountBlocks) => new()
     {
@@ -98,6 +84,28 @@ internal sealed class Qcow2Layout
         L2Tables = 0,
         DataClusters = 0,
     };
+
+    /// <summary>
+    /// The refcount blocks and refcount table clusters that count <paramref name="otherClusters"/> clusters and themselves:
+    /// the refcount structures count themselves, so they grow until they cover everything, themselves included.
+    /// </summary>
+    public static (ulong Blocks, ulong TableClusters) RefcountStructure(ulong otherClusters, ulong perBlock, ulong clusterSize)
+    {
+        ulong tableClusters = 1, blocks = 1;
+        while (true)
+        {
+            ulong total = otherClusters + tableClusters + blocks;
+            ulong needBlocks = CeilDiv(total, perBlock);
+            ulong needTable = CeilDiv(needBlocks * 8, clusterSize);
+            if (needBlocks <= blocks && needTable <= tableClusters)
+            {
+                return (blocks, tableClusters);
+            }
+
+            blocks = Math.Max(blocks, needBlocks);
+            tableClusters = Math.Max(tableClusters, needTable);
+        }
+    }
 
     public static ulong CeilDiv(ulong value, ulong divisor) => (value / divisor) + (value % divisor != 0 ? 1UL : 0UL);
 }

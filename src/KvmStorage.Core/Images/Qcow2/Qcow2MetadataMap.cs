@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using KvmStorage.Core.Errors;
+using KvmStorage.Core.IO;
 using Microsoft.Win32.SafeHandles;
 
 namespace KvmStorage.Core.Images.Qcow2;
@@ -32,8 +33,6 @@ internal enum Qcow2MetadataKind
 /// </remarks>
 internal sealed class Qcow2MetadataMap
 {
-    private const ulong OffsetMask = 0x00FFFFFFFFFFFE00UL;
-
     private readonly Dictionary<ulong, Qcow2MetadataKind> clusters = [];
     private readonly SafeFileHandle handle;
     private readonly string path;
@@ -70,10 +69,10 @@ internal sealed class Qcow2MetadataMap
         {
             ulong l1Bytes = (ulong)header.L1Size * 8;
             map.Add(Qcow2MetadataKind.ActiveL1, header.L1TableOffset, l1Bytes);
-            byte[] l1 = Qcow2Io.ReadBytes(handle, header.L1TableOffset, (int)Math.Min(l1Bytes, fileLength - header.L1TableOffset), path);
+            byte[] l1 = ImageIo.ReadBytes(handle, header.L1TableOffset, (int)Math.Min(l1Bytes, fileLength - header.L1TableOffset), path);
             for (int i = 0; i + 8 <= l1.Length; i += 8)
             {
-                ulong l2 = BinaryPrimitives.ReadUInt64BigEndian(l1.AsSpan(i)) & OffsetMask;
+                ulong l2 = Qcow2Entries.HostOffset(BinaryPrimitives.ReadUInt64BigEndian(l1.AsSpan(i)));
                 if (l2 != 0)
                 {
                     map.Add(Qcow2MetadataKind.ActiveL2, l2, header.ClusterSize);
@@ -227,11 +226,11 @@ internal sealed class Qcow2MetadataMap
 
         try
         {
-            byte[] field = Qcow2Io.ReadBytes(handle, 72, 8, path);
+            byte[] field = ImageIo.ReadBytes(handle, 72, 8, path);
             ulong features = BinaryPrimitives.ReadUInt64BigEndian(field) | Qcow2Header.IncompatCorrupt;
             BinaryPrimitives.WriteUInt64BigEndian(field, features);
-            Qcow2Io.Write(handle, field, 72);
-            Qcow2Resizer.Flush(handle);
+            ImageIo.Write(handle, field, 72);
+            PositionalFile.Flush(handle);
             return true;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or KvmStorageException)

@@ -46,7 +46,7 @@ public sealed class Qcow2Reader : IImageFormatReader
                 RefcountBits = header.RefcountBits,
                 LazyRefcounts = header.LazyRefcounts,
                 Corrupt = header.Corrupt,
-                CompressionType = header.CompressionType == 1 ? "zstd" : "zlib",
+                CompressionType = header.CompressionType == CompressionType.Zstd ? "zstd" : "zlib",
                 ExtendedL2 = header.ExtendedL2,
                 IncompatibleFeatures = header.IncompatibleFeatures,
                 CompatibleFeatures = header.CompatibleFeatures,
@@ -67,7 +67,7 @@ public sealed class Qcow2Reader : IImageFormatReader
         }
 
         // Bounded: at most one cluster, and cluster_bits was checked to be ≤ 21 (2 MiB).
-        byte[] whole = Qcow2Io.ReadBytes(handle, 0, (int)cluster0, path);
+        byte[] whole = ImageIo.ReadBytes(handle, 0, (int)cluster0, path);
         return Qcow2Header.Parse(whole, fileLength, path);
     }
 }

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using KvmStorage.Core.Errors;
+using KvmStorage.Core.IO;
 using Microsoft.Win32.SafeHandles;
 
 namespace KvmStorage.Core.Images.Qcow2;
@@ -11,12 +12,10 @@ namespace KvmStorage.Core.Images.Qcow2;
 /// </summary>
 internal static class Qcow2Resizer
 {
-    private const ulong OffsetMask = 0x00FFFFFFFFFFFE00UL;
-
     public static void Resize(SafeFileHandle handle, string path, ulong newSize, ImageResizeOptions options)
     {
         ulong fileLength = (ulong)RandomAccess.GetLength(handle);
-        byte[] head = Qcow2Io.ReadBytes(handle, 0, (int)Math.Min(64UL * 1024, fileLength), path);
+        byte[] head = ImageIo.ReadBytes(handle, 0, (int)Math.Min(64UL * 1024, fileLength), path);
         Qcow2Header header = Qcow2Reader.ReadHeader(handle, head, fileLength, path);
         if (header.Dirty)
         {
@@ -68,18 +67,18 @@ internal static class Qcow2Resizer
         ulong cs = header.ClusterSize;
         ulong firstGone = Qcow2Layout.CeilDiv(newSize, cs);
         ulong l2Entries = header.L2Entries;
-        byte[] l1 = header.L1Size == 0 ? [] : Qcow2Io.ReadBytes(handle, header.L1TableOffset, (int)(header.L1Size * 8), path);
+        byte[] l1 = header.L1Size == 0 ? [] : ImageIo.ReadBytes(handle, header.L1TableOffset, (int)(header.L1Size * 8), path);
         byte[] l2 = new byte[cs];
         for (ulong i = firstGone / l2Entries; i < header.L1Size; i++)
         {
-            ulong l2Offset = BinaryPrimitives.ReadUInt64BigEndian(l1.AsSpan((int)(i * 8))) & OffsetMask;
+            ulong l2Offset = Qcow2Entries.HostOffset(BinaryPrimitives.ReadUInt64BigEndian(l1.AsSpan((int)(i * 8))));
             if (l2Offset == 0)
             {
                 continue;
             }
 
             CheckCluster(l2Offset, cs, handle, path);
-            Qcow2Io.ReadExactly(handle, l2, l2Offset, path);
+            ImageIo.ReadExactly(handle, l2, l2Offset, path);
             for (ulong j = 0; j < l2Entries; j++)
             {
                 if ((i * l2Entries) + j < firstGone)
@@ -100,7 +99,7 @@ internal static class Qcow2Resizer
         }
 
         WriteHeaderFields(handle, head, newSize, header.L1Size, header.L1TableOffset);
-        Flush(handle);
+        PositionalFile.Flush(handle);
     }
 
     private static void Grow(SafeFileHandle handle, string path, Qcow2Header header, byte[] head, ulong fileLength, ulong newSize, ImageResizeOptions options)
@@ -119,7 +118,7 @@ internal static class Qcow2Resizer
         if (newL1Size <= header.L1Size)
         {
             WriteHeaderFields(handle, head, newSize, header.L1Size, header.L1TableOffset);
-            Flush(handle);
+            PositionalFile.Flush(handle);
             return;
         }
 
@@ -138,21 +137,21 @@ internal static class Qcow2Resizer
         byte[] l1 = new byte[l1Clusters * cs];
         if (header.L1Size > 0)
         {
-            Qcow2Io.ReadExactly(handle, l1.AsSpan(0, (int)(header.L1Size * 8)), header.L1TableOffset, path);
+            ImageIo.ReadExactly(handle, l1.AsSpan(0, (int)(header.L1Size * 8)), header.L1TableOffset, path);
         }
 
-        Qcow2Io.Write(handle, l1, newL1Offset);
-        Flush(handle);
+        ImageIo.Write(handle, l1, newL1Offset);
+        PositionalFile.Flush(handle);
 
         // The header switches to the new L1 in one sector write, after the table is durable.
         WriteHeaderFields(handle, head, newSize, (uint)newL1Size, newL1Offset);
-        Flush(handle);
+        PositionalFile.Flush(handle);
 
         // Only now is the old L1 unreferenced: freeing it earlier could corrupt, freeing it late only leaks on a crash.
         if (header.L1Size > 0)
         {
             refcounts.Free(header.L1TableOffset / cs, Qcow2Layout.CeilDiv(header.L1Size * 8UL, cs));
-            Flush(handle);
+            PositionalFile.Flush(handle);
         }
     }
 
@@ -163,16 +162,8 @@ internal static class Qcow2Resizer
         BinaryPrimitives.WriteUInt64BigEndian(fields, size);
         BinaryPrimitives.WriteUInt32BigEndian(fields.AsSpan(12), l1Size);
         BinaryPrimitives.WriteUInt64BigEndian(fields.AsSpan(16), l1Offset);
-        Qcow2Io.Write(handle, fields, 24);
+        ImageIo.Write(handle, fields, 24);
         fields.CopyTo(head, 24);
-    }
-
-    internal static void Flush(SafeFileHandle handle)
-    {
-        if (KvmStorage.Core.IO.NativeMethods.fsync((int)handle.DangerousGetHandle()) != 0)
-        {
-            throw new IOException("fsync failed.");
-        }
     }
 
     internal static void CheckCluster(ulong offset, ulong clusterSize, SafeFileHandle handle, string path)

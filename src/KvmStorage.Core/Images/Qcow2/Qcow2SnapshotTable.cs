@@ -80,7 +80,7 @@ internal static class Qcow2SnapshotTable
                 L1TableOffset = l1Offset,
                 L1Size = l1Size,
             };
-            snapshots.Add(new Entry(info, Qcow2Io.ReadBytes(handle, entryStart, (int)entryLength, path)));
+            snapshots.Add(new Entry(info, ImageIo.ReadBytes(handle, entryStart, (int)entryLength, path)));
         }
 
         return snapshots;
@@ -152,7 +152,7 @@ internal static class Qcow2SnapshotTable
                 throw ImageErrors.Invalid(ImageErrorIds.InvalidSnapshotTable, path, "the snapshot table runs past the end of the file.");
             }
 
-            Qcow2Io.ReadExactly(handle, buffer, Position, path);
+            ImageIo.ReadExactly(handle, buffer, Position, path);
             Position += (ulong)buffer.Length;
         }
 

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using KvmStorage.Core.Errors;
+using KvmStorage.Core.IO;
 using Microsoft.Win32.SafeHandles;
 
 namespace KvmStorage.Core.Images.Qcow2;
@@ -10,8 +11,6 @@ namespace KvmStorage.Core.Images.Qcow2;
 /// </summary>
 internal sealed class RefcountEditor
 {
-    private const ulong OffsetMask = 0xFFFFFFFFFFFFFE00UL;
-
     private readonly SafeFileHandle handle;
     private readonly string path;
     private readonly ulong clusterSize;
@@ -28,14 +27,14 @@ internal sealed class RefcountEditor
         this.path = path;
         clusterSize = header.ClusterSize;
         bits = header.RefcountBits;
-        perBlock = Qcow2Refcounts.EntriesPerBlock(header.ClusterSize, bits);
+        perBlock = Qcow2Entries.RefcountsPerBlock(header.ClusterSize, bits);
         tableOffset = header.RefcountTableOffset;
         tableClusters = header.RefcountTableClusters;
-        byte[] raw = Qcow2Io.ReadBytes(handle, tableOffset, (int)(tableClusters * clusterSize), path);
+        byte[] raw = ImageIo.ReadBytes(handle, tableOffset, (int)(tableClusters * clusterSize), path);
         table = new ulong[raw.Length / 8];
         for (int i = 0; i < table.Length; i++)
         {
-            table[i] = BinaryPrimitives.ReadUInt64BigEndian(raw.AsSpan(i * 8)) & OffsetMask;
+            table[i] = Qcow2Entries.RefcountBlockOffset(BinaryPrimitives.ReadUInt64BigEndian(raw.AsSpan(i * 8)));
         }
 
         // Allocate after both the file's end and the last refcounted cluster (qemu's qcow2_get_last_cluster).
@@ -50,7 +49,7 @@ internal sealed class RefcountEditor
             byte[] block = Block(b);
             for (ulong i = perBlock; i-- > 0;)
             {
-                if (Qcow2Refcounts.Get(block, i, bits) != 0)
+                if (Qcow2Entries.ReadRefcount(block, i, bits) != 0)
                 {
                     lastUsed = Math.Max(lastUsed, (b * perBlock) + i + 1);
                     break;
@@ -75,7 +74,7 @@ internal sealed class RefcountEditor
     public ulong Get(ulong cluster)
     {
         ulong b = cluster / perBlock;
-        return b >= (ulong)table.Length || table[b] == 0 ? 0 : Qcow2Refcounts.Get(Block(b), cluster % perBlock, bits);
+        return b >= (ulong)table.Length || table[b] == 0 ? 0 : Qcow2Entries.ReadRefcount(Block(b), cluster % perBlock, bits);
     }
 
     /// <summary>
@@ -122,8 +121,8 @@ internal sealed class RefcountEditor
 
             ulong b = cluster / perBlock;
             byte[] block = Block(b);
-            ulong value = Qcow2Refcounts.Get(block, cluster % perBlock, bits);
-            Qcow2Refcounts.Set(block, cluster % perBlock, bits, delta > 0 ? value + (ulong)delta : value - (ulong)(-delta));
+            ulong value = Qcow2Entries.ReadRefcount(block, cluster % perBlock, bits);
+            Qcow2Entries.WriteRefcount(block, cluster % perBlock, bits, delta > 0 ? value + (ulong)delta : value - (ulong)(-delta));
             touched.Add(b);
         }
 
@@ -192,7 +191,7 @@ internal sealed class RefcountEditor
             }
 
             ulong b = c / perBlock;
-            Qcow2Refcounts.Set(Block(b), c % perBlock, bits, 1);
+            Qcow2Entries.WriteRefcount(Block(b), c % perBlock, bits, 1);
             touched.Add(b);
         }
 
@@ -221,36 +220,36 @@ internal sealed class RefcountEditor
         // The blocks first: a table entry must never point at an unwritten block.
         foreach (ulong b in touched)
         {
-            Qcow2Io.Write(handle, blocks[b], table[b]);
+            ImageIo.Write(handle, blocks[b], table[b]);
         }
 
-        Qcow2Resizer.Flush(handle);
+        PositionalFile.Flush(handle);
         FreeStart = Math.Max(FreeStart, end);
         if (plan.TableClusters > 0)
         {
             ulong oldOffset = tableOffset, oldClusters = tableClusters;
             ulong newOffset = newTableOffset;
             EnsureTableLength(plan.TableClusters * clusterSize / 8);
-            Qcow2Io.Write(handle, SerializeTable(), newOffset);
-            Qcow2Resizer.Flush(handle);
+            ImageIo.Write(handle, SerializeTable(), newOffset);
+            PositionalFile.Flush(handle);
 
             // One write of bytes 48..59 switches tables (qcow2.rst "Header": refcount_table_offset and _clusters).
             byte[] fields = new byte[12];
             BinaryPrimitives.WriteUInt64BigEndian(fields, newOffset);
             BinaryPrimitives.WriteUInt32BigEndian(fields.AsSpan(8), (uint)plan.TableClusters);
-            Qcow2Io.Write(handle, fields, 48);
-            Qcow2Resizer.Flush(handle);
+            ImageIo.Write(handle, fields, 48);
+            PositionalFile.Flush(handle);
             tableOffset = newOffset;
             tableClusters = plan.TableClusters;
             Map.Remove(Qcow2MetadataKind.RefcountTable, oldOffset, oldClusters * clusterSize);
             Map.Add(Qcow2MetadataKind.RefcountTable, newOffset, tableClusters * clusterSize);
             Free(oldOffset / clusterSize, oldClusters);
-            Qcow2Resizer.Flush(handle);
+            PositionalFile.Flush(handle);
         }
         else if (plan.MissingBlocks.Count > 0)
         {
-            Qcow2Io.Write(handle, SerializeTable(), tableOffset);
-            Qcow2Resizer.Flush(handle);
+            ImageIo.Write(handle, SerializeTable(), tableOffset);
+            PositionalFile.Flush(handle);
         }
     }
 
@@ -267,10 +266,10 @@ internal sealed class RefcountEditor
             }
 
             byte[] block = Block(b);
-            ulong value = Qcow2Refcounts.Get(block, c % perBlock, bits);
+            ulong value = Qcow2Entries.ReadRefcount(block, c % perBlock, bits);
             if (value > 0)
             {
-                Qcow2Refcounts.Set(block, c % perBlock, bits, value - 1);
+                Qcow2Entries.WriteRefcount(block, c % perBlock, bits, value - 1);
                 touched.Add(b);
             }
         }
@@ -288,7 +287,7 @@ internal sealed class RefcountEditor
 
         foreach (ulong b in touched)
         {
-            Qcow2Io.Write(handle, blocks[b], table[b]);
+            ImageIo.Write(handle, blocks[b], table[b]);
         }
     }
 
@@ -303,7 +302,7 @@ internal sealed class RefcountEditor
 
         ulong offset = table[index];
         Qcow2Resizer.CheckCluster(offset, clusterSize, handle, path);
-        block = Qcow2Io.ReadBytes(handle, offset, (int)clusterSize, path);
+        block = ImageIo.ReadBytes(handle, offset, (int)clusterSize, path);
         blocks[index] = block;
         return block;
     }

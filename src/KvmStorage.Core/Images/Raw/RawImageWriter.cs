@@ -50,7 +50,7 @@ public sealed class RawImageWriter : IImageFormatWriter
             return;
         }
 
-        int error = ImageNativeMethods.PosixFallocate((int)handle.DangerousGetHandle(), (long)offset, (long)length);
+        int error = NativeMethods.posix_fallocate((int)handle.DangerousGetHandle(), (long)offset, (long)length);
         if (error == 27)
         {
             // EFBIG: past the largest file the file system holds.

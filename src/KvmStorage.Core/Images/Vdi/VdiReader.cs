@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using Microsoft.Win32.SafeHandles;
 using static KvmStorage.Core.Images.ForeignImageFile;
 
@@ -9,7 +8,6 @@ public sealed class VdiReader : IImageFormatReader
 {
     private const uint Signature = 0xBEDA107F;
     private const uint Version11 = 0x00010001;
-    private const int HeaderLength = 512;
     private const uint DefaultBlockSize = 1024 * 1024;
     private const uint MaxBlocksInImage = uint.MaxValue / sizeof(uint);
 
@@ -20,7 +18,7 @@ public sealed class VdiReader : IImageFormatReader
     public bool Probe(ImageProbe probe)
     {
         ArgumentNullException.ThrowIfNull(probe);
-        return probe.Head.Length >= HeaderLength && BinaryPrimitives.ReadUInt32LittleEndian(probe.Head.AsSpan(0x40)) == Signature;
+        return probe.Head.Length >= VdiHeader.Length && VdiHeader.Parse(probe.Head).Signature == Signature;
     }
 
     public ImageInfo ReadInfo(SafeFileHandle handle, ImageProbe probe, ulong actualSize)
@@ -28,15 +26,8 @@ public sealed class VdiReader : IImageFormatReader
         ArgumentNullException.ThrowIfNull(handle);
         ArgumentNullException.ThrowIfNull(probe);
         string path = Path.GetFullPath(probe.Path);
-        ReadOnlySpan<byte> h = ReadExactly(handle, path, probe.FileLength, 0, HeaderLength, "VDI header");
-        uint signature = BinaryPrimitives.ReadUInt32LittleEndian(h[0x40..]);
-        uint version = BinaryPrimitives.ReadUInt32LittleEndian(h[0x44..]);
-        uint bmapOffset = BinaryPrimitives.ReadUInt32LittleEndian(h[0x154..]);
-        uint dataOffset = BinaryPrimitives.ReadUInt32LittleEndian(h[0x158..]);
-        uint sectorSize = BinaryPrimitives.ReadUInt32LittleEndian(h[0x168..]);
-        ulong diskSize = BinaryPrimitives.ReadUInt64LittleEndian(h[0x170..]);
-        uint blockSize = BinaryPrimitives.ReadUInt32LittleEndian(h[0x178..]);
-        uint blocksInImage = BinaryPrimitives.ReadUInt32LittleEndian(h[0x180..]);
+        ReadOnlySpan<byte> h = ReadExactly(handle, path, probe.FileLength, 0, VdiHeader.Length, "VDI header");
+        (uint signature, uint version, uint bmapOffset, uint dataOffset, uint sectorSize, ulong diskSize, uint blockSize, _, uint blocksInImage, _) = VdiHeader.Parse(h);
         ReadOnlySpan<byte> linkUuid = h.Slice(0x1A8, 16);
         ReadOnlySpan<byte> parentUuid = h.Slice(0x1B8, 16);
 

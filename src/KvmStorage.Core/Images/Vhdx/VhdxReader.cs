@@ -13,22 +13,9 @@ public sealed class VhdxReader : IImageFormatReader
 {
     private const ulong HeaderOffset1 = 64 * 1024;
     private const ulong HeaderOffset2 = 128 * 1024;
-    private const ulong RegionTableOffset = 192 * 1024;
     private const int HeaderLength = 4096;
-    private const int RegionTableLength = 64 * 1024;
-    private const int MetadataTableLength = 64 * 1024;
-    private const int MaxEntries = 2047;
     private const ulong Mib = 1024 * 1024;
     private const ulong MaxImageSize = 64UL * 1024 * 1024 * 1024 * 1024;
-
-    private static readonly Guid BatRegion = new("2DC27766-F623-4200-9D64-115E9BFD4A08");
-    private static readonly Guid MetadataRegion = new("8B7CA206-4790-4B9A-B8FE-575F050F886E");
-    private static readonly Guid FileParameters = new("CAA16737-FA36-4D43-B3B6-33F0AA44E76B");
-    private static readonly Guid VirtualDiskSize = new("2FA54224-CD1B-4876-B211-5DBED83BF4B8");
-    private static readonly Guid Page83Data = new("BECA12AB-B2E6-4523-93EF-C309E000C746");
-    private static readonly Guid LogicalSectorSize = new("8141BF1D-A96F-4709-BA47-F233A8FAAB5F");
-    private static readonly Guid PhysicalSectorSize = new("CDA348C7-445D-4471-9CC9-E9885251C556");
-    private static readonly Guid ParentLocator = new("A8D35F2D-B30B-454D-ABF7-D3D84834AB0C");
 
     public ImageFormat Format => ImageFormat.Vhdx;
 
@@ -107,29 +94,24 @@ public sealed class VhdxReader : IImageFormatReader
 
     private static (ulong Offset, uint Length) ReadRegionTable(SafeFileHandle handle, string path, ulong length)
     {
-        byte[] table = ReadExactly(handle, path, length, RegionTableOffset, RegionTableLength, "VHDX region table");
+        byte[] table = ReadExactly(handle, path, length, VhdxTables.RegionTableOffset, VhdxTables.RegionTableLength, "VHDX region table");
         if (!IsValid(table, "regi"u8))
         {
             throw Invalid(ForeignFormatErrorIds.VhdxRegionTableInvalid, path, "region table signature or CRC-32C is invalid.");
         }
 
-        uint count = BinaryPrimitives.ReadUInt32LittleEndian(table.AsSpan(8));
-        if (count > MaxEntries)
+        uint count = VhdxTables.RegionCount(table);
+        if (count > VhdxTables.MaxEntries)
         {
-            throw Invalid(ForeignFormatErrorIds.VhdxRegionTableInvalid, path, $"region table has {count} entries (at most {MaxEntries}).");
+            throw Invalid(ForeignFormatErrorIds.VhdxRegionTableInvalid, path, $"region table has {count} entries (at most {VhdxTables.MaxEntries}).");
         }
 
         ulong? metadataOffset = null;
         uint metadataLength = 0;
         bool bat = false;
         var seen = new List<(ulong Start, ulong End)>();
-        for (int i = 0; i < count; i++)
+        foreach ((Guid guid, ulong offset, uint regionLength, bool required) in VhdxTables.Regions(table))
         {
-            ReadOnlySpan<byte> e = table.AsSpan(16 + (i * 32), 32);
-            var guid = new Guid(e[..16]);
-            ulong offset = BinaryPrimitives.ReadUInt64LittleEndian(e[16..]);
-            uint regionLength = BinaryPrimitives.ReadUInt32LittleEndian(e[24..]);
-            bool required = (BinaryPrimitives.ReadUInt32LittleEndian(e[28..]) & 1) != 0;
             if (offset % Mib != 0 || regionLength % Mib != 0 || regionLength == 0 || offset > ulong.MaxValue - regionLength)
             {
                 throw Invalid(ForeignFormatErrorIds.VhdxRegionTableInvalid, path, "a region is not 1 MiB aligned.");
@@ -144,11 +126,11 @@ public sealed class VhdxReader : IImageFormatReader
             }
 
             seen.Add((offset, offset + regionLength));
-            if (guid == BatRegion)
+            if (guid == VhdxTables.BatRegion)
             {
                 bat = true;
             }
-            else if (guid == MetadataRegion)
+            else if (guid == VhdxTables.MetadataRegion)
             {
                 metadataOffset = offset;
                 metadataLength = regionLength;
@@ -169,16 +151,16 @@ public sealed class VhdxReader : IImageFormatReader
 
     private static (ulong VirtualSize, uint BlockSize) ReadMetadata(SafeFileHandle handle, string path, ulong length, ulong regionOffset, uint regionLength)
     {
-        byte[] table = ReadExactly(handle, path, length, regionOffset, MetadataTableLength, "VHDX metadata table");
+        byte[] table = ReadExactly(handle, path, length, regionOffset, VhdxTables.MetadataTableLength, "VHDX metadata table");
         if (!table.AsSpan().StartsWith("metadata"u8))
         {
             throw Invalid(ForeignFormatErrorIds.VhdxMetadataInvalid, path, "metadata table signature is invalid.");
         }
 
-        ushort count = BinaryPrimitives.ReadUInt16LittleEndian(table.AsSpan(10));
-        if (count > MaxEntries)
+        ushort count = VhdxTables.MetadataCount(table);
+        if (count > VhdxTables.MaxEntries)
         {
-            throw Invalid(ForeignFormatErrorIds.VhdxMetadataInvalid, path, $"metadata table has {count} entries (at most {MaxEntries}).");
+            throw Invalid(ForeignFormatErrorIds.VhdxMetadataInvalid, path, $"metadata table has {count} entries (at most {VhdxTables.MaxEntries}).");
         }
 
         byte[]? parameters = null;
@@ -186,13 +168,8 @@ public sealed class VhdxReader : IImageFormatReader
         byte[]? logical = null;
         byte[]? physical = null;
         bool page83 = false;
-        for (int i = 0; i < count; i++)
+        foreach ((Guid guid, uint offset, uint itemLength, bool required) in VhdxTables.MetadataItems(table))
         {
-            ReadOnlySpan<byte> e = table.AsSpan(32 + (i * 32), 32);
-            var guid = new Guid(e[..16]);
-            uint offset = BinaryPrimitives.ReadUInt32LittleEndian(e[16..]);
-            uint itemLength = BinaryPrimitives.ReadUInt32LittleEndian(e[20..]);
-            bool required = (BinaryPrimitives.ReadUInt32LittleEndian(e[24..]) & 4) != 0;
             byte[] Item(int expected)
             {
                 if (itemLength < expected || (ulong)offset + (ulong)expected > regionLength)
@@ -203,27 +180,27 @@ public sealed class VhdxReader : IImageFormatReader
                 return ReadExactly(handle, path, length, regionOffset + offset, expected, $"VHDX metadata item {guid}");
             }
 
-            if (guid == FileParameters)
+            if (guid == VhdxTables.FileParameters)
             {
                 parameters = Item(8);
             }
-            else if (guid == VirtualDiskSize)
+            else if (guid == VhdxTables.VirtualDiskSize)
             {
                 size = Item(8);
             }
-            else if (guid == LogicalSectorSize)
+            else if (guid == VhdxTables.LogicalSectorSize)
             {
                 logical = Item(4);
             }
-            else if (guid == PhysicalSectorSize)
+            else if (guid == VhdxTables.PhysicalSectorSize)
             {
                 physical = Item(4);
             }
-            else if (guid == Page83Data)
+            else if (guid == VhdxTables.Page83Data)
             {
                 page83 = true;
             }
-            else if (guid == ParentLocator || required)
+            else if (guid == VhdxTables.ParentLocator || required)
             {
                 throw Invalid(ForeignFormatErrorIds.VhdxUnsupported, path, $"unsupported metadata item {guid} (differencing VHDX images are not supported).");
             }

@@ -218,20 +218,20 @@ internal static class VmdkDescriptor
     /// <summary>Just enough of sscanf to read descriptor lines exactly as glibc would.</summary>
     private ref struct Scanner
     {
-        private readonly string _text;
-        private int _p;
+        private readonly string text;
+        private int p;
 
         public Scanner(string text, int position)
         {
-            _text = text;
-            _p = position;
+            this.text = text;
+            p = position;
         }
 
         private void SkipSpace()
         {
-            while (_p < _text.Length && IsSpace(_text[_p]))
+            while (p < text.Length && IsSpace(text[p]))
             {
-                _p++;
+                p++;
             }
         }
 
@@ -241,42 +241,42 @@ internal static class VmdkDescriptor
         public string? Word(int width)
         {
             SkipSpace();
-            int start = _p;
-            while (_p < _text.Length && !IsSpace(_text[_p]) && _p - start < width)
+            int start = p;
+            while (p < text.Length && !IsSpace(text[p]) && p - start < width)
             {
-                _p++;
+                p++;
             }
 
-            return _p == start ? null : _text[start.._p];
+            return p == start ? null : text[start..p];
         }
 
         /// <summary><c>%ld</c> (strtol saturates on overflow).</summary>
         public long? Decimal()
         {
             SkipSpace();
-            int start = _p;
+            int start = p;
             bool negative = false;
-            if (_p < _text.Length && _text[_p] is '+' or '-')
+            if (p < text.Length && text[p] is '+' or '-')
             {
-                negative = _text[_p] == '-';
-                _p++;
+                negative = text[p] == '-';
+                p++;
             }
 
-            int digits = _p;
+            int digits = p;
             decimal value = 0;
-            while (_p < _text.Length && char.IsAsciiDigit(_text[_p]))
+            while (p < text.Length && char.IsAsciiDigit(text[p]))
             {
                 if (value <= long.MaxValue)
                 {
-                    value = (value * 10) + (_text[_p] - '0');
+                    value = (value * 10) + (text[p] - '0');
                 }
 
-                _p++;
+                p++;
             }
 
-            if (_p == digits)
+            if (p == digits)
             {
-                _p = start;
+                p = start;
                 return null;
             }
 
@@ -293,23 +293,23 @@ internal static class VmdkDescriptor
         {
             SkipSpace();
             bool negative = false;
-            if (_p < _text.Length && _text[_p] is '+' or '-')
+            if (p < text.Length && text[p] is '+' or '-')
             {
-                negative = _text[_p] == '-';
-                _p++;
+                negative = text[p] == '-';
+                p++;
             }
 
-            if (_p + 1 < _text.Length && _text[_p] == '0' && _text[_p + 1] is 'x' or 'X' && _p + 2 < _text.Length && char.IsAsciiHexDigit(_text[_p + 2]))
+            if (p + 1 < text.Length && text[p] == '0' && text[p + 1] is 'x' or 'X' && p + 2 < text.Length && char.IsAsciiHexDigit(text[p + 2]))
             {
-                _p += 2;
+                p += 2;
             }
 
-            int digits = _p;
+            int digits = p;
             ulong value = 0;
             bool saturated = false;
-            while (_p < _text.Length && char.IsAsciiHexDigit(_text[_p]))
+            while (p < text.Length && char.IsAsciiHexDigit(text[p]))
             {
-                int d = int.Parse(_text.AsSpan(_p, 1), NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+                int d = int.Parse(text.AsSpan(p, 1), NumberStyles.HexNumber, CultureInfo.InvariantCulture);
                 if (value > (ulong.MaxValue >> 4))
                 {
                     saturated = true;
@@ -319,10 +319,10 @@ internal static class VmdkDescriptor
                     value = (value << 4) | (uint)d;
                 }
 
-                _p++;
+                p++;
             }
 
-            if (_p == digits)
+            if (p == digits)
             {
                 return null;
             }
@@ -339,32 +339,32 @@ internal static class VmdkDescriptor
         public string? QuotedName(int width)
         {
             SkipSpace();
-            if (_p >= _text.Length || _text[_p] != '"')
+            if (p >= text.Length || text[p] != '"')
             {
                 return null;
             }
 
-            _p++;
-            int start = _p;
-            while (_p < _text.Length && _text[_p] is not ('\n' or '\r' or '"') && _p - start < width)
+            p++;
+            int start = p;
+            while (p < text.Length && text[p] is not ('\n' or '\r' or '"') && p - start < width)
             {
-                _p++;
+                p++;
             }
 
-            if (_p == start)
+            if (p == start)
             {
                 return null;
             }
 
-            string name = _text[start.._p];
+            string name = text[start..p];
             // The closing quote is a literal after the conversion: its absence ends the match count here.
-            if (_p < _text.Length && _text[_p] == '"')
+            if (p < text.Length && text[p] == '"')
             {
-                _p++;
+                p++;
             }
             else
             {
-                _p = _text.Length;
+                p = text.Length;
             }
 
             return name;

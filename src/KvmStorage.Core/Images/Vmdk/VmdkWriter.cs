@@ -15,10 +15,6 @@ namespace KvmStorage.Core.Images.Vmdk;
 /// </summary>
 public sealed class VmdkWriter : IImageFormatWriter
 {
-    private const ulong GrainSectors = 128;
-    private const uint GtesPerGt = 512;
-    private const ulong DescriptorSectors = 20;
-
     /// <summary>Grain table entries are 32-bit sector numbers: beyond 2 TiB the file could not address its grains.</summary>
     public const ulong MaxVirtualSize = 2UL * 1024 * 1024 * 1024 * 1024;
 
@@ -37,29 +33,9 @@ public sealed class VmdkWriter : IImageFormatWriter
 
         // qemu rounds the size up to whole sectors.
         ulong size = (requested + 511) / 512 * 512;
-        ulong capacity = size / 512;
-        ulong grains = (capacity + GrainSectors - 1) / GrainSectors;
-        ulong gtSectors = ((GtesPerGt * 4) + 511) / 512;
-        ulong gtCount = (grains + GtesPerGt - 1) / GtesPerGt;
-        ulong gdSectors = ((gtCount * 4) + 511) / 512;
-        ulong rgdOffset = 1 + DescriptorSectors;
-        ulong gdOffset = rgdOffset + gdSectors + (gtSectors * gtCount);
-        ulong grainOffset = (gdOffset + gdSectors + (gtSectors * gtCount) + GrainSectors - 1) / GrainSectors * GrainSectors;
-
-        var header = new VmdkSparseHeader(
-            Version: 1,
-            Flags: VmdkSparseHeader.FlagNewlineDetect | VmdkSparseHeader.FlagRedundantGd,
-            Capacity: capacity,
-            GrainSize: GrainSectors,
-            DescriptorOffset: 1,
-            DescriptorSize: DescriptorSectors,
-            GtesPerGt: GtesPerGt,
-            RedundantGdOffset: rgdOffset,
-            GdOffset: gdOffset,
-            OverHead: grainOffset,
-            CompressAlgorithm: 0);
-
-        ulong total = grainOffset * 512;
+        var layout = new VmdkSparseLayout(size / 512);
+        VmdkSparseHeader header = layout.Header(1, VmdkSparseHeader.FlagNewlineDetect | VmdkSparseHeader.FlagRedundantGd, 0);
+        ulong total = layout.GrainOffset * 512;
         byte[] sector = new byte[512];
         header.WriteTo(sector);
         byte[] descriptor = Encoding.ASCII.GetBytes(Descriptor(Path.GetFileName(path), size));
@@ -68,30 +44,9 @@ public sealed class VmdkWriter : IImageFormatWriter
         RandomAccess.SetLength(handle, checked((long)total));
         RandomAccess.Write(handle, sector, 0);
         RandomAccess.Write(handle, descriptor, 512);
-        WriteDirectory(handle, rgdOffset, gdSectors, gtSectors, gtCount, cancellationToken);
-        WriteDirectory(handle, gdOffset, gdSectors, gtSectors, gtCount, cancellationToken);
+        layout.WriteDirectory(handle, layout.RedundantGdOffset, cancellationToken);
+        layout.WriteDirectory(handle, layout.GdOffset, cancellationToken);
         progress?.Report(new ImageProgress(total, total));
-    }
-
-    /// <summary>A grain directory whose entries point at the grain tables that follow it.</summary>
-    private static void WriteDirectory(SafeFileHandle handle, ulong gdOffset, ulong gdSectors, ulong gtSectors, ulong gtCount, CancellationToken cancellationToken)
-    {
-        const int Chunk = 64 * 1024;
-        ulong bytes = gdSectors * 512;
-        byte[] buffer = new byte[Chunk];
-        ulong entry = 0;
-        for (ulong done = 0; done < bytes; done += Chunk)
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            int n = (int)Math.Min(Chunk, bytes - done);
-            Array.Clear(buffer);
-            for (int i = 0; i + 4 <= n && entry < gtCount; i += 4, entry++)
-            {
-                BinaryPrimitives.WriteUInt32LittleEndian(buffer.AsSpan(i), checked((uint)(gdOffset + gdSectors + (entry * gtSectors))));
-            }
-
-            RandomAccess.Write(handle, buffer.AsSpan(0, n), checked((long)((gdOffset * 512) + done)));
-        }
     }
 
     internal static string Descriptor(string fileName, ulong size, string createType = "monolithicSparse")

@@ -11,11 +11,8 @@ namespace KvmStorage.Core.Images.Vpc;
 /// </summary>
 public sealed class VpcReader : IImageFormatReader
 {
-    private const int FooterLength = 512;
-    private const uint TypeFixed = 2;
     private const ulong MaxSectors = 0xff000000;
     private const ulong MaxGeometry = 65535UL * 16 * 255;
-    private static readonly byte[] Cookie = "conectix"u8.ToArray();
     private static readonly byte[] SparseCookie = "cxsparse"u8.ToArray();
 
     public ImageFormat Format => ImageFormat.Vpc;
@@ -26,12 +23,12 @@ public sealed class VpcReader : IImageFormatReader
     public bool Probe(ImageProbe probe)
     {
         ArgumentNullException.ThrowIfNull(probe);
-        if (probe.Head.AsSpan().StartsWith(Cookie))
+        if (probe.Head.AsSpan().StartsWith(VpcHeaders.Cookie))
         {
             return true;
         }
 
-        return probe.FileLength >= FooterLength && probe.Tail.Length >= FooterLength && probe.Tail.AsSpan(probe.Tail.Length - FooterLength).StartsWith(Cookie);
+        return probe.FileLength >= VpcHeaders.FooterLength && probe.Tail.Length >= VpcHeaders.FooterLength && probe.Tail.AsSpan(probe.Tail.Length - VpcHeaders.FooterLength).StartsWith(VpcHeaders.Cookie);
     }
 
     public ImageInfo ReadInfo(SafeFileHandle handle, ImageProbe probe, ulong actualSize)
@@ -40,17 +37,17 @@ public sealed class VpcReader : IImageFormatReader
         ArgumentNullException.ThrowIfNull(probe);
         string path = Path.GetFullPath(probe.Path);
         ulong length = probe.FileLength;
-        if (length < FooterLength)
+        if (length < VpcHeaders.FooterLength)
         {
             throw Invalid(ForeignFormatErrorIds.VhdFooterInvalid, path, "the file is too small for a VHD footer.");
         }
 
-        byte[] footer = ReadExactly(handle, path, length, 0, FooterLength, "VHD footer copy");
+        byte[] footer = ReadExactly(handle, path, length, 0, VpcHeaders.FooterLength, "VHD footer copy");
         bool dynamic = true;
-        if (!footer.AsSpan().StartsWith(Cookie))
+        if (!footer.AsSpan().StartsWith(VpcHeaders.Cookie))
         {
-            footer = ReadExactly(handle, path, length, length - FooterLength, FooterLength, "VHD footer");
-            if (!footer.AsSpan().StartsWith(Cookie))
+            footer = ReadExactly(handle, path, length, length - VpcHeaders.FooterLength, VpcHeaders.FooterLength, "VHD footer");
+            if (!footer.AsSpan().StartsWith(VpcHeaders.Cookie))
             {
                 throw Invalid(ForeignFormatErrorIds.VhdFooterInvalid, path, "invalid VPC image (no \"conectix\" footer).");
             }
@@ -60,7 +57,7 @@ public sealed class VpcReader : IImageFormatReader
 
         uint checksum = BinaryPrimitives.ReadUInt32BigEndian(footer.AsSpan(64));
         uint sum = 0;
-        for (int i = 0; i < FooterLength; i++)
+        for (int i = 0; i < VpcHeaders.FooterLength; i++)
         {
             if (i is < 64 or >= 68)
             {
@@ -95,16 +92,13 @@ public sealed class VpcReader : IImageFormatReader
         uint? clusterSize = null;
         if (dynamic)
         {
-            ulong dataOffset = BinaryPrimitives.ReadUInt64BigEndian(f[16..]);
-            ReadOnlySpan<byte> d = ReadExactly(handle, path, length, dataOffset, 512, "VHD dynamic disk header");
+            ReadOnlySpan<byte> d = ReadExactly(handle, path, length, VpcHeaders.DynamicHeaderOffset(f), 512, "VHD dynamic disk header");
             if (!d.StartsWith(SparseCookie))
             {
                 throw Invalid(ForeignFormatErrorIds.VhdDynamicHeaderInvalid, path, "invalid dynamic header magic.");
             }
 
-            ulong tableOffset = BinaryPrimitives.ReadUInt64BigEndian(d[16..]);
-            uint maxTableEntries = BinaryPrimitives.ReadUInt32BigEndian(d[28..]);
-            uint blockSize = BinaryPrimitives.ReadUInt32BigEndian(d[32..]);
+            (ulong tableOffset, uint maxTableEntries, uint blockSize) = VpcHeaders.ReadDynamicHeader(d);
             if (blockSize < 512 || (blockSize & (blockSize - 1)) != 0)
             {
                 throw Invalid(ForeignFormatErrorIds.VhdDynamicHeaderInvalid, path, $"invalid block size {blockSize}.");
@@ -126,7 +120,7 @@ public sealed class VpcReader : IImageFormatReader
             }
 
             CheckBlocksInsideFile(handle, path, length, tableOffset, maxTableEntries, blockSize);
-            if (BinaryPrimitives.ReadUInt32BigEndian(f[60..]) != TypeFixed)
+            if (VpcHeaders.DiskType(f) != VpcHeaders.TypeFixed)
             {
                 clusterSize = blockSize;
             }
@@ -152,7 +146,7 @@ public sealed class VpcReader : IImageFormatReader
             throw Invalid(ForeignFormatErrorIds.ImageTruncated, path, "the block allocation table lies beyond the end of the file.");
         }
 
-        ulong bitmapSize = ((blockSize / (8 * 512)) + 511) & ~511UL;
+        ulong bitmapSize = VpcHeaders.BitmapSize(blockSize);
         ulong freeOffset = (tableOffset + tableBytes + 511) & ~511UL;
         const int Chunk = 64 * 1024;
         // The table is bounded by the file length checked above, and read in fixed-size pieces.
@@ -163,7 +157,7 @@ public sealed class VpcReader : IImageFormatReader
             for (int i = 0; i + 4 <= n; i += 4)
             {
                 uint entry = BinaryPrimitives.ReadUInt32BigEndian(piece.AsSpan(i));
-                if (entry != uint.MaxValue)
+                if (entry != VpcHeaders.Unallocated)
                 {
                     ulong next = (512UL * entry) + bitmapSize + blockSize;
                     freeOffset = Math.Max(freeOffset, next);

@@ -5,19 +5,15 @@ namespace KvmStorage.Core.Images.Qcow2.Snapshots;
 
 /// <summary>
 /// Walks an L1 table (active or a snapshot's) and its L2 tables: which host clusters it references, and the
-/// copied flag (bit 63, qcow2.rst "Cluster mapping") that must say "refcount is exactly 1" in the active tables.
+/// copied flag (qcow2.rst "Cluster mapping") that must say "refcount is exactly 1" in the active tables.
 /// </summary>
 internal sealed class Qcow2ClusterReferences
 {
-    public const ulong CopiedFlag = 1UL << 63;
-    private const ulong CompressedFlag = 1UL << 62;
-    private const ulong OffsetMask = 0x00FFFFFFFFFFFE00UL;
-
     private readonly SafeFileHandle handle;
     private readonly string path;
     private readonly Qcow2Header header;
     private readonly ulong clusterSize;
-    private readonly int compressedOffsetBits;
+    private readonly Qcow2Entries.CompressedDescriptor compressed;
 
     public Qcow2ClusterReferences(SafeFileHandle handle, string path, Qcow2Header header)
     {
@@ -25,9 +21,7 @@ internal sealed class Qcow2ClusterReferences
         this.path = path;
         this.header = header;
         clusterSize = header.ClusterSize;
-
-        // qcow2.rst "Compressed Clusters Descriptor": x = 62 - (cluster_bits - 8).
-        compressedOffsetBits = 62 - (header.ClusterBits - 8);
+        compressed = new Qcow2Entries.CompressedDescriptor(header.ClusterBits);
     }
 
     /// <summary>The image's metadata map, when the owner keeps one: every table write is checked against it first.</summary>
@@ -54,7 +48,7 @@ internal sealed class Qcow2ClusterReferences
             throw ImageErrors.Invalid(ImageErrorIds.TableOutOfBounds, path, $"the L1 table at 0x{offset:x} is misaligned or lies past the end of the file.");
         }
 
-        byte[] raw = Qcow2Io.ReadBytes(handle, offset, (int)(entries * 8), path);
+        byte[] raw = ImageIo.ReadBytes(handle, offset, (int)(entries * 8), path);
         ulong[] l1 = new ulong[entries];
         for (int i = 0; i < l1.Length; i++)
         {
@@ -75,7 +69,7 @@ internal sealed class Qcow2ClusterReferences
         }
 
         Map?.EnsureFree(offset, length, Qcow2MetadataKind.ActiveL1 | Qcow2MetadataKind.InactiveL1);
-        Qcow2Io.Write(handle, raw, offset);
+        ImageIo.Write(handle, raw, offset);
     }
 
     /// <summary>
@@ -88,7 +82,7 @@ internal sealed class Qcow2ClusterReferences
         byte[] l2 = new byte[clusterSize];
         foreach (ulong l1Entry in l1)
         {
-            ulong l2Offset = l1Entry & OffsetMask;
+            ulong l2Offset = Qcow2Entries.HostOffset(l1Entry);
             if (l2Offset == 0)
             {
                 continue;
@@ -99,7 +93,7 @@ internal sealed class Qcow2ClusterReferences
             for (ulong j = 0; j < header.L2Entries; j++)
             {
                 ulong entry = BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan((int)(j * (ulong)header.L2EntryBytes)));
-                if ((entry & CompressedFlag) != 0)
+                if (Qcow2Entries.IsCompressed(entry))
                 {
                     (ulong first, ulong last) = CompressedClusters(entry);
                     for (ulong c = first; c <= last; c++)
@@ -120,19 +114,19 @@ internal sealed class Qcow2ClusterReferences
     /// (on disk, only tables that change) to "refcount is exactly 1", from the current refcounts.
     /// </summary>
     /// <returns>Whether an entry of <paramref name="l1"/> changed.</returns>
-    public bool RebuildCopiedFlags(ulong[] l1, RefcountEditor refcounts)
+    public bool RebuildCopiedBits(ulong[] l1, RefcountEditor refcounts)
     {
         bool l1Changed = false;
         byte[] l2 = new byte[clusterSize];
         for (int i = 0; i < l1.Length; i++)
         {
-            ulong l2Offset = l1[i] & OffsetMask;
+            ulong l2Offset = Qcow2Entries.HostOffset(l1[i]);
             if (l2Offset == 0)
             {
                 continue;
             }
 
-            ulong l1Entry = WithCopied(l1[i], refcounts.Get(l2Offset / clusterSize) == 1);
+            ulong l1Entry = Qcow2Entries.WithCopied(l1[i], refcounts.Get(l2Offset / clusterSize) == 1);
             l1Changed |= l1Entry != l1[i];
             l1[i] = l1Entry;
             ReadL2(l2Offset, l2);
@@ -143,12 +137,12 @@ internal sealed class Qcow2ClusterReferences
                 ulong entry = BinaryPrimitives.ReadUInt64BigEndian(slot);
 
                 // Compressed clusters never carry the flag; unallocated ones (offset 0) have nothing to count.
-                if ((entry & CompressedFlag) != 0 || DataOffset(entry) is not ulong data || data == 0)
+                if (Qcow2Entries.IsCompressed(entry) || DataOffset(entry) is not ulong data || data == 0)
                 {
                     continue;
                 }
 
-                ulong updated = WithCopied(entry, refcounts.Get(data / clusterSize) == 1);
+                ulong updated = Qcow2Entries.WithCopied(entry, refcounts.Get(data / clusterSize) == 1);
                 if (updated != entry)
                 {
                     BinaryPrimitives.WriteUInt64BigEndian(slot, updated);
@@ -159,14 +153,12 @@ internal sealed class Qcow2ClusterReferences
             if (l2Changed)
             {
                 Map?.EnsureFree(l2Offset, clusterSize, Qcow2MetadataKind.ActiveL2);
-                Qcow2Io.Write(handle, l2, l2Offset);
+                ImageIo.Write(handle, l2, l2Offset);
             }
         }
 
         return l1Changed;
     }
-
-    private static ulong WithCopied(ulong entry, bool copied) => copied ? entry | CopiedFlag : entry & ~CopiedFlag;
 
     private static void Add(Dictionary<ulong, long> deltas, ulong cluster, long addend) =>
         deltas[cluster] = deltas.GetValueOrDefault(cluster) + addend;
@@ -179,13 +171,13 @@ internal sealed class Qcow2ClusterReferences
             throw ImageErrors.Invalid(ImageErrorIds.InvalidMetadata, path, $"the L2 table at 0x{offset:x} is misaligned or lies past the end of the file.");
         }
 
-        Qcow2Io.ReadExactly(handle, buffer, offset, path);
+        ImageIo.ReadExactly(handle, buffer, offset, path);
     }
 
     /// <summary>The host offset of a standard (uncompressed) L2 entry; misaligned offsets are corruption (qemu marks the image corrupt).</summary>
     private ulong? DataOffset(ulong entry)
     {
-        ulong offset = entry & OffsetMask;
+        ulong offset = Qcow2Entries.HostOffset(entry);
         if (offset % clusterSize != 0)
         {
             throw ImageErrors.Invalid(ImageErrorIds.InvalidMetadata, path, $"an L2 entry points at the unaligned host offset 0x{offset:x}.");
@@ -195,12 +187,5 @@ internal sealed class Qcow2ClusterReferences
     }
 
     /// <summary>The first and last host cluster a compressed descriptor's sectors touch.</summary>
-    internal (ulong First, ulong Last) CompressedClusters(ulong entry)
-    {
-        ulong offset = entry & ((1UL << compressedOffsetBits) - 1);
-        ulong sectors = ((entry >> compressedOffsetBits) & ((1UL << (header.ClusterBits - 8)) - 1)) + 1;
-        ulong start = offset & ~511UL;
-        ulong end = start + (sectors * 512);
-        return (start / clusterSize, (end - 1) / clusterSize);
-    }
+    internal (ulong First, ulong Last) CompressedClusters(ulong entry) => compressed.Clusters(entry, clusterSize);
 }

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using KvmStorage.Core.Errors;
+using KvmStorage.Core.IO;
 using KvmStorage.Core.Names;
 using Microsoft.Win32.SafeHandles;
 
@@ -45,7 +46,7 @@ internal sealed class Qcow2SnapshotEditor
     public static Qcow2SnapshotEditor Open(SafeFileHandle handle, string path)
     {
         ulong fileLength = (ulong)RandomAccess.GetLength(handle);
-        byte[] head = Qcow2Io.ReadBytes(handle, 0, (int)Math.Min(64UL * 1024, fileLength), path);
+        byte[] head = ImageIo.ReadBytes(handle, 0, (int)Math.Min(64UL * 1024, fileLength), path);
         Qcow2Header header = Qcow2Reader.ReadHeader(handle, head, fileLength, path);
         if (header.Dirty)
         {
@@ -127,22 +128,22 @@ internal sealed class Qcow2SnapshotEditor
         // The copy's copied flags are cleared: once the refcounts below are raised, every cluster is shared.
         if (header.L1Size > 0)
         {
-            references.WriteL1([.. active.Select(e => e & ~Qcow2ClusterReferences.CopiedFlag)], l1Offset, wholeClusters: true);
+            references.WriteL1([.. active.Select(e => Qcow2Entries.WithCopied(e, false))], l1Offset, wholeClusters: true);
         }
 
         newEntries[^1] = Qcow2SnapshotTable.Encode(l1Offset, header.L1Size, id, name, seconds, nanoseconds, 0, header.Size, -1);
         WriteTable(refcounts.Map, Qcow2SnapshotTable.Serialize(newEntries, clusterSize), tableOffset);
         refcounts.Adjust(increments);
-        Qcow2Resizer.Flush(handle);
+        PositionalFile.Flush(handle);
 
         // qcow2.rst "Snapshots": a write must COW once a cluster is shared, so the active tables lose their copied
         // flags before the snapshot becomes visible.
-        if (references.RebuildCopiedFlags(active, refcounts))
+        if (references.RebuildCopiedBits(active, refcounts))
         {
             references.WriteL1(active, header.L1TableOffset, wholeClusters: false);
         }
 
-        Qcow2Resizer.Flush(handle);
+        PositionalFile.Flush(handle);
         SwitchSnapshotTable(newEntries.Count, tableOffset, refcounts);
         return Qcow2SnapshotTable.ReadEntries(handle, Reread(), (ulong)RandomAccess.GetLength(handle), path)[^1].Info;
     }
@@ -183,22 +184,22 @@ internal sealed class Qcow2SnapshotEditor
         ClearUnknownAutoclearBits();
         refcounts.Commit(allocation);
         refcounts.Adjust(increments);
-        Qcow2Resizer.Flush(handle);
+        PositionalFile.Flush(handle);
 
         // Every cluster of the snapshot is now shared by it and the new active table: the snapshot's L2 tables lose
         // their (possibly stale) copied flags before the header can expose them as active.
         ulong[] newActive = new ulong[newL1Size];
         Array.Copy(target, newActive, target.Length);
-        references.RebuildCopiedFlags(newActive, refcounts);
+        references.RebuildCopiedBits(newActive, refcounts);
         ulong newL1Offset = newL1Size == 0 ? 0 : allocation.DataStart * clusterSize;
         if (newL1Size > 0)
         {
             references.WriteL1(newActive, newL1Offset, wholeClusters: true);
         }
 
-        Qcow2Resizer.Flush(handle);
+        PositionalFile.Flush(handle);
         WriteSizeAndL1(newSize, (uint)newL1Size, newL1Offset);
-        Qcow2Resizer.Flush(handle);
+        PositionalFile.Flush(handle);
 
         // The old active table is unreferenced only now: dropping its references earlier could free clusters in use.
         refcounts.Adjust(decrements);
@@ -207,13 +208,13 @@ internal sealed class Qcow2SnapshotEditor
             refcounts.Free(header.L1TableOffset / clusterSize, references.L1Clusters(header.L1Size));
         }
 
-        Qcow2Resizer.Flush(handle);
-        if (references.RebuildCopiedFlags(newActive, refcounts))
+        PositionalFile.Flush(handle);
+        if (references.RebuildCopiedBits(newActive, refcounts))
         {
             references.WriteL1(newActive, newL1Offset, wholeClusters: false);
         }
 
-        Qcow2Resizer.Flush(handle);
+        PositionalFile.Flush(handle);
     }
 
     /// <summary>qemu's <c>qcow2_snapshot_delete</c>: the entry goes first (new table), then the snapshot's references.</summary>
@@ -242,21 +243,21 @@ internal sealed class Qcow2SnapshotEditor
             refcounts.Commit(allocation);
             tableOffset = allocation.DataStart * clusterSize;
             WriteTable(refcounts.Map, Qcow2SnapshotTable.Serialize(newEntries, clusterSize), tableOffset);
-            Qcow2Resizer.Flush(handle);
+            PositionalFile.Flush(handle);
         }
 
         SwitchSnapshotTable(newEntries.Count, tableOffset, refcounts);
 
         // The snapshot is gone from the table: from here a crash only leaks its clusters.
         refcounts.Adjust(decrements);
-        Qcow2Resizer.Flush(handle);
+        PositionalFile.Flush(handle);
         ulong[] active = references.ReadL1(header.L1TableOffset, header.L1Size);
-        if (references.RebuildCopiedFlags(active, refcounts))
+        if (references.RebuildCopiedBits(active, refcounts))
         {
             references.WriteL1(active, header.L1TableOffset, wholeClusters: false);
         }
 
-        Qcow2Resizer.Flush(handle);
+        PositionalFile.Flush(handle);
     }
 
     /// <summary>Points the header at a new, flushed snapshot table (nb_snapshots and snapshots_offset, bytes 60..71, in one write), then frees the old table.</summary>
@@ -265,13 +266,13 @@ internal sealed class Qcow2SnapshotEditor
         byte[] fields = new byte[12];
         BinaryPrimitives.WriteUInt32BigEndian(fields, (uint)count);
         BinaryPrimitives.WriteUInt64BigEndian(fields.AsSpan(4), tableOffset);
-        Qcow2Io.Write(handle, fields, 60);
-        Qcow2Resizer.Flush(handle);
+        ImageIo.Write(handle, fields, 60);
+        PositionalFile.Flush(handle);
         if (header.SnapshotCount > 0)
         {
             ulong oldLength = entries.Aggregate(0UL, (sum, e) => ((sum + 7) & ~7UL) + (ulong)e.Bytes.Length);
             refcounts.Free(header.SnapshotsOffset / clusterSize, Qcow2Layout.CeilDiv(oldLength, clusterSize));
-            Qcow2Resizer.Flush(handle);
+            PositionalFile.Flush(handle);
         }
     }
 
@@ -280,7 +281,7 @@ internal sealed class Qcow2SnapshotEditor
     private void WriteTable(Qcow2MetadataMap map, byte[] table, ulong tableOffset)
     {
         map.EnsureFree(tableOffset, (ulong)table.Length, Qcow2MetadataKind.SnapshotTable);
-        Qcow2Io.Write(handle, table, tableOffset);
+        ImageIo.Write(handle, table, tableOffset);
     }
 
     private void WriteSizeAndL1(ulong size, uint l1Size, ulong l1Offset)
@@ -289,7 +290,7 @@ internal sealed class Qcow2SnapshotEditor
         BinaryPrimitives.WriteUInt64BigEndian(fields, size);
         BinaryPrimitives.WriteUInt32BigEndian(fields.AsSpan(12), l1Size);
         BinaryPrimitives.WriteUInt64BigEndian(fields.AsSpan(16), l1Offset);
-        Qcow2Io.Write(handle, fields, 24);
+        ImageIo.Write(handle, fields, 24);
     }
 
     /// <summary>qcow2.rst "Header": a writer must clear the autoclear bits it does not know before changing the image.</summary>
@@ -300,15 +301,15 @@ internal sealed class Qcow2SnapshotEditor
         {
             byte[] field = new byte[8];
             BinaryPrimitives.WriteUInt64BigEndian(field, header.AutoclearFeatures & known);
-            Qcow2Io.Write(handle, field, 88);
-            Qcow2Resizer.Flush(handle);
+            ImageIo.Write(handle, field, 88);
+            PositionalFile.Flush(handle);
         }
     }
 
     private Qcow2Header Reread()
     {
         ulong fileLength = (ulong)RandomAccess.GetLength(handle);
-        byte[] fresh = Qcow2Io.ReadBytes(handle, 0, (int)Math.Min(64UL * 1024, fileLength), path);
+        byte[] fresh = ImageIo.ReadBytes(handle, 0, (int)Math.Min(64UL * 1024, fileLength), path);
         return Qcow2Reader.ReadHeader(handle, fresh, fileLength, path);
     }
 

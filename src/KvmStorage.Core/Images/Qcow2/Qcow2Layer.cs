@@ -1,8 +1,8 @@
 using System.Buffers;
 using System.Buffers.Binary;
-using KvmStorage.Core.Images.Qcow2;
+using KvmStorage.Core.Images.Block;
 
-namespace KvmStorage.Core.Images.Block;
+namespace KvmStorage.Core.Images.Qcow2;
 
 /// <summary>
 /// qcow2 v2/v3 (qcow2.rst "Cluster mapping"): normal, zero and compressed clusters, extended L2 entries
@@ -10,40 +10,33 @@ namespace KvmStorage.Core.Images.Block;
 /// </summary>
 internal sealed class Qcow2Layer : ImageLayer
 {
-    private const ulong OffsetMask = 0x00FF_FFFF_FFFF_FE00;
-    private const ulong FlagCompressed = 1UL << 62;
-    private const ulong FlagZero = 1;
     private const long L2CacheBudget = 32L * 1024 * 1024;
 
-    private readonly int _clusterBits;
-    private readonly ulong _clusterSize;
-    private readonly bool _extended;
-    private readonly int _entryBytes;
-    private readonly int _l2Bits;
-    private readonly ulong[] _l1;
-    private readonly int _csizeShift;
-    private readonly ulong _csizeMask;
-    private readonly ulong _coffsetMask;
-    private readonly Decompression.Method _method;
-    private readonly BoundedCache<byte[]> _l2Cache;
-    private readonly object _lastGate = new();
-    private ulong _lastEntry = ulong.MaxValue;
-    private byte[]? _lastCluster;
+    private readonly int clusterBits;
+    private readonly ulong clusterSize;
+    private readonly bool extended;
+    private readonly int entryBytes;
+    private readonly int l2Bits;
+    private readonly ulong[] l1;
+    private readonly Qcow2Entries.CompressedDescriptor compressed;
+    private readonly Decompression.Method method;
+    private readonly BoundedCache<byte[]> l2Cache;
+    private readonly object lastGate = new();
+    private ulong lastEntry = ulong.MaxValue;
+    private byte[]? lastCluster;
 
     private Qcow2Layer(HostFile file, ulong size, Qcow2Header header, ulong[] l1)
         : base(file, size)
     {
-        _clusterBits = header.ClusterBits;
-        _clusterSize = header.ClusterSize;
-        _extended = header.ExtendedL2;
-        _entryBytes = header.L2EntryBytes;
-        _l2Bits = _clusterBits + System.Numerics.BitOperations.Log2(header.L2Entries);
-        _l1 = l1;
-        _csizeShift = 62 - (_clusterBits - 8);
-        _csizeMask = (1UL << (_clusterBits - 8)) - 1;
-        _coffsetMask = (1UL << _csizeShift) - 1;
-        _method = header.CompressionType == 1 ? Decompression.Method.Zstd : Decompression.Method.Deflate;
-        _l2Cache = new BoundedCache<byte[]>(L2CacheBudget, (long)_clusterSize);
+        clusterBits = header.ClusterBits;
+        clusterSize = header.ClusterSize;
+        extended = header.ExtendedL2;
+        entryBytes = header.L2EntryBytes;
+        l2Bits = clusterBits + System.Numerics.BitOperations.Log2(header.L2Entries);
+        this.l1 = l1;
+        compressed = new Qcow2Entries.CompressedDescriptor(clusterBits);
+        method = Decompression.For(header.CompressionType);
+        l2Cache = new BoundedCache<byte[]>(L2CacheBudget, (long)clusterSize);
     }
 
     public static Qcow2Layer Open(HostFile file, ImageInfo info)
@@ -87,7 +80,7 @@ internal sealed class Qcow2Layer : ImageLayer
         var seen = new Dictionary<ulong, int>();
         for (int i = 0; i < l1.Length; i++)
         {
-            ulong l2 = l1[i] & OffsetMask;
+            ulong l2 = Qcow2Entries.HostOffset(l1[i]);
             if (l2 == 0)
             {
                 continue;
@@ -105,31 +98,31 @@ internal sealed class Qcow2Layer : ImageLayer
 
     public override LayerRun Map(ulong offset, ulong maxLength)
     {
-        ulong l1Index = offset >> _l2Bits;
-        ulong spanEnd = (l1Index + 1) << _l2Bits;
+        ulong l1Index = offset >> l2Bits;
+        ulong spanEnd = (l1Index + 1) << l2Bits;
         ulong limit = Math.Min(maxLength, spanEnd - offset);
-        ulong l2Offset = l1Index < (ulong)_l1.Length ? _l1[l1Index] & OffsetMask : 0;
+        ulong l2Offset = l1Index < (ulong)l1.Length ? Qcow2Entries.HostOffset(l1[l1Index]) : 0;
         if (l2Offset == 0)
         {
             return new LayerRun(limit, RunKind.Unallocated);
         }
 
-        if ((l2Offset & (_clusterSize - 1)) != 0)
+        if ((l2Offset & (clusterSize - 1)) != 0)
         {
             throw BlockErrors.Mapping(File.Path, $"L1 entry {l1Index} points at an unaligned L2 table (0x{l2Offset:x}).");
         }
 
-        byte[] l2 = _l2Cache.GetOrLoad(l2Offset, o => File.ReadMetadata(o, (int)_clusterSize, "L2 table"));
-        ulong entries = _clusterSize / (ulong)_entryBytes;
-        int index = (int)((offset >> _clusterBits) & (entries - 1));
-        ulong inCluster = offset & (_clusterSize - 1);
-        ulong entry = BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan(index * _entryBytes));
-        if ((entry & FlagCompressed) != 0)
+        byte[] l2 = l2Cache.GetOrLoad(l2Offset, o => File.ReadMetadata(o, (int)clusterSize, "L2 table"));
+        ulong entries = clusterSize / (ulong)entryBytes;
+        int index = (int)((offset >> clusterBits) & (entries - 1));
+        ulong inCluster = offset & (clusterSize - 1);
+        ulong entry = BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan(index * entryBytes));
+        if (Qcow2Entries.IsCompressed(entry))
         {
-            return new LayerRun(Math.Min(limit, _clusterSize - inCluster), RunKind.Special, 0, entry);
+            return new LayerRun(Math.Min(limit, clusterSize - inCluster), RunKind.Special, 0, entry);
         }
 
-        return _extended ? MapExtended(l2, index, offset, limit) : MapStandard(l2, index, inCluster, limit, entry);
+        return extended ? MapExtended(l2, index, offset, limit) : MapStandard(l2, index, inCluster, limit);
     }
 
     public override void ReadRun(ulong offset, in LayerRun run, Span<byte> destination)
@@ -140,69 +133,51 @@ internal sealed class Qcow2Layer : ImageLayer
             return;
         }
 
-        int inCluster = (int)(offset & (_clusterSize - 1));
+        int inCluster = (int)(offset & (clusterSize - 1));
         ulong entry = run.Tag;
-        lock (_lastGate)
+        lock (lastGate)
         {
-            if (_lastEntry == entry && _lastCluster is not null)
+            if (lastEntry == entry && lastCluster is not null)
             {
-                _lastCluster.AsSpan(inCluster, destination.Length).CopyTo(destination);
+                lastCluster.AsSpan(inCluster, destination.Length).CopyTo(destination);
                 return;
             }
         }
 
-        byte[] cluster = new byte[_clusterSize];
+        byte[] cluster = new byte[clusterSize];
         DecompressCluster(entry, cluster);
         cluster.AsSpan(inCluster, destination.Length).CopyTo(destination);
-        lock (_lastGate)
+        lock (lastGate)
         {
-            _lastEntry = entry;
-            _lastCluster = cluster;
+            lastEntry = entry;
+            lastCluster = cluster;
         }
     }
 
-    private LayerRun MapStandard(byte[] l2, int index, ulong inCluster, ulong limit, ulong entry)
-    {
-        (RunKind kind, ulong host) = Classify(entry, index);
-        ulong length = _clusterSize - inCluster;
-        ulong expected = host + _clusterSize;
-        int count = l2.Length / _entryBytes;
-        for (int i = index + 1; length < limit && i < count; i++)
+    private LayerRun MapStandard(byte[] l2, int index, ulong inCluster, ulong limit) =>
+        LayerRun.OverBlocks(((ulong)index * clusterSize) + inCluster, limit, clusterSize, (ulong)(l2.Length / entryBytes), i =>
         {
-            ulong next = BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan(i * _entryBytes));
-            if ((next & FlagCompressed) != 0)
-            {
-                break;
-            }
+            ulong entry = BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan((int)i * entryBytes));
 
-            (RunKind nextKind, ulong nextHost) = Classify(next, i);
-            if (nextKind != kind || (kind == RunKind.Data && nextHost != expected))
-            {
-                break;
-            }
-
-            length += _clusterSize;
-            expected += _clusterSize;
-        }
-
-        return new LayerRun(Math.Min(length, limit), kind, kind == RunKind.Data ? host + inCluster : 0);
-    }
+            // A compressed cluster ends a run: Map returns it on its own.
+            return Qcow2Entries.IsCompressed(entry) ? (RunKind.Special, 0) : Classify(entry, (int)i);
+        });
 
     // qcow2_get_cluster_type: the zero flag wins over an offset; no offset means unallocated.
     private (RunKind Kind, ulong Host) Classify(ulong entry, int index)
     {
-        if ((entry & FlagZero) != 0)
+        if (Qcow2Entries.IsZero(entry))
         {
             return (RunKind.Zero, 0);
         }
 
-        ulong host = entry & OffsetMask;
+        ulong host = Qcow2Entries.HostOffset(entry);
         if (host == 0)
         {
             return (RunKind.Unallocated, 0);
         }
 
-        if ((host & (_clusterSize - 1)) != 0)
+        if ((host & (clusterSize - 1)) != 0)
         {
             throw BlockErrors.Mapping(File.Path, $"L2 entry {index} points at an unaligned cluster (0x{host:x}).");
         }
@@ -213,12 +188,12 @@ internal sealed class Qcow2Layer : ImageLayer
     /// <summary>Extended L2 (qcow2.rst "Extended L2 Entries"): 32 subclusters, each allocated, zero or unallocated.</summary>
     private LayerRun MapExtended(byte[] l2, int index, ulong offset, ulong limit)
     {
-        int subBits = _clusterBits - 5;
+        int subBits = clusterBits - 5;
         ulong subSize = 1UL << subBits;
-        int count = l2.Length / _entryBytes;
+        int count = l2.Length / entryBytes;
         ulong inSub = offset & (subSize - 1);
         int cluster = index;
-        int sub = (int)((offset & (_clusterSize - 1)) >> subBits);
+        int sub = (int)((offset & (clusterSize - 1)) >> subBits);
         (RunKind kind, ulong host) = ClassifySub(l2, cluster, sub);
         ulong length = subSize - inSub;
         ulong expected = host + subSize;
@@ -232,7 +207,7 @@ internal sealed class Qcow2Layer : ImageLayer
                     break;
                 }
 
-                if ((BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan(cluster * _entryBytes)) & FlagCompressed) != 0)
+                if (Qcow2Entries.IsCompressed(BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan(cluster * entryBytes))))
                 {
                     break;
                 }
@@ -253,10 +228,10 @@ internal sealed class Qcow2Layer : ImageLayer
 
     private (RunKind Kind, ulong Host) ClassifySub(byte[] l2, int cluster, int sub)
     {
-        ulong entry = BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan(cluster * _entryBytes));
-        ulong bitmap = BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan((cluster * _entryBytes) + 8));
-        bool allocated = ((bitmap >> sub) & 1) != 0;
-        bool zero = ((bitmap >> (32 + sub)) & 1) != 0;
+        ulong entry = BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan(cluster * entryBytes));
+        ulong bitmap = BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan((cluster * entryBytes) + 8));
+        bool allocated = Qcow2Entries.SubclusterAllocated(bitmap, sub);
+        bool zero = Qcow2Entries.SubclusterZero(bitmap, sub);
         if (allocated && zero)
         {
             throw BlockErrors.Mapping(File.Path, $"L2 entry {cluster} marks subcluster {sub} both allocated and zero.");
@@ -272,21 +247,20 @@ internal sealed class Qcow2Layer : ImageLayer
             return (RunKind.Unallocated, 0);
         }
 
-        ulong host = entry & OffsetMask;
-        if (host == 0 || (host & (_clusterSize - 1)) != 0)
+        ulong host = Qcow2Entries.HostOffset(entry);
+        if (host == 0 || (host & (clusterSize - 1)) != 0)
         {
             throw BlockErrors.Mapping(File.Path, $"L2 entry {cluster} has allocated subclusters but an invalid cluster offset (0x{host:x}).");
         }
 
-        return (RunKind.Data, host + ((ulong)sub << (_clusterBits - 5)));
+        return (RunKind.Data, host + ((ulong)sub << (clusterBits - 5)));
     }
 
     /// <summary>qcow2.rst "Compressed Clusters Descriptor": host offset and a count of additional 512-byte sectors.</summary>
     private void DecompressCluster(ulong entry, byte[] cluster)
     {
-        ulong coffset = entry & _coffsetMask;
-        ulong sectors = ((entry >> _csizeShift) & _csizeMask) + 1;
-        ulong csize = (sectors * 512) - (coffset & 511);
+        ulong coffset = compressed.HostOffset(entry);
+        ulong csize = compressed.Length(entry);
         if (coffset == 0 || coffset >= File.Length)
         {
             throw BlockErrors.Mapping(File.Path, $"a compressed cluster lies at 0x{coffset:x}, outside the file.");
@@ -298,7 +272,7 @@ internal sealed class Qcow2Layer : ImageLayer
         try
         {
             File.ReadData(coffset, input.AsSpan(0, length));
-            int produced = Decompression.Decompress(_method, input, length, cluster, File.Path);
+            int produced = Decompression.Decompress(method, input, length, cluster, File.Path);
             if (produced != cluster.Length)
             {
                 throw Decompression.Short(File.Path, coffset, produced, cluster.Length);

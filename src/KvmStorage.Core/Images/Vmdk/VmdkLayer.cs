@@ -1,8 +1,8 @@
 using System.Buffers;
 using System.Buffers.Binary;
-using KvmStorage.Core.Images.Vmdk;
+using KvmStorage.Core.Images.Block;
 
-namespace KvmStorage.Core.Images.Block;
+namespace KvmStorage.Core.Images.Vmdk;
 
 /// <summary>
 /// VMDK (qemu block/vmdk.c): a list of extents, each flat (raw data in a file) or hosted sparse
@@ -11,12 +11,12 @@ namespace KvmStorage.Core.Images.Block;
 /// </summary>
 internal sealed class VmdkLayer : ImageLayer
 {
-    private readonly VmdkExtent[] _extents;
+    private readonly VmdkExtent[] extents;
 
     private VmdkLayer(HostFile file, ulong size, VmdkExtent[] extents)
         : base(file, size)
     {
-        _extents = extents;
+        this.extents = extents;
     }
 
     public static VmdkLayer Open(HostFile file, ImageInfo info)
@@ -95,20 +95,20 @@ internal sealed class VmdkLayer : ImageLayer
             return new LayerRun(maxLength, RunKind.Zero);
         }
 
-        VmdkExtent extent = _extents[index];
+        VmdkExtent extent = extents[index];
         LayerRun run = extent.Map(offset - extent.Start, Math.Min(maxLength, extent.End - offset));
         return run.Kind is RunKind.Data or RunKind.Special ? new LayerRun(run.Length, RunKind.Special, run.HostOffset, (ulong)index) : run;
     }
 
     public override void ReadRun(ulong offset, in LayerRun run, Span<byte> destination)
     {
-        VmdkExtent extent = _extents[(int)run.Tag];
+        VmdkExtent extent = extents[(int)run.Tag];
         extent.Read(offset - extent.Start, run.HostOffset, destination);
     }
 
     public override void Dispose()
     {
-        foreach (VmdkExtent e in _extents)
+        foreach (VmdkExtent e in extents)
         {
             e.Dispose();
         }
@@ -118,15 +118,15 @@ internal sealed class VmdkLayer : ImageLayer
 
     private int Find(ulong offset)
     {
-        int lo = 0, hi = _extents.Length - 1;
+        int lo = 0, hi = extents.Length - 1;
         while (lo <= hi)
         {
             int mid = (lo + hi) / 2;
-            if (offset < _extents[mid].Start)
+            if (offset < extents[mid].Start)
             {
                 hi = mid - 1;
             }
-            else if (offset >= _extents[mid].End)
+            else if (offset >= extents[mid].End)
             {
                 lo = mid + 1;
             }
@@ -176,24 +176,24 @@ internal sealed class VmdkLayer : ImageLayer
         private const int MaxDirectoryBytes = 16 * 1024 * 1024;
         private const long CacheBudget = 16L * 1024 * 1024;
 
-        private readonly uint[] _directory;
-        private readonly uint _tableEntries;
-        private readonly ulong _grainSize;
-        private readonly bool _compressed;
-        private readonly bool _markers;
-        private readonly bool _zeroGrain;
-        private readonly BoundedCache<uint[]> _tables;
+        private readonly uint[] directory;
+        private readonly uint tableEntries;
+        private readonly ulong grainSize;
+        private readonly bool compressed;
+        private readonly bool markers;
+        private readonly bool zeroGrain;
+        private readonly BoundedCache<uint[]> tables;
 
         private SparseExtent(HostFile file, bool ownsFile, ulong start, ulong length, VmdkSparseHeader header, uint[] directory)
             : base(file, ownsFile, start, length)
         {
-            _directory = directory;
-            _tableEntries = header.GtesPerGt;
-            _grainSize = header.GrainSize * 512;
-            _compressed = header.CompressAlgorithm == VmdkSparseHeader.CompressDeflate;
-            _markers = (header.Flags & VmdkSparseHeader.FlagMarkers) != 0;
-            _zeroGrain = (header.Flags & FlagZeroGrain) != 0;
-            _tables = new BoundedCache<uint[]>(CacheBudget, header.GtesPerGt * 4L);
+            this.directory = directory;
+            tableEntries = header.GtesPerGt;
+            grainSize = header.GrainSize * 512;
+            compressed = header.CompressAlgorithm == VmdkSparseHeader.CompressDeflate;
+            markers = (header.Flags & VmdkSparseHeader.FlagMarkers) != 0;
+            zeroGrain = (header.Flags & FlagZeroGrain) != 0;
+            tables = new BoundedCache<uint[]>(CacheBudget, header.GtesPerGt * 4L);
         }
 
         public static SparseExtent Open(HostFile file, bool ownsFile, ulong start, ulong? length)
@@ -242,47 +242,22 @@ internal sealed class VmdkLayer : ImageLayer
             return new SparseExtent(file, ownsFile, start, capacity, header, directory);
         }
 
-        public override LayerRun Map(ulong offset, ulong maxLength)
-        {
-            ulong grain = offset / _grainSize;
-            ulong inGrain = offset % _grainSize;
-            (RunKind kind, ulong host) = Classify(grain);
-            ulong length = _grainSize - inGrain;
-            if (kind == RunKind.Special)
-            {
-                return new LayerRun(Math.Min(length, maxLength), kind, host);
-            }
-
-            ulong expected = host + _grainSize;
-            ulong grains = (End - Start + _grainSize - 1) / _grainSize;
-            for (ulong g = grain + 1; length < maxLength && g < grains; g++)
-            {
-                (RunKind nextKind, ulong nextHost) = Classify(g);
-                if (nextKind != kind || (kind == RunKind.Data && nextHost != expected))
-                {
-                    break;
-                }
-
-                length += _grainSize;
-                expected += _grainSize;
-            }
-
-            return new LayerRun(Math.Min(length, maxLength), kind, kind == RunKind.Data ? host + inGrain : 0);
-        }
+        public override LayerRun Map(ulong offset, ulong maxLength) =>
+            LayerRun.OverBlocks(offset, maxLength, grainSize, (End - Start + grainSize - 1) / grainSize, Classify);
 
         public override void Read(ulong offset, ulong hostOffset, Span<byte> destination)
         {
-            if (!_compressed)
+            if (!compressed)
             {
                 File.ReadData(hostOffset, destination);
                 return;
             }
 
-            int inGrain = (int)(offset % _grainSize);
-            byte[] grain = ArrayPool<byte>.Shared.Rent((int)_grainSize);
+            int inGrain = (int)(offset % grainSize);
+            byte[] grain = ArrayPool<byte>.Shared.Rent((int)grainSize);
             try
             {
-                Span<byte> output = grain.AsSpan(0, (int)_grainSize);
+                Span<byte> output = grain.AsSpan(0, (int)grainSize);
                 int produced = DecompressGrain(hostOffset, output);
 
                 // A short last grain reads as zeros after its end.
@@ -299,12 +274,12 @@ internal sealed class VmdkLayer : ImageLayer
         {
             ulong dataOffset = hostOffset;
             int size;
-            if (_markers)
+            if (markers)
             {
                 // Grain marker: u64 LBA, u32 compressed size, then the data.
                 byte[] marker = File.ReadMetadata(hostOffset, 12, "VMDK grain marker");
                 uint declared = BinaryPrimitives.ReadUInt32LittleEndian(marker.AsSpan(8));
-                if (declared == 0 || declared > (_grainSize * 2) + 4096)
+                if (declared == 0 || declared > (grainSize * 2) + 4096)
                 {
                     throw BlockErrors.Invalid(BlockErrorIds.InvalidCompressedData, File.Path, $"the grain at 0x{hostOffset:x} declares an impossible size ({declared} bytes).");
                 }
@@ -314,7 +289,7 @@ internal sealed class VmdkLayer : ImageLayer
             }
             else
             {
-                size = (int)((_grainSize * 2) + 4096);
+                size = (int)((grainSize * 2) + 4096);
             }
 
             if (dataOffset >= File.Length)
@@ -338,31 +313,31 @@ internal sealed class VmdkLayer : ImageLayer
         // get_cluster_offset: no table or entry 0 is unallocated; entry 1 with the zero-grain flag reads as zeros.
         private (RunKind Kind, ulong Host) Classify(ulong grain)
         {
-            ulong tableIndex = grain / _tableEntries;
-            if (tableIndex >= (ulong)_directory.Length || _directory[tableIndex] == 0)
+            ulong tableIndex = grain / tableEntries;
+            if (tableIndex >= (ulong)directory.Length || directory[tableIndex] == 0)
             {
                 return (RunKind.Unallocated, 0);
             }
 
-            uint[] table = _tables.GetOrLoad(_directory[tableIndex], LoadTable);
-            uint entry = table[grain % _tableEntries];
+            uint[] table = tables.GetOrLoad(directory[tableIndex], LoadTable);
+            uint entry = table[grain % tableEntries];
             if (entry == 0)
             {
                 return (RunKind.Unallocated, 0);
             }
 
-            if (entry == 1 && _zeroGrain)
+            if (entry == 1 && zeroGrain)
             {
                 return (RunKind.Zero, 0);
             }
 
-            return (_compressed ? RunKind.Special : RunKind.Data, (ulong)entry * 512);
+            return (compressed ? RunKind.Special : RunKind.Data, (ulong)entry * 512);
         }
 
         private uint[] LoadTable(ulong sector)
         {
-            byte[] raw = File.ReadMetadata(sector * 512, (int)(_tableEntries * 4), "VMDK grain table");
-            uint[] table = new uint[_tableEntries];
+            byte[] raw = File.ReadMetadata(sector * 512, (int)(tableEntries * 4), "VMDK grain table");
+            uint[] table = new uint[tableEntries];
             for (int i = 0; i < table.Length; i++)
             {
                 table[i] = BinaryPrimitives.ReadUInt32LittleEndian(raw.AsSpan(i * 4));

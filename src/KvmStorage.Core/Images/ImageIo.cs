@@ -1,22 +1,17 @@
+using KvmStorage.Core.IO;
 using Microsoft.Win32.SafeHandles;
 
-namespace KvmStorage.Core.Images.Qcow2;
+namespace KvmStorage.Core.Images;
 
-/// <summary>Positional reads and writes that fail with typed errors instead of short counts.</summary>
-internal static class Qcow2Io
+/// <summary>Positional reads and writes of image metadata (and data) that fail with typed errors instead of short counts.</summary>
+internal static class ImageIo
 {
     public static void ReadExactly(SafeFileHandle handle, Span<byte> buffer, ulong offset, string path)
     {
-        int done = 0;
-        while (done < buffer.Length)
+        int done = PositionalFile.ReadUntilEnd(handle, buffer, offset);
+        if (done < buffer.Length)
         {
-            int n = RandomAccess.Read(handle, buffer[done..], (long)offset + done);
-            if (n == 0)
-            {
-                throw ImageErrors.Invalid(ImageErrorIds.TableOutOfBounds, path, $"unexpected end of file at 0x{offset + (ulong)done:x}.");
-            }
-
-            done += n;
+            throw ImageErrors.Invalid(ImageErrorIds.TableOutOfBounds, path, $"unexpected end of file at 0x{offset + (ulong)done:x}.");
         }
     }
 

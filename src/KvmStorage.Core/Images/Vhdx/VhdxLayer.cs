@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
+using KvmStorage.Core.Images.Block;
 
-namespace KvmStorage.Core.Images.Block;
+namespace KvmStorage.Core.Images.Vhdx;
 
 /// <summary>
 /// VHDX (MS-VHDX 2.5 "BAT"): payload block entries interleaved with one sector-bitmap entry per chunk.
@@ -8,49 +9,34 @@ namespace KvmStorage.Core.Images.Block;
 /// </summary>
 internal sealed class VhdxLayer : ImageLayer
 {
-    private const ulong Mib = 1024 * 1024;
     private const int MaxBatBytes = 64 * 1024 * 1024;
-    private const ulong StateNotPresent = 0;
-    private const ulong StateUndefined = 1;
-    private const ulong StateZero = 2;
-    private const ulong StateUnmapped = 3;
-    private const ulong StateFullyPresent = 6;
-    private const ulong StatePartiallyPresent = 7;
 
-    private static readonly Guid BatRegion = new("2DC27766-F623-4200-9D64-115E9BFD4A08");
-    private static readonly Guid MetadataRegion = new("8B7CA206-4790-4B9A-B8FE-575F050F886E");
-    private static readonly Guid LogicalSectorSize = new("8141BF1D-A96F-4709-BA47-F233A8FAAB5F");
-
-    private readonly ulong[] _bat;
-    private readonly ulong _blockSize;
-    private readonly ulong _chunkRatio;
+    private readonly ulong[] bat;
+    private readonly ulong blockSize;
+    private readonly ulong chunkRatio;
 
     private VhdxLayer(HostFile file, ulong size, ulong[] bat, ulong blockSize, ulong chunkRatio)
         : base(file, size)
     {
-        _bat = bat;
-        _blockSize = blockSize;
-        _chunkRatio = chunkRatio;
+        this.bat = bat;
+        this.blockSize = blockSize;
+        this.chunkRatio = chunkRatio;
     }
 
     public static VhdxLayer Open(HostFile file, ImageInfo info)
     {
         CheckLog(file);
-        byte[] regions = file.ReadMetadata(192 * 1024, 64 * 1024, "VHDX region table");
-        uint count = Math.Min(BinaryPrimitives.ReadUInt32LittleEndian(regions.AsSpan(8)), 2047);
+        byte[] regions = file.ReadMetadata(VhdxTables.RegionTableOffset, VhdxTables.RegionTableLength, "VHDX region table");
         ulong batOffset = 0, batLength = 0, metadataOffset = 0;
-        for (int i = 0; i < count; i++)
+        foreach (VhdxTables.Region region in VhdxTables.Regions(regions))
         {
-            ReadOnlySpan<byte> e = regions.AsSpan(16 + (i * 32), 32);
-            var guid = new Guid(e[..16]);
-            if (guid == BatRegion)
+            if (region.Id == VhdxTables.BatRegion)
             {
-                batOffset = BinaryPrimitives.ReadUInt64LittleEndian(e[16..]);
-                batLength = BinaryPrimitives.ReadUInt32LittleEndian(e[24..]);
+                (batOffset, batLength) = (region.Offset, region.Length);
             }
-            else if (guid == MetadataRegion)
+            else if (region.Id == VhdxTables.MetadataRegion)
             {
-                metadataOffset = BinaryPrimitives.ReadUInt64LittleEndian(e[16..]);
+                metadataOffset = region.Offset;
             }
         }
 
@@ -61,8 +47,7 @@ internal sealed class VhdxLayer : ImageLayer
             throw BlockErrors.Mapping(file.Path, "the VHDX BAT, block size or logical sector size is missing.");
         }
 
-        // MS-VHDX 2.5.1: one sector bitmap block covers 2^23 sectors.
-        ulong chunkRatio = (1UL << 23) * logicalSector / blockSize;
+        ulong chunkRatio = VhdxTables.ChunkRatio(logicalSector, blockSize);
         if (chunkRatio == 0)
         {
             throw BlockErrors.Mapping(file.Path, "the VHDX chunk ratio is zero.");
@@ -90,50 +75,30 @@ internal sealed class VhdxLayer : ImageLayer
         return new VhdxLayer(file, info.VirtualSize, bat, blockSize, chunkRatio);
     }
 
-    public override LayerRun Map(ulong offset, ulong maxLength)
-    {
-        ulong block = offset / _blockSize;
-        ulong inBlock = offset % _blockSize;
-        (RunKind kind, ulong host) = Classify(block);
-        ulong length = _blockSize - inBlock;
-        ulong expected = host + _blockSize;
-        ulong blocks = (Size + _blockSize - 1) / _blockSize;
-        for (ulong b = block + 1; length < maxLength && b < blocks; b++)
-        {
-            (RunKind nextKind, ulong nextHost) = Classify(b);
-            if (nextKind != kind || (kind == RunKind.Data && nextHost != expected))
-            {
-                break;
-            }
-
-            length += _blockSize;
-            expected += _blockSize;
-        }
-
-        return new LayerRun(Math.Min(length, maxLength), kind, kind == RunKind.Data ? host + inBlock : 0);
-    }
+    public override LayerRun Map(ulong offset, ulong maxLength) =>
+        LayerRun.OverBlocks(offset, maxLength, blockSize, (Size + blockSize - 1) / blockSize, Classify);
 
     private (RunKind Kind, ulong Host) Classify(ulong block)
     {
-        ulong entry = _bat[block + (block / _chunkRatio)];
-        ulong state = entry & 7;
+        ulong entry = bat[block + (block / chunkRatio)];
+        ulong state = VhdxTables.BatState(entry);
         switch (state)
         {
-            case StateNotPresent:
-            case StateUndefined:
+            case VhdxTables.BlockNotPresent:
+            case VhdxTables.BlockUndefined:
                 return (RunKind.Unallocated, 0);
-            case StateZero:
-            case StateUnmapped:
+            case VhdxTables.BlockZero:
+            case VhdxTables.BlockUnmapped:
                 return (RunKind.Zero, 0);
-            case StateFullyPresent:
-                ulong host = (entry >> 20) * Mib;
+            case VhdxTables.BlockFullyPresent:
+                ulong host = VhdxTables.BatOffset(entry);
                 if (host == 0)
                 {
                     throw BlockErrors.Mapping(File.Path, $"BAT entry of block {block} is present at file offset 0.");
                 }
 
                 return (RunKind.Data, host);
-            case StatePartiallyPresent:
+            case VhdxTables.BlockPartiallyPresent:
                 throw BlockErrors.NotSupported(BlockErrorIds.FormatNotReadable, File.Path, "partially present blocks (differencing VHDX) are not supported.");
             default:
                 throw BlockErrors.Mapping(File.Path, $"BAT entry of block {block} has the invalid state {state}.");
@@ -163,15 +128,12 @@ internal sealed class VhdxLayer : ImageLayer
             return 0;
         }
 
-        byte[] table = file.ReadMetadata(metadataOffset, 64 * 1024, "VHDX metadata table");
-        int count = Math.Min(BinaryPrimitives.ReadUInt16LittleEndian(table.AsSpan(10)), (ushort)2047);
-        for (int i = 0; i < count; i++)
+        byte[] table = file.ReadMetadata(metadataOffset, VhdxTables.MetadataTableLength, "VHDX metadata table");
+        foreach (VhdxTables.MetadataItem entry in VhdxTables.MetadataItems(table))
         {
-            ReadOnlySpan<byte> e = table.AsSpan(32 + (i * 32), 32);
-            if (new Guid(e[..16]) == LogicalSectorSize)
+            if (entry.Id == VhdxTables.LogicalSectorSize)
             {
-                uint itemOffset = BinaryPrimitives.ReadUInt32LittleEndian(e[16..]);
-                byte[] item = file.ReadMetadata(metadataOffset + itemOffset, 4, "VHDX logical sector size");
+                byte[] item = file.ReadMetadata(metadataOffset + entry.Offset, 4, "VHDX logical sector size");
                 return BinaryPrimitives.ReadUInt32LittleEndian(item);
             }
         }

@@ -1,12 +1,12 @@
 using System.Buffers.Binary;
 using System.Numerics;
-using KvmStorage.Core.Images.Qcow2;
+using KvmStorage.Core.Images.Convert;
 using Microsoft.Win32.SafeHandles;
 
-namespace KvmStorage.Core.Images.Convert;
+namespace KvmStorage.Core.Images.Qcow2;
 
 /// <summary>
-/// A qcow2 output laid out like <c>qemu-img convert -O qcow2</c> (qcow2-notes §5): header, refcount table,
+/// A qcow2 output laid out like <c>qemu-img convert -O qcow2</c>: header, refcount table,
 /// first refcount block and L1 in the first clusters; then L2 tables and data clusters appended in guest order,
 /// each L2 table allocated when first needed. Memory stays bounded whatever the size: data arrives in guest order,
 /// so an L2 table is complete once the guest offset passes it, and a refcount block once allocation passes its range;
@@ -24,7 +24,7 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
     private readonly CompressionType? compression;
     private readonly Qcow2Layout full;
     private readonly uint cs;
-    private readonly int clusterBits;
+    private readonly Qcow2Entries.CompressedDescriptor compressedDescriptor;
     private readonly ulong l2Entries;
     private readonly ulong perBlock;
     private readonly ulong[] l1;
@@ -46,10 +46,11 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
         this.version = version;
         this.compression = compression;
         cs = clusterSize;
-        clusterBits = BitOperations.Log2(clusterSize);
+        int clusterBits = BitOperations.Log2(clusterSize);
+        compressedDescriptor = new Qcow2Entries.CompressedDescriptor(clusterBits);
         full = Qcow2Layout.Compute(size, clusterBits, 16, mapAllData: true, path);
         l2Entries = cs / 8UL;
-        perBlock = Qcow2Refcounts.EntriesPerBlock(cs, 16);
+        perBlock = Qcow2Entries.RefcountsPerBlock(cs, 16);
         l1 = new ulong[full.L1Size];
         reftable = new ulong[full.RefcountTableClusters * cs / 8];
         l2 = new byte[cs];
@@ -111,7 +112,7 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
                     {
                         EnsureL2(chunk.UnitOffset(i) / cs);
                         ulong host = AllocateCluster(countReference: true);
-                        SetL2(chunk.UnitOffset(i) / cs, (host * cs) | Qcow2ImageWriter.CopiedFlag);
+                        SetL2(chunk.UnitOffset(i) / cs, Qcow2Entries.Owned(host * cs));
                         if (i > runStart && host != runHost + (ulong)(i - runStart))
                         {
                             WriteData(chunk, runStart, i, runHost);
@@ -136,15 +137,13 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
                     EnsureL2(guestCluster);
                     ulong offset = PlaceCompressed(payload.Length);
                     coalescer.Write(offset, payload);
-                    int shift = 62 - (clusterBits - 8);
-                    ulong sectors = ((offset + (ulong)payload.Length - 1) >> 9) - (offset >> 9);
-                    SetL2(guestCluster, offset | (sectors << shift) | (1UL << 62));
+                    SetL2(guestCluster, compressedDescriptor.Encode(offset, payload.Length));
                     break;
                 }
 
                 case UnitState.ZeroFlag:
                     EnsureL2(guestCluster);
-                    SetL2(guestCluster, Qcow2ImageWriter.ZeroFlag);
+                    SetL2(guestCluster, Qcow2Entries.ZeroFlag);
                     break;
             }
 
@@ -162,20 +161,20 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
         RandomAccess.SetLength(handle, (long)(nextCluster * cs));
         foreach ((ulong block, byte[] buffer) in openBlocks)
         {
-            Qcow2Io.Write(handle, buffer, reftable[block]);
+            ImageIo.Write(handle, buffer, reftable[block]);
         }
 
         openBlocks.Clear();
         if (l1.Length > 0)
         {
-            // qemu writes the L1 entries only, not a whole cluster (qcow2-notes §4).
+            // qemu writes the L1 entries only, not the rest of their cluster.
             byte[] table = new byte[l1.Length * 8];
             for (int i = 0; i < l1.Length; i++)
             {
                 BinaryPrimitives.WriteUInt64BigEndian(table.AsSpan(i * 8), l1[i]);
             }
 
-            Qcow2Io.Write(handle, table, front.L1Offset);
+            ImageIo.Write(handle, table, front.L1Offset);
         }
 
         byte[] refTable = new byte[reftable.Length * 8];
@@ -184,7 +183,7 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
             BinaryPrimitives.WriteUInt64BigEndian(refTable.AsSpan(i * 8), reftable[i]);
         }
 
-        Qcow2Io.Write(handle, refTable, front.RefcountTableOffset);
+        ImageIo.Write(handle, refTable, front.RefcountTableOffset);
         cancellationToken.ThrowIfCancellationRequested();
 
         // The header last: until it is written the file is not a qcow2 image at all.
@@ -197,7 +196,7 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
             header[104] = 1;
         }
 
-        Qcow2Io.Write(handle, header, 0);
+        ImageIo.Write(handle, header, 0);
     }
 
     private void WriteData(ConvertChunk chunk, int from, int to, ulong host)
@@ -205,7 +204,7 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
         if (to > from)
         {
             coalescer.Flush();
-            Qcow2Io.Write(handle, chunk.Data.AsSpan(from * (int)cs, (to - from) * (int)cs), host * cs);
+            ImageIo.Write(handle, chunk.Data.AsSpan(from * (int)cs, (to - from) * (int)cs), host * cs);
         }
     }
 
@@ -221,7 +220,7 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
         currentL1 = index;
         Array.Clear(l2);
         currentL2Offset = AllocateCluster(countReference: true) * cs;
-        l1[index] = currentL2Offset | Qcow2ImageWriter.CopiedFlag;
+        l1[index] = Qcow2Entries.Owned(currentL2Offset);
     }
 
     private void SetL2(ulong guestCluster, ulong entry) =>
@@ -231,7 +230,7 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
     {
         if (currentL1 >= 0)
         {
-            Qcow2Io.Write(handle, l2, currentL2Offset);
+            ImageIo.Write(handle, l2, currentL2Offset);
             currentL1 = -1;
         }
     }
@@ -296,13 +295,13 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
     {
         byte[] block = openBlocks[cluster / perBlock];
         ulong index = cluster % perBlock;
-        ulong count = Qcow2Refcounts.Get(block, index, 16) + 1;
+        ulong count = Qcow2Entries.ReadRefcount(block, index, 16) + 1;
         if (count > ushort.MaxValue)
         {
             throw new InvalidOperationException($"Refcount overflow on cluster {cluster} of '{path}'.");
         }
 
-        Qcow2Refcounts.Set(block, index, 16, count);
+        Qcow2Entries.WriteRefcount(block, index, 16, count);
     }
 
     /// <summary>Writes the refcount blocks no later allocation can touch any more.</summary>
@@ -321,7 +320,7 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
 
         foreach (ulong block in openBlocks.Keys.Where(b => b < lowestLive).ToList())
         {
-            Qcow2Io.Write(handle, openBlocks[block], reftable[block]);
+            ImageIo.Write(handle, openBlocks[block], reftable[block]);
             openBlocks.Remove(block);
         }
     }

@@ -1,35 +1,28 @@
 using System.Buffers.Binary;
 using System.Text;
-using KvmStorage.Core.Images.Vmdk;
+using KvmStorage.Core.Images.Convert;
 using Microsoft.Win32.SafeHandles;
 
-namespace KvmStorage.Core.Images.Convert;
+namespace KvmStorage.Core.Images.Vmdk;
 
 /// <summary>
 /// A streamOptimized VMDK (for VMware) written as <c>qemu-img convert -O vmdk -o subformat=streamOptimized</c> does
-/// (block/vmdk.c; qcow2-notes §12.1): version 3, flags newline-detect | redundant GD | compressed | markers,
+/// (qemu's block/vmdk.c; the VMDK specification's "Stream-Optimized Compressed Sparse Extents"): version 3, flags newline-detect | redundant GD | compressed | markers,
 /// the descriptor at sector 1, both grain directories and their grain tables reserved in the header area, then
 /// each non-zero 64 KiB grain as a zlib stream behind a <c>{u64 lba, u32 size}</c> marker, sector-aligned,
 /// in guest order; an end-of-stream marker (a zero sector) closes the file.
 /// </summary>
 internal sealed class VmdkStreamConvertTarget : ConvertTarget
 {
-    private const int GrainBytes = 65536;
-    private const ulong GrainSectors = GrainBytes / 512;
-    private const uint GtesPerGt = 512;
-    private const ulong DescriptorSectors = 20;
+    internal const int GrainBytes = (int)VmdkSparseLayout.GrainSectors * 512;
+    private const ulong GrainSectors = VmdkSparseLayout.GrainSectors;
+    private const uint GtesPerGt = VmdkSparseLayout.GtesPerGt;
     private const int MarkerBytes = 12;
 
     private readonly SafeFileHandle handle;
     private readonly string fileName;
     private readonly ulong size;
-    private readonly ulong capacity;
-    private readonly ulong gtCount;
-    private readonly ulong gtSectors;
-    private readonly ulong gdSectors;
-    private readonly ulong rgdOffset;
-    private readonly ulong gdOffset;
-    private readonly ulong grainOffset;
+    private readonly VmdkSparseLayout layout;
     private readonly uint[] gt = new uint[GtesPerGt];
     private readonly WriteCoalescer coalescer;
     private readonly byte[] marker = new byte[512];
@@ -41,14 +34,7 @@ internal sealed class VmdkStreamConvertTarget : ConvertTarget
         this.handle = handle;
         fileName = Path.GetFileName(finalPath);
         this.size = size;
-        capacity = (size + 511) / 512;
-        ulong grains = (capacity + GrainSectors - 1) / GrainSectors;
-        gtSectors = ((GtesPerGt * 4) + 511) / 512;
-        gtCount = (grains + GtesPerGt - 1) / GtesPerGt;
-        gdSectors = ((gtCount * 4) + 511) / 512;
-        rgdOffset = 1 + DescriptorSectors;
-        gdOffset = rgdOffset + gdSectors + (gtSectors * gtCount);
-        grainOffset = (gdOffset + gdSectors + (gtSectors * gtCount) + GrainSectors - 1) / GrainSectors * GrainSectors;
+        layout = new VmdkSparseLayout((size + 511) / 512);
         coalescer = new WriteCoalescer(handle, 4 * 1024 * 1024);
         Compressor = new ClusterCompressor.DeflateClusterCompressor(zlibWrapped: true);
     }
@@ -60,8 +46,8 @@ internal sealed class VmdkStreamConvertTarget : ConvertTarget
     public override void Begin(CancellationToken cancellationToken)
     {
         // The grain tables start as holes (every grain unallocated); the ones that get entries are written as the stream passes them.
-        RandomAccess.SetLength(handle, checked((long)(grainOffset * 512)));
-        nextSector = grainOffset;
+        RandomAccess.SetLength(handle, checked((long)(layout.GrainOffset * 512)));
+        nextSector = layout.GrainOffset;
     }
 
     public override void Write(ConvertChunk chunk)
@@ -108,24 +94,14 @@ internal sealed class VmdkStreamConvertTarget : ConvertTarget
         coalescer.Write(nextSector * 512, new byte[512]);
         coalescer.Flush();
         RandomAccess.SetLength(handle, checked((long)((nextSector + 1) * 512)));
-        WriteDirectory(rgdOffset);
-        WriteDirectory(gdOffset);
+        layout.WriteDirectory(handle, layout.RedundantGdOffset, CancellationToken.None);
+        layout.WriteDirectory(handle, layout.GdOffset, CancellationToken.None);
         cancellationToken.ThrowIfCancellationRequested();
 
-        byte[] head = new byte[512 * (1 + (int)DescriptorSectors)];
-        new VmdkSparseHeader(
-            Version: 3,
-            Flags: VmdkSparseHeader.FlagNewlineDetect | VmdkSparseHeader.FlagRedundantGd | VmdkSparseHeader.FlagCompressed | VmdkSparseHeader.FlagMarkers,
-            Capacity: capacity,
-            GrainSize: GrainSectors,
-            DescriptorOffset: 1,
-            DescriptorSize: DescriptorSectors,
-            GtesPerGt: GtesPerGt,
-            RedundantGdOffset: rgdOffset,
-            GdOffset: gdOffset,
-            OverHead: grainOffset,
-            CompressAlgorithm: VmdkSparseHeader.CompressDeflate).WriteTo(head);
-        Encoding.ASCII.GetBytes(VmdkWriter.Descriptor(fileName, capacity * 512, "streamOptimized"), head.AsSpan(512));
+        byte[] head = new byte[512 * (1 + (int)VmdkSparseLayout.DescriptorSectors)];
+        const uint flags = VmdkSparseHeader.FlagNewlineDetect | VmdkSparseHeader.FlagRedundantGd | VmdkSparseHeader.FlagCompressed | VmdkSparseHeader.FlagMarkers;
+        layout.Header(3, flags, VmdkSparseHeader.CompressDeflate).WriteTo(head);
+        Encoding.ASCII.GetBytes(VmdkWriter.Descriptor(fileName, layout.Capacity * 512, "streamOptimized"), head.AsSpan(512));
         RandomAccess.Write(handle, head, 0);
     }
 
@@ -144,21 +120,9 @@ internal sealed class VmdkStreamConvertTarget : ConvertTarget
         }
 
         ulong index = (ulong)currentGt;
-        RandomAccess.Write(handle, table, (long)((rgdOffset + gdSectors + (index * gtSectors)) * 512));
-        RandomAccess.Write(handle, table, (long)((gdOffset + gdSectors + (index * gtSectors)) * 512));
+        RandomAccess.Write(handle, table, (long)(layout.GrainTable(layout.RedundantGdOffset, index) * 512));
+        RandomAccess.Write(handle, table, (long)(layout.GrainTable(layout.GdOffset, index) * 512));
         currentGt = -1;
-    }
-
-    /// <summary>A grain directory whose entries point at the grain tables that follow it, all of them, as qemu writes it.</summary>
-    private void WriteDirectory(ulong directory)
-    {
-        byte[] entries = new byte[gdSectors * 512];
-        for (ulong i = 0; i < gtCount; i++)
-        {
-            BinaryPrimitives.WriteUInt32LittleEndian(entries.AsSpan((int)(i * 4)), checked((uint)(directory + gdSectors + (i * gtSectors))));
-        }
-
-        RandomAccess.Write(handle, entries, (long)(directory * 512));
     }
 
     internal ulong Size => size;

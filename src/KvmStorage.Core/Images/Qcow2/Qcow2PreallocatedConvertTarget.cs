@@ -1,9 +1,9 @@
 using System.Buffers.Binary;
 using System.Numerics;
-using KvmStorage.Core.Images.Qcow2;
+using KvmStorage.Core.Images.Convert;
 using Microsoft.Win32.SafeHandles;
 
-namespace KvmStorage.Core.Images.Convert;
+namespace KvmStorage.Core.Images.Qcow2;
 
 /// <summary>
 /// A preallocated qcow2 output (metadata, falloc, full): the image is first created exactly as
@@ -37,35 +37,21 @@ internal sealed class Qcow2PreallocatedConvertTarget : ConvertTarget
 
     public override void Write(ConvertChunk chunk)
     {
-        int i = 0;
-        while (i < chunk.UnitCount)
+        foreach ((int start, int count) in chunk.DataRuns())
         {
-            if (chunk.States[i] != UnitState.Data)
-            {
-                i++;
-                continue;
-            }
-
-            int start = i;
-            while (i < chunk.UnitCount && chunk.States[i] == UnitState.Data)
-            {
-                i++;
-            }
-
             ulong firstCluster = chunk.UnitOffset(start) / cs;
-            int count = i - start;
-            Qcow2Io.Write(handle, chunk.Data.AsSpan(start * (int)cs, count * (int)cs), layout.DataOffset + (firstCluster * cs));
+            ImageIo.Write(handle, chunk.Data.AsSpan(start * (int)cs, count * (int)cs), layout.DataOffset + (firstCluster * cs));
             if (clearZeroFlags)
             {
                 // The guest clusters' L2 entries are contiguous: preallocated L2 tables follow each other in guest order.
                 byte[] entries = new byte[count * 8];
                 for (int k = 0; k < count; k++)
                 {
-                    ulong entry = (layout.DataOffset + ((firstCluster + (ulong)k) * cs)) | Qcow2ImageWriter.CopiedFlag;
+                    ulong entry = Qcow2Entries.Owned(layout.DataOffset + ((firstCluster + (ulong)k) * cs));
                     BinaryPrimitives.WriteUInt64BigEndian(entries.AsSpan(k * 8), entry);
                 }
 
-                Qcow2Io.Write(handle, entries, layout.L2Offset + (firstCluster * 8));
+                ImageIo.Write(handle, entries, layout.L2Offset + (firstCluster * 8));
             }
         }
     }
