@@ -141,24 +141,8 @@ public static class ImageCreator
             throw ImageErrors.Argument(ImageErrorIds.InvalidImageSize, $"The virtual size {size} is too large.", fullPath);
         }
 
-        return new ImageCreateOptions
-        {
-            Format = options.Format,
-
-            // qemu-img rounds the requested size up to whole 512-byte sectors.
-            VirtualSize = (size.Value + 511) & ~511UL,
-            Preallocation = options.Preallocation,
-            ClusterSize = options.ClusterSize,
-            Compat = options.Compat,
-            LazyRefcounts = options.LazyRefcounts,
-            RefcountBits = options.RefcountBits,
-            BackingFile = options.BackingFile,
-            BackingFormat = backingFormat,
-            Mode = options.Mode,
-            Owner = options.Owner,
-            Group = options.Group,
-            BackingRule = options.BackingRule,
-        };
+        // qemu-img rounds the requested size up to whole 512-byte sectors.
+        return options with { VirtualSize = (size.Value + 511) & ~511UL, BackingFormat = backingFormat };
     }
 
     private static KvmStorageException Exists(string path, Exception? inner) =>

@@ -159,7 +159,7 @@ public sealed unsafe class LibvirtConnection : IDisposable
         }
         finally
         {
-            LibvirtNative.free(array);
+            IO.NativeMethods.free(array);
         }
 
         return items;

@@ -12,7 +12,6 @@ namespace KvmStorage.Core.Libvirt;
 internal static unsafe partial class LibvirtNative
 {
     internal const string Library = "libvirt.so.0";
-    private const string LibC = "libc";
 
     internal const uint VIR_CONNECT_RO = 1;
     internal const uint VIR_STORAGE_POOL_DEFINE_VALIDATE = 1;
@@ -218,12 +217,6 @@ internal static unsafe partial class LibvirtNative
     [LibraryImport(Library)]
     internal static partial int virDomainFree(IntPtr domain);
 
-    [LibraryImport(LibC)]
-    internal static partial void free(IntPtr pointer);
-
-    [LibraryImport(LibC)]
-    internal static partial IntPtr strdup(byte* text);
-
     /// <summary>Reads a caller-owned <c>char*</c> and frees it with libc <c>free</c>.</summary>
     internal static string? TakeString(IntPtr pointer)
     {
@@ -238,7 +231,7 @@ internal static unsafe partial class LibvirtNative
         }
         finally
         {
-            free(pointer);
+            IO.NativeMethods.free(pointer);
         }
     }
 
