@@ -16,7 +16,7 @@ public enum ImageFormat
 }
 
 /// <summary>What one image file is, as <c>qemu-img info --output=json</c> reports it.</summary>
-public sealed class ImageInfo
+public sealed record ImageInfo
 {
     /// <summary>The format and guest size, as an export to CSV shows the object.</summary>
     public override string ToString() => $"{Format}, {VirtualSize} bytes";

@@ -240,23 +240,6 @@ public static class ImageInspector
 
     private static ImageInfo Rebuild(ImageInfo top, IReadOnlyList<ImageInfo> chain, string? refusal) => CopyWith(top, top.FullBackingFile, chain, refusal);
 
-    private static ImageInfo CopyWith(ImageInfo info, string? fullBackingFile, IReadOnlyList<ImageInfo> chain, string? refusal) => new()
-    {
-        Path = info.Path,
-        ImageFormat = info.ImageFormat,
-        VirtualSize = info.VirtualSize,
-        ActualSize = info.ActualSize,
-        FileLength = info.FileLength,
-        ClusterSize = info.ClusterSize,
-        BackingFile = info.BackingFile,
-        FullBackingFile = fullBackingFile,
-        BackingFormat = info.BackingFormat,
-        DirtyFlag = info.DirtyFlag,
-        Qcow2 = info.Qcow2,
-        Vmdk = info.Vmdk,
-        Encryption = info.Encryption,
-        Snapshots = info.Snapshots,
-        BackingChain = chain,
-        BackingRefusal = refusal,
-    };
+    private static ImageInfo CopyWith(ImageInfo info, string? fullBackingFile, IReadOnlyList<ImageInfo> chain, string? refusal) =>
+        info with { FullBackingFile = fullBackingFile, BackingChain = chain, BackingRefusal = refusal };
 }
