@@ -119,6 +119,29 @@ public sealed class ForeignOracleTests : IClassFixture<ForeignTestImages>
         AssertMatches(ForeignTestImages.QemuInfo(descriptor), info);
     }
 
+    /// <summary>
+    /// Runs of blank lines (a fuzzer found a descriptor of 32,000): each blank line scans as the next line with text,
+    /// so the extent after a run counts once per line of the run, as in qemu. Blank lines in a row share one scan
+    /// (scanning each one again was quadratic: 0.8 s for that 35 KB file); the sizes still agree with qemu-img.
+    /// </summary>
+    [SkippableTheory]
+    [InlineData(3, "\n")]
+    [InlineData(40, " \t\r\n")]
+    [InlineData(2000, "\n")]
+    public void Vmdk_descriptor_runs_of_blank_lines_match_qemu(int blankLines, string blank)
+    {
+        ExternalTool.Require("qemu-img");
+        using var dir = new TempDirectory();
+        File.WriteAllBytes(dir.Combine("data.raw"), new byte[64 * 512]);
+        string descriptor = dir.Combine("blank.vmdk");
+        string run = string.Concat(Enumerable.Repeat(blank, blankLines));
+        File.WriteAllText(descriptor, "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n"
+            + run + "RW 64 FLAT \"data.raw\" 0\n" + run + "RDONLY 8 FLAT \"data.raw\" 0\n" + run + "RW 16 FLAT \"data.raw\" 0\n");
+        ImageInfo info = ForeignTestImages.Inspect(descriptor);
+        AssertMatches(ForeignTestImages.QemuInfo(descriptor), info);
+        Assert.Equal((ulong)(blankLines + 1) * 64 * 512 + (ulong)(blankLines + 1) * 16 * 512, info.VirtualSize);
+    }
+
     private static void AssertMatches(JsonElement qemu, ImageInfo info)
     {
         Assert.Equal(qemu.GetProperty("format").GetString(), info.Format);

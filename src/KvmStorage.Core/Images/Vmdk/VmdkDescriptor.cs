@@ -132,49 +132,37 @@ internal static class VmdkDescriptor
     }
 
     /// <summary>vmdk_parse_extents. Returns null with <paramref name="invalidLine"/> set when a line is malformed.</summary>
+    /// <remarks>
+    /// qemu scans each line with sscanf, whose first <c>%s</c> skips every kind of whitespace, newlines included: a
+    /// blank line is read as the next line that has text (so qemu counts an extent once more for each blank line
+    /// before it, and so does this port). Scanning from every blank line again would cost the square of the number of
+    /// blank lines; the scan depends only on where the text starts, so blank lines in a row share one scan.
+    /// </remarks>
     public static List<VmdkExtentLine>? ParseExtents(string desc, out string? invalidLine)
     {
         invalidLine = null;
         var extents = new List<VmdkExtentLine>();
         int p = 0;
+        int textStart = -1;
+        ExtentScan scan = default;
         while (p < desc.Length)
         {
             int lineEnd = desc.IndexOf('\n', p);
             int next = lineEnd < 0 ? desc.Length : lineEnd + 1;
-            var s = new Scanner(desc, p);
-            int matches = 0;
-            string? access = s.Word(10);
-            long sectors = 0;
-            string? type = null;
-            string? name = null;
-            long flatOffset = -1;
-            if (access is not null)
+            if (textStart < p)
             {
-                matches++;
-                long? n = s.Decimal();
-                if (n is not null)
+                // Past the text the previous scan started at: find where this line's scan starts. Otherwise this
+                // line lies in the run of whitespace before that text, and its scan is the previous one.
+                textStart = p;
+                while (textStart < desc.Length && Scanner.IsSpace(desc[textStart]))
                 {
-                    sectors = n.Value;
-                    matches++;
-                    type = s.Word(10);
-                    if (type is not null)
-                    {
-                        matches++;
-                        name = s.QuotedName(511);
-                        if (name is not null)
-                        {
-                            matches++;
-                            long? offset = s.Decimal();
-                            if (offset is not null)
-                            {
-                                flatOffset = offset.Value;
-                                matches++;
-                            }
-                        }
-                    }
+                    textStart++;
                 }
+
+                scan = ScanExtentLine(desc, textStart);
             }
 
+            (int matches, string? access, long sectors, string? type, string? name, long flatOffset) = scan;
             if (matches < 4 || access != "RW")
             {
                 p = next;
@@ -215,6 +203,48 @@ internal static class VmdkDescriptor
         return extents;
     }
 
+    private readonly record struct ExtentScan(int Matches, string? Access, long Sectors, string? Type, string? Name, long FlatOffset);
+
+    /// <summary>One sscanf of an extent line: <c>%10s %lld %10s "%511[^\n\r"]" %lld</c>, from <paramref name="start"/>.</summary>
+    private static ExtentScan ScanExtentLine(string desc, int start)
+    {
+        var s = new Scanner(desc, start);
+        int matches = 0;
+        long sectors = 0;
+        string? type = null;
+        string? name = null;
+        long flatOffset = -1;
+        string? access = s.Word(10);
+        if (access is not null)
+        {
+            matches++;
+            long? n = s.Decimal();
+            if (n is not null)
+            {
+                sectors = n.Value;
+                matches++;
+                type = s.Word(10);
+                if (type is not null)
+                {
+                    matches++;
+                    name = s.QuotedName(511);
+                    if (name is not null)
+                    {
+                        matches++;
+                        long? offset = s.Decimal();
+                        if (offset is not null)
+                        {
+                            flatOffset = offset.Value;
+                            matches++;
+                        }
+                    }
+                }
+            }
+        }
+
+        return new ExtentScan(matches, access, sectors, type, name, flatOffset);
+    }
+
     /// <summary>Just enough of sscanf to read descriptor lines exactly as glibc would.</summary>
     private ref struct Scanner
     {
@@ -235,7 +265,7 @@ internal static class VmdkDescriptor
             }
         }
 
-        private static bool IsSpace(char c) => c is ' ' or '\t' or '\n' or '\r' or '\v' or '\f';
+        public static bool IsSpace(char c) => c is ' ' or '\t' or '\n' or '\r' or '\v' or '\f';
 
         /// <summary><c>%Ns</c>.</summary>
         public string? Word(int width)
