@@ -14,13 +14,8 @@ internal static class BackingUsers
     public static List<string> Find(IKvmHost host, string hostPath, IReadOnlySet<string>? exclude = null, string? through = null)
     {
         var users = new List<string>();
-        foreach (PoolReadResult entry in host.ListPools())
+        foreach (StoragePool pool in host.ListFilePools())
         {
-            if (entry.Pool is not { } pool || !pool.PoolType.HoldsFileVolumes() || pool.LocalPath is null || !Directory.Exists(pool.LocalPath))
-            {
-                continue;
-            }
-
             IReadOnlyList<VolumeReadResult> volumes;
             try
             {

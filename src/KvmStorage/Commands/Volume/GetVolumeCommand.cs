@@ -1,4 +1,5 @@
 using System.Management.Automation;
+using KvmStorage.Core.Backends;
 using KvmStorage.Core.Pools;
 using KvmStorage.Core.Volumes;
 using KvmStorage.Infrastructure;
@@ -109,7 +110,7 @@ public sealed class GetVolumeCommand : KvmCmdlet
         List<string>? asked = pools?.ToList();
         bool everyPool = asked is null || asked.Exists(WildcardPattern.ContainsWildcardCharacters);
         // Listed once, however many patterns match against it.
-        var filePools = new Lazy<List<string>>(() => [.. KvmHost.ListPools().Where(r => r.Pool is { } p && p.PoolType.HoldsFileVolumes() && p.LocalPath is not null && Directory.Exists(p.LocalPath)).Select(r => r.Pool!.Name)]);
+        var filePools = new Lazy<List<string>>(() => [.. KvmHost.ListFilePools().Select(p => p.Name)]);
 
         // Pool names may be patterns (as on Get-StoragePool): each matches the pools that hold files; none is no error.
         pools = asked is null

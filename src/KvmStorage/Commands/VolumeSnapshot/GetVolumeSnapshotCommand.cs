@@ -1,5 +1,6 @@
 using System.Management.Automation;
 using KvmStorage.Core.Access;
+using KvmStorage.Core.Backends;
 using KvmStorage.Core.Errors;
 using KvmStorage.Core.Images;
 using KvmStorage.Core.Pools;
@@ -41,7 +42,7 @@ public sealed class GetVolumeSnapshotCommand : KvmCmdlet
     private void WriteAllPools()
     {
         var volumes = new List<StorageVolume>();
-        foreach (string pool in KvmHost.ListPools().Where(r => r.Pool is { } p && p.PoolType.HoldsFileVolumes() && p.LocalPath is not null && Directory.Exists(p.LocalPath)).Select(r => r.Pool!.Name))
+        foreach (string pool in KvmHost.ListFilePools().Select(p => p.Name))
         {
             RunForItem(pool, () => volumes.AddRange(KvmHost.ListVolumes(pool).Where(r => r.Volume is { ImageFormat: ImageFormat.Qcow2 }).Select(r => r.Volume!)));
         }
