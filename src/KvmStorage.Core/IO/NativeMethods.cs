@@ -4,7 +4,7 @@ using Microsoft.Win32.SafeHandles;
 namespace KvmStorage.Core.IO;
 
 /// <summary>
-/// Every libc call of the engine, the ones .NET does not expose: flock, OFD byte-range locks, fsync, chown, statx,
+/// Every libc call of the engine, the ones .NET does not expose: flock, OFD byte-range locks, fsync, sync_file_range, chown, statx,
 /// statvfs, statfs, realpath, renameat2, access, lseek's SEEK_DATA/SEEK_HOLE, fallocate and posix_fallocate.
 /// (libvirt's own entry points live in <c>Libvirt/LibvirtNative.cs</c>, its binding layer.)
 /// </summary>
@@ -64,6 +64,14 @@ internal static unsafe partial class NativeMethods
 
     [LibraryImport(LibC, SetLastError = true)]
     internal static partial int close(int fd);
+
+    internal const uint SYNC_FILE_RANGE_WAIT_BEFORE = 1;
+    internal const uint SYNC_FILE_RANGE_WRITE = 2;
+    internal const uint SYNC_FILE_RANGE_WAIT_AFTER = 4;
+
+    /// <summary>sync_file_range(2): starts (and optionally waits for) write-out of a file range; no metadata, no cache flush.</summary>
+    [LibraryImport(LibC, SetLastError = true)]
+    internal static partial int sync_file_range(SafeFileHandle fd, long offset, long nbytes, uint flags);
 
     [LibraryImport(LibC, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int chown(string path, int owner, int group);

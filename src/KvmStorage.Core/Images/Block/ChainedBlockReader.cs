@@ -31,7 +31,21 @@ internal sealed class ChainedBlockReader : IBlockReader
     public IEnumerable<Extent> GetExtents(ulong offset, ulong length)
     {
         CheckRange(offset, length);
-        return Merge(Walk(0, offset, length));
+        return Merge(Walk(0, offset, length, layers.Length));
+    }
+
+    /// <summary>The layers of the chain, top first (the image itself, then its backing files).</summary>
+    internal IReadOnlyList<ImageInfo> LayerInfos => [Info, .. Info.BackingChain];
+
+    /// <summary>
+    /// The extents of the top <paramref name="depth"/> layers alone: what they leave to the layers below reports as
+    /// <see cref="ExtentKind.Unallocated"/> (qemu's <c>bdrv_is_allocated_above</c> with a base).
+    /// </summary>
+    internal IEnumerable<Extent> GetExtentsAbove(int depth, ulong offset, ulong length)
+    {
+        CheckRange(offset, length);
+        ArgumentOutOfRangeException.ThrowIfNegative(depth);
+        return depth == 0 ? [new Extent(offset, length, ExtentKind.Unallocated)] : Merge(Walk(0, offset, length, Math.Min(depth, layers.Length)));
     }
 
     public void Dispose()
@@ -99,7 +113,7 @@ internal sealed class ChainedBlockReader : IBlockReader
         }
     }
 
-    private IEnumerable<Extent> Walk(int depth, ulong offset, ulong length)
+    private IEnumerable<Extent> Walk(int depth, ulong offset, ulong length, int limit)
     {
         ImageLayer layer = layers[depth];
         ulong end = offset + length;
@@ -124,9 +138,9 @@ internal sealed class ChainedBlockReader : IBlockReader
                     yield return new Extent(offset, n, ExtentKind.Zero);
                     break;
                 default:
-                    if (depth + 1 < layers.Length)
+                    if (depth + 1 < limit)
                     {
-                        foreach (Extent below in Walk(depth + 1, offset, n))
+                        foreach (Extent below in Walk(depth + 1, offset, n, limit))
                         {
                             yield return below;
                         }

@@ -16,7 +16,8 @@ namespace KvmStorage.Core.Images.Chains;
 /// </remarks>
 public static class ImageRebaser
 {
-    private const int ChunkBytes = 1 << 20;
+    // Each chunk that differs is one metadata batch of the writer (one flush): large chunks, few flushes.
+    private const int ChunkBytes = 8 << 20;
 
     /// <summary>Rebases <paramref name="path"/>; returns what the image is afterwards.</summary>
     public static ImageInfo Rebase(string path, RebaseOptions options, IProgress<ImageProgress>? progress = null, CancellationToken cancellationToken = default)
@@ -148,58 +149,33 @@ public static class ImageRebaser
         {
             foreach (Extent extent in pending)
             {
-                for (ulong offset = extent.Offset; offset < extent.End;)
+                // Only ranges where the two chains can read differently are read at all; the rest counts as done.
+                ulong covered = extent.Offset;
+                foreach ((ulong rangeStart, ulong rangeEnd) in RangesThatMayDiffer(oldChain, newChain, newPath, newFormat, extent))
                 {
-                    cancellationToken.ThrowIfCancellationRequested();
-
-                    // Chunks end on cluster boundaries so each cluster is compared (and written) whole.
-                    ulong end = Math.Min(extent.End, ((offset / cluster) * cluster) + (ulong)chunk);
-                    int length = (int)(end - offset);
-                    ReadView(oldChain, offset, oldData.AsSpan(0, length));
-                    ReadView(newChain, offset, newData.AsSpan(0, length));
-                    // Runs of adjacent clusters that need the same kind of write go to the writer as one call (one
-                    // metadata batch instead of one per cluster).
-                    int runStart = 0, runLength = 0;
-                    bool runZeros = false;
-                    for (int start = 0; start < length;)
+                    // Widened to whole clusters of the image (never outside the extent) so each cluster is compared whole.
+                    ulong start = Math.Max(covered, Math.Max(extent.Offset, rangeStart / cluster * cluster));
+                    ulong stop = Math.Min(extent.End, (rangeEnd + cluster - 1) / cluster * cluster);
+                    for (ulong offset = start; offset < stop;)
                     {
-                        int piece = (int)Math.Min((ulong)(length - start), cluster - ((offset + (ulong)start) % cluster));
-                        ReadOnlySpan<byte> before = oldData.AsSpan(start, piece);
-                        bool differs = !before.SequenceEqual(newData.AsSpan(start, piece));
+                        cancellationToken.ThrowIfCancellationRequested();
 
-                        // Zeros are written as data when the image has no backing file yet: the writer would
-                        // otherwise leave such clusters unallocated, which reads the new backing file once the
-                        // header names it.
-                        bool zeros = differs && writer.HasBackingFile && !before.ContainsAnyExcept((byte)0);
-                        if (runLength > 0 && (!differs || zeros != runZeros))
-                        {
-                            WriteRun(writer, offset, oldData, runStart, runLength, runZeros);
-                            runLength = 0;
-                        }
-
-                        if (differs)
-                        {
-                            if (runLength == 0)
-                            {
-                                runStart = start;
-                                runZeros = zeros;
-                            }
-
-                            runLength += piece;
-                        }
-
-                        start += piece;
+                        // Chunks end on cluster boundaries so each cluster is compared (and written) whole.
+                        ulong end = Math.Min(stop, ((offset / cluster) * cluster) + (ulong)chunk);
+                        CompareAndCopy(writer, oldChain, newChain, offset, (int)(end - offset), cluster, oldData, newData);
+                        offset = end;
                     }
 
-                    if (runLength > 0)
+                    if (stop > covered)
                     {
-                        WriteRun(writer, offset, oldData, runStart, runLength, runZeros);
+                        done += stop - covered;
+                        covered = stop;
+                        progress?.Report(new ImageProgress(done, total));
                     }
-
-                    offset = end;
-                    done += (ulong)length;
-                    progress?.Report(new ImageProgress(done, total));
                 }
+
+                done += extent.End - covered;
+                progress?.Report(new ImageProgress(done, total));
             }
         }
         finally
@@ -207,6 +183,130 @@ public static class ImageRebaser
             // Whatever was copied is made durable before the header can change (and on cancellation, too: the
             // image stays valid either way, but a flushed state is the one a crash leaves).
             writer.Flush();
+        }
+    }
+
+    /// <summary>
+    /// The parts of <paramref name="extent"/> where the old and the new backing chains may read differently, from
+    /// metadata alone (qemu-img rebase's rules): when the new backing file is a layer of the old chain, only what the
+    /// layers above it allocate; otherwise wherever either chain holds something other than zeros.
+    /// </summary>
+    private static IEnumerable<(ulong Start, ulong End)> RangesThatMayDiffer(IBlockReader? oldChain, IBlockReader? newChain, string? newPath, ImageFormat? newFormat, Extent extent)
+    {
+        int common = CommonBaseDepth(oldChain, newPath, newFormat);
+        if (common >= 0)
+        {
+            // Below the common layer both chains are the same files: only the layers above it can differ. Past the end
+            // of the old backing file the old chain reads zeros, so there the general rule applies.
+            ulong within = Math.Min(extent.End, Math.Max(extent.Offset, oldChain!.Size));
+            if (within > extent.Offset)
+            {
+                foreach (Extent above in ((ChainedBlockReader)oldChain).GetExtentsAbove(common, extent.Offset, within - extent.Offset))
+                {
+                    if (above.Kind != ExtentKind.Unallocated)
+                    {
+                        yield return (above.Offset, above.End);
+                    }
+                }
+            }
+
+            if (within == extent.End)
+            {
+                yield break;
+            }
+
+            extent = new Extent(within, extent.End - within, extent.Kind);
+        }
+
+        // Ranges both chains read as zeros without storing anything are equal; everything else is compared.
+        List<Extent> oldExtents = StoredExtents(oldChain, extent);
+        List<Extent> newExtents = StoredExtents(newChain, extent);
+        int i = 0, j = 0;
+        while (i < oldExtents.Count || j < newExtents.Count)
+        {
+            Extent next = j >= newExtents.Count || (i < oldExtents.Count && oldExtents[i].Offset <= newExtents[j].Offset) ? oldExtents[i++] : newExtents[j++];
+            yield return (next.Offset, next.End);
+        }
+    }
+
+    /// <summary>The extents of a chain within <paramref name="range"/> that hold data (zeros, holes and unallocated ranges left out).</summary>
+    private static List<Extent> StoredExtents(IBlockReader? chain, Extent range)
+    {
+        if (chain is null || range.Offset >= chain.Size)
+        {
+            return [];
+        }
+
+        ulong length = Math.Min(range.Length, chain.Size - range.Offset);
+        return [.. chain.GetExtents(range.Offset, length).Where(e => e.Kind == ExtentKind.Data)];
+    }
+
+    /// <summary>
+    /// How many layers of the old chain lie above the new backing file when the new one is itself a layer of the old
+    /// chain (the same file, read as the same format): 0 when it is the old backing file, -1 when it is not in the chain.
+    /// </summary>
+    private static int CommonBaseDepth(IBlockReader? oldChain, string? newPath, ImageFormat? newFormat)
+    {
+        if (oldChain is not ChainedBlockReader chained || newPath is null)
+        {
+            return -1;
+        }
+
+        string identity = ImageInspector.Identity(newPath);
+        IReadOnlyList<ImageInfo> layers = chained.LayerInfos;
+        for (int depth = 0; depth < layers.Count; depth++)
+        {
+            if (layers[depth].ImageFormat == newFormat && ImageInspector.Identity(layers[depth].Path) == identity)
+            {
+                return depth;
+            }
+        }
+
+        return -1;
+    }
+
+    /// <summary>Compares one chunk of both chains and writes the old contents of every cluster that differs.</summary>
+    private static void CompareAndCopy(IImageDataWriter writer, IBlockReader? oldChain, IBlockReader? newChain, ulong offset, int length, uint cluster, byte[] oldData, byte[] newData)
+    {
+        ReadView(oldChain, offset, oldData.AsSpan(0, length));
+        ReadView(newChain, offset, newData.AsSpan(0, length));
+
+        // Runs of adjacent clusters that need the same kind of write go to the writer as one call (one metadata
+        // batch instead of one per cluster).
+        int runStart = 0, runLength = 0;
+        bool runZeros = false;
+        for (int start = 0; start < length;)
+        {
+            int piece = (int)Math.Min((ulong)(length - start), cluster - ((offset + (ulong)start) % cluster));
+            ReadOnlySpan<byte> before = oldData.AsSpan(start, piece);
+            bool differs = !before.SequenceEqual(newData.AsSpan(start, piece));
+
+            // Zeros are written as data when the image has no backing file yet: the writer would otherwise leave
+            // such clusters unallocated, which reads the new backing file once the header names it.
+            bool zeros = differs && writer.HasBackingFile && !before.ContainsAnyExcept((byte)0);
+            if (runLength > 0 && (!differs || zeros != runZeros))
+            {
+                WriteRun(writer, offset, oldData, runStart, runLength, runZeros);
+                runLength = 0;
+            }
+
+            if (differs)
+            {
+                if (runLength == 0)
+                {
+                    runStart = start;
+                    runZeros = zeros;
+                }
+
+                runLength += piece;
+            }
+
+            start += piece;
+        }
+
+        if (runLength > 0)
+        {
+            WriteRun(writer, offset, oldData, runStart, runLength, runZeros);
         }
     }
 

@@ -63,7 +63,7 @@ public static class ImageConverter
                 PosixFile.SetOwner(temp, options.Owner, options.Group);
                 ConvertTarget target = output.CreateTarget(stream.SafeFileHandle, temp, fullPath, source.Size, options);
                 target.Begin(cancellationToken);
-                Copy(source, target, options, progress, cancellationToken);
+                Copy(source, target, options, new WriteBehind(stream.SafeFileHandle), progress, cancellationToken);
                 target.Complete(cancellationToken);
                 cancellationToken.ThrowIfCancellationRequested();
                 stream.Flush(flushToDisk: true);
@@ -277,7 +277,7 @@ public static class ImageConverter
     }
 
     /// <summary>The pipeline: a planner hands chunks to parallel workers (read, zero check, compress); this thread writes them in order.</summary>
-    private static void Copy(IBlockReader source, ConvertTarget target, ConvertOptions options, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
+    private static void Copy(IBlockReader source, ConvertTarget target, ConvertOptions options, WriteBehind writeBehind, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
     {
         ulong size = source.Size;
         int unit = target.Unit;
@@ -332,6 +332,8 @@ public static class ImageConverter
                 target.Write(chunk);
                 if (chunk.Data is { } data)
                 {
+                    // The device writes this chunk out while the next ones are read: the final fsync waits for the tail only.
+                    writeBehind.Written((long)chunk.Length);
                     dataPool.Add(data);
                 }
 

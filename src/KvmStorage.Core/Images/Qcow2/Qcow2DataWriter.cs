@@ -15,9 +15,10 @@ namespace KvmStorage.Core.Images.Qcow2;
 /// </summary>
 /// <remarks>
 /// Each batch follows qcow2.rst "Host cluster management" and qemu's ordering (block/qcow2-cluster.c): the new
-/// clusters' refcounts are made durable first (<see cref="RefcountEditor.Commit"/>), then the data and any new L2
-/// tables, then the L2 entries and L1 entries that point at them, and only then are references to replaced clusters
-/// dropped. A crash at any point leaves a valid image that can at worst leak clusters.
+/// clusters' refcounts (<see cref="RefcountEditor.Commit"/>), the data and any new L2 tables are written and made
+/// durable by one flush before the L2 entries and L1 entries that point at them are written, and references to
+/// replaced clusters are dropped only after those entries are durable. A crash at any point leaves a valid image that
+/// can at worst leak clusters. A batch costs one flush, two when it replaces clusters.
 /// The caller holds <see cref="ImageLock.AcquireForWrite"/> on the image.
 /// </remarks>
 public sealed class Qcow2DataWriter : IImageDataWriter
@@ -39,8 +40,13 @@ public sealed class Qcow2DataWriter : IImageDataWriter
     private readonly ulong clusterSize;
     private readonly ulong l2Entries;
     private readonly ulong batchClusters;
+    private readonly WriteBehind writeBehind;
     private IBlockReader? backing;
     private bool backingOpened;
+
+    // The last batch's link step (flush, then the entries that point at its new clusters), run at the start of the next
+    // operation so that the device writes the batch out while the caller prepares the next one.
+    private Action? pendingLink;
     private bool autoclearChecked;
     private bool broken;
     private bool disposed;
@@ -56,6 +62,7 @@ public sealed class Qcow2DataWriter : IImageDataWriter
         l2Entries = header.L2Entries;
         batchClusters = Math.Max(1, BatchBytes / clusterSize);
         refcounts = new RefcountEditor(handle, path, header, (ulong)RandomAccess.GetLength(handle));
+        writeBehind = new WriteBehind(handle);
         references = new Qcow2ClusterReferences(handle, path, header) { Map = refcounts.Map };
     }
 
@@ -132,17 +139,27 @@ public sealed class Qcow2DataWriter : IImageDataWriter
         CheckRange(guestOffset, data.Length);
         ulong offset = (ulong)guestOffset;
         ulong end = offset + (ulong)data.Length;
-        byte[] copy = data.ToArray();
-        Guard(() =>
+        try
         {
+            CompletePendingLink();
+
+            // The caller's bytes are written straight from its buffer: no copy of the batch is made.
             ulong position = offset;
             while (position < end)
             {
                 ulong batchEnd = Math.Min(end, ((position / clusterSize) + batchClusters) * clusterSize);
-                WriteBatch(position, copy.AsSpan((int)(position - offset), (int)(batchEnd - position)));
+                WriteBatch(position, data.Slice((int)(position - offset), (int)(batchEnd - position)));
                 position = batchEnd;
             }
-        });
+        }
+        catch (Exception e) when (Broke(e))
+        {
+            throw;
+        }
+        catch (IOException e)
+        {
+            throw WriteFailed(e);
+        }
     }
 
     /// <summary>
@@ -158,6 +175,8 @@ public sealed class Qcow2DataWriter : IImageDataWriter
         ulong end = offset + (ulong)length;
         Guard(() =>
         {
+            CompletePendingLink();
+
             // v2 has no zero flag: with a backing file, zeros must be stored.
             bool storeZeros = HasBackingFile && header.Version < 3;
             ulong position = offset;
@@ -204,6 +223,7 @@ public sealed class Qcow2DataWriter : IImageDataWriter
         CheckUsable();
         Guard(() =>
         {
+            CompletePendingLink();
             var decrements = new Dictionary<ulong, long>();
             references.AddReferences(l1, -1, decrements);
             if (decrements.Count == 0)
@@ -230,7 +250,11 @@ public sealed class Qcow2DataWriter : IImageDataWriter
     public void Flush()
     {
         CheckUsable();
-        Guard(FlushCore);
+        Guard(() =>
+        {
+            CompletePendingLink();
+            FlushCore();
+        });
     }
 
     public void Dispose()
@@ -245,6 +269,7 @@ public sealed class Qcow2DataWriter : IImageDataWriter
         {
             if (!broken)
             {
+                CompletePendingLink();
                 FlushCore();
             }
         }
@@ -318,21 +343,31 @@ public sealed class Qcow2DataWriter : IImageDataWriter
         {
             work();
         }
-        catch (IOException e)
+        catch (Exception e) when (Broke(e))
         {
-            broken = true;
-            throw new KvmStorageException(ErrorKind.WriteError, ImageErrorIds.ImageWriteFailed, $"Writing to '{path}' failed: {e.Message}", path, e);
-        }
-        catch
-        {
-            broken = true;
             throw;
         }
+        catch (IOException e)
+        {
+            throw WriteFailed(e);
+        }
     }
+
+    /// <summary>Marks the writer broken; true (rethrow as is) for everything but an I/O error, which is wrapped.</summary>
+    private bool Broke(Exception e)
+    {
+        broken = true;
+        return e is not IOException;
+    }
+
+    private KvmStorageException WriteFailed(IOException e) =>
+        new(ErrorKind.WriteError, ImageErrorIds.ImageWriteFailed, $"Writing to '{path}' failed: {e.Message}", path, e);
 
     /// <summary>One batch of guest data, at most <see cref="batchClusters"/> clusters.</summary>
     private void WriteBatch(ulong offset, ReadOnlySpan<byte> data)
     {
+        // The plan below reads the tables: the previous batch's entries must be in them first.
+        CompletePendingLink();
         var changes = new List<Change>();
         var inPlace = new List<InPlaceWrite>();
         ulong end = offset + (ulong)data.Length;
@@ -352,14 +387,15 @@ public sealed class Qcow2DataWriter : IImageDataWriter
                 CheckDataCluster(host);
                 inPlace.Add(new InPlaceWrite(host + inCluster, (int)(position - offset), (int)n));
             }
+            else if (n == clusterSize)
+            {
+                // A whole cluster goes to its new place straight from the caller's buffer.
+                changes.Add(new Change(cluster, null, 0, (int)(position - offset)));
+            }
             else
             {
                 byte[] content = new byte[clusterSize];
-                if (n != clusterSize)
-                {
-                    ReadCurrent(cluster, entry, content);
-                }
-
+                ReadCurrent(cluster, entry, content);
                 part.CopyTo(content.AsSpan((int)inCluster));
                 changes.Add(new Change(cluster, content, 0));
             }
@@ -367,12 +403,13 @@ public sealed class Qcow2DataWriter : IImageDataWriter
             position += n;
         }
 
-        Apply(changes, inPlace, data);
+        Apply(changes, inPlace, data, deferLink: true);
     }
 
     /// <summary>Whole clusters [first, first + count) read as zeros afterwards.</summary>
     private void ZeroClusters(ulong first, ulong count)
     {
+        CompletePendingLink();
         ulong wanted = HasBackingFile ? Qcow2Entries.ZeroFlag : 0;
         var changes = new List<Change>();
         for (ulong c = first; c < first + count; c++)
@@ -409,7 +446,7 @@ public sealed class Qcow2DataWriter : IImageDataWriter
     /// Applies a batch of L2 entry changes: new clusters for <see cref="Change.Content"/>, else the entry
     /// <see cref="Change.NewEntry"/>; L2 tables that are missing or shared get new clusters first.
     /// </summary>
-    private void Apply(List<Change> changes, List<InPlaceWrite>? inPlace = null, ReadOnlySpan<byte> source = default)
+    private void Apply(List<Change> changes, List<InPlaceWrite>? inPlace = null, ReadOnlySpan<byte> source = default, bool deferLink = false)
     {
         Qcow2MetadataMap map = refcounts.Map;
         if (changes.Count == 0)
@@ -434,7 +471,7 @@ public sealed class Qcow2DataWriter : IImageDataWriter
         }
 
         ulong newTables = (ulong)tables.Values.Count(t => !t.Owned);
-        ulong newData = (ulong)changes.Count(c => c.Content is not null);
+        ulong newData = (ulong)changes.Count(c => c.HasContent);
         var decrements = new Dictionary<ulong, long>();
         ulong next = 0;
         RefcountEditor.Allocation? allocation = null;
@@ -467,7 +504,7 @@ public sealed class Qcow2DataWriter : IImageDataWriter
             }
         }
 
-        var dataWrites = new List<(ulong Host, byte[] Content)>();
+        var dataWrites = new List<DataWrite>();
         foreach (Change change in changes)
         {
             TablePlan plan = tables[change.Cluster / l2Entries];
@@ -475,10 +512,10 @@ public sealed class Qcow2DataWriter : IImageDataWriter
             ulong old = BinaryPrimitives.ReadUInt64BigEndian(plan.Table!.AsSpan(slot));
             Release(old, decrements);
             ulong updated = change.NewEntry;
-            if (change.Content is not null)
+            if (change.HasContent)
             {
                 ulong host = next++ * clusterSize;
-                dataWrites.Add((host, change.Content));
+                dataWrites.Add(new DataWrite(host, change.Content, change.SourceStart));
                 updated = Qcow2Entries.Owned(host);
             }
 
@@ -508,22 +545,52 @@ public sealed class Qcow2DataWriter : IImageDataWriter
 
         EnsureAutoclearCleared();
 
-        // 1. qcow2.rst "Host cluster management": the new clusters' refcounts are durable before anything points at them.
+        // 1. qcow2.rst "Host cluster management": the new clusters' refcounts are durable before anything points at
+        //    them. They are written first and made durable by the flush of step 2, which precedes every entry.
         if (allocation is not null)
         {
-            refcounts.Commit(allocation);
+            refcounts.Commit(allocation, deferFlush: true);
         }
 
-        // 2. Data and new L2 tables (nothing references them yet), then a flush: both are durable before any entry
-        //    points at them (qemu's qcow2_alloc_cluster_link_l2 runs after the data write completes).
+        // 2. Data and new L2 tables (nothing references them yet), then one flush: refcounts, data and tables are all
+        //    durable before any entry points at them (qemu's qcow2_alloc_cluster_link_l2 runs after the data write
+        //    completes).
         WriteInPlace(inPlace, source);
-        WriteData(dataWrites);
+        WriteData(dataWrites, source);
         foreach (TablePlan plan in tables.Values.Where(t => !t.Owned))
         {
             ImageIo.Write(handle, plan.Table, plan.NewOffset);
             map.Add(Qcow2MetadataKind.ActiveL2, plan.NewOffset, clusterSize);
         }
 
+        writeBehind.Kick();
+
+        // 3. and 4. With deferLink they wait for the writer's next step (CompletePendingLink): the flush then finds the
+        //    batch mostly written out while the caller prepared its next data. Nothing reads the tables in between.
+        if (deferLink)
+        {
+            pendingLink = () => Link(tables, decrements);
+        }
+        else
+        {
+            Link(tables, decrements);
+        }
+    }
+
+    /// <summary>Runs the last batch's link step, if one is pending.</summary>
+    private void CompletePendingLink()
+    {
+        if (pendingLink is { } link)
+        {
+            pendingLink = null;
+            link();
+        }
+    }
+
+    /// <summary>Steps 3 and 4 of a batch: after one flush, the entries that point at the new clusters; then the decrements.</summary>
+    private void Link(SortedDictionary<ulong, TablePlan> tables, Dictionary<ulong, long> decrements)
+    {
+        Qcow2MetadataMap map = refcounts.Map;
         FlushCore();
 
         // 3. The entries: changed L2 tables the active L1 owns, then L1 entries switching to the new tables.
@@ -544,10 +611,14 @@ public sealed class Qcow2DataWriter : IImageDataWriter
             map.Remove(Qcow2MetadataKind.ActiveL2, plan.OldOffset, plan.OldOffset == 0 ? 0 : clusterSize);
         }
 
-        FlushCore();
-
-        // 4. Only now are the replaced clusters unreferenced: dropping them earlier could free clusters still in use.
-        refcounts.Adjust(decrements);
+        // 4. Only once the entries are durable are the replaced clusters unreferenced: dropping them earlier could free
+        //    clusters still in use. Without replaced clusters the entries need no flush of their own: old or new, either
+        //    state of each entry points at durable clusters; the next step's flush (or the caller's Flush) covers them.
+        if (decrements.Count > 0)
+        {
+            FlushCore();
+            refcounts.Adjust(decrements);
+        }
     }
 
     private void WriteInPlace(List<InPlaceWrite>? writes, ReadOnlySpan<byte> source)
@@ -558,25 +629,29 @@ public sealed class Qcow2DataWriter : IImageDataWriter
         }
     }
 
-    private void WriteData(List<(ulong Host, byte[] Content)> writes)
+    private void WriteData(List<DataWrite> writes, ReadOnlySpan<byte> source)
     {
         int i = 0;
+        int cluster = (int)clusterSize;
         while (i < writes.Count)
         {
-            // Consecutive clusters go out in one gathered write.
+            DataWrite first = writes[i];
+            if (first.Content is not null)
+            {
+                ImageIo.Write(handle, first.Content, first.Host);
+                i++;
+                continue;
+            }
+
+            // Consecutive whole clusters that lie back to back in the caller's buffer go out in one write.
             int j = i + 1;
-            while (j < writes.Count && writes[j].Host == writes[j - 1].Host + clusterSize)
+            while (j < writes.Count && writes[j].Content is null && writes[j].Host == writes[j - 1].Host + clusterSize
+                && writes[j].SourceStart == writes[j - 1].SourceStart + cluster)
             {
                 j++;
             }
 
-            var buffers = new List<ReadOnlyMemory<byte>>(j - i);
-            for (int k = i; k < j; k++)
-            {
-                buffers.Add(writes[k].Content);
-            }
-
-            RandomAccess.Write(handle, buffers, (long)writes[i].Host);
+            ImageIo.Write(handle, source.Slice(first.SourceStart, (j - i) * cluster), first.Host);
             i = j;
         }
     }
@@ -795,8 +870,17 @@ public sealed class Qcow2DataWriter : IImageDataWriter
     private static void Add(Dictionary<ulong, long> deltas, ulong cluster, long addend) =>
         deltas[cluster] = deltas.GetValueOrDefault(cluster) + addend;
 
-    /// <summary>One L2 entry to change: a new cluster with <see cref="Content"/>, else <see cref="NewEntry"/>.</summary>
-    private readonly record struct Change(ulong Cluster, byte[]? Content, ulong NewEntry);
+    /// <summary>
+    /// One L2 entry to change: a new cluster holding <see cref="Content"/> (a partial cluster completed in memory) or the
+    /// whole cluster at <see cref="SourceStart"/> of the batch's buffer; else the entry becomes <see cref="NewEntry"/>.
+    /// </summary>
+    private readonly record struct Change(ulong Cluster, byte[]? Content, ulong NewEntry, int SourceStart = -1)
+    {
+        public bool HasContent => Content is not null || SourceStart >= 0;
+    }
+
+    /// <summary>A new data cluster at <see cref="Host"/>: <see cref="Content"/>, or the batch buffer's cluster at <see cref="SourceStart"/>.</summary>
+    private readonly record struct DataWrite(ulong Host, byte[]? Content, int SourceStart);
 
     /// <summary>Guest data overwriting a cluster the active L1 holds alone: <see cref="Length"/> bytes of the batch from <see cref="Start"/>.</summary>
     private readonly record struct InPlaceWrite(ulong Host, int Start, int Length);

@@ -168,8 +168,13 @@ internal sealed class RefcountEditor
         return new Allocation(start, missing, newBlocks, newTable, start + newBlocks + newTable, count);
     }
 
-    /// <summary>Writes the refcounts of a planned allocation, then the table entries that point at new blocks.</summary>
-    public void Commit(Allocation plan)
+    /// <summary>
+    /// Writes the refcounts of a planned allocation, then the table entries that point at new blocks. With
+    /// <paramref name="deferFlush"/> the last flush is left to the caller, who must flush before anything references the
+    /// new clusters (the refcounts then become durable together with the data the caller writes into them); the flushes
+    /// that order a new block before the table entry pointing at it are always made.
+    /// </summary>
+    public void Commit(Allocation plan, bool deferFlush = false)
     {
         ulong blockCluster = plan.Start;
         foreach (ulong b in plan.MissingBlocks)
@@ -223,7 +228,11 @@ internal sealed class RefcountEditor
             ImageIo.Write(handle, blocks[b], table[b]);
         }
 
-        PositionalFile.Flush(handle);
+        if (!deferFlush || plan.MissingBlocks.Count > 0 || plan.TableClusters > 0)
+        {
+            PositionalFile.Flush(handle);
+        }
+
         FreeStart = Math.Max(FreeStart, end);
         if (plan.TableClusters > 0)
         {
@@ -249,7 +258,10 @@ internal sealed class RefcountEditor
         else if (plan.MissingBlocks.Count > 0)
         {
             ImageIo.Write(handle, SerializeTable(), tableOffset);
-            PositionalFile.Flush(handle);
+            if (!deferFlush)
+            {
+                PositionalFile.Flush(handle);
+            }
         }
     }
 
