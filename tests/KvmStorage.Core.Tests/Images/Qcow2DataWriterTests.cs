@@ -47,6 +47,31 @@ public sealed class Qcow2DataWriterTests : IDisposable
     }
 
     [SkippableTheory]
+    [MemberData(nameof(Layouts))]
+    public void One_writer_many_steps_each_sees_the_last_ones_entries(string layout, string options)
+    {
+        // Each batch's entries are linked at the writer's next step: every step below plans against tables that must
+        // already hold the previous step's new clusters (same clusters, same L2 table, partial clusters, zeros).
+        var disk = Model.Create(temp.Combine("session.qcow2"), 3 * MiB, options);
+        disk.Session(
+            writer: false,
+            (0x21, 0, 200 * KiB),
+            (0x22, 64 * KiB, 64 * KiB),
+            (0x23, (100 * KiB) + 3, 10),
+            (0, 150 * KiB, 20 * KiB),
+            (0x24, 2 * MiB, 700 * KiB),
+            (0x25, (2 * MiB) + 5, 1));
+        Assert.NotEmpty(layout);
+    }
+
+    [SkippableFact]
+    public void Dispose_without_Flush_links_the_last_batch()
+    {
+        var disk = Model.Create(temp.Combine("nolink.qcow2"), 2 * MiB, "compat=1.1");
+        disk.Session(writer: true, (0x31, 0, (int)MiB), (0x32, MiB, 4 * KiB));
+    }
+
+    [SkippableTheory]
     [InlineData("raw")]
     [InlineData("qcow2")]
     public void Partial_clusters_are_filled_from_the_backing_file(string backingFormat)
@@ -319,6 +344,38 @@ public sealed class Qcow2DataWriterTests : IDisposable
                 Verify();
                 ExternalTool.RunChecked("qemu-io", "-r", "-c", $"read -P {pattern} {offset} {length}", Path);
             }
+        }
+
+        /// <summary>
+        /// Several writes (pattern 0: zeros) through one writer; closed by Dispose alone when <paramref name="writer"/>
+        /// is true, else by Flush and Dispose.
+        /// </summary>
+        public void Session(bool writer, params (int Pattern, long Offset, int Length)[] steps)
+        {
+            using (Qcow2DataWriter session = Qcow2DataWriter.Open(Path))
+            {
+                foreach ((int pattern, long offset, int length) in steps)
+                {
+                    if (pattern == 0)
+                    {
+                        session.WriteZeroes(offset, length);
+                        Array.Clear(expected, (int)offset, length);
+                        continue;
+                    }
+
+                    byte[] data = new byte[length];
+                    Array.Fill(data, (byte)pattern);
+                    session.Write(offset, data);
+                    data.CopyTo(expected, offset);
+                }
+
+                if (!writer)
+                {
+                    session.Flush();
+                }
+            }
+
+            Verify();
         }
 
         public void WriteZeroes(long offset, int length)
