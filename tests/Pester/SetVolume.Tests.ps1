@@ -145,17 +145,25 @@ Describe 'Set-Volume -BackingPath' {
 
     It 'stops on Ctrl+C (StopProcessing) and leaves the volume valid on its old backing file' -Tag Oracle {
         if (-not $hasQemu) { Set-ItResult -Skipped -Because 'qemu-img is not installed'; return }
-        # An 8 GiB sparse raw base: reading and comparing it takes seconds, so the stop lands midway.
-        New-Volume -Pool default -Name big.img -Size 8GB -Format raw | Out-Null
+        # A raw base holding 2 GiB of data: making the clone standalone copies all of it into the clone, which takes
+        # seconds. (Ranges both chains read as zeros are skipped without reading, so a sparse base would finish at once.)
+        New-Volume -Pool default -Name big.img -Size 4GB -Format raw | Out-Null
+        $stream = [IO.File]::OpenWrite((Join-Path $images 'big.img'))
+        try {
+            $block = [byte[]]::new(4MB); [Array]::Fill($block, [byte]0x5a)
+            for ($i = 0; $i -lt 512; $i++) { $stream.Write($block, 0, $block.Length) }
+        }
+        finally { $stream.Dispose() }
         New-Volume -Pool default -Name big-clone.qcow2 -BackingVolume (Get-Volume -Pool default -Name big.img) -RelativeBackingPath | Out-Null
         $bigClone = Join-Path $images 'big-clone.qcow2'
+        $emptyLength = (Get-Item $bigClone).Length
         $ps = [powershell]::Create()
         try {
             $null = $ps.AddScript("Import-Module '$env:KVMSTORAGE_TEST_MODULE'; `$env:KVMSTORAGE_ROOT = '$root'; Set-Volume -Volume '$bigClone' -BackingPath `$null")
             $async = $ps.BeginInvoke()
-            # Progress is drawn only after a second, so the stop is timed, not keyed to a progress record.
-            $deadline = [DateTime]::UtcNow.AddMilliseconds(700)
-            while (-not $async.IsCompleted -and [DateTime]::UtcNow -lt $deadline) { Start-Sleep -Milliseconds 20 }
+            # The stop lands once the copy has begun (the clone grows), keyed to the work rather than to a clock.
+            $deadline = [DateTime]::UtcNow.AddSeconds(60)
+            while (-not $async.IsCompleted -and (Get-Item $bigClone).Length -le $emptyLength + 1MB -and [DateTime]::UtcNow -lt $deadline) { Start-Sleep -Milliseconds 10 }
             $ps.Stop()
             try { $null = $ps.EndInvoke($async) } catch { $_.Exception.InnerException.GetType().Name | Should -Be 'PipelineStoppedException' }
             $ps.InvocationStateInfo.State | Should -Be 'Stopped'
