@@ -68,7 +68,8 @@ public sealed record ImageCommitResult(string BasePath, ulong BytesCommitted, IR
 /// </summary>
 public static class ImageCommitter
 {
-    private const int ChunkBytes = 16 * 1024 * 1024;
+    // Two buffers of this size: one being written into the base while the next chunk is read into the other.
+    private const int ChunkBytes = 8 * 1024 * 1024;
 
     /// <summary>Checks everything that can be checked without writing: chain, formats, sizes, write access and QEMU's locks.</summary>
     public static ImageCommitPlan Plan(string overlayPath, ImageCommitOptions options)
@@ -239,40 +240,67 @@ public static class ImageCommitter
         using IImageDataWriter target = OpenWriter(plan.Base, size, plan.Options);
         ulong done = 0;
         progress?.Report(new ImageProgress(0, total));
-        byte[] buffer = new byte[ChunkBytes];
+
+        // The work in chunks: zero extents are one step each; data is read ahead, one chunk while the last is written.
+        var steps = new List<(ulong Offset, int Length, bool Zero)>();
         foreach (Extent extent in extents)
         {
-            ulong position = extent.Offset;
-            while (position < extent.End)
+            for (ulong position = extent.Offset; position < extent.End;)
             {
+                ulong n = extent.Kind == ExtentKind.Zero ? extent.End - position : Math.Min((ulong)ChunkBytes, extent.End - position);
+                steps.Add((position, (int)Math.Min(n, int.MaxValue), extent.Kind == ExtentKind.Zero));
+                position += Math.Min(n, int.MaxValue);
+            }
+        }
+
+        byte[][] buffers = [new byte[ChunkBytes], new byte[ChunkBytes]];
+        Task<bool>? reading = null;
+        try
+        {
+            reading = ReadAhead(source, steps, 0, buffers[0]);
+            for (int i = 0; i < steps.Count; i++)
+            {
+                (ulong position, int n, bool zero) = steps[i];
+                bool hasData = reading is not null && reading.GetAwaiter().GetResult();
+                byte[] current = buffers[i % 2];
                 cancellationToken.ThrowIfCancellationRequested();
-                int n = (int)Math.Min((ulong)buffer.Length, extent.End - position);
-                if (extent.Kind == ExtentKind.Zero)
+                reading = i + 1 < steps.Count ? ReadAhead(source, steps, i + 1, buffers[(i + 1) % 2]) : null;
+                if (zero || !hasData)
                 {
                     WriteZeroes(target, position, (ulong)n);
                 }
                 else
                 {
-                    Span<byte> chunk = buffer.AsSpan(0, n);
-                    source.Read(position, chunk);
-                    if (chunk.ContainsAnyExcept((byte)0))
-                    {
-                        Write(target, position, chunk);
-                    }
-                    else
-                    {
-                        WriteZeroes(target, position, (ulong)n);
-                    }
+                    Write(target, position, current.AsSpan(0, n));
                 }
 
-                position += (ulong)n;
                 done += (ulong)n;
                 progress?.Report(new ImageProgress(done, total));
+            }
+        }
+        finally
+        {
+            // Never leave a read running into a buffer, nor a source that is about to be closed.
+            if (reading is not null)
+            {
+                ((IAsyncResult)reading).AsyncWaitHandle.WaitOne();
             }
         }
 
         target.Flush();
         return total;
+    }
+
+    /// <summary>Reads a data step into <paramref name="buffer"/> on the thread pool; true when it holds a non-zero byte. Zero steps read nothing.</summary>
+    private static Task<bool>? ReadAhead(ChainedBlockReader source, List<(ulong Offset, int Length, bool Zero)> steps, int index, byte[] buffer)
+    {
+        (ulong offset, int length, bool zero) = steps[index];
+        return zero ? null : Task.Run(() =>
+        {
+            Span<byte> chunk = buffer.AsSpan(0, length);
+            source.Read(offset, chunk);
+            return chunk.ContainsAnyExcept((byte)0);
+        });
     }
 
     /// <summary>The layers above the base, read as one chain that stops above the base (unallocated = the base shows through).</summary>
