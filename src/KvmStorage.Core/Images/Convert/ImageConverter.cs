@@ -15,8 +15,9 @@ public static class ImageConverter
 {
     private const int DefaultChunkBytes = 4 * 1024 * 1024;
 
-    // Buffers in flight (read, compressed, waiting for the writer) never exceed this, whatever the image size.
-    private const long MaxBufferedBytes = 96L * 1024 * 1024;
+    // Buffers in flight (read, compressed, waiting for the writer) never exceed this, whatever the image size or the
+    // number of cores: the engine stays well under 64 MiB.
+    private const long MaxBufferedBytes = 48L * 1024 * 1024;
 
     /// <summary>Converts <paramref name="source"/> into a new image at <paramref name="destinationPath"/>.</summary>
     /// <returns>What the new image is, as the inspector reads it.</returns>
