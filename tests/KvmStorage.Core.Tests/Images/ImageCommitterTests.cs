@@ -109,6 +109,26 @@ public sealed class ImageCommitterTests : IDisposable
     }
 
     [SkippableFact]
+    public void Committing_an_overlay_that_holds_nothing_changes_nothing_and_succeeds()
+    {
+        // What a commit killed after emptying the overlay leaves: the re-run finds nothing to copy.
+        string[] chain = BuildChain(temp.Path, "qcow2", 1);
+        string overlay = chain[^1];
+        ImageCommitter.Commit(overlay, new ImageCommitOptions());
+        AssertEmpty(overlay);
+        string before = SaveView(overlay, "before.raw");
+        string baseView = SaveView(chain[0], "base-before.raw");
+
+        ImageCommitResult again = ImageCommitter.Commit(overlay, new ImageCommitOptions());
+
+        Assert.Equal(0UL, again.BytesCommitted);
+        AssertSame(overlay, before);
+        AssertSame(chain[0], baseView);
+        QemuOracle.AssertCheckClean(overlay);
+        QemuOracle.AssertCheckClean(chain[0]);
+    }
+
+    [SkippableFact]
     public void A_cancelled_commit_leaves_both_images_valid_and_the_overlay_view_unchanged()
     {
         string[] chain = BuildChain(temp.Path, "qcow2", 1);

@@ -257,7 +257,7 @@ public static class ImageCommitter
         Task<bool>? reading = null;
         try
         {
-            reading = ReadAhead(source, steps, 0, buffers[0]);
+            reading = steps.Count > 0 ? ReadAhead(source, steps, 0, buffers[0]) : null;
             for (int i = 0; i < steps.Count; i++)
             {
                 (ulong position, int n, bool zero) = steps[i];
