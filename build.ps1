@@ -48,16 +48,11 @@ $ResultsDir = Join-Path $OutRoot 'test-results'
 # The help tooling: en-US/*.md to MAML, and the markdown drafts and refreshes from the built cmdlets.
 $HelpTools = Join-Path $RepoRoot '.config/help'
 
-# The module's assemblies, compiled ahead of time (ReadyToRun) for linux-x64: a cmdlet called a few times per
-# session, or once per scheduled script, otherwise runs the engine as unoptimised first-tier JIT code. The IL stays in
-# the same files, so another architecture JIT-compiles them as usual.
-$BuildOutput = "src/KvmStorage/bin/$Configuration/net8.0/linux-x64/publish"
-
 # What ships, and from where: the package task fails if one is missing.
 $ModuleFiles = [ordered]@{
-    'KvmStorage.dll'                   = "$BuildOutput/KvmStorage.dll"
-    'KvmStorage.Core.dll'              = "$BuildOutput/KvmStorage.Core.dll"
-    'ZstdSharp.dll'                    = "$BuildOutput/ZstdSharp.dll"
+    'KvmStorage.dll'                   = "src/KvmStorage/bin/$Configuration/net8.0/KvmStorage.dll"
+    'KvmStorage.Core.dll'              = "src/KvmStorage/bin/$Configuration/net8.0/KvmStorage.Core.dll"
+    'ZstdSharp.dll'                    = "src/KvmStorage/bin/$Configuration/net8.0/ZstdSharp.dll"
     'KvmStorage.Format.ps1xml'         = 'src/KvmStorage/KvmStorage.Format.ps1xml'
     'en-US/about_KvmStorage.help.txt'  = 'en-US/about_KvmStorage.help.txt'
 }
@@ -73,8 +68,7 @@ function Invoke-Clean {
 
 function Invoke-Build {
     Write-Step "Build $Version ($Configuration)"
-    dotnet publish (Join-Path $RepoRoot 'src/KvmStorage/KvmStorage.csproj') -c $Configuration -nologo -v:q `
-        -r linux-x64 --self-contained false -p:PublishReadyToRun=true -o (Join-Path $RepoRoot $BuildOutput)
+    dotnet build (Join-Path $RepoRoot 'src/KvmStorage/KvmStorage.csproj') -c $Configuration -nologo -v:q
 }
 
 function Invoke-Help {
@@ -89,7 +83,7 @@ function Invoke-HelpMarkdown {
     Invoke-Package -SkipHelp
     Write-Step 'HelpMarkdown: en-US/*.md from the built cmdlets, in a fresh pwsh'
     $generator = Join-Path $HelpTools 'New-HelpMarkdown.ps1'
-    $xmlDoc = Join-Path $RepoRoot "$BuildOutput/KvmStorage.xml"
+    $xmlDoc = Join-Path $RepoRoot "src/KvmStorage/bin/$Configuration/net8.0/KvmStorage.xml"
     & dotnet pwsh -NoProfile -NonInteractive -File $generator -ModulePath (Join-Path $ModuleDir 'KvmStorage.psd1') -MarkdownPath (Join-Path $RepoRoot 'en-US') -XmlDocumentationPath $xmlDoc
 }
 

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using KvmStorage.Core.IO;
 using Microsoft.Win32.SafeHandles;
@@ -173,6 +174,8 @@ internal readonly record struct LayerRun(ulong Length, RunKind Kind, ulong HostO
     /// it in the file. <paramref name="classify"/> gives block <c>n</c>'s kind and host offset (of its start); a Special
     /// block is a run of its own, at its block's host offset.
     /// </summary>
+    // Loops over every entry or unit: optimised on first use (see Qcow2Checker.Analysis.CheckL2).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static LayerRun OverBlocks(ulong offset, ulong maxLength, ulong blockSize, ulong blockCount, Func<ulong, (RunKind Kind, ulong Host)> classify)
     {
         ulong block = offset / blockSize;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Collections.Concurrent;
 using KvmStorage.Core.Errors;
 using KvmStorage.Core.Images.Block;
@@ -370,6 +371,8 @@ public static class ImageConverter
         progress?.Report(new ImageProgress(size, size));
     }
 
+    // Loops over every entry or unit: optimised on first use (see Qcow2Checker.Analysis.CheckL2).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static ConvertChunk Process(IBlockReader source, ConvertTarget target, ConvertChunk chunk, ConcurrentBag<byte[]> dataPool, ConcurrentBag<byte[]> payloadPool, int perChunk, int payloadBytes)
     {
         if (chunk.ExplicitZero)

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 using KvmStorage.Core.Images.Check;
 
 namespace KvmStorage.Core.Images.Qcow2;
@@ -50,6 +51,8 @@ internal sealed partial class Qcow2Checker
             Qcow2Entries.WriteRefcount(Blocks[cluster / PerBlock]!, cluster % PerBlock, Header.RefcountBits, value);
         }
 
+        // Loops over every entry or unit: optimised on first use (see Qcow2Checker.Analysis.CheckL2).
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void LoadRefTable()
         {
             byte[] raw = new byte[(ulong)Header.RefcountTableClusters * cs];
@@ -62,6 +65,9 @@ internal sealed partial class Qcow2Checker
         }
 
         /// <summary>qemu's <c>check_refblocks</c>: a broken refcount block means the whole structure must be rebuilt.</summary>
+        // A loop over every entry of a table: compiled optimised on first use (no first-tier code, no on-stack
+        // replacement on the next call), since a check is called a few times per session.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void CheckRefcountBlocks(bool countRefcountStructures)
         {
             for (ulong i = 0; i < (ulong)RefTable.LongLength; i++)
@@ -104,6 +110,9 @@ internal sealed partial class Qcow2Checker
         }
 
         /// <summary>qemu's <c>compare_refcounts</c>, over every cluster of the file.</summary>
+        // A loop over every entry of a table: compiled optimised on first use (no first-tier code, no on-stack
+        // replacement on the next call), since a check is called a few times per session.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void CompareRefcounts()
         {
             for (ulong i = 0; i < CompareClusters; i++)
@@ -147,6 +156,9 @@ internal sealed partial class Qcow2Checker
         }
 
         /// <summary>qemu's <c>check_oflag_copied</c>: in the active tables, copied ⇔ stored refcount 1.</summary>
+        // A loop over every entry of a table: compiled optimised on first use (no first-tier code, no on-stack
+        // replacement on the next call), since a check is called a few times per session.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void CheckCopiedBits()
         {
             if (Header.L1Size == 0)

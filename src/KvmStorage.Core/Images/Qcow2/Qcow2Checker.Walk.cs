@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 using KvmStorage.Core.Images.Check;
 
 namespace KvmStorage.Core.Images.Qcow2;
@@ -97,6 +98,9 @@ internal sealed partial class Qcow2Checker
             }
         }
 
+        // A loop over every entry of a table: compiled optimised on first use (no first-tier code, no on-stack
+        // replacement on the next call), since a check is called a few times per session.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void CheckL2(byte[] l2, ulong l2Offset, bool active, bool recordFixes)
         {
             bool extended = Header.ExtendedL2;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Buffers.Binary;
 using KvmStorage.Core.Errors;
 using KvmStorage.Core.IO;
@@ -51,6 +52,8 @@ internal sealed class Qcow2MetadataMap
     public int Count => clusters.Count;
 
     /// <summary>The map of an image whose refcount table (entries, offsets only) has been read already.</summary>
+    // Loops over every entry or unit: optimised on first use (see Qcow2Checker.Analysis.CheckL2).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static Qcow2MetadataMap Build(SafeFileHandle handle, string path, Qcow2Header header, IReadOnlyList<ulong> refcountTable)
     {
         var map = new Qcow2MetadataMap(handle, path, header);

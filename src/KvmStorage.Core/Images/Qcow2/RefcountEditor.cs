@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Buffers.Binary;
 using KvmStorage.Core.Errors;
 using KvmStorage.Core.IO;
@@ -21,6 +22,8 @@ internal sealed class RefcountEditor
     private ulong tableOffset;
     private ulong tableClusters;
 
+    // Loops over every entry or unit: optimised on first use (see Qcow2Checker.Analysis.CheckL2).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public RefcountEditor(SafeFileHandle handle, string path, Qcow2Header header, ulong fileLength)
     {
         this.handle = handle;

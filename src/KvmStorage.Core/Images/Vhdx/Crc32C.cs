@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics.Arm;
 using System.Runtime.Intrinsics.X86;
 
@@ -17,6 +18,8 @@ public static class Crc32C
     public static uint Compute(ReadOnlySpan<byte> data) => ~Update(0xFFFFFFFF, data);
 
     /// <summary>Continues a running (non-inverted) CRC over more data.</summary>
+    // Loops over every entry or unit: optimised on first use (see Qcow2Checker.Analysis.CheckL2).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static uint Update(uint crc, ReadOnlySpan<byte> data)
     {
         if (Sse42.X64.IsSupported)

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Buffers.Binary;
 using Microsoft.Win32.SafeHandles;
 
@@ -77,6 +78,8 @@ internal sealed class Qcow2ClusterReferences
     /// host cluster those tables map (a compressed cluster counts once for each host cluster its sectors touch),
     /// as qemu's <c>qcow2_update_snapshot_refcount</c> counts them.
     /// </summary>
+    // Loops over every entry or unit: optimised on first use (see Qcow2Checker.Analysis.CheckL2).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void AddReferences(ulong[] l1, long addend, Dictionary<ulong, long> deltas)
     {
         byte[] l2 = new byte[clusterSize];
