@@ -84,6 +84,15 @@ public sealed class AbandonedTempFileTests : IDisposable
             Assert.Equal(4096, reader.Length);
         }
 
+        // A process another test starts at this moment holds a copy of every descriptor between its fork and its exec
+        // (close-on-exec closes them only at the exec), and the lock with them: give such a copy a moment to go. A lock
+        // that really outlived the stream stays.
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        while (AtomicFile.IsWriterAlive(final) && waited.Elapsed < TimeSpan.FromSeconds(5))
+        {
+            Thread.Sleep(10);
+        }
+
         Assert.False(AtomicFile.IsWriterAlive(final), "the lock outlived the writer's stream");
     }
 
