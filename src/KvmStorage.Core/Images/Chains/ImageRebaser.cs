@@ -1,4 +1,3 @@
-using System.Runtime.ExceptionServices;
 using KvmStorage.Core.Errors;
 using KvmStorage.Core.Images.Block;
 using KvmStorage.Core.Images.Convert;
@@ -269,21 +268,8 @@ public static class ImageRebaser
     /// <summary>Compares one chunk of both chains and writes the old contents of every cluster that differs.</summary>
     private static void CompareAndCopy(IImageDataWriter writer, IBlockReader? oldChain, IBlockReader? newChain, ulong offset, int length, uint cluster, byte[] oldData, byte[] newData)
     {
-        // The two chains are read side by side (block readers are safe to share between threads).
-        Task readOld = Task.Run(() => ReadView(oldChain, offset, oldData.AsSpan(0, length)));
-        ExceptionDispatchInfo? failure = null;
-        try
-        {
-            ReadView(newChain, offset, newData.AsSpan(0, length));
-        }
-        catch (Exception e)
-        {
-            failure = ExceptionDispatchInfo.Capture(e);
-        }
-
-        // The other read always ends first: the buffers are reused by the next chunk.
-        readOld.GetAwaiter().GetResult();
-        failure?.Throw();
+        // The two chains are read side by side; both reads end before the buffers are looked at.
+        SideBySide.Run(() => ReadView(oldChain, offset, oldData.AsSpan(0, length)), () => ReadView(newChain, offset, newData.AsSpan(0, length)));
 
         // Runs of adjacent clusters that need the same kind of write go to the writer as one call (one metadata
         // batch instead of one per cluster).

@@ -1,4 +1,3 @@
-using System.Runtime.ExceptionServices;
 using KvmStorage.Core.Images.Block;
 
 namespace KvmStorage.Core.Images.Check;
@@ -138,20 +137,7 @@ public static class ImageComparer
             return nonZero < 0 ? data.Length : nonZero;
         }
 
-        Task readA = Task.Run(() => a.Read(offset, bufferA.Span));
-        ExceptionDispatchInfo? failure = null;
-        try
-        {
-            b.Read(offset, bufferB.Span);
-        }
-        catch (Exception e)
-        {
-            failure = ExceptionDispatchInfo.Capture(e);
-        }
-
-        // The other read always ends before this returns or throws: the caller reuses its buffer.
-        readA.GetAwaiter().GetResult();
-        failure?.Throw();
+        SideBySide.Run(() => a.Read(offset, bufferA.Span), () => b.Read(offset, bufferB.Span));
         return bufferA.Span.CommonPrefixLength(bufferB.Span);
     }
 
