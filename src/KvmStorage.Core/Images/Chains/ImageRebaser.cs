@@ -145,13 +145,16 @@ public static class ImageRebaser
         byte[] oldData = new byte[chunk];
         byte[] newData = new byte[chunk];
         ulong done = 0;
+
+        // Found once: the layers of the old chain are the same for every extent.
+        int common = CommonBaseDepth(oldChain, newPath, newFormat);
         try
         {
             foreach (Extent extent in pending)
             {
                 // Only ranges where the two chains can read differently are read at all; the rest counts as done.
                 ulong covered = extent.Offset;
-                foreach ((ulong rangeStart, ulong rangeEnd) in RangesThatMayDiffer(oldChain, newChain, newPath, newFormat, extent))
+                foreach ((ulong rangeStart, ulong rangeEnd) in RangesThatMayDiffer(oldChain, newChain, common, extent))
                 {
                     // Widened to whole clusters of the image (never outside the extent) so each cluster is compared whole.
                     ulong start = Math.Max(covered, Math.Max(extent.Offset, rangeStart / cluster * cluster));
@@ -191,9 +194,8 @@ public static class ImageRebaser
     /// metadata alone (qemu-img rebase's rules): when the new backing file is a layer of the old chain, only what the
     /// layers above it allocate; otherwise wherever either chain holds something other than zeros.
     /// </summary>
-    private static IEnumerable<(ulong Start, ulong End)> RangesThatMayDiffer(IBlockReader? oldChain, IBlockReader? newChain, string? newPath, ImageFormat? newFormat, Extent extent)
+    private static IEnumerable<(ulong Start, ulong End)> RangesThatMayDiffer(IBlockReader? oldChain, IBlockReader? newChain, int common, Extent extent)
     {
-        int common = CommonBaseDepth(oldChain, newPath, newFormat);
         if (common >= 0)
         {
             // Below the common layer both chains are the same files: only the layers above it can differ. Past the end

@@ -141,8 +141,6 @@ public sealed class Qcow2DataWriter : IImageDataWriter
         ulong end = offset + (ulong)data.Length;
         try
         {
-            CompletePendingLink();
-
             // The caller's bytes are written straight from its buffer: no copy of the batch is made.
             ulong position = offset;
             while (position < end)
@@ -175,8 +173,6 @@ public sealed class Qcow2DataWriter : IImageDataWriter
         ulong end = offset + (ulong)length;
         Guard(() =>
         {
-            CompletePendingLink();
-
             // v2 has no zero flag: with a backing file, zeros must be stored.
             bool storeZeros = HasBackingFile && header.Version < 3;
             ulong position = offset;
