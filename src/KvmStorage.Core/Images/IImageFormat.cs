@@ -27,6 +27,15 @@ internal interface IImageFormat
     ImageLayer OpenLayer(HostFile file, ImageInfo info) =>
         throw BlockErrors.NotSupported(BlockErrorIds.FormatNotReadable, info.Path, $"{info.Format} images cannot be read by the block layer.");
 
+    /// <summary>
+    /// A layer of an image that may be encrypted: <paramref name="passphrase"/> unlocks it (formats that encrypt
+    /// override this); an encrypted image of a format that cannot decrypt is refused.
+    /// </summary>
+    ImageLayer OpenLayer(HostFile file, ImageInfo info, ImagePassphrase? passphrase) =>
+        info.Encryption is null
+            ? OpenLayer(file, info)
+            : throw BlockErrors.NotSupported(BlockErrorIds.ImageEncrypted, info.Path, $"the image is encrypted ({info.Encryption}); {Format.ToQemuName()} encryption cannot be read.");
+
     /// <summary>Checks an open image's metadata and, unless <paramref name="repair"/> is None, repairs it (<c>qemu-img check</c>).</summary>
     ImageCheckResult Check(SafeFileHandle handle, ImageProbe probe, ImageRepairMode repair, IProgress<ImageProgress>? progress, CancellationToken cancellationToken) =>
         throw ImageErrors.NotSupported(ImageCheckErrorIds.CheckNotSupported, probe.Path, $"checking {Format.ToQemuName()} images is not supported.");

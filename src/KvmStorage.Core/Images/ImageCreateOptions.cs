@@ -62,6 +62,12 @@ public sealed record ImageCreateOptions
 
     /// <summary>How recorded backing names become files here and which may be read (see <see cref="BackingFileRule"/>); null is qemu's unrestricted rule.</summary>
     public BackingFileRule? BackingRule { get; init; }
+
+    /// <summary>
+    /// Encrypt the image with LUKS: qcow2 keeps a LUKS header in its clusters; <see cref="ImageFormat.Raw"/> becomes
+    /// a LUKS file (<c>qemu-img create -f luks</c>), which libvirt calls a raw volume with LUKS encryption.
+    /// </summary>
+    public ImageEncryption? Encryption { get; init; }
 }
 
 /// <summary>Writes a new image of one format into a freshly created, empty file.</summary>

@@ -13,7 +13,14 @@ public static class ImageCreator
         ArgumentException.ThrowIfNullOrEmpty(path);
         ArgumentNullException.ThrowIfNull(options);
         string fullPath = Path.GetFullPath(path);
-        IImageFormatWriter writer = ImageFormatRegistry.FindWriter(options.Format)
+        if (options.Encryption is not null && options.Format is not (ImageFormat.Qcow2 or ImageFormat.Raw or ImageFormat.Luks))
+        {
+            throw ImageErrors.Argument(Luks.LuksErrorIds.InvalidEncryptionOptions, $"{options.Format.ToQemuName()} images cannot be encrypted; qcow2 and raw (a LUKS file) can.", fullPath);
+        }
+
+        // An encrypted raw image is a LUKS file: what qemu-img create -f luks makes and libvirt calls raw with LUKS encryption.
+        ImageFormat writeFormat = options.Format == ImageFormat.Raw && options.Encryption is not null ? ImageFormat.Luks : options.Format;
+        IImageFormatWriter writer = ImageFormatRegistry.FindWriter(writeFormat)
             ?? throw ImageErrors.NotSupported(ImageErrorIds.UnsupportedFormat, fullPath, $"creating {options.Format.ToQemuName()} images is not supported.");
         if ((options.Mode & ~PermissionBits) != 0)
         {

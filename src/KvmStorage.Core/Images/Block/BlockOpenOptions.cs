@@ -11,4 +11,7 @@ public sealed class BlockOpenOptions
 
     /// <summary>How recorded backing names become files here and which may be read (see <see cref="BackingFileRule"/>); null is qemu's unrestricted rule.</summary>
     public BackingFileRule? BackingRule { get; init; }
+
+    /// <summary>Unlocks LUKS-encrypted images of the chain (qemu's key-secret); the caller keeps and disposes it.</summary>
+    public ImagePassphrase? Passphrase { get; init; }
 }

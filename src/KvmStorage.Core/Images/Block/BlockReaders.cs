@@ -5,8 +5,8 @@ public static class BlockReaders
 {
     /// <summary>
     /// Opens <paramref name="path"/> and its backing chain read-only. Fails with <c>ImageInUse</c> when a running
-    /// QEMU holds the image for writing (unless <see cref="BlockOpenOptions.ForceShare"/>), <c>ImageEncrypted</c>
-    /// for encrypted images, <c>BlockFormatNotReadable</c> for formats without a block reader, and the inspector's
+    /// QEMU holds the image for writing (unless <see cref="BlockOpenOptions.ForceShare"/>), <c>PassphraseRequired</c>
+    /// or <c>WrongPassphrase</c> for LUKS images without the right passphrase, <c>ImageEncrypted</c> for other encryption, <c>BlockFormatNotReadable</c> for formats without a block reader, and the inspector's
     /// errors for malformed headers and broken chains.
     /// </summary>
     public static IBlockReader Open(string path, BlockOpenOptions? options = null)
@@ -25,10 +25,10 @@ public static class BlockReaders
         var layers = new List<ImageLayer>(1 + info.BackingChain.Count);
         try
         {
-            layers.Add(OpenLayer(info));
+            layers.Add(OpenLayer(info, options.Passphrase));
             foreach (ImageInfo backing in info.BackingChain)
             {
-                layers.Add(OpenLayer(backing));
+                layers.Add(OpenLayer(backing, options.Passphrase));
             }
 
             return new ChainedBlockReader(info, [.. layers]);
@@ -44,17 +44,13 @@ public static class BlockReaders
         }
     }
 
-    internal static ImageLayer OpenLayer(ImageInfo info)
+    /// <summary>One layer; an encrypted one is unlocked with <paramref name="passphrase"/> (<c>PassphraseRequired</c> without one).</summary>
+    internal static ImageLayer OpenLayer(ImageInfo info, ImagePassphrase? passphrase = null)
     {
-        if (info.Encryption is not null)
-        {
-            throw BlockErrors.NotSupported(BlockErrorIds.ImageEncrypted, info.Path, $"the image is encrypted ({info.Encryption}); encrypted images cannot be read.");
-        }
-
         HostFile file = HostFile.Open(info.Path);
         try
         {
-            return ImageFormatRegistry.Driver(info.ImageFormat).OpenLayer(file, info);
+            return ImageFormatRegistry.Driver(info.ImageFormat).OpenLayer(file, info, passphrase);
         }
         catch
         {

@@ -83,7 +83,7 @@ internal sealed class ConvertChunk
 }
 
 /// <summary>Writes one output format from chunks that arrive in guest order.</summary>
-internal abstract class ConvertTarget
+internal abstract class ConvertTarget : IDisposable
 {
     /// <summary>The allocation unit: a qcow2 cluster, a vmdk grain, or 4 KiB for raw (qemu-img's default -S).</summary>
     public abstract int Unit { get; }
@@ -100,6 +100,14 @@ internal abstract class ConvertTarget
     /// <summary>Whether the target can mark ranges as zeros without data (qcow2 v3 overlays).</summary>
     public virtual bool SupportsZeroFlag => false;
 
+    /// <summary>Whether every unit must be written, zeros included (an encrypted file, where a hole reads as noise).</summary>
+    public virtual bool WritesEverything => false;
+
+    /// <summary>Last step of a worker on a read chunk, in parallel with other workers (encryption with guest-sector tweaks).</summary>
+    public virtual void Prepare(ConvertChunk chunk)
+    {
+    }
+
     /// <summary>Lays out whatever must exist before data arrives.</summary>
     public abstract void Begin(CancellationToken cancellationToken);
 
@@ -107,4 +115,15 @@ internal abstract class ConvertTarget
 
     /// <summary>Writes the remaining metadata; the header goes last (qcow2.rst ordering: nothing may point at unwritten data).</summary>
     public abstract void Complete(CancellationToken cancellationToken);
+
+    /// <summary>Releases what the target holds beyond the file (an encrypted output's key).</summary>
+    public void Dispose()
+    {
+        Dispose(true);
+        GC.SuppressFinalize(this);
+    }
+
+    protected virtual void Dispose(bool disposing)
+    {
+    }
 }

@@ -38,6 +38,9 @@ public sealed record ConvertOptions
     /// </summary>
     public IBlockReader? AllocationSource { get; init; }
 
+    /// <summary>Encrypt the output with LUKS: a LUKS-encrypted qcow2, or for raw a LUKS file. Not with compression or preallocation.</summary>
+    public ImageEncryption? Encryption { get; init; }
+
     /// <summary>Replace an existing destination (atomically, by rename, once the new image is complete).</summary>
     public bool Overwrite { get; init; }
 

@@ -24,6 +24,9 @@ internal abstract class ConvertOutput
     /// <summary>Whether the output can record <see cref="ConvertOptions.BackingFile"/>.</summary>
     public virtual bool TakesBackingFile => false;
 
+    /// <summary>Whether <see cref="ConvertOptions.Encryption"/> applies.</summary>
+    public virtual bool TakesEncryption => false;
+
     /// <summary>The allocation unit: what the converter reads, zero-checks and compresses at a time.</summary>
     public abstract int Unit(ConvertOptions options);
 

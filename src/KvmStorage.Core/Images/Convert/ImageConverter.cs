@@ -63,7 +63,7 @@ public static class ImageConverter
             {
                 File.SetUnixFileMode(stream.SafeFileHandle, options.Mode);
                 PosixFile.SetOwner(temp, options.Owner, options.Group);
-                ConvertTarget target = output.CreateTarget(stream.SafeFileHandle, temp, fullPath, source.Size, options);
+                using ConvertTarget target = output.CreateTarget(stream.SafeFileHandle, temp, fullPath, source.Size, options);
                 target.Begin(cancellationToken);
                 Copy(source, target, options, new WriteBehind(stream.SafeFileHandle), progress, cancellationToken);
                 target.Complete(cancellationToken);
@@ -109,7 +109,7 @@ public static class ImageConverter
     {
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(options);
-        ConvertOutput output = OutputOf(options.Format, string.Empty);
+        ConvertOutput output = OutputOf(EffectiveFormat(options), string.Empty);
         int unit = output.Unit(options);
         ulong data = 0;
         foreach ((ulong start, ulong end, bool _) in PlanRuns(source, options, unit))
@@ -123,7 +123,25 @@ public static class ImageConverter
     /// <summary>The shared option checks, in qemu-img's order, then the output format's own; returns the output.</summary>
     private static ConvertOutput Validate(IBlockReader source, string fullPath, ConvertOptions options)
     {
-        ConvertOutput output = OutputOf(options.Format, fullPath);
+        ConvertOutput output = OutputOf(EffectiveFormat(options), fullPath);
+        if (options.Encryption is not null)
+        {
+            if (!output.TakesEncryption)
+            {
+                throw Invalid(fullPath, $"{options.Format.ToQemuName()} output cannot be encrypted; qcow2 and raw (a LUKS file) can.");
+            }
+
+            if (options.Compress)
+            {
+                throw Invalid(fullPath, "Compression and encryption cannot be combined (qemu refuses them together too).");
+            }
+
+            if (options.Preallocation != Preallocation.Off)
+            {
+                throw Invalid(fullPath, "An encrypted output cannot be preallocated.");
+            }
+        }
+
         if (options.Compress && !output.TakesCompress)
         {
             throw Invalid(fullPath, $"{options.Format.ToQemuName()} output cannot be compressed with -Compress (vmdk output is always compressed; raw never).");
@@ -169,6 +187,10 @@ public static class ImageConverter
 
         return output;
     }
+
+    /// <summary>A raw output that is encrypted is a LUKS file, as libvirt's raw volumes with LUKS encryption are.</summary>
+    private static ImageFormat EffectiveFormat(ConvertOptions options) =>
+        options.Format == ImageFormat.Raw && options.Encryption is not null ? ImageFormat.Luks : options.Format;
 
     private static ConvertOutput OutputOf(ImageFormat format, string path) =>
         ImageFormatRegistry.Find(format)?.ConvertOutput
@@ -302,7 +324,8 @@ public static class ImageConverter
             {
                 try
                 {
-                    foreach ((ulong start, ulong end, bool zero) in PlanRuns(source, options, unit))
+                    IEnumerable<(ulong Start, ulong End, bool ExplicitZero)> runs = target.WritesEverything ? [(0, size, false)] : PlanRuns(source, options, unit);
+                    foreach ((ulong start, ulong end, bool zero) in runs)
                     {
                         bool explicitZero = zero && target.SupportsZeroFlag;
                         ulong step = explicitZero ? 65536UL * (ulong)unit : (ulong)perChunk;
@@ -421,6 +444,7 @@ public static class ImageConverter
             }
         }
 
+        target.Prepare(chunk);
         return chunk;
     }
 

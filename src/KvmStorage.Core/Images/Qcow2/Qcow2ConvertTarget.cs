@@ -11,7 +11,9 @@ namespace KvmStorage.Core.Images.Qcow2;
 /// first refcount block and L1 in the first clusters; then L2 tables and data clusters appended in guest order,
 /// each L2 table allocated when first needed. Memory stays bounded whatever the size: data arrives in guest order,
 /// so an L2 table is complete once the guest offset passes it, and a refcount block once allocation passes its range;
-/// both are written then. The L1 table, refcount table and header are written last.
+/// both are written then. The L1 table, refcount table and header are written last. An encrypted output has its LUKS
+/// header area after the L1 table (where qemu-img puts it) and its data clusters encrypted with their host sector as
+/// tweak, here in the writer, since only the writer knows where a cluster lands.
 /// </summary>
 internal sealed class Qcow2ConvertTarget : ConvertTarget
 {
@@ -33,14 +35,17 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
     private readonly Dictionary<ulong, byte[]> openBlocks = [];
     private readonly byte[] l2;
     private readonly WriteCoalescer coalescer;
+    private readonly ImageEncryption? encryption;
+    private Luks.XtsAes? cipher;
     private Qcow2Layout front = null!;
     private long currentL1 = -1;
     private ulong currentL2Offset;
     private ulong nextCluster;
     private ulong compressedCursor;
 
-    public Qcow2ConvertTarget(SafeFileHandle handle, string path, ulong size, uint clusterSize, int version, CompressionType? compression, string? backingFile, ImageFormat? backingFormat)
+    public Qcow2ConvertTarget(SafeFileHandle handle, string path, ulong size, uint clusterSize, int version, CompressionType? compression, string? backingFile, ImageFormat? backingFormat, ImageEncryption? encryption = null)
     {
+        this.encryption = encryption;
         this.handle = handle;
         this.path = path;
         this.size = size;
@@ -49,7 +54,8 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
         cs = clusterSize;
         int clusterBits = BitOperations.Log2(clusterSize);
         compressedDescriptor = new Qcow2Entries.CompressedDescriptor(clusterBits);
-        full = Qcow2Layout.Compute(size, clusterBits, 16, mapAllData: true, path);
+        ulong cryptoLength = encryption is null ? 0 : Luks.LuksHeader.LayoutSector((uint)encryption.Luks.KeyBytes, Luks.LuksHeader.SlotCount) * 512UL;
+        full = Qcow2Layout.Compute(size, clusterBits, 16, mapAllData: true, path, cryptoLength);
         l2Entries = cs / 8UL;
         perBlock = Qcow2Entries.RefcountsPerBlock(cs, 16);
         l1 = new ulong[full.L1Size];
@@ -74,8 +80,8 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
 
     public override void Begin(CancellationToken cancellationToken)
     {
-        // Enough refcount blocks up front to cover the header, the refcount table, themselves and the L1 table.
-        ulong fixedClusters = 1 + full.RefcountTableClusters + full.L1Clusters;
+        // Enough refcount blocks up front to cover the header, the refcount table, themselves, the L1 table and the LUKS area.
+        ulong fixedClusters = 1 + full.RefcountTableClusters + full.L1Clusters + full.CryptoClusters;
         ulong blocks = 1;
         while (Qcow2Layout.CeilDiv(fixedClusters + blocks, perBlock) > blocks)
         {
@@ -93,6 +99,12 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
         for (ulong c = 0; c < nextCluster; c++)
         {
             AddRef(c);
+        }
+
+        if (encryption is not null)
+        {
+            (_, byte[] area, cipher) = Luks.LuksKeys.Create(encryption.Luks, encryption.Passphrase, path);
+            Qcow2ImageWriter.WriteLuksArea(handle, front, area);
         }
     }
 
@@ -207,8 +219,20 @@ internal sealed class Qcow2ConvertTarget : ConvertTarget
         if (to > from)
         {
             coalescer.Flush();
-            ImageIo.Write(handle, chunk.Data.AsSpan(from * (int)cs, (to - from) * (int)cs), host * cs);
+            Span<byte> data = chunk.Data.AsSpan(from * (int)cs, (to - from) * (int)cs);
+            cipher?.Encrypt(data, host * cs / 512);
+            ImageIo.Write(handle, data, host * cs);
         }
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            cipher?.Dispose();
+        }
+
+        base.Dispose(disposing);
     }
 
     private void EnsureL2(ulong guestCluster)

@@ -24,6 +24,8 @@ internal sealed class Qcow2Format : IImageFormat
 
     public ImageLayer OpenLayer(HostFile file, ImageInfo info) => Qcow2Layer.Open(file, info);
 
+    public ImageLayer OpenLayer(HostFile file, ImageInfo info, ImagePassphrase? passphrase) => Qcow2Layer.Open(file, info, passphrase);
+
     public IImageDataWriter OpenDataWriter(string path, ulong minimumSize, BlockOpenOptions backingOptions)
     {
         Qcow2DataWriter writer = Qcow2DataWriter.Open(path, backingOptions);
@@ -76,6 +78,8 @@ internal sealed class Qcow2Format : IImageFormat
 
         public override bool TakesBackingFile => true;
 
+        public override bool TakesEncryption => true;
+
         public override int Unit(ConvertOptions options) => (int)(options.ClusterSize ?? DefaultClusterSize);
 
         public override void Validate(ulong size, string path, ConvertOptions options)
@@ -98,7 +102,8 @@ internal sealed class Qcow2Format : IImageFormat
         public override ulong EstimateSize(ulong size, ulong data, ConvertOptions options)
         {
             uint cs = options.ClusterSize ?? DefaultClusterSize;
-            Qcow2Layout full = Qcow2Layout.Compute(size, BitOperations.Log2(cs), 16, mapAllData: true, "");
+            ulong crypto = options.Encryption is { } e ? Luks.LuksHeader.LayoutSector((uint)e.Luks.KeyBytes, Luks.LuksHeader.SlotCount) * 512UL : 0;
+            Qcow2Layout full = Qcow2Layout.Compute(size, BitOperations.Log2(cs), 16, mapAllData: true, "", crypto);
             ulong metadata = (full.TotalClusters - full.DataClusters) * cs;
             return options.Preallocation is Preallocation.Falloc or Preallocation.Full
                 ? metadata + (full.DataClusters * cs)
@@ -121,7 +126,8 @@ internal sealed class Qcow2Format : IImageFormat
                 Qcow2ImageWriter.ParseCompat(options.Compat),
                 options.Compress ? options.CompressionType : null,
                 options.BackingFile,
-                options.BackingFile is null ? null : options.BackingFormat);
+                options.BackingFile is null ? null : options.BackingFormat,
+                options.Encryption);
         }
     }
 }

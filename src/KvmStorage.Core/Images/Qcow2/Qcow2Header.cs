@@ -60,6 +60,9 @@ internal sealed class Qcow2Header
     public string? DataFile { get; private init; }
     public bool HasBitmaps { get; private init; }
 
+    /// <summary>Where the LUKS header of an encrypted image lies (the full disk encryption header pointer), or (0, 0).</summary>
+    public (ulong Offset, ulong Length) CryptoHeader { get; private init; }
+
     public uint ClusterSize => 1u << ClusterBits;
     public bool ExtendedL2 => (IncompatibleFeatures & IncompatExtendedL2) != 0;
     public int L2EntryBytes => ExtendedL2 ? 16 : 8;
@@ -118,7 +121,18 @@ internal sealed class Qcow2Header
 
         // Extensions run from the header's end to the backing name (or the end of cluster 0).
         ulong extensionsEnd = Math.Min(backingOffset != 0 ? backingOffset : clusterSize, (ulong)head.Length);
-        (string? backingFormat, string? dataFile, bool hasBitmaps) = ReadExtensions(head, features.HeaderLength, extensionsEnd, path);
+        (string? backingFormat, string? dataFile, bool hasBitmaps, (ulong, ulong) cryptoHeader) = ReadExtensions(head, features.HeaderLength, extensionsEnd, path);
+        if (cryptMethod == 2)
+        {
+            // qemu's qcow2_do_open: a LUKS image must say where its LUKS header lies, in whole clusters inside the file.
+            if (cryptoHeader.Item2 == 0)
+            {
+                throw ImageErrors.Invalid(ImageErrorIds.InvalidHeaderExtension, path, "the image is LUKS-encrypted but has no encryption header pointer.");
+            }
+
+            CheckTable(cryptoHeader.Item1, cryptoHeader.Item2, clusterSize, fileLength, path, "encryption header");
+        }
+
         return new Qcow2Header
         {
             Version = version,
@@ -143,6 +157,7 @@ internal sealed class Qcow2Header
             BackingFormat = backingFormat,
             DataFile = (features.Incompatible & IncompatDataFile) != 0 ? dataFile : null,
             HasBitmaps = hasBitmaps,
+            CryptoHeader = cryptoHeader,
         };
     }
 
@@ -304,9 +319,10 @@ internal sealed class Qcow2Header
     }
 
     /// <summary>The header extensions the engine uses (qcow2.rst "Header extensions"), from the header's end to <paramref name="end"/>.</summary>
-    private static (string? BackingFormat, string? DataFile, bool HasBitmaps) ReadExtensions(ReadOnlySpan<byte> head, uint headerLength, ulong end, string path)
+    private static (string? BackingFormat, string? DataFile, bool HasBitmaps, (ulong Offset, ulong Length) CryptoHeader) ReadExtensions(ReadOnlySpan<byte> head, uint headerLength, ulong end, string path)
     {
         ulong offset = headerLength;
+        (ulong, ulong) cryptoHeader = (0, 0);
         string? backingFormat = null;
         string? dataFile = null;
         bool hasBitmaps = false;
@@ -342,12 +358,20 @@ internal sealed class Qcow2Header
                 case ExtBitmaps:
                     hasBitmaps = true;
                     break;
+                case ExtCryptoHeader:
+                    if (length != 16)
+                    {
+                        throw ImageErrors.Invalid(ImageErrorIds.InvalidHeaderExtension, path, $"the encryption header pointer is {length} bytes long, not 16.");
+                    }
+
+                    cryptoHeader = (BinaryPrimitives.ReadUInt64BigEndian(data), BinaryPrimitives.ReadUInt64BigEndian(data[8..]));
+                    break;
             }
 
             offset += (length + 7UL) & ~7UL;
         }
 
-        return (backingFormat, dataFile, hasBitmaps);
+        return (backingFormat, dataFile, hasBitmaps, cryptoHeader);
     }
 
     /// <summary>qemu's <c>validate_table_offset</c>, plus: the table must lie inside the file.</summary>

@@ -61,7 +61,14 @@ public sealed class Qcow2ImageWriter : IImageFormatWriter
         ulong size = options.VirtualSize ?? throw ImageErrors.Argument(ImageErrorIds.InvalidImageSize, "The virtual size is missing.", path);
         int clusterBits = BitOperations.Log2(clusterSize);
         bool mapAll = options.Preallocation != Preallocation.Off;
-        Qcow2Layout layout = Qcow2Layout.Compute(size, clusterBits, refcountBits, mapAll, path);
+        byte[]? luksArea = null;
+        if (options.Encryption is { } encryption)
+        {
+            (_, luksArea, Luks.XtsAes cipher) = Luks.LuksKeys.Create(encryption.Luks, encryption.Passphrase, path);
+            cipher.Dispose();
+        }
+
+        Qcow2Layout layout = Qcow2Layout.Compute(size, clusterBits, refcountBits, mapAll, path, (ulong)(luksArea?.Length ?? 0));
         byte[] header = BuildHeader(layout, size, version, options, path);
 
         cancellationToken.ThrowIfCancellationRequested();
@@ -79,11 +86,30 @@ public sealed class Qcow2ImageWriter : IImageFormatWriter
                 break;
         }
 
-        WriteL2Tables(handle, layout, version >= 3 && options.Preallocation == Preallocation.Metadata, cancellationToken);
+        if (luksArea is not null)
+        {
+            // qemu zero-fills the area's clusters, then writes the header and key material into them.
+            WriteLuksArea(handle, layout, luksArea);
+        }
+
+        // Preallocated clusters of an encrypted image hold no ciphertext: flagged zero, they read as zeros, not noise.
+        bool zeroFlag = version >= 3 && (options.Preallocation == Preallocation.Metadata || luksArea is not null);
+        WriteL2Tables(handle, layout, zeroFlag, cancellationToken);
         WriteL1Table(handle, layout);
         WriteRefcounts(handle, layout);
         ImageIo.Write(handle, header, 0);
         progress?.Report(new ImageProgress(dataBytes, dataBytes));
+    }
+
+    /// <summary>Writes a LUKS header area into its clusters, the rest of its last cluster zeros.</summary>
+    internal static void WriteLuksArea(SafeFileHandle handle, Qcow2Layout layout, byte[] area)
+    {
+        ImageIo.Write(handle, area, layout.CryptoOffset);
+        ulong end = layout.CryptoOffset + (layout.CryptoClusters * layout.ClusterSize);
+        if ((ulong)RandomAccess.GetLength(handle) < end)
+        {
+            RandomAccess.SetLength(handle, (long)end);
+        }
     }
 
     internal static int ParseCompat(string? compat) => compat switch
@@ -105,6 +131,11 @@ public sealed class Qcow2ImageWriter : IImageFormatWriter
         BinaryPrimitives.WriteUInt64BigEndian(h[40..], layout.L1Size == 0 ? 0 : layout.L1Offset);
         BinaryPrimitives.WriteUInt64BigEndian(h[48..], layout.RefcountTableOffset);
         BinaryPrimitives.WriteUInt32BigEndian(h[56..], (uint)layout.RefcountTableClusters);
+        if (layout.CryptoLength > 0)
+        {
+            BinaryPrimitives.WriteUInt32BigEndian(h[32..], 2); // crypt_method: LUKS
+        }
+
         int offset = Qcow2Header.V2HeaderLength;
         if (version >= 3)
         {
@@ -118,6 +149,14 @@ public sealed class Qcow2ImageWriter : IImageFormatWriter
         if (backing is not null && options.BackingFormat is { } backingFormat)
         {
             offset = AddExtension(cluster, offset, Qcow2Header.ExtBackingFormat, Encoding.ASCII.GetBytes(backingFormat.ToQemuName()), path);
+        }
+
+        if (layout.CryptoLength > 0)
+        {
+            byte[] pointer = new byte[16];
+            BinaryPrimitives.WriteUInt64BigEndian(pointer, layout.CryptoOffset);
+            BinaryPrimitives.WriteUInt64BigEndian(pointer.AsSpan(8), layout.CryptoLength);
+            offset = AddExtension(cluster, offset, Qcow2Header.ExtCryptoHeader, pointer, path);
         }
 
         // Observed qemu 7.2 behaviour: the feature-name table is only written with clusters of 8 KiB or more.
@@ -213,7 +252,7 @@ public sealed class Qcow2ImageWriter : IImageFormatWriter
     {
         ulong cs = layout.ClusterSize;
         ulong perBlock = Qcow2Entries.RefcountsPerBlock(layout.ClusterSize, layout.RefcountBits);
-        ulong used = layout.L1Size == 0 ? 1 + layout.RefcountTableClusters + layout.RefcountBlocks : layout.TotalClusters;
+        ulong used = layout.L1Size == 0 ? 1 + layout.RefcountTableClusters + layout.RefcountBlocks + layout.CryptoClusters : layout.TotalClusters;
         byte[] table = new byte[layout.RefcountTableClusters * cs];
         byte[] block = new byte[cs];
         for (ulong b = 0; b < layout.RefcountBlocks; b++)

@@ -1,12 +1,14 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using KvmStorage.Core.Images.Block;
+using KvmStorage.Core.Images.Luks;
 
 namespace KvmStorage.Core.Images.Qcow2;
 
 /// <summary>
 /// qcow2 v2/v3 (qcow2.rst "Cluster mapping"): normal, zero and compressed clusters, extended L2 entries
-/// with subclusters. L2 tables are cached within a byte budget; nothing is written.
+/// with subclusters. L2 tables are cached within a byte budget; nothing is written. A LUKS-encrypted image's data
+/// clusters are decrypted with the host sector as tweak (qemu's crypt_physical_offset); zero clusters read as zeros.
 /// </summary>
 internal sealed class Qcow2Layer : ImageLayer
 {
@@ -21,13 +23,15 @@ internal sealed class Qcow2Layer : ImageLayer
     private readonly Qcow2Entries.CompressedDescriptor compressed;
     private readonly Decompression.Method method;
     private readonly BoundedCache<byte[]> l2Cache;
+    private readonly XtsAes? cipher;
     private readonly object lastGate = new();
     private ulong lastEntry = ulong.MaxValue;
     private byte[]? lastCluster;
 
-    private Qcow2Layer(HostFile file, ulong size, Qcow2Header header, ulong[] l1)
+    private Qcow2Layer(HostFile file, ulong size, Qcow2Header header, ulong[] l1, XtsAes? cipher)
         : base(file, size)
     {
+        this.cipher = cipher;
         clusterBits = header.ClusterBits;
         clusterSize = header.ClusterSize;
         extended = header.ExtendedL2;
@@ -39,13 +43,13 @@ internal sealed class Qcow2Layer : ImageLayer
         l2Cache = new BoundedCache<byte[]>(L2CacheBudget, (long)clusterSize);
     }
 
-    public static Qcow2Layer Open(HostFile file, ImageInfo info)
+    public static Qcow2Layer Open(HostFile file, ImageInfo info, ImagePassphrase? passphrase = null)
     {
         byte[] head = file.ReadMetadata(0, (int)Math.Min(file.Length, 2UL * 1024 * 1024), "qcow2 header");
         Qcow2Header header = Qcow2Header.Parse(head, file.Length, file.Path);
-        if (header.CryptMethod != 0)
+        if (header.CryptMethod == 1)
         {
-            throw BlockErrors.NotSupported(BlockErrorIds.ImageEncrypted, file.Path, "the image is encrypted; encrypted images cannot be read.");
+            throw BlockErrors.NotSupported(BlockErrorIds.ImageEncrypted, file.Path, "the image uses qcow2's legacy AES encryption, which qemu no longer opens; only LUKS encryption can be read.");
         }
 
         if ((header.IncompatibleFeatures & Qcow2Header.IncompatDataFile) != 0)
@@ -66,7 +70,10 @@ internal sealed class Qcow2Layer : ImageLayer
         }
 
         RefuseSharedL2Tables(file.Path, l1);
-        return new Qcow2Layer(file, Math.Min(info.VirtualSize, header.Size), header, l1);
+        XtsAes? cipher = header.CryptMethod == 2
+            ? LuksRegion.Unlock(file, header.CryptoHeader.Offset, header.CryptoHeader.Length, checkPayload: false, passphrase).Cipher
+            : null;
+        return new Qcow2Layer(file, Math.Min(info.VirtualSize, header.Size), header, l1, cipher);
     }
 
     /// <summary>
@@ -129,8 +136,22 @@ internal sealed class Qcow2Layer : ImageLayer
     {
         if (run.Kind == RunKind.Data)
         {
-            File.ReadData(run.HostOffset, destination);
+            if (cipher is null)
+            {
+                File.ReadData(run.HostOffset, destination);
+            }
+            else
+            {
+                LuksRegion.ReadDecrypted(File, cipher, run.HostOffset, 0, destination);
+            }
+
             return;
+        }
+
+        if (cipher is not null)
+        {
+            // qemu never writes compressed clusters into an encrypted image, and would hand back their bytes undecrypted.
+            throw BlockErrors.Invalid(BlockErrorIds.InvalidCompressedData, File.Path, $"the encrypted image holds a compressed cluster (L2 entry 0x{run.Tag:x}), which qemu cannot write or read.");
         }
 
         int inCluster = (int)(offset & (clusterSize - 1));
@@ -254,6 +275,12 @@ internal sealed class Qcow2Layer : ImageLayer
         }
 
         return (RunKind.Data, host + ((ulong)sub << (clusterBits - 5)));
+    }
+
+    public override void Dispose()
+    {
+        cipher?.Dispose();
+        base.Dispose();
     }
 
     /// <summary>qcow2.rst "Compressed Clusters Descriptor": host offset and a count of additional 512-byte sectors.</summary>

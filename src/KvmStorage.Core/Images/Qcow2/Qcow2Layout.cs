@@ -3,7 +3,8 @@ namespace KvmStorage.Core.Images.Qcow2;
 /// <summary>
 /// Where each structure of a new qcow2 image goes, in cluster units: header, refcount table, refcount
 /// blocks, L1, then (with preallocation) every L2 table and every data cluster in guest order. With one
-/// refcount block and no preallocation this is exactly qemu-img create's layout (clusters 0..3).
+/// refcount block and no preallocation this is exactly qemu-img create's layout (clusters 0..3). An encrypted
+/// image's LUKS header area follows the L1 table, where qemu-img create allocates it.
 /// </summary>
 internal sealed class Qcow2Layout
 {
@@ -21,16 +22,22 @@ internal sealed class Qcow2Layout
     public required ulong L2Tables { get; init; }
     public required ulong DataClusters { get; init; }
 
+    /// <summary>Bytes of the LUKS header area (0 when not encrypted); it takes whole clusters.</summary>
+    public ulong CryptoLength { get; init; }
+
+    public ulong CryptoClusters => CeilDiv(CryptoLength, ClusterSize);
+
     public ulong RefcountTableOffset => ClusterSize;
     public ulong RefcountBlocksOffset => (1 + RefcountTableClusters) * ClusterSize;
     public ulong L1Offset => RefcountBlocksOffset + (RefcountBlocks * ClusterSize);
-    public ulong L2Offset => L1Offset + (L1Clusters * ClusterSize);
+    public ulong CryptoOffset => L1Offset + (L1Clusters * ClusterSize);
+    public ulong L2Offset => CryptoOffset + (CryptoClusters * ClusterSize);
     public ulong DataOffset => L2Offset + (L2Tables * ClusterSize);
 
     /// <summary>Clusters carrying refcount 1: everything up to the last data cluster.</summary>
-    public ulong TotalClusters => 1 + RefcountTableClusters + RefcountBlocks + L1Clusters + L2Tables + DataClusters;
+    public ulong TotalClusters => 1 + RefcountTableClusters + RefcountBlocks + L1Clusters + CryptoClusters + L2Tables + DataClusters;
 
-    public static Qcow2Layout Compute(ulong size, int clusterBits, int refcountBits, bool mapAllData, string path)
+    public static Qcow2Layout Compute(ulong size, int clusterBits, int refcountBits, bool mapAllData, string path, ulong cryptoLength = 0)
     {
         uint clusterSize = 1u << clusterBits;
         ulong l2Entries = clusterSize / 8UL;
@@ -46,7 +53,7 @@ internal sealed class Qcow2Layout
         ulong mapped = mapAllData ? dataClusters : 0;
         ulong perBlock = Qcow2Entries.RefcountsPerBlock(clusterSize, refcountBits);
 
-        (ulong blocks, ulong tableClusters) = RefcountStructure(1 + l1Clusters + l2Tables + mapped, perBlock, clusterSize);
+        (ulong blocks, ulong tableClusters) = RefcountStructure(1 + l1Clusters + CeilDiv(cryptoLength, clusterSize) + l2Tables + mapped, perBlock, clusterSize);
 
         if (tableClusters * clusterSize > Qcow2Header.MaxRefcountTableBytes)
         {
@@ -64,6 +71,7 @@ internal sealed class Qcow2Layout
             RefcountBlocks = blocks,
             L2Tables = l2Tables,
             DataClusters = mapped,
+            CryptoLength = cryptoLength,
         };
     }
 
@@ -83,6 +91,7 @@ internal sealed class Qcow2Layout
         RefcountBlocks = refcountBlocks,
         L2Tables = 0,
         DataClusters = 0,
+        CryptoLength = fullyAllocated.CryptoLength,
     };
 
     /// <summary>
