@@ -49,7 +49,7 @@ public sealed class VolumeOperations(IKvmHost host)
     public VolumeLocator Locator => locator;
 
     /// <summary>Checks (and with <paramref name="repair"/>, repairs) an image's metadata, like <c>qemu-img check [-r]</c>.</summary>
-    public VolumeAction<ImageCheckResult> Check(VolumeSpec spec, ImageRepairMode repair)
+    public VolumeAction<ImageCheckResult> Check(VolumeSpec spec, ImageRepairMode repair, ImagePassphrase? passphrase = null)
     {
         string file = locator.File(spec);
         string shown = Shown(file);
@@ -61,6 +61,8 @@ public sealed class VolumeOperations(IKvmHost host)
         string action = repair == ImageRepairMode.None ? "Check the image metadata" : $"Repair the image metadata ({repair})";
         return new(shown, action, (progress, token) =>
         {
+            // The metadata check needs no key; given one, it is proven to open the image first (qemu-img check asks for it).
+            VerifyPassphrase(file, passphrase);
             ImageCheckResult result = ImageChecker.Check(file, repair, progress, token);
             if (repair != ImageRepairMode.None)
             {
@@ -88,37 +90,49 @@ public sealed class VolumeOperations(IKvmHost host)
     }
 
     /// <summary>Compares what a guest sees in two images, like <c>qemu-img compare</c>; both chains pass the host's rule.</summary>
-    public VolumeAction<ImageCompareResult> Compare(VolumeSpec reference, VolumeSpec difference, bool strict)
+    public VolumeAction<ImageCompareResult> Compare(VolumeSpec reference, VolumeSpec difference, bool strict, ImagePassphrase? passphrase = null)
     {
         string first = locator.File(reference);
         string second = locator.File(difference);
-        var options = new BlockOpenOptions { BackingRule = locator.Files.BackingRule };
+        var options = new BlockOpenOptions { BackingRule = locator.Files.BackingRule, Passphrase = passphrase };
         return new(Shown(second), $"Compare with '{Shown(first)}'", (progress, token) => ImageComparer.Compare(first, second, strict, options, progress, token));
     }
 
     /// <summary>Creates an internal snapshot of a qcow2 volume.</summary>
-    public VolumeAction<SnapshotInfo> CreateSnapshot(VolumeSpec spec, string name)
+    public VolumeAction<SnapshotInfo> CreateSnapshot(VolumeSpec spec, string name, ImagePassphrase? passphrase = null)
     {
         StorageVolume volume = Writable(spec, "Creating a snapshot of");
         RequireQcow2(volume);
-        return new(volume.Path, $"Create snapshot '{name}'", (_, _) => Changed(volume, ImageSnapshots.Create(volume.LocalPath, name), "a snapshot was created"));
+        return new(volume.Path, $"Create snapshot '{name}'", (_, _) =>
+        {
+            VerifyPassphrase(volume.LocalPath, passphrase);
+            return Changed(volume, ImageSnapshots.Create(volume.LocalPath, name), "a snapshot was created");
+        });
     }
 
     /// <summary>Deletes an internal snapshot (by its id, which <see cref="FindSnapshot"/> gives).</summary>
-    public VolumeAction<SnapshotInfo> DeleteSnapshot(VolumeSpec spec, string? id, string? name)
+    public VolumeAction<SnapshotInfo> DeleteSnapshot(VolumeSpec spec, string? id, string? name, ImagePassphrase? passphrase = null)
     {
         StorageVolume volume = Writable(spec, "Deleting a snapshot of");
         SnapshotInfo snapshot = FindSnapshot(volume, id, name);
-        return new(volume.Path, $"Delete snapshot '{snapshot.Name}' (id {snapshot.Id})", (_, _) => Changed(volume, ImageSnapshots.Delete(volume.LocalPath, snapshot.Id, SnapshotLookup.Id), "a snapshot was deleted"));
+        return new(volume.Path, $"Delete snapshot '{snapshot.Name}' (id {snapshot.Id})", (_, _) =>
+        {
+            VerifyPassphrase(volume.LocalPath, passphrase);
+            return Changed(volume, ImageSnapshots.Delete(volume.LocalPath, snapshot.Id, SnapshotLookup.Id), "a snapshot was deleted");
+        });
     }
 
     /// <summary>Reverts a volume to an internal snapshot: what was written since is lost.</summary>
-    public VolumeAction<SnapshotInfo> RevertSnapshot(VolumeSpec spec, string? id, string? name)
+    public VolumeAction<SnapshotInfo> RevertSnapshot(VolumeSpec spec, string? id, string? name, ImagePassphrase? passphrase = null)
     {
         StorageVolume volume = Writable(spec, "Reverting to a snapshot");
         SnapshotInfo snapshot = FindSnapshot(volume, id, name);
         string taken = snapshot.Date.ToLocalTime().ToString("g", System.Globalization.CultureInfo.CurrentCulture);
-        return new(volume.Path, $"Revert to snapshot '{snapshot.Name}' (id {snapshot.Id}, taken {taken}); changes made since are lost", (_, _) => Changed(volume, ImageSnapshots.Revert(volume.LocalPath, snapshot.Id, SnapshotLookup.Id), "it was reverted to a snapshot"));
+        return new(volume.Path, $"Revert to snapshot '{snapshot.Name}' (id {snapshot.Id}, taken {taken}); changes made since are lost", (_, _) =>
+        {
+            VerifyPassphrase(volume.LocalPath, passphrase);
+            return Changed(volume, ImageSnapshots.Revert(volume.LocalPath, snapshot.Id, SnapshotLookup.Id), "it was reverted to a snapshot");
+        });
     }
 
     /// <summary>
@@ -252,6 +266,48 @@ public sealed class VolumeOperations(IKvmHost host)
     }
 
     /// <summary>Refuses volumes that cannot hold internal snapshots.</summary>
+    /// <summary>
+    /// Defines the libvirt secret of an encrypted volume (usage: its host path), so a VM given the volume can open it.
+    /// The passphrase is proven to open the volume first: a secret that would not start the VM is never stored.
+    /// </summary>
+    public VolumeAction<Secrets.VolumeSecret> DefineSecret(VolumeSpec spec, ImagePassphrase passphrase, Guid? uuid, string? description)
+    {
+        ArgumentNullException.ThrowIfNull(passphrase);
+        StorageVolume volume = locator.Get(spec);
+        host.EnsureWritable($"Defining a secret for '{volume.Name}'", volume.Path);
+        if (volume.Encryption != "luks")
+        {
+            throw new KvmStorageException(
+                ErrorKind.InvalidArgument,
+                Images.Luks.LuksErrorIds.InvalidEncryptionOptions,
+                $"'{volume.Path}' is not LUKS-encrypted; only an encrypted volume has a secret.",
+                volume.Path);
+        }
+
+        if (host.ListSecrets().FirstOrDefault(s => s.UsageType == "volume" && s.Usage == volume.Path) is { } taken)
+        {
+            throw new KvmStorageException(ErrorKind.AlreadyExists, Secrets.SecretErrorIds.SecretExists, $"The secret {taken.Uuid} is already defined for '{volume.Path}'; remove it first (Remove-VolumeSecret).", volume.Path);
+        }
+
+        return new(volume.Path, "Define the libvirt secret that opens the volume", (_, _) =>
+        {
+            BlockReaders.VerifyPassphrase(volume.LocalPath, passphrase, locator.Files.BackingRule);
+            return host.DefineVolumeSecret(volume.Path, passphrase, uuid, description);
+        });
+    }
+
+    /// <summary>
+    /// Snapshots and checks touch metadata only and need no key; a passphrase given for an encrypted image is proven
+    /// first, as qemu-img proves it, so a wrong one fails (<c>WrongPassphrase</c>) before anything is written.
+    /// </summary>
+    private void VerifyPassphrase(string file, ImagePassphrase? passphrase)
+    {
+        if (passphrase is not null)
+        {
+            BlockReaders.VerifyPassphrase(file, passphrase, locator.Files.BackingRule);
+        }
+    }
+
     public static void RequireQcow2(StorageVolume volume)
     {
         ArgumentNullException.ThrowIfNull(volume);

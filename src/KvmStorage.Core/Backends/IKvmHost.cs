@@ -99,4 +99,16 @@ public interface IKvmHost
     /// the backend waits up to <paramref name="liveTimeout"/> and reports when the disk is still there.
     /// </summary>
     DomainDisk DetachDisk(string vmName, string target, DeviceScope scope, TimeSpan liveTimeout);
+
+    /// <summary>The host's libvirt secrets (their definitions; values are never read).</summary>
+    IReadOnlyList<Secrets.VolumeSecret> ListSecrets();
+
+    /// <summary>
+    /// Defines a private, persistent secret whose usage is the volume at host path <paramref name="volumePath"/>,
+    /// with <paramref name="value"/> as its value (<c>SecretExists</c> when the volume or the UUID has one).
+    /// </summary>
+    Secrets.VolumeSecret DefineVolumeSecret(string volumePath, ImagePassphrase value, Guid? uuid, string? description);
+
+    /// <summary>Undefines a secret (<c>SecretNotFound</c> when there is none with the UUID).</summary>
+    void RemoveSecret(Guid uuid);
 }

@@ -15,6 +15,9 @@ public sealed record DiskAttachRequest
     /// <summary>Refer to the image as <c>&lt;source pool= volume=/&gt;</c> (needs a pool volume).</summary>
     public bool AsVolumeSource { get; init; }
 
+    /// <summary>The libvirt secret of an encrypted image; null finds the one whose usage is the image's path.</summary>
+    public Guid? SecretUuid { get; init; }
+
     public string? Target { get; init; }
 
     public string? Bus { get; init; }

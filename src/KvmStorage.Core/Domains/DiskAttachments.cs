@@ -84,16 +84,19 @@ public sealed class DiskAttachments
             throw new KvmStorageException(ErrorKind.InvalidArgument, DomainErrorIds.InvalidDiskSource, "-AsVolumeSource needs an image that is a volume of a storage pool.", request.VMName);
         }
 
+        Guid? secret = volume is null ? null : LuksSecretOf(volume, request.SecretUuid);
         var spec = new DiskSpec
         {
+            LuksSecret = secret,
             SourcePath = request.AsVolumeSource ? null : volume?.Path,
             Pool = request.AsVolumeSource ? volume!.Pool : null,
             Volume = request.AsVolumeSource ? volume!.Name : null,
             AsVolumeSource = request.AsVolumeSource,
             SourceIsBlockDevice = volume is not null && IsBlockDevice(volume.LocalPath),
 
-            // libvirt reads a missing driver type as raw, which would show a qcow2 container to the guest.
-            Format = volume?.Format,
+            // libvirt reads a missing driver type as raw, which would show a qcow2 container to the guest. A LUKS file
+            // is raw to libvirt: the <encryption> makes qemu open it with its luks driver.
+            Format = volume?.Format == "luks" ? "raw" : volume?.Format,
             Target = request.Target,
             Bus = request.Bus,
             Device = request.Device,
@@ -101,6 +104,38 @@ public sealed class DiskAttachments
         };
         DomainDisk added = host.AttachDisk(domain.Name, spec, request.Scope);
         return AsNowDefined(domain.Name, added);
+    }
+
+    /// <summary>
+    /// The secret a VM needs to open an encrypted image: the one named, else the one libvirt would match by usage (the
+    /// image's host path). Without one the VM could not start, so the attach is refused before anything is written.
+    /// </summary>
+    private Guid? LuksSecretOf(StorageVolume volume, Guid? named)
+    {
+        if (volume.Encryption is null)
+        {
+            return named is null ? null : throw new KvmStorageException(ErrorKind.InvalidArgument, Images.Luks.LuksErrorIds.InvalidEncryptionOptions, $"'{volume.Path}' is not encrypted; -SecretUuid applies to encrypted volumes only.", volume.Path);
+        }
+
+        if (volume.Encryption != "luks")
+        {
+            throw new KvmStorageException(ErrorKind.NotSupported, Images.Block.BlockErrorIds.ImageEncrypted, $"'{volume.Path}' uses qcow2's legacy AES encryption, which QEMU no longer opens; convert it to LUKS first.", volume.Path);
+        }
+
+        IReadOnlyList<Secrets.VolumeSecret> secrets = host.ListSecrets();
+        if (named is { } uuid)
+        {
+            return secrets.Any(s => s.Uuid == uuid)
+                ? uuid
+                : throw new KvmStorageException(ErrorKind.NotFound, Secrets.SecretErrorIds.SecretNotFound, $"No secret with UUID {uuid} is defined on {host.Name}.", uuid);
+        }
+
+        return secrets.FirstOrDefault(s => s.UsageType == "volume" && s.Usage == volume.Path)?.Uuid
+            ?? throw new KvmStorageException(
+                ErrorKind.NotFound,
+                Secrets.SecretErrorIds.SecretNotFound,
+                $"'{volume.Path}' is encrypted and no libvirt secret is defined for it, so the VM could not open it: define one with New-VolumeSecret, or name one with -SecretUuid.",
+                volume.Path);
     }
 
     public VMDisk Update(string vmName, string target, DiskUpdate update, DeviceScope scope = DeviceScope.Default)

@@ -23,6 +23,12 @@ public sealed record DiskSpec
     /// </summary>
     public string? Format { get; init; }
 
+    /// <summary>
+    /// The libvirt secret of a LUKS-encrypted image: written as <c>&lt;encryption format='luks'&gt;&lt;secret
+    /// type='passphrase' uuid='…'/&gt;&lt;/encryption&gt;</c> inside <c>&lt;source&gt;</c>, where libvirt 3.9+ prefers it.
+    /// </summary>
+    public Guid? LuksSecret { get; init; }
+
     /// <summary>The target name; null picks the next free one for the bus.</summary>
     public string? Target { get; init; }
 

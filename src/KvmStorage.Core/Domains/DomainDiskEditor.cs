@@ -97,13 +97,13 @@ public sealed class DomainDiskEditor
             }
 
             type = "volume";
-            disk.Add(new XElement("source", new XAttribute("pool", spec.Pool), new XAttribute("volume", spec.Volume)));
+            disk.Add(new XElement("source", new XAttribute("pool", spec.Pool), new XAttribute("volume", spec.Volume), Encryption(spec)));
         }
         else if (spec.SourcePath is not null)
         {
             RequireAbsolute(spec.SourcePath);
             type = spec.SourceIsBlockDevice ? "block" : "file";
-            disk.Add(new XElement("source", new XAttribute(spec.SourceIsBlockDevice ? "dev" : "file", spec.SourcePath)));
+            disk.Add(new XElement("source", new XAttribute(spec.SourceIsBlockDevice ? "dev" : "file", spec.SourcePath), Encryption(spec)));
         }
         else if (removable)
         {
@@ -615,4 +615,10 @@ public sealed class DomainDiskEditor
             throw Invalid(DomainErrorIds.InvalidDiskOption, $"'{value}' is not a valid {name} mode for disk '{target}'; use one of: {string.Join(", ", allowed)}.", value);
         }
     }
+
+    /// <summary>formatdomain "Disks": the LUKS secret inside the source, or nothing for an image that is not encrypted.</summary>
+    private static XElement? Encryption(DiskSpec spec) =>
+        spec.LuksSecret is { } uuid
+            ? new XElement("encryption", new XAttribute("format", "luks"), new XElement("secret", new XAttribute("type", "passphrase"), new XAttribute("uuid", uuid.ToString("D"))))
+            : null;
 }

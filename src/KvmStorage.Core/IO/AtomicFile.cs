@@ -12,7 +12,14 @@ public static class AtomicFile
     /// <summary>The prefix of the module's own temporary files; listings skip them.</summary>
     public const string TempPrefix = ".kvmstorage-tmp-";
 
-    public static void WriteAllText(string path, string content, UnixFileMode mode)
+    public static void WriteAllText(string path, string content, UnixFileMode mode) =>
+        WriteAllBytes(path, new System.Text.UTF8Encoding(false).GetBytes(content), mode);
+
+    /// <summary>
+    /// Replaces <paramref name="path"/> atomically: written and flushed under a hidden name created with
+    /// <paramref name="mode"/> (never wider, whatever the umask), then renamed over it.
+    /// </summary>
+    public static void WriteAllBytes(string path, ReadOnlySpan<byte> content, UnixFileMode mode)
     {
         string directory = Path.GetDirectoryName(Path.GetFullPath(path))!;
         string temp = TempPathFor(path);
@@ -27,8 +34,7 @@ public static class AtomicFile
             };
             using (var stream = new FileStream(temp, options))
             {
-                byte[] bytes = new System.Text.UTF8Encoding(false).GetBytes(content);
-                stream.Write(bytes);
+                stream.Write(content);
                 stream.Flush(flushToDisk: true);
             }
 

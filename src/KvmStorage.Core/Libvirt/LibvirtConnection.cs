@@ -142,6 +142,22 @@ public sealed unsafe class LibvirtConnection : IDisposable
     public LibvirtDomain DefineDomain(string xml, bool validate, string? target = null) =>
         new(LibvirtLibrary.Check(LibvirtNative.virDomainDefineXMLFlags(Handle, xml, validate ? LibvirtNative.VIR_DOMAIN_DEFINE_VALIDATE : 0), "virDomainDefineXMLFlags", target));
 
+    public IReadOnlyList<LibvirtSecret> ListSecrets()
+    {
+        int count = LibvirtLibrary.Check(LibvirtNative.virConnectListAllSecrets(Handle, out IntPtr array, 0), "virConnectListAllSecrets", Uri);
+        return TakeArray(array, count, p => new LibvirtSecret(new SecretHandle(p)));
+    }
+
+    public LibvirtSecret DefineSecret(string xml, string? target = null) =>
+        new(LibvirtLibrary.Check(LibvirtNative.virSecretDefineXML(Handle, xml, 0), "virSecretDefineXML", target));
+
+    public LibvirtSecret LookupSecret(string uuid) =>
+        new(LibvirtLibrary.Check(LibvirtNative.virSecretLookupByUUIDString(Handle, uuid), "virSecretLookupByUUIDString", uuid));
+
+    /// <summary>The secret whose usage is the volume at <paramref name="path"/>; libvirt's NoSecret error when none.</summary>
+    public LibvirtSecret LookupVolumeSecret(string path) =>
+        new(LibvirtLibrary.Check(LibvirtNative.virSecretLookupByUsage(Handle, LibvirtNative.VIR_SECRET_USAGE_TYPE_VOLUME, path), "virSecretLookupByUsage", path));
+
     public void Dispose() => handle.Dispose();
 
     public override string ToString() => Uri;

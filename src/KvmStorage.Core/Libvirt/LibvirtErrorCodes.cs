@@ -26,6 +26,7 @@ public static class LibvirtErrorCodes
     public const int NoStoragePool = 49;
     public const int NoStorageVolume = 50;
     public const int OperationInvalid = 55;
+    public const int NoSecret = 66;
     public const int ConfigUnsupported = 67;
     public const int OperationTimeout = 68;
     public const int StoragePoolBuilt = 76;

@@ -62,3 +62,19 @@ internal sealed class DomainHandle : SafeHandle
 
     protected override bool ReleaseHandle() => LibvirtNative.virDomainFree(handle) == 0;
 }
+
+/// <summary>A <c>virSecretPtr</c>; released with <c>virSecretFree</c>.</summary>
+internal sealed class SecretHandle : SafeHandle
+{
+    public SecretHandle()
+        : base(IntPtr.Zero, ownsHandle: true)
+    {
+    }
+
+    internal SecretHandle(IntPtr existing)
+        : this() => SetHandle(existing);
+
+    public override bool IsInvalid => handle == IntPtr.Zero;
+
+    protected override bool ReleaseHandle() => LibvirtNative.virSecretFree(handle) == 0;
+}

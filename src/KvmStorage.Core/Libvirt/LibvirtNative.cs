@@ -23,6 +23,8 @@ internal static unsafe partial class LibvirtNative
     internal const uint VIR_DOMAIN_AFFECT_LIVE = 1;
     internal const uint VIR_DOMAIN_AFFECT_CONFIG = 2;
 
+    internal const int VIR_SECRET_USAGE_TYPE_VOLUME = 1;
+
     internal const int VIR_CRED_USERNAME = 1;
     internal const int VIR_CRED_AUTHNAME = 2;
     internal const int VIR_CRED_PASSPHRASE = 5;
@@ -216,6 +218,33 @@ internal static unsafe partial class LibvirtNative
 
     [LibraryImport(Library)]
     internal static partial int virDomainFree(IntPtr domain);
+
+    [LibraryImport(Library)]
+    internal static partial int virConnectListAllSecrets(ConnectionHandle conn, out IntPtr secrets, uint flags);
+
+    [LibraryImport(Library, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial SecretHandle virSecretDefineXML(ConnectionHandle conn, string xml, uint flags);
+
+    [LibraryImport(Library, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial SecretHandle virSecretLookupByUUIDString(ConnectionHandle conn, string uuid);
+
+    [LibraryImport(Library, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial SecretHandle virSecretLookupByUsage(ConnectionHandle conn, int usageType, string usageId);
+
+    [LibraryImport(Library)]
+    internal static partial int virSecretSetValue(SecretHandle secret, byte* value, nuint valueSize, uint flags);
+
+    [LibraryImport(Library)]
+    internal static partial IntPtr virSecretGetXMLDesc(SecretHandle secret, uint flags);
+
+    [LibraryImport(Library)]
+    internal static partial int virSecretGetUUIDString(SecretHandle secret, byte* buffer);
+
+    [LibraryImport(Library)]
+    internal static partial int virSecretUndefine(SecretHandle secret);
+
+    [LibraryImport(Library)]
+    internal static partial int virSecretFree(IntPtr secret);
 
     /// <summary>Reads a caller-owned <c>char*</c> and frees it with libc <c>free</c>.</summary>
     internal static string? TakeString(IntPtr pointer)

@@ -63,7 +63,11 @@ public sealed class StorageVolume
 
     public bool Corrupt { get; init; }
 
+    /// <summary>How the image is encrypted: <c>luks</c> (LUKS, in qcow2 or as a LUKS file), <c>aes</c> (qcow's legacy AES), or null.</summary>
     public string? Encryption { get; init; }
+
+    /// <summary>Whether the image is encrypted (read from its header; no passphrase needed).</summary>
+    public bool Encrypted => Encryption is not null;
 
     public UnixFileMode Mode { get; init; }
 

@@ -55,6 +55,9 @@ public static class VolumeNames
     {
         ".qcow2" => Images.ImageFormat.Qcow2,
         ".raw" or ".img" => Images.ImageFormat.Raw,
+
+        // A LUKS file: libvirt's raw volume with LUKS encryption.
+        ".luks" => Images.ImageFormat.Raw,
         ".vmdk" => Images.ImageFormat.Vmdk,
         _ => null,
     };

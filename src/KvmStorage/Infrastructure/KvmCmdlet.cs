@@ -307,6 +307,15 @@ public abstract class KvmCmdlet : PSCmdlet
     }
 
     /// <summary>An edit of the persistent definition only: a running VM sees it at its next start.</summary>
+    /// <summary>A conversion that writes an encrypted volume's contents out in the clear says so.</summary>
+    protected void WarnIfDecrypting(StorageVolume source, Core.Images.Convert.ConvertOptions options)
+    {
+        if (source.Encryption is not null && options.Encryption is null)
+        {
+            WriteWarning($"'{source.Path}' is encrypted, but the output is not: its contents are written in the clear. Add -Encrypt to keep them encrypted.");
+        }
+    }
+
     protected void WarnIfActive(string vmName, DeviceScope scope = DeviceScope.Default)
     {
         bool configOnly = KvmHost is OfflineHost || scope == DeviceScope.Config;

@@ -18,6 +18,7 @@ public sealed class LiveHost : IKvmHost, IDisposable
     private readonly LivePools pools;
     private readonly LiveVolumes volumes;
     private readonly LiveDomains domains;
+    private readonly Secrets.LiveSecrets secrets;
 
     public LiveHost(LibvirtConnection connection, bool ownsConnection = true)
     {
@@ -30,6 +31,7 @@ public sealed class LiveHost : IKvmHost, IDisposable
         pools = new LivePools(this);
         volumes = new LiveVolumes(this);
         domains = new LiveDomains(this);
+        secrets = new Secrets.LiveSecrets(this);
     }
 
     public string Name { get; }
@@ -134,6 +136,13 @@ public sealed class LiveHost : IKvmHost, IDisposable
         LibvirtErrorMapping.Call(() => volumes.Resize(pool, name, newSize, options, progress, cancellationToken));
 
     public IReadOnlyList<DomainFileEntry> ListDomains() => LibvirtErrorMapping.Call(domains.List);
+
+    public IReadOnlyList<Secrets.VolumeSecret> ListSecrets() => secrets.List();
+
+    public Secrets.VolumeSecret DefineVolumeSecret(string volumePath, ImagePassphrase value, Guid? uuid, string? description) =>
+        secrets.Define(volumePath, value, uuid, description);
+
+    public void RemoveSecret(Guid uuid) => secrets.Remove(uuid);
 
     public DomainDefinition GetDomain(string name) => LibvirtErrorMapping.Call(() => domains.Get(name));
 

@@ -94,8 +94,14 @@ internal sealed class LiveVolumes(LiveHost host)
             return created;
         }
 
-        using LibvirtPool handle = host.Connection.LookupPool(pool.Name);
         ImageCreateOptions image = request.Image;
+        if (image.Encryption is not null)
+        {
+            // libvirt would need the secret defined first and runs qemu-img itself: not offered yet.
+            throw new KvmStorageException(ErrorKind.NotSupported, Images.Luks.LuksErrorIds.InvalidEncryptionOptions, $"Encrypted volumes can be created in local folder pools only, not in the {pool.Type} pool '{pool.Name}'.", request.Name);
+        }
+
+        using LibvirtPool handle = host.Connection.LookupPool(pool.Name);
         VolumeDefinition definition = VolumeDefinition.Create(request.Name, image.VirtualSize, image.Format, image.Compat, request.BackingPath, image.BackingFormat);
 
         // The XML is generated here from typed values; schema validation (8.10+) is not supported by every driver.

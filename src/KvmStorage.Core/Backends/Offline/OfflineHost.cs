@@ -12,6 +12,7 @@ public sealed class OfflineHost : IKvmHost
     private readonly OfflinePoolStore pools;
     private readonly FileVolumeStore volumes;
     private readonly DomainStore domains;
+    private readonly Secrets.OfflineSecretStore secrets;
 
     public OfflineHost(HostPaths paths)
     {
@@ -20,6 +21,7 @@ public sealed class OfflineHost : IKvmHost
         pools = new OfflinePoolStore(paths, Name);
         volumes = new FileVolumeStore(this);
         domains = new DomainStore(paths);
+        secrets = new Secrets.OfflineSecretStore(paths, Name);
     }
 
     public string Name { get; }
@@ -67,6 +69,13 @@ public sealed class OfflineHost : IKvmHost
         volumes.Resize(pool, name, newSize, options, progress, cancellationToken);
 
     public IReadOnlyList<DomainFileEntry> ListDomains() => domains.List();
+
+    public IReadOnlyList<Secrets.VolumeSecret> ListSecrets() => secrets.List();
+
+    public Secrets.VolumeSecret DefineVolumeSecret(string volumePath, ImagePassphrase value, Guid? uuid, string? description) =>
+        secrets.Define(volumePath, value, uuid, description);
+
+    public void RemoveSecret(Guid uuid) => secrets.Remove(uuid);
 
     public DomainDefinition GetDomain(string name) => domains.Get(name);
 

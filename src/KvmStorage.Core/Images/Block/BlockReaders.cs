@@ -44,6 +44,15 @@ public static class BlockReaders
         }
     }
 
+    /// <summary>
+    /// Whether <paramref name="passphrase"/> opens every encrypted image of <paramref name="path"/>'s chain: throws
+    /// <c>WrongPassphrase</c> (or the header's errors) when not. Nothing is written.
+    /// </summary>
+    public static void VerifyPassphrase(string path, ImagePassphrase passphrase, BackingFileRule? backingRule)
+    {
+        using IBlockReader reader = Open(path, new BlockOpenOptions { ForceShare = true, Passphrase = passphrase, BackingRule = backingRule });
+    }
+
     /// <summary>One layer; an encrypted one is unlocked with <paramref name="passphrase"/> (<c>PassphraseRequired</c> without one).</summary>
     internal static ImageLayer OpenLayer(ImageInfo info, ImagePassphrase? passphrase = null)
     {

@@ -38,6 +38,9 @@ public sealed record ConvertOptions
     /// </summary>
     public IBlockReader? AllocationSource { get; init; }
 
+    /// <summary>Unlocks an encrypted source (the volume callers open as the source); the caller keeps and disposes it.</summary>
+    public ImagePassphrase? SourcePassphrase { get; init; }
+
     /// <summary>Encrypt the output with LUKS: a LUKS-encrypted qcow2, or for raw a LUKS file. Not with compression or preallocation.</summary>
     public ImageEncryption? Encryption { get; init; }
 

@@ -19,6 +19,6 @@ public static class TopLayerReader
             Format = options.Format,
             ResolveBackingChain = false,
         });
-        return new ChainedBlockReader(info, [BlockReaders.OpenLayer(info)]);
+        return new ChainedBlockReader(info, [BlockReaders.OpenLayer(info, options.Passphrase)]);
     }
 }

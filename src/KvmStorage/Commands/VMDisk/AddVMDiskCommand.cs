@@ -96,6 +96,13 @@ public sealed class AddVMDiskCommand : KvmCmdlet
     [Parameter]
     public SwitchParameter AsVolumeSource { get; set; }
 
+    /// <summary>
+    /// The libvirt secret (New-VolumeSecret) of an encrypted volume; by default the one defined for the volume's path.
+    /// The disk then carries &lt;encryption format='luks'&gt; with it, so the VM can open the volume.
+    /// </summary>
+    [Parameter]
+    public Guid? SecretUuid { get; set; }
+
     /// <summary>Attach even if the image is already attached to this VM, read-write to another, or a regular file outside every pool.</summary>
     [Parameter]
     public SwitchParameter Force { get; set; }
@@ -125,6 +132,7 @@ public sealed class AddVMDiskCommand : KvmCmdlet
                 Pool = ParameterSetName == ByPoolVolume ? Pool.Name : null,
                 VolumeName = ParameterSetName == ByPoolVolume ? Name : null,
                 AsVolumeSource = AsVolumeSource,
+                SecretUuid = SecretUuid,
                 Target = Target,
                 Bus = Bus,
                 Device = Device,

@@ -64,12 +64,31 @@ public sealed class ConvertVolumeCommand : KvmCmdlet
     [ValidateSet("1.1", "0.10")]
     public string Compat { get; set; } = "1.1";
 
+    /// <summary>Encrypt the output with LUKS (qcow2 with a LUKS header inside, or raw as a LUKS file); its passphrase is -NewPassphrase, else -Passphrase.</summary>
+    [Parameter]
+    public SwitchParameter Encrypt { get; set; }
+
+    /// <summary>The passphrase of an encrypted source (and of the output with -Encrypt, unless -NewPassphrase is given).</summary>
+    [Parameter]
+    public System.Security.SecureString? Passphrase { get; set; }
+
+    /// <summary>With -Encrypt: the output's own passphrase, when it is not the source's.</summary>
+    [Parameter]
+    public System.Security.SecureString? NewPassphrase { get; set; }
+
+    /// <summary>With -Encrypt: milliseconds PBKDF2 should take to open the output's key slot (qemu's iter-time; default 2000).</summary>
+    [Parameter]
+    [ValidateRange(10, 60000)]
+    public int IterationTime { get; set; } = 2000;
+
     protected override void ProcessRecord()
     {
         RunForItem(Volume.ToString(), () =>
         {
             StorageVolume source = ResolveVolume(Volume);
             ImageFormat format = ConvertParameters.ParseFormat(Format, ImageFormat.Qcow2);
+            using ImagePassphrase? passphrase = Passphrases.From(Passphrase);
+            using ImagePassphrase? newPassphrase = Passphrases.From(NewPassphrase);
 
             // The new name (given, or the source's with the format's extension) or, with -Replace, the kept name must
             // not contradict the format.
@@ -81,7 +100,12 @@ public sealed class ConvertVolumeCommand : KvmCmdlet
                 Preallocation,
                 MyInvocation.BoundParameters.ContainsKey(nameof(ClusterSize)) ? ClusterSize : null,
                 Compat,
-                Permissions.DefaultVolumeMode);
+                Permissions.DefaultVolumeMode) with
+            {
+                SourcePassphrase = passphrase,
+                Encryption = Passphrases.Encryption(Encrypt, passphrase, newPassphrase, IterationTime, source.Path),
+            };
+            WarnIfDecrypting(source, options);
             var transfer = new VolumeTransfer(KvmHost);
             if (Replace)
             {

@@ -48,6 +48,23 @@ public sealed class CopyVolumeCommand : KvmCmdlet
     [Parameter(ParameterSetName = FullCopySet)]
     public SwitchParameter KeepBackingFile { get; set; }
 
+    /// <summary>Encrypt the output with LUKS (qcow2 with a LUKS header inside, or raw as a LUKS file); its passphrase is -NewPassphrase, else -Passphrase.</summary>
+    [Parameter]
+    public SwitchParameter Encrypt { get; set; }
+
+    /// <summary>The passphrase of an encrypted source (and of the output with -Encrypt, unless -NewPassphrase is given).</summary>
+    [Parameter]
+    public System.Security.SecureString? Passphrase { get; set; }
+
+    /// <summary>With -Encrypt: the output's own passphrase, when it is not the source's.</summary>
+    [Parameter]
+    public System.Security.SecureString? NewPassphrase { get; set; }
+
+    /// <summary>With -Encrypt: milliseconds PBKDF2 should take to open the output's key slot (qemu's iter-time; default 2000).</summary>
+    [Parameter]
+    [ValidateRange(10, 60000)]
+    public int IterationTime { get; set; } = 2000;
+
     protected override void ProcessRecord()
     {
         RunForItem(Volume.ToString(), () =>
@@ -67,9 +84,16 @@ public sealed class CopyVolumeCommand : KvmCmdlet
                 return;
             }
 
-            ImageFormat writable = source.ImageFormat is ImageFormat.Raw or ImageFormat.Qcow2 or ImageFormat.Vmdk ? source.ImageFormat : ImageFormat.Qcow2;
+            // A LUKS file copies to a LUKS file (raw, encrypted); a copy of an encrypted volume is encrypted too.
+            ImageFormat writable = source.ImageFormat is ImageFormat.Raw or ImageFormat.Qcow2 or ImageFormat.Vmdk ? source.ImageFormat : source.ImageFormat == ImageFormat.Luks ? ImageFormat.Raw : ImageFormat.Qcow2;
             ImageFormat format = VolumeNames.FormatFor(Name, ConvertParameters.ParseFormat(Format), writable);
-            ConvertOptions options = ConvertParameters.Build(format, false, null, Preallocation.Off, null, null, Permissions.DefaultVolumeMode);
+            using ImagePassphrase? passphrase = Passphrases.From(Passphrase);
+            using ImagePassphrase? newPassphrase = Passphrases.From(NewPassphrase);
+            ConvertOptions options = ConvertParameters.Build(format, false, null, Preallocation.Off, null, null, Permissions.DefaultVolumeMode) with
+            {
+                SourcePassphrase = passphrase,
+                Encryption = Passphrases.Encryption(Encrypt || source.Encryption is not null, passphrase, newPassphrase, IterationTime, source.Path),
+            };
             bool keep = KeepBackingFile && source.BackingPath is not null;
             string what = keep ? $"Copy to {Name} in pool {pool}, keeping backing file {source.BackingPath}" : $"Copy to {format.ToQemuName()} volume {Name} in pool {pool}";
             if (ShouldProcess(source.Path, what))

@@ -31,6 +31,23 @@ public sealed class ExportVolumeCommand : VolumeFirstCmdlet
     [ValidateSet("zlib", "zstd")]
     public string CompressionType { get; set; } = "zlib";
 
+    /// <summary>Encrypt the output with LUKS (qcow2 with a LUKS header inside, or raw as a LUKS file); its passphrase is -NewPassphrase, else -Passphrase.</summary>
+    [Parameter]
+    public SwitchParameter Encrypt { get; set; }
+
+    /// <summary>The passphrase of an encrypted source (and of the output with -Encrypt, unless -NewPassphrase is given).</summary>
+    [Parameter]
+    public System.Security.SecureString? Passphrase { get; set; }
+
+    /// <summary>With -Encrypt: the output's own passphrase, when it is not the source's.</summary>
+    [Parameter]
+    public System.Security.SecureString? NewPassphrase { get; set; }
+
+    /// <summary>With -Encrypt: milliseconds PBKDF2 should take to open the output's key slot (qemu's iter-time; default 2000).</summary>
+    [Parameter]
+    [ValidateRange(10, 60000)]
+    public int IterationTime { get; set; } = 2000;
+
     protected override void ProcessRecord() => ForEachVolume(volume =>
     {
         StorageVolume source = Volumes.Locator.Get(volume);
@@ -41,7 +58,14 @@ public sealed class ExportVolumeCommand : VolumeFirstCmdlet
             destination = System.IO.Path.Combine(destination, System.IO.Path.GetFileNameWithoutExtension(source.Name) + VolumeTransfer.ExtensionOf(format));
         }
 
-        ConvertOptions options = ConvertParameters.Build(format, Compress, CompressionType, Preallocation.Off, null, null, Permissions.DefaultVolumeMode);
+        using ImagePassphrase? passphrase = Passphrases.From(Passphrase);
+        using ImagePassphrase? newPassphrase = Passphrases.From(NewPassphrase);
+        ConvertOptions options = ConvertParameters.Build(format, Compress, CompressionType, Preallocation.Off, null, null, Permissions.DefaultVolumeMode) with
+        {
+            SourcePassphrase = passphrase,
+            Encryption = Passphrases.Encryption(Encrypt, passphrase, newPassphrase, IterationTime, source.Path),
+        };
+        WarnIfDecrypting(source, options);
         if (ShouldProcess(source.Path, $"Export as {format.ToQemuName()} to {destination}"))
         {
             StorageVolume exported = RunWithProgress("Export-Volume", $"Exporting {source.Name}", (progress, token) => new VolumeTransfer(KvmHost).Convert(source, destination, options, progress, token));

@@ -40,6 +40,23 @@ public sealed class ImportVolumeCommand : KvmCmdlet
     [Parameter]
     public SwitchParameter Compress { get; set; }
 
+    /// <summary>Encrypt the output with LUKS (qcow2 with a LUKS header inside, or raw as a LUKS file); its passphrase is -NewPassphrase, else -Passphrase.</summary>
+    [Parameter]
+    public SwitchParameter Encrypt { get; set; }
+
+    /// <summary>The passphrase of an encrypted source (and of the output with -Encrypt, unless -NewPassphrase is given).</summary>
+    [Parameter]
+    public System.Security.SecureString? Passphrase { get; set; }
+
+    /// <summary>With -Encrypt: the output's own passphrase, when it is not the source's.</summary>
+    [Parameter]
+    public System.Security.SecureString? NewPassphrase { get; set; }
+
+    /// <summary>With -Encrypt: milliseconds PBKDF2 should take to open the output's key slot (qemu's iter-time; default 2000).</summary>
+    [Parameter]
+    [ValidateRange(10, 60000)]
+    public int IterationTime { get; set; } = 2000;
+
     protected override void ProcessRecord()
     {
         string file = GetUnresolvedProviderPathFromPSPath(Path);
@@ -56,7 +73,13 @@ public sealed class ImportVolumeCommand : KvmCmdlet
             string name = Name ?? System.IO.Path.GetFileNameWithoutExtension(file) + VolumeTransfer.ExtensionOf(format);
             var transfer = new VolumeTransfer(KvmHost);
             string destination = transfer.NewVolumePath(Pool.Name, name);
-            ConvertOptions options = ConvertParameters.Build(format, Compress, null, Preallocation.Off, null, null, Permissions.DefaultVolumeMode);
+            using ImagePassphrase? passphrase = Passphrases.From(Passphrase);
+            using ImagePassphrase? newPassphrase = Passphrases.From(NewPassphrase);
+            ConvertOptions options = ConvertParameters.Build(format, Compress, null, Preallocation.Off, null, null, Permissions.DefaultVolumeMode) with
+            {
+                SourcePassphrase = passphrase,
+                Encryption = Passphrases.Encryption(Encrypt, passphrase, newPassphrase, IterationTime, file),
+            };
             if (ShouldProcess(file, $"Import as {format.ToQemuName()} volume {name} in pool {Pool.Name}"))
             {
                 StorageVolume created = RunWithProgress("Import-Volume", $"Importing {System.IO.Path.GetFileName(file)}", (progress, token) => transfer.ConvertFile(file, destination, options, progress, token));

@@ -1,4 +1,5 @@
 using System.Management.Automation;
+using KvmStorage.Core.Images;
 using KvmStorage.Core.Access;
 using KvmStorage.Core.Images.Check;
 using KvmStorage.Infrastructure;
@@ -24,13 +25,18 @@ public sealed class CompareVolumeCommand : KvmCmdlet
     [Parameter]
     public SwitchParameter Strict { get; set; }
 
+    /// <summary>The passphrase of encrypted images among the two (LUKS); the same for both.</summary>
+    [Parameter]
+    public System.Security.SecureString? Passphrase { get; set; }
+
     protected override void ProcessRecord()
     {
         foreach (VolumeReference difference in DifferenceVolume)
         {
             RunForItem(difference, () =>
             {
-                VolumeAction<ImageCompareResult> compare = Volumes.Compare(SpecOf(ReferenceVolume), SpecOf(difference), Strict);
+                using ImagePassphrase? passphrase = Passphrases.From(Passphrase);
+                VolumeAction<ImageCompareResult> compare = Volumes.Compare(SpecOf(ReferenceVolume), SpecOf(difference), Strict, passphrase);
                 WriteObject(RunWithProgress("Compare-Volume", $"Comparing {System.IO.Path.GetFileName(compare.Target)}", compare.Run));
             });
         }

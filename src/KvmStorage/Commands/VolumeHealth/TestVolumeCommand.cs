@@ -1,4 +1,5 @@
 using System.Management.Automation;
+using KvmStorage.Core.Images;
 using KvmStorage.Core.Access;
 using KvmStorage.Core.Images.Check;
 using KvmStorage.Infrastructure;
@@ -14,11 +15,16 @@ public sealed class TestVolumeCommand : VolumeFirstCmdlet
     [Parameter]
     public ImageRepairMode Repair { get; set; } = ImageRepairMode.None;
 
+    /// <summary>The passphrase of an encrypted volume: proven to open it before the check (the metadata check itself needs none).</summary>
+    [Parameter]
+    public System.Security.SecureString? Passphrase { get; set; }
+
     protected override void ProcessRecord() => ForEachVolume(CheckOne);
 
     private void CheckOne(VolumeSpec spec)
     {
-        VolumeAction<ImageCheckResult> check = Volumes.Check(spec, Repair);
+        using ImagePassphrase? passphrase = Passphrases.From(Passphrase);
+        VolumeAction<ImageCheckResult> check = Volumes.Check(spec, Repair, passphrase);
 
         // Checking is read-only and never asks; only a repair writes, so only a repair is confirmed.
         if (Repair != ImageRepairMode.None && !ShouldProcess(check.Target, check.Description))

@@ -20,12 +20,17 @@ public sealed class NewVolumeSnapshotCommand : KvmCmdlet
     [ValidateNotNullOrEmpty]
     public string Name { get; set; } = string.Empty;
 
+    /// <summary>The passphrase of an encrypted volume: proven to open it before the snapshot is taken (the snapshot itself needs none).</summary>
+    [Parameter]
+    public System.Security.SecureString? Passphrase { get; set; }
+
     protected override void ProcessRecord()
     {
         RunForItem(Volume, () =>
         {
             VolumeSpec spec = SpecOf(Volume);
-            VolumeAction<SnapshotInfo> create = Volumes.CreateSnapshot(spec, Name);
+            using ImagePassphrase? passphrase = Passphrases.From(Passphrase);
+            VolumeAction<SnapshotInfo> create = Volumes.CreateSnapshot(spec, Name, passphrase);
             if (ShouldProcess(create.Target, create.Description))
             {
                 SnapshotInfo created = create.Run(null, CancellationToken);

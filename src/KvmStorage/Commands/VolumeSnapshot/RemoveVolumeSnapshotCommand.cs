@@ -35,6 +35,10 @@ public sealed class RemoveVolumeSnapshotCommand : KvmCmdlet
     [Parameter(Mandatory = true, ParameterSetName = ByObject, ValueFromPipeline = true)]
     public Core.Volumes.VolumeSnapshot[] InputObject { get; set; } = [];
 
+    /// <summary>The passphrase of an encrypted volume: proven to open it before the snapshot is deleted.</summary>
+    [Parameter]
+    public System.Security.SecureString? Passphrase { get; set; }
+
     protected override void ProcessRecord()
     {
         if (ParameterSetName == ByObject)
@@ -66,7 +70,8 @@ public sealed class RemoveVolumeSnapshotCommand : KvmCmdlet
 
     private void Remove(VolumeSpec spec, string? id, string? name)
     {
-        VolumeAction<SnapshotInfo> delete = Volumes.DeleteSnapshot(spec, id, name);
+        using ImagePassphrase? passphrase = Passphrases.From(Passphrase);
+        VolumeAction<SnapshotInfo> delete = Volumes.DeleteSnapshot(spec, id, name, passphrase);
         if (ShouldProcess(delete.Target, delete.Description))
         {
             delete.Run(null, CancellationToken);

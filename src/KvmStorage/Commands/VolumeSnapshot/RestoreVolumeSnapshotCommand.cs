@@ -40,17 +40,22 @@ public sealed class RestoreVolumeSnapshotCommand : KvmCmdlet
     [Parameter]
     public SwitchParameter PassThru { get; set; }
 
+    /// <summary>The passphrase of an encrypted volume: proven to open it before it is reverted.</summary>
+    [Parameter]
+    public System.Security.SecureString? Passphrase { get; set; }
+
     protected override void ProcessRecord()
     {
         object target = ParameterSetName == ByObject ? InputObject : Volume;
         RunForItem(target, () =>
         {
             VolumeSpec spec = ParameterSetName == ByObject ? VolumeSpec.Of(InputObject) : SpecOf(Volume);
+            using ImagePassphrase? passphrase = Passphrases.From(Passphrase);
             VolumeAction<SnapshotInfo> revert = ParameterSetName switch
             {
-                ByObject => Volumes.RevertSnapshot(spec, InputObject.Id, InputObject.Name),
-                ById => Volumes.RevertSnapshot(spec, Id, null),
-                _ => Volumes.RevertSnapshot(spec, null, Name),
+                ByObject => Volumes.RevertSnapshot(spec, InputObject.Id, InputObject.Name, passphrase),
+                ById => Volumes.RevertSnapshot(spec, Id, null, passphrase),
+                _ => Volumes.RevertSnapshot(spec, null, Name, passphrase),
             };
             if (ShouldProcess(revert.Target, revert.Description))
             {
