@@ -18,6 +18,15 @@ param(
     [switch] $Isolated
 )
 Import-Module $ModulePath
+
+# Examples ask for passphrases as a user would (Read-Host -AsSecureString); this pwsh runs -NonInteractive, so the
+# prompt is answered here with the passphrase the sandbox's encrypted images have (Examples.Tests.ps1).
+function Read-Host {
+    param([Parameter(Position = 0)] [object] $Prompt, [switch] $AsSecureString, [switch] $MaskInput)
+    if (-not $AsSecureString) { throw 'ExampleRunner answers only passphrase prompts (Read-Host -AsSecureString).' }
+    ConvertTo-SecureString $env:KVMSTORAGE_EXAMPLE_PASSPHRASE -AsPlainText -Force
+}
+
 $__kvmRoot = $env:KVMSTORAGE_ROOT
 $__kvmLocation = (Get-Location).Path
 $__kvmSteps = @(Get-Content -Raw -LiteralPath $StepFile | ConvertFrom-Json)

@@ -43,6 +43,8 @@ BeforeAll {
     $script:repo = (Resolve-Path (Join-Path $PSScriptRoot '../..')).Path
     $script:kvm1Xml = Join-Path $repo 'examples/kvm1.xml'
     $script:runner = Join-Path $PSScriptRoot 'ExampleRunner.ps1'
+    # What ExampleRunner types at a passphrase prompt: the passphrase of the sandbox's encrypted volumes.
+    $script:examplePassphrase = 'example passphrase'
 
     # Tour lines that cannot run on a sandbox root, with the reason: exactly the lines the README marks with
     # '# needs libvirtd'. (Offline, -Start and the netfs and rbd definitions work: they only write files.)
@@ -87,6 +89,7 @@ BeforeAll {
         $psi.Environment['KVMSTORAGE_ROOT'] = $Root
         $psi.Environment['HOME'] = Join-Path $Root 'root'
         $psi.Environment['TMPDIR'] = Join-Path $Root 'tmp'
+        $psi.Environment['KVMSTORAGE_EXAMPLE_PASSPHRASE'] = $examplePassphrase
         $psi.RedirectStandardOutput = $true
         $psi.RedirectStandardError = $true
         $p = [Diagnostics.Process]::Start($psi)
