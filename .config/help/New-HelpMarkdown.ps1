@@ -213,9 +213,10 @@ function New-Markdown($Command, $Existing) {
         $text = if ($Existing -and $Existing.ParameterText.Contains($p)) { Format-Prose $Existing.ParameterText[$p] } else { '' }
         if (-not $text) { $text = $docs["P:$typeName.$p"] }
         if (-not $text) {
-            # Parameters a base class declares (VolumeCmdlet) are documented under that class.
-            $declaring = $Command.ImplementingType.GetProperty($p).DeclaringType.FullName
-            $text = $docs["P:$declaring.$p"]
+            # Parameters a base class declares (VolumeCmdlet) are documented under that class; -WhatIf and -Confirm
+            # are PowerShell's own (no property of the class) and take the standard descriptions below.
+            $declaring = $Command.ImplementingType.GetProperty($p)?.DeclaringType.FullName
+            if ($declaring) { $text = $docs["P:$declaring.$p"] }
         }
         if (-not $text) { $text = $StandardDescriptions[$p] }
         if (-not $text) { $text = "{{ Fill $p Description }}" }

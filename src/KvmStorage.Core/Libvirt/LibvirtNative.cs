@@ -25,6 +25,18 @@ internal static unsafe partial class LibvirtNative
 
     internal const int VIR_SECRET_USAGE_TYPE_VOLUME = 1;
 
+    internal const uint VIR_DOMAIN_BACKUP_BEGIN_REUSE_EXTERNAL = 1;
+    internal const uint VIR_DOMAIN_JOB_STATS_COMPLETED = 1;
+    internal const uint VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY = 2;
+    internal const uint VIR_DOMAIN_BLOCK_COPY_REUSE_EXT = 2;
+    internal const uint VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB = 4;
+    internal const uint VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT = 2;
+    internal const uint VIR_DOMAIN_BLOCK_COMMIT_ACTIVE = 4;
+    internal const uint VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA = 4;
+    internal const uint VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY = 16;
+    internal const uint VIR_DOMAIN_SNAPSHOT_CREATE_REUSE_EXT = 32;
+    internal const uint VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC = 128;
+
     internal const int VIR_CRED_USERNAME = 1;
     internal const int VIR_CRED_AUTHNAME = 2;
     internal const int VIR_CRED_PASSPHRASE = 5;
@@ -58,6 +70,34 @@ internal static unsafe partial class LibvirtNative
         public ulong Capacity;
         public ulong Allocation;
         public ulong Available;
+    }
+
+    /// <summary><c>virDomainJobInfo</c>: the running job's type and progress (bytes).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct VirDomainJobInfo
+    {
+        public int Type;
+        public ulong TimeElapsed;
+        public ulong TimeRemaining;
+        public ulong DataTotal;
+        public ulong DataProcessed;
+        public ulong DataRemaining;
+        public ulong MemTotal;
+        public ulong MemProcessed;
+        public ulong MemRemaining;
+        public ulong FileTotal;
+        public ulong FileProcessed;
+        public ulong FileRemaining;
+    }
+
+    /// <summary><c>virDomainBlockJobInfo</c>: a block job's type, bandwidth (an unsigned long) and progress.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct VirDomainBlockJobInfo
+    {
+        public int Type;
+        public nuint Bandwidth;
+        public ulong Cur;
+        public ulong End;
     }
 
     /// <summary>The head of <c>virError</c>: code, domain, message (the rest is not read).</summary>
@@ -218,6 +258,60 @@ internal static unsafe partial class LibvirtNative
 
     [LibraryImport(Library)]
     internal static partial int virDomainFree(IntPtr domain);
+
+    [LibraryImport(Library, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int virDomainBackupBegin(DomainHandle domain, string backupXml, string? checkpointXml, uint flags);
+
+    [LibraryImport(Library)]
+    internal static partial int virDomainGetJobInfo(DomainHandle domain, out VirDomainJobInfo info);
+
+    [LibraryImport(Library)]
+    internal static partial int virDomainGetJobStats(DomainHandle domain, out int type, out IntPtr parameters, out int count, uint flags);
+
+    [LibraryImport(Library)]
+    internal static partial void virTypedParamsFree(IntPtr parameters, int count);
+
+    [LibraryImport(Library)]
+    internal static partial int virDomainAbortJob(DomainHandle domain);
+
+    [LibraryImport(Library, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial IntPtr virDomainCheckpointCreateXML(DomainHandle domain, string xml, uint flags);
+
+    [LibraryImport(Library)]
+    internal static partial int virDomainListAllCheckpoints(DomainHandle domain, out IntPtr checkpoints, uint flags);
+
+    [LibraryImport(Library, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial IntPtr virDomainCheckpointLookupByName(DomainHandle domain, string name, uint flags);
+
+    [LibraryImport(Library)]
+    internal static partial IntPtr virDomainCheckpointGetXMLDesc(IntPtr checkpoint, uint flags);
+
+    [LibraryImport(Library)]
+    internal static partial IntPtr virDomainCheckpointGetName(IntPtr checkpoint);
+
+    [LibraryImport(Library)]
+    internal static partial int virDomainCheckpointDelete(IntPtr checkpoint, uint flags);
+
+    [LibraryImport(Library)]
+    internal static partial int virDomainCheckpointFree(IntPtr checkpoint);
+
+    [LibraryImport(Library, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int virDomainBlockCopy(DomainHandle domain, string disk, string destXml, IntPtr parameters, int count, uint flags);
+
+    [LibraryImport(Library, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int virDomainGetBlockJobInfo(DomainHandle domain, string disk, out VirDomainBlockJobInfo info, uint flags);
+
+    [LibraryImport(Library, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int virDomainBlockJobAbort(DomainHandle domain, string disk, uint flags);
+
+    [LibraryImport(Library, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int virDomainBlockCommit(DomainHandle domain, string disk, string? @base, string? top, nuint bandwidth, uint flags);
+
+    [LibraryImport(Library, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial IntPtr virDomainSnapshotCreateXML(DomainHandle domain, string xml, uint flags);
+
+    [LibraryImport(Library)]
+    internal static partial int virDomainSnapshotFree(IntPtr snapshot);
 
     [LibraryImport(Library)]
     internal static partial int virConnectListAllSecrets(ConnectionHandle conn, out IntPtr secrets, uint flags);

@@ -80,6 +80,11 @@ public sealed class ImportVolumeCommand : KvmCmdlet
                 SourcePassphrase = passphrase,
                 Encryption = Passphrases.Encryption(Encrypt, passphrase, newPassphrase, IterationTime, file),
             };
+            if (passphrase is not null && options.Encryption is null)
+            {
+                WriteWarning($"'{file}' is imported without -Encrypt: if it is encrypted, its contents are written to the new volume in the clear.");
+            }
+
             if (ShouldProcess(file, $"Import as {format.ToQemuName()} volume {name} in pool {Pool.Name}"))
             {
                 StorageVolume created = RunWithProgress("Import-Volume", $"Importing {System.IO.Path.GetFileName(file)}", (progress, token) => transfer.ConvertFile(file, destination, options, progress, token));
