@@ -69,6 +69,14 @@ Describe 'Encrypted volumes' -Skip:$noQemu {
         $out = qemu-img check --object "secret,id=s0,data=$plain" --image-opts (ImageOpts (Join-Path $images secure.qcow2)) 2>&1
         $LASTEXITCODE | Should -Be 0 -Because "$out"
         Test-Volume /var/lib/libvirt/images/secure.qcow2 -Passphrase $pw | ForEach-Object { $_.Errors | Should -Be 0 }
+
+        # A LUKS file's check (qemu-img has none) is its header and key slots: sound here, then with slot 0's stripes damaged.
+        (Test-Volume /var/lib/libvirt/images/secure.luks).Passed | Should -BeTrue
+        $fs = [IO.File]::OpenWrite((Join-Path $images secure.luks)); $fs.Position = 208 + 44 + 3; $fs.WriteByte(1); $fs.Dispose()
+        $damaged = Test-Volume /var/lib/libvirt/images/secure.luks
+        $damaged.Passed | Should -BeFalse
+        "$($damaged.Corruptions)" | Should -Match 'stripes'
+        { Get-Volume default secure.luks | Convert-Volume -Format raw -Name x.raw -Passphrase $pw -ErrorAction Stop } | Should -Throw -ErrorId 'LuksHeaderInvalid,*' 
     }
 
     It 'converts, copies, exports and imports with the passphrase, and the outputs compare equal in qemu' {

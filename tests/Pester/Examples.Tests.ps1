@@ -228,6 +228,11 @@ BeforeAll {
             foreach ($iso in 'debian-11', 'debian-12', 'debian-12.1') { New-Image "$images/$iso.iso" -Format raw -Size 4M }
             Get-ChildItem -LiteralPath $images -File | ForEach-Object { [IO.File]::SetUnixFileMode($_.FullName, [IO.UnixFileMode]'UserRead, UserWrite') }
 
+            # Encrypted volumes, all under the passphrase ExampleRunner types at the prompt; old-secure.qcow2 has its secret.
+            $pw = ConvertTo-SecureString $examplePassphrase -AsPlainText -Force
+            foreach ($e in 'secure.qcow2', 'old-secure.qcow2', 'vault.qcow2', 'db.luks') { New-Volume -Pool default -Name $e -Size 16MB -Encrypt -Passphrase $pw -IterationTime 10 | Out-Null }
+            New-VolumeSecret -Volume /var/lib/libvirt/images/old-secure.qcow2 -Passphrase $pw | Out-Null
+
             Add-Domain $Root 'kvm1'
             Add-Domain $Root 'web01'
             Add-VMDisk -VMName kvm1 -Pool default -Name kvm1.qcow2 | Out-Null
@@ -244,6 +249,7 @@ BeforeAll {
         foreach ($s in 'clean-install', 'before-update', 'after-update') { Invoke-QemuImg snapshot -c $s "$home_/disk.qcow2" }
         Invoke-QemuImg convert -f qcow2 -O raw "$home_/disk.qcow2" "$home_/disk.img"
         New-Image "$home_/a.qcow2"; New-Image "$home_/b.qcow2" -Size 128M
+        New-Image "$home_/appliance.qcow2"; Write-ImageData "$home_/appliance.qcow2"
         New-Image "$home_/broken.qcow2"; Set-QcowRefcountOfL1Zero "$home_/broken.qcow2"
         New-Image "$home_/win10.vdi" -Format vdi; Write-ImageData "$home_/win10.vdi" -Format vdi
         New-Image "$home_/exports/app.vmdk" -Format vmdk
@@ -254,6 +260,9 @@ BeforeAll {
     $script:helpExtras = @{
         'Test-Volume'            = { Set-QcowDirty (Join-Path $env:KVMSTORAGE_ROOT 'var/lib/libvirt/images/vm1.qcow2') }
         'Convert-Volume'         = { New-StoragePool -Name backup -Path /srv/backup -Build | Out-Null }
+        'Compare-Volume'         = { Convert-Volume -Volume /var/lib/libvirt/images/data.img -Format qcow2 -Name data-secure.qcow2 -Encrypt -Passphrase (ConvertTo-SecureString $examplePassphrase -AsPlainText -Force) -IterationTime 10 | Out-Null }
+        'Get-VolumeSecret'       = { New-VolumeSecret -Volume /var/lib/libvirt/images/secure.qcow2 -Passphrase (ConvertTo-SecureString $examplePassphrase -AsPlainText -Force) -Uuid 6f1c1b9e-2d4b-4c1e-9a51-3c8f0e7d2a10 | Out-Null }
+        'Remove-VolumeSecret'    = { New-VolumeSecret -Volume /var/lib/libvirt/images/db.luks -Passphrase (ConvertTo-SecureString $examplePassphrase -AsPlainText -Force) -Uuid 6f1c1b9e-2d4b-4c1e-9a51-3c8f0e7d2a10 | Out-Null }
         'Resize-Volume'          = { New-Volume -Pool default -Name kvm1.img -Size 8GB -Format raw | Out-Null }
         'Restore-VolumeSnapshot' = { New-VolumeSnapshot -Volume (Get-Volume default web01.qcow2) -Name before-upgrade | Out-Null }
         'Remove-VolumeSnapshot'  = { New-VolumeSnapshot -Volume (Get-Volume default web01.qcow2) -Name before-upgrade | Out-Null }

@@ -22,6 +22,44 @@ internal sealed class LuksFormat : IImageFormat
         return new LuksLayer(file, Math.Min(info.VirtualSize, file.Length - payload), payload, cipher);
     }
 
+    /// <summary>
+    /// qemu-img has no check for LUKS files; the module checks what can be checked without the key: the header and
+    /// its key slots (their layout inside the file, before the payload), the cipher it names. A damaged header is an error.
+    /// </summary>
+    public KvmStorage.Core.Images.Check.ImageCheckResult Check(SafeFileHandle handle, ImageProbe probe, KvmStorage.Core.Images.Check.ImageRepairMode repair, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
+    {
+        string path = Path.GetFullPath(probe.Path);
+        if (repair != KvmStorage.Core.Images.Check.ImageRepairMode.None)
+        {
+            throw ImageErrors.NotSupported(KvmStorage.Core.Images.Check.ImageCheckErrorIds.CheckNotSupported, path, "a LUKS header cannot be repaired; restore it from a header backup.");
+        }
+
+        ulong length = (ulong)RandomAccess.GetLength(handle);
+        byte[] head = ForeignImageFile.ReadExactly(handle, path, length, 0, LuksHeader.Length, "LUKS header");
+        var corruptions = new List<KvmStorage.Core.Images.Check.ImageCorruption>();
+        try
+        {
+            LuksHeader header = LuksHeader.Parse(head, length, checkPayload: true, path);
+            LuksKeys.CheckCipher(header, path);
+            if (!header.Slots.Any(s => s.Active))
+            {
+                corruptions.Add(new KvmStorage.Core.Images.Check.ImageCorruption(208, KvmStorage.Core.Images.Check.ImageCorruptionKind.CheckError, "no key slot is active: no passphrase can open the image."));
+            }
+        }
+        catch (Errors.KvmStorageException e) when (e.ErrorId == ForeignFormatErrorIds.LuksHeaderInvalid)
+        {
+            corruptions.Add(new KvmStorage.Core.Images.Check.ImageCorruption(0, KvmStorage.Core.Images.Check.ImageCorruptionKind.CheckError, e.Message));
+        }
+
+        return new KvmStorage.Core.Images.Check.ImageCheckResult
+        {
+            Path = path,
+            ImageFormat = ImageFormat.Luks,
+            Corruptions = corruptions,
+            CorruptionCount = (ulong)corruptions.Count,
+        };
+    }
+
     /// <summary>A LUKS file written whole: header area plus every payload sector.</summary>
     private sealed class Output : ConvertOutput
     {
