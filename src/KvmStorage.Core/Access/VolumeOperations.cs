@@ -49,7 +49,7 @@ public sealed class VolumeOperations(IKvmHost host)
     public VolumeLocator Locator => locator;
 
     /// <summary>Checks (and with <paramref name="repair"/>, repairs) an image's metadata, like <c>qemu-img check [-r]</c>.</summary>
-    public VolumeAction<ImageCheckResult> Check(VolumeSpec spec, ImageRepairMode repair, ImagePassphrase? passphrase = null)
+    public VolumeAction<ImageCheckResult> Check(VolumeSpec spec, ImageRepairMode repair, ImagePassphrase? passphrase = null, bool forceShare = false)
     {
         string file = locator.File(spec);
         string shown = Shown(file);
@@ -63,7 +63,7 @@ public sealed class VolumeOperations(IKvmHost host)
         {
             // The metadata check needs no key; given one, it is proven to open the image first (qemu-img check asks for it).
             VerifyPassphrase(file, passphrase);
-            ImageCheckResult result = ImageChecker.Check(file, repair, progress, token);
+            ImageCheckResult result = ImageChecker.Check(file, repair, forceShare, progress, token);
             if (repair != ImageRepairMode.None)
             {
                 Refresh(file, $"'{shown}' was repaired");
@@ -90,11 +90,11 @@ public sealed class VolumeOperations(IKvmHost host)
     }
 
     /// <summary>Compares what a guest sees in two images, like <c>qemu-img compare</c>; both chains pass the host's rule.</summary>
-    public VolumeAction<ImageCompareResult> Compare(VolumeSpec reference, VolumeSpec difference, bool strict, ImagePassphrase? passphrase = null)
+    public VolumeAction<ImageCompareResult> Compare(VolumeSpec reference, VolumeSpec difference, bool strict, ImagePassphrase? passphrase = null, bool forceShare = false)
     {
         string first = locator.File(reference);
         string second = locator.File(difference);
-        var options = new BlockOpenOptions { BackingRule = locator.Files.BackingRule, Passphrase = passphrase };
+        var options = new BlockOpenOptions { BackingRule = locator.Files.BackingRule, Passphrase = passphrase, ForceShare = forceShare };
         return new(Shown(second), $"Compare with '{Shown(first)}'", (progress, token) => ImageComparer.Compare(first, second, strict, options, progress, token));
     }
 
@@ -176,6 +176,16 @@ public sealed class VolumeOperations(IKvmHost host)
     /// <summary>Commits an overlay into its backing file (<c>qemu-img commit</c>); see <see cref="VolumeMerger"/>.</summary>
     public VolumeAction<StorageVolume> Merge(VolumeSpec spec, VolumeSpec? baseSpec, bool removeOverlay, bool force)
     {
+        // The overlay a running VM writes to is merged by libvirt (block commit, then pivot) when a daemon is there.
+        StorageVolume attached = locator.Get(spec);
+        if (host is IBlockJobs && attached.AttachedTo.Where(host.IsDomainActive).ToArray() is [string vm])
+        {
+            host.EnsureWritable($"Merging '{attached.Name}'", attached.Path);
+            var jobs = new Domains.Jobs.VMDiskJobs(host);
+            Domains.Jobs.ActiveCommitPlan live = jobs.PlanActiveCommit(vm, attached, baseSpec is null ? null : locator.Get(baseSpec).LocalPath, removeOverlay, force);
+            return new(attached.Path, live.Description, (progress, token) => jobs.ActiveCommit(live, progress, token));
+        }
+
         StorageVolume overlay = Writable(spec, "Merging");
         string? baseLocal = baseSpec is null ? null : locator.Get(baseSpec).LocalPath;
         VolumeMergePlan plan = VolumeMerger.Plan(host, overlay, baseLocal, removeOverlay, force);

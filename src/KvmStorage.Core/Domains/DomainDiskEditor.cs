@@ -232,6 +232,28 @@ public sealed class DomainDiskEditor
     /// Inserts a medium into a cdrom or floppy drive (<paramref name="sourcePath"/>), or ejects it (null).
     /// The format stays as it was (raw when there was none) unless <paramref name="format"/> is given.
     /// </summary>
+    /// <summary>
+    /// Points a disk at another image file (a moved disk, an overlay after an external snapshot, a base after a merge):
+    /// the source file and driver type change, a backing chain libvirt recorded is dropped (it describes the old
+    /// image), and what the old source held besides its path (a LUKS <c>&lt;encryption&gt;</c>, a seclabel) is kept.
+    /// </summary>
+    public DomainDisk ReplaceSource(string target, string sourcePath, string format)
+    {
+        RequireAbsolute(sourcePath);
+        XElement original = RequireDisk(target);
+        var disk = new XElement(original);
+        XElement? old = disk.Element("source");
+        var source = new XElement("source", new XAttribute("file", sourcePath), old?.Elements());
+        old?.Remove();
+        disk.Element("backingStore")?.Remove();
+        disk.SetAttributeValue("type", "file");
+        InsertChild(disk, source);
+        SetDriverAttribute(disk, "type", format);
+        Validate(disk, original);
+        original.ReplaceWith(disk);
+        return domain.ReadDisk(disk);
+    }
+
     public DomainDisk ChangeMedia(string target, string? sourcePath, string? format = null)
     {
         XElement original = RequireDisk(target);

@@ -114,7 +114,7 @@ public static class VolumeMerger
                 throw new KvmStorageException(
                     ErrorKind.ResourceBusy,
                     MergeErrorIds.InUseByRunningVM,
-                    $"'{volume.Path}' is attached to running VM {string.Join(", ", running.Select(v => $"'{v}'"))}; shut it down before merging.",
+                    $"'{volume.Path}' is attached to running VM {string.Join(", ", running.Select(v => $"'{v}'"))}; shut it down before merging, or connect to its libvirtd (Connect-LibvirtHost) to merge a running VM's top overlay live.",
                     volume.Name);
             }
         }

@@ -48,7 +48,7 @@ public sealed class VolumeTransfer(IKvmHost host)
     {
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(options);
-        using (IBlockReader reader = BlockReaders.Open(source.LocalPath, new BlockOpenOptions { BackingRule = files.BackingRule, Passphrase = options.SourcePassphrase }))
+        using (IBlockReader reader = BlockReaders.Open(source.LocalPath, new BlockOpenOptions { BackingRule = files.BackingRule, Passphrase = options.SourcePassphrase, ForceShare = options.SourceForceShare }))
         {
             ImageConverter.Convert(reader, destinationLocalPath, options, progress, cancellationToken);
         }
@@ -80,7 +80,7 @@ public sealed class VolumeTransfer(IKvmHost host)
 
         // The new image takes the source's place: it keeps the source's mode and owner, and overwrites it once complete.
         ConvertOptions replacing = options with { Overwrite = true, Mode = source.Mode, Owner = source.Owner, Group = source.Group };
-        using (IBlockReader reader = BlockReaders.Open(source.LocalPath, new BlockOpenOptions { BackingRule = files.BackingRule, Passphrase = options.SourcePassphrase }))
+        using (IBlockReader reader = BlockReaders.Open(source.LocalPath, new BlockOpenOptions { BackingRule = files.BackingRule, Passphrase = options.SourcePassphrase, ForceShare = options.SourceForceShare }))
         using (ImageLock.AcquireForWrite(source.LocalPath))
         {
             ImageConverter.Convert(reader, source.LocalPath, replacing, progress, cancellationToken);
@@ -121,7 +121,7 @@ public sealed class VolumeTransfer(IKvmHost host)
         bool sameFolder = string.Equals(Path.GetDirectoryName(Path.GetFullPath(destinationLocalPath)), Path.GetDirectoryName(source.LocalPath), StringComparison.Ordinal);
         string recorded = sameFolder ? source.BackingFile : source.BackingPath;
         ImageFormat? backingFormat = ImageFormats.TryParse(source.BackingFormat, out ImageFormat f) ? f : source.Image.BackingChain.Count > 0 ? source.Image.BackingChain[0].ImageFormat : null;
-        using (IBlockReader reader = BlockReaders.Open(source.LocalPath, new BlockOpenOptions { BackingRule = files.BackingRule, Passphrase = options.SourcePassphrase }))
+        using (IBlockReader reader = BlockReaders.Open(source.LocalPath, new BlockOpenOptions { BackingRule = files.BackingRule, Passphrase = options.SourcePassphrase, ForceShare = options.SourceForceShare }))
         using (IBlockReader top = TopLayerReader.Open(source.LocalPath, new BlockOpenOptions { Passphrase = options.SourcePassphrase }))
         {
             // An overlay holds only the top image's clusters: nothing to preallocate (the converter refuses a backing

@@ -307,6 +307,21 @@ public abstract class KvmCmdlet : PSCmdlet
     }
 
     /// <summary>An edit of the persistent definition only: a running VM sees it at its next start.</summary>
+    /// <summary>A read with -ForceShare of an image a running VM uses says that what it reads may be changing.</summary>
+    protected void WarnIfShared(VolumeSpec spec)
+    {
+        if (!MyInvocation.BoundParameters.ContainsKey("ForceShare"))
+        {
+            return;
+        }
+
+        StorageVolume volume = Volumes.Locator.Get(spec);
+        if (volume.AttachedTo.Where(KvmHost.IsDomainActive).ToArray() is { Length: > 0 } running)
+        {
+            WriteWarning($"'{volume.Path}' is in use by running VM {string.Join(", ", running.Select(v => $"'{v}'"))}: it may change while it is read, so the result is of a moment that may already be past.");
+        }
+    }
+
     /// <summary>A conversion that writes an encrypted volume's contents out in the clear says so.</summary>
     protected void WarnIfDecrypting(StorageVolume source, Core.Images.Convert.ConvertOptions options)
     {

@@ -13,7 +13,7 @@ namespace KvmStorage.Core.Backends.Live;
 /// this machine and through libvirt's volume calls elsewhere. Every call gives libvirt's errors for a missing pool,
 /// volume or domain the module's ids (<see cref="LibvirtErrorMapping"/>), as the offline backend names them.
 /// </summary>
-public sealed class LiveHost : IKvmHost, IDisposable
+public sealed class LiveHost : IKvmHost, IBlockJobs, IDisposable
 {
     private readonly LivePools pools;
     private readonly LiveVolumes volumes;
@@ -163,4 +163,42 @@ public sealed class LiveHost : IKvmHost, IDisposable
 
     public DomainDisk DetachDisk(string vmName, string target, DeviceScope scope, TimeSpan liveTimeout) =>
         LibvirtErrorMapping.Call(() => domains.DetachDisk(vmName, target, scope, liveTimeout));
+
+    void IBlockJobs.BeginBackup(string vm, string backupXml, string? checkpointXml) => OnDomain(vm, d => d.BeginBackup(backupXml, checkpointXml, reuseExternal: true));
+
+    (int Type, ulong Done, ulong Total) IBlockJobs.GetJob(string vm) => OnDomain(vm, d => d.GetJobInfo());
+
+    int IBlockJobs.GetCompletedJob(string vm) => OnDomain(vm, d => d.GetCompletedJobType());
+
+    void IBlockJobs.AbortJob(string vm) => OnDomain(vm, d => d.AbortJob());
+
+    IReadOnlyList<string> IBlockJobs.ListCheckpointXml(string vm) => OnDomain(vm, d => d.ListCheckpointXml());
+
+    void IBlockJobs.DeleteCheckpoint(string vm, string name) => OnDomain(vm, d => d.DeleteCheckpoint(name, metadataOnly: false));
+
+    void IBlockJobs.StartBlockCopy(string vm, string disk, string destinationXml) => OnDomain(vm, d => d.BlockCopy(disk, destinationXml, reuseExternal: true));
+
+    void IBlockJobs.StartActiveCommit(string vm, string disk) => OnDomain(vm, d => d.BlockCommitActive(disk));
+
+    (int Type, ulong Cur, ulong End)? IBlockJobs.GetBlockJob(string vm, string disk) => OnDomain(vm, d => d.GetBlockJob(disk));
+
+    void IBlockJobs.EndBlockJob(string vm, string disk, bool pivot) => OnDomain(vm, d => d.AbortBlockJob(disk, pivot));
+
+    void IBlockJobs.CreateDiskOnlySnapshot(string vm, string snapshotXml) => OnDomain(vm, d => d.CreateDiskOnlySnapshot(snapshotXml, reuseExternal: true));
+
+    private T OnDomain<T>(string vm, Func<LibvirtDomain, T> call)
+    {
+        EnsureWritable($"A job on the disks of '{vm}'", vm);
+        return LibvirtErrorMapping.Call(() =>
+        {
+            using LibvirtDomain domain = Connection.LookupDomain(vm);
+            return call(domain);
+        });
+    }
+
+    private void OnDomain(string vm, Action<LibvirtDomain> call) => OnDomain(vm, d =>
+    {
+        call(d);
+        return true;
+    });
 }

@@ -1,6 +1,6 @@
 namespace KvmStorage.Core.Images.Check;
 
-/// <summary>What <see cref="ImageChecker.Check"/> may change (qemu-img check's <c>-r</c>).</summary>
+/// <summary>What <see cref="ImageChecker.Check(string, ImageRepairMode, IProgress{ImageProgress}?, CancellationToken)"/> may change (qemu-img check's <c>-r</c>).</summary>
 public enum ImageRepairMode
 {
     /// <summary>Only report; the image is opened read-only.</summary>

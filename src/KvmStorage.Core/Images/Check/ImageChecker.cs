@@ -12,7 +12,14 @@ public static class ImageChecker
     /// takes QEMU's write locks. Raw images pass with nothing to check. Throws <c>KvmStorageException</c> when the
     /// image cannot be opened at all (qemu-img check's exit code 1).
     /// </summary>
-    public static ImageCheckResult Check(string path, ImageRepairMode repair = ImageRepairMode.None, IProgress<ImageProgress>? progress = null, CancellationToken cancellationToken = default)
+    public static ImageCheckResult Check(string path, ImageRepairMode repair = ImageRepairMode.None, IProgress<ImageProgress>? progress = null, CancellationToken cancellationToken = default) =>
+        Check(path, repair, forceShare: false, progress, cancellationToken);
+
+    /// <summary>
+    /// As <see cref="Check(string, ImageRepairMode, IProgress{ImageProgress}?, CancellationToken)"/>; with
+    /// <paramref name="forceShare"/> an image a running QEMU writes is read anyway (qemu-img check -U), never repaired.
+    /// </summary>
+    public static ImageCheckResult Check(string path, ImageRepairMode repair, bool forceShare, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         if (!Enum.IsDefined(repair))
@@ -21,9 +28,18 @@ public static class ImageChecker
         }
 
         string fullPath = Path.GetFullPath(path);
+        if (forceShare && repair != ImageRepairMode.None)
+        {
+            throw ImageErrors.Argument(ImageCheckErrorIds.InvalidRepairMode, "An image read while in use (-ForceShare) is never repaired.", path);
+        }
+
         if (repair == ImageRepairMode.None)
         {
-            ImageLock.EnsureNotInUse(fullPath, forWrite: false);
+            if (!forceShare)
+            {
+                ImageLock.EnsureNotInUse(fullPath, forWrite: false);
+            }
+
             return CheckOpen(fullPath, FileAccess.Read, repair, progress, cancellationToken);
         }
 

@@ -38,6 +38,9 @@ public sealed record ConvertOptions
     /// </summary>
     public IBlockReader? AllocationSource { get; init; }
 
+    /// <summary>Read the source even while a running QEMU writes it (qemu-img convert -U): the copy is of a moving image.</summary>
+    public bool SourceForceShare { get; init; }
+
     /// <summary>Unlocks an encrypted source (the volume callers open as the source); the caller keeps and disposes it.</summary>
     public ImagePassphrase? SourcePassphrase { get; init; }
 

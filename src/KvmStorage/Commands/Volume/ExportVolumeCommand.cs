@@ -48,6 +48,13 @@ public sealed class ExportVolumeCommand : VolumeFirstCmdlet
     [ValidateRange(10, 60000)]
     public int IterationTime { get; set; } = 2000;
 
+    /// <summary>
+    /// Read the image even while a running VM writes it (qemu-img's -U): the result describes a moment of an image
+    /// that may be changing, and says so in a warning.
+    /// </summary>
+    [Parameter]
+    public SwitchParameter ForceShare { get; set; }
+
     protected override void ProcessRecord() => ForEachVolume(volume =>
     {
         StorageVolume source = Volumes.Locator.Get(volume);
@@ -63,9 +70,11 @@ public sealed class ExportVolumeCommand : VolumeFirstCmdlet
         ConvertOptions options = ConvertParameters.Build(format, Compress, CompressionType, Preallocation.Off, null, null, Permissions.DefaultVolumeMode) with
         {
             SourcePassphrase = passphrase,
+            SourceForceShare = ForceShare,
             Encryption = Passphrases.Encryption(Encrypt, passphrase, newPassphrase, IterationTime, source.Path),
         };
         WarnIfDecrypting(source, options);
+        WarnIfShared(volume);
         if (ShouldProcess(source.Path, $"Export as {format.ToQemuName()} to {destination}"))
         {
             StorageVolume exported = RunWithProgress("Export-Volume", $"Exporting {source.Name}", (progress, token) => new VolumeTransfer(KvmHost).Convert(source, destination, options, progress, token));

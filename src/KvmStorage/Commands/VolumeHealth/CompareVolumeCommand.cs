@@ -29,6 +29,13 @@ public sealed class CompareVolumeCommand : KvmCmdlet
     [Parameter]
     public System.Security.SecureString? Passphrase { get; set; }
 
+    /// <summary>
+    /// Read the image even while a running VM writes it (qemu-img's -U): the result describes a moment of an image
+    /// that may be changing, and says so in a warning.
+    /// </summary>
+    [Parameter]
+    public SwitchParameter ForceShare { get; set; }
+
     protected override void ProcessRecord()
     {
         foreach (VolumeReference difference in DifferenceVolume)
@@ -36,7 +43,9 @@ public sealed class CompareVolumeCommand : KvmCmdlet
             RunForItem(difference, () =>
             {
                 using ImagePassphrase? passphrase = Passphrases.From(Passphrase);
-                VolumeAction<ImageCompareResult> compare = Volumes.Compare(SpecOf(ReferenceVolume), SpecOf(difference), Strict, passphrase);
+                VolumeAction<ImageCompareResult> compare = Volumes.Compare(SpecOf(ReferenceVolume), SpecOf(difference), Strict, passphrase, ForceShare);
+                WarnIfShared(SpecOf(ReferenceVolume));
+                WarnIfShared(SpecOf(difference));
                 WriteObject(RunWithProgress("Compare-Volume", $"Comparing {System.IO.Path.GetFileName(compare.Target)}", compare.Run));
             });
         }

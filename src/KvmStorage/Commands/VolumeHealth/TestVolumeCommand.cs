@@ -19,12 +19,20 @@ public sealed class TestVolumeCommand : VolumeFirstCmdlet
     [Parameter]
     public System.Security.SecureString? Passphrase { get; set; }
 
+    /// <summary>
+    /// Read the image even while a running VM writes it (qemu-img's -U): the result describes a moment of an image
+    /// that may be changing, and says so in a warning.
+    /// </summary>
+    [Parameter]
+    public SwitchParameter ForceShare { get; set; }
+
     protected override void ProcessRecord() => ForEachVolume(CheckOne);
 
     private void CheckOne(VolumeSpec spec)
     {
         using ImagePassphrase? passphrase = Passphrases.From(Passphrase);
-        VolumeAction<ImageCheckResult> check = Volumes.Check(spec, Repair, passphrase);
+        VolumeAction<ImageCheckResult> check = Volumes.Check(spec, Repair, passphrase, ForceShare);
+        WarnIfShared(spec);
 
         // Checking is read-only and never asks; only a repair writes, so only a repair is confirmed.
         if (Repair != ImageRepairMode.None && !ShouldProcess(check.Target, check.Description))
