@@ -78,7 +78,7 @@ public sealed class VMDiskJobs(IKvmHost host)
                 }
 
                 VMDiskCheckpoint last = ListCheckpoints(vm).Where(c => c.Name.StartsWith(CheckpointPrefix, StringComparison.Ordinal) && files.All(f => c.Backups.ContainsKey(f.Disk.Target)))
-                    .OrderByDescending(c => c.CreationTime).FirstOrDefault()
+                    .OrderByDescending(c => c.CreationTime).ThenByDescending(c => c.Name, StringComparer.Ordinal).FirstOrDefault()
                     ?? throw new KvmStorageException(ErrorKind.NotFound, DiskJobErrorIds.NoPreviousBackup, $"'{vm}' has no checkpoint of an earlier Backup-VMDisk covering {string.Join(", ", files.Select(f => f.Disk.Target))}: make a full backup first.", vm);
                 foreach (DiskBackupFile file in files)
                 {
@@ -261,7 +261,8 @@ public sealed class VMDiskJobs(IKvmHost host)
             list.Add(VMDiskCheckpoint.Parse(xml, vm, host.Name));
         }
 
-        return [.. list.OrderBy(c => c.CreationTime)];
+        // libvirt's creation times are whole seconds; the module's names carry milliseconds and sort within one.
+        return [.. list.OrderBy(c => c.CreationTime).ThenBy(c => c.Name, StringComparer.Ordinal)];
     }
 
     /// <summary>Deletes a checkpoint: its bitmaps merge into the one before it, so later incremental backups stay whole.</summary>
