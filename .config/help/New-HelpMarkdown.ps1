@@ -215,7 +215,7 @@ function New-Markdown($Command, $Existing) {
         if (-not $text) {
             # Parameters a base class declares (VolumeCmdlet) are documented under that class; -WhatIf and -Confirm
             # are PowerShell's own (no property of the class) and take the standard descriptions below.
-            $declaring = $Command.ImplementingType.GetProperty($p)?.DeclaringType.FullName
+            $declaring = $Command.ImplementingType.GetProperty($p)?.DeclaringType?.FullName
             if ($declaring) { $text = $docs["P:$declaring.$p"] }
         }
         if (-not $text) { $text = $StandardDescriptions[$p] }

@@ -48,7 +48,11 @@ BeforeAll {
 
     # Tour lines that cannot run on a sandbox root, with the reason: exactly the lines the README marks with
     # '# needs libvirtd'. (Offline, -Start and the netfs and rbd definitions work: they only write files.)
-    $script:tourSkips = [ordered]@{}
+    $script:tourSkips = [ordered]@{
+        'Backup-VMDisk -VMName kvm1 -Pool backup -Incremental        # needs libvirtd and kvm1 running: changed clusters only, over the last backup' = 'an incremental backup comes from a running QEMU''s dirty bitmaps; kvm1 is shut off here (IncrementalBackupNeedsRunningVM)'
+        'Get-VMDiskCheckpoint -VMName kvm1                           # needs libvirtd: the points incremental backups continue from' = 'libvirtd keeps the checkpoints (LibvirtDaemonRequired offline)'
+        'Merge-Volume -Volume (Get-Volume default kvm1-pre-upgrade.qcow2) -RemoveOverlay   # needs libvirtd and kvm1 running: fold it back live (block commit)' = 'the live merge is libvirtd''s block commit; offline, -RemoveOverlay of a disk kvm1 uses is refused (VolumeAttachedToVM)'
+    }
 
     # Tour lines whose comment says they are refused: they must fail with this error id and nothing else.
     $script:tourRefusals = [ordered]@{
@@ -66,6 +70,15 @@ BeforeAll {
         'Start-StoragePool 2'  = 'starting a pool is libvirtd''s job: offline it is refused with LibvirtDaemonRequired'
         'Stop-StoragePool 1'   = 'stopping a pool is libvirtd''s job: offline it is refused with LibvirtDaemonRequired'
         'Get-StoragePool 4'    = 'reads a host image mounted at /mnt/hostimage, a real mount outside the sandbox'
+        'Backup-VMDisk 3'           = 'backs up a running VM through libvirtd''s backup job, incrementally over its checkpoint: needs a running libvirtd and VM (offline: LibvirtDaemonRequired, and -Incremental of a shut-off VM is IncrementalBackupNeedsRunningVM)'
+        'Move-VMDisk 3'             = 'moves the disk of a running VM by libvirt''s block copy: needs a running libvirtd and VM (Connect-LibvirtHost has no offline mode)'
+        'New-VMDiskSnapshot 2'      = 'snapshots a running VM and merges its overlay back live (block commit): needs a running libvirtd and VM; offline the merge of an attached overlay is refused'
+        'Merge-Volume 5'            = 'merges a running VM''s active overlay by libvirt''s block commit: needs a running libvirtd and VM (offline: VolumeInUseByRunningVM)'
+        'Get-VMDiskCheckpoint 1'    = 'checkpoints are libvirt''s: needs a running libvirtd (offline: LibvirtDaemonRequired)'
+        'Get-VMDiskCheckpoint 2'    = 'checkpoints are libvirt''s: needs a running libvirtd (offline: LibvirtDaemonRequired)'
+        'Remove-VMDiskCheckpoint 1' = 'checkpoints are libvirt''s: needs a running libvirtd (offline: LibvirtDaemonRequired)'
+        'Remove-VMDiskCheckpoint 2' = 'checkpoints are libvirt''s: needs a running libvirtd (offline: LibvirtDaemonRequired)'
+        'Remove-VMDiskCheckpoint 3' = 'checkpoints are libvirt''s: needs a running libvirtd (offline: LibvirtDaemonRequired)'
     }
 
     # Help examples that fail because of a module bug (not the text): reported, and skipped so the suite stays green.
@@ -266,6 +279,13 @@ BeforeAll {
         'Resize-Volume'          = { New-Volume -Pool default -Name kvm1.img -Size 8GB -Format raw | Out-Null }
         'Restore-VolumeSnapshot' = { New-VolumeSnapshot -Volume (Get-Volume default web01.qcow2) -Name before-upgrade | Out-Null }
         'Remove-VolumeSnapshot'  = { New-VolumeSnapshot -Volume (Get-Volume default web01.qcow2) -Name before-upgrade | Out-Null }
+        # What the backups of a running web01 (Example 3) leave in the pool images: a full backup and the next night's
+        # incremental one over it, for the restore of Example 4.
+        'Backup-VMDisk'          = {
+            $full = Copy-Volume -Volume (Get-Volume default web01-upgrade.qcow2) -Pool images -Name web01-full.qcow2
+            New-Volume -Pool images -Name web01-20261207-020000-vda.qcow2 -BackingVolume $full -RelativeBackingPath | Out-Null
+            Write-ImageData (Join-Path $env:KVMSTORAGE_ROOT 'srv/images/web01-20261207-020000-vda.qcow2') -Pattern 0x33
+        }
         'Set-Volume'             = {
             $target = Join-Path $env:KVMSTORAGE_ROOT 'srv/golden'
             New-Item -ItemType Directory -Path $target | Out-Null

@@ -247,25 +247,42 @@ Describe 'VM disk jobs on libvirtd with a running TCG guest' -Tag Daemon -Skip:(
         Assert-Running
     }
 
-    It 'takes a disk-only snapshot of the running VM, then merges the active overlay back live' {
+    It 'takes disk-only snapshots of the running VM, then merges the active overlay into its own backing file, live' {
         $base = Join-Path $vmDir data2.qcow2
+        $middle = Join-Path $vmDir data2-upgrade.qcow2
+        $top = Join-Path $vmDir data2-upgrade-second.qcow2
         $overlay = New-VMDiskSnapshot kvmstorage-jobs -Name upgrade -Target vda
         $overlay.Name | Should -Be 'data2-upgrade.qcow2'
-        Get-DiskSource vda | Should -Be (Join-Path $vmDir data2-upgrade.qcow2)
-        Get-DiskSource vda -Inactive | Should -Be (Join-Path $vmDir data2-upgrade.qcow2)
+        Get-DiskSource vda | Should -Be $middle
+        Get-DiskSource vda -Inactive | Should -Be $middle
         Write-Guest vda 'write -P 0x5e 48M 1M' | Out-Null
-        (Get-OwnDataBytes (Join-Path $vmDir data2-upgrade.qcow2)) | Should -BeGreaterOrEqual 1MB
+        (Get-OwnDataBytes $middle) | Should -BeGreaterOrEqual 1MB
+        $null = New-VMDiskSnapshot kvmstorage-jobs -Name second -Target vda
+        Get-DiskSource vda | Should -Be $top
+        Write-Guest vda 'write -P 0x6f 52M 1M' | Out-Null
+        $baseHash = (Get-FileHash $base).Hash
+
+        # The top merges into the layer right below it, not into the bottom of the chain.
+        $merged = Merge-Volume -Volume (Get-Volume -Pool vm -Name data2-upgrade-second.qcow2) -RemoveOverlay -PassThru -Confirm:$false
+        $merged.Path | Should -Be $middle
+        Assert-Running
+        Get-DiskSource vda | Should -Be $middle
+        Get-DiskSource vda -Inactive | Should -Be $middle
+        Test-Path $top | Should -BeFalse
+        (Get-FileHash $base).Hash | Should -Be $baseHash
 
         $merged = Merge-Volume -Volume (Get-Volume -Pool vm -Name data2-upgrade.qcow2) -RemoveOverlay -PassThru -Confirm:$false
         $merged.Path | Should -Be $base
         Assert-Running
         Get-DiskSource vda | Should -Be $base
         Get-DiskSource vda -Inactive | Should -Be $base
-        Test-Path (Join-Path $vmDir data2-upgrade.qcow2) | Should -BeFalse
+        Test-Path $middle | Should -BeFalse
         Write-Guest vda 'flush' | Out-Null
-        $read = qemu-io -r -U -f qcow2 -c 'read -P 0x5e 48M 1M' $base 2>&1
-        $LASTEXITCODE | Should -Be 0 -Because "$read"
-        "$read" | Should -Not -Match 'Pattern verification failed'
-        "$read" | Should -Match 'read 1048576/1048576 bytes' 
+        foreach ($check in 'read -P 0x5e 48M 1M', 'read -P 0x6f 52M 1M') {
+            $read = qemu-io -r -U -f qcow2 -c $check $base 2>&1
+            $LASTEXITCODE | Should -Be 0 -Because "$read"
+            "$read" | Should -Not -Match 'Pattern verification failed'
+            "$read" | Should -Match 'read 1048576/1048576 bytes'
+        }
     }
 }

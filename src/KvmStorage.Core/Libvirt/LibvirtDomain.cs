@@ -95,9 +95,15 @@ public sealed class LibvirtDomain : LibvirtObject
             "virDomainBlockCopy",
             Name);
 
-    /// <summary>Starts an active block commit of <paramref name="disk"/>'s top image into its backing file.</summary>
+    /// <summary>
+    /// Starts an active block commit of <paramref name="disk"/>'s top image into its own backing file (SHALLOW: without it
+    /// a null base means the bottom of the whole chain).
+    /// </summary>
     public void BlockCommitActive(string disk) =>
-        LibvirtLibrary.Check(LibvirtNative.virDomainBlockCommit(handle, disk, null, null, 0, LibvirtNative.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE), "virDomainBlockCommit", Name);
+        LibvirtLibrary.Check(
+            LibvirtNative.virDomainBlockCommit(handle, disk, null, null, 0, LibvirtNative.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE | LibvirtNative.VIR_DOMAIN_BLOCK_COMMIT_SHALLOW),
+            "virDomainBlockCommit",
+            Name);
 
     /// <summary>The disk's block job, or null when it has none: its type and progress (cur of end; equal once a mirror is ready).</summary>
     public (int Type, ulong Cur, ulong End)? GetBlockJob(string disk)

@@ -31,6 +31,7 @@ internal static unsafe partial class LibvirtNative
     internal const uint VIR_DOMAIN_BLOCK_COPY_REUSE_EXT = 2;
     internal const uint VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB = 4;
     internal const uint VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT = 2;
+    internal const uint VIR_DOMAIN_BLOCK_COMMIT_SHALLOW = 1;
     internal const uint VIR_DOMAIN_BLOCK_COMMIT_ACTIVE = 4;
     internal const uint VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA = 4;
     internal const uint VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY = 16;

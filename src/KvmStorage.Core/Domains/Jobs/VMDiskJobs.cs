@@ -57,6 +57,11 @@ public sealed class VMDiskJobs(IKvmHost host)
             }
 
             StorageVolume source = host.GetVolumeByPath(host.Paths.Resolve(disk.SourcePath!));
+            if (source.Encryption is not null)
+            {
+                throw new KvmStorageException(ErrorKind.NotSupported, DiskJobErrorIds.EncryptedDiskNotMovable, $"Disk {disk.Target} of '{vm}' is encrypted; Backup-VMDisk does not back up encrypted disks yet. Leave it out with -Target, and copy it with Copy-Volume -Passphrase while the VM is shut off.", source.Path);
+            }
+
             files.Add(new DiskBackupFile(disk, source, local, host.Paths.ToHostPath(local) ?? local));
         }
 
@@ -254,7 +259,7 @@ public sealed class VMDiskJobs(IKvmHost host)
     /// <summary>The VM's checkpoints (libvirt's), oldest first; those of Backup-VMDisk name their backup files.</summary>
     public IReadOnlyList<VMDiskCheckpoint> ListCheckpoints(string vm)
     {
-        IBlockJobs jobs = RequireJobs($"Listing the checkpoints of '{vm}'", vm);
+        IBlockJobs jobs = RequireJobs($"Listing the checkpoints of '{vm}'", vm, checkpoints: true);
         var list = new List<VMDiskCheckpoint>();
         foreach (string xml in jobs.ListCheckpointXml(vm))
         {
@@ -268,7 +273,7 @@ public sealed class VMDiskJobs(IKvmHost host)
     /// <summary>Deletes a checkpoint: its bitmaps merge into the one before it, so later incremental backups stay whole.</summary>
     public void RemoveCheckpoint(string vm, string name)
     {
-        IBlockJobs jobs = RequireJobs($"Removing checkpoint '{name}' of '{vm}'", vm);
+        IBlockJobs jobs = RequireJobs($"Removing checkpoint '{name}' of '{vm}'", vm, checkpoints: true);
         if (!ListCheckpoints(vm).Any(c => c.Name == name))
         {
             throw new KvmStorageException(ErrorKind.NotFound, DiskJobErrorIds.CheckpointNotFound, $"'{vm}' has no checkpoint named '{name}'.", name);
@@ -570,11 +575,13 @@ public sealed class VMDiskJobs(IKvmHost host)
                 : throw new KvmStorageException(ErrorKind.NotFound, DomainErrorIds.DiskNotFound, $"'{vm}' has no disk {t}.", t)))];
     }
 
-    private IBlockJobs RequireJobs(string what, string vm) =>
+    private IBlockJobs RequireJobs(string what, string vm, bool checkpoints = false) =>
         host as IBlockJobs ?? throw new KvmStorageException(
             ErrorKind.NotSupported,
             BackendErrorIds.DaemonRequired,
-            $"{what} goes through libvirtd (its backup, block copy and block commit jobs); the offline backend ({host.Name}) only edits files. Connect with Connect-LibvirtHost, or shut the VM off first.",
+            checkpoints
+                ? $"{what} goes through libvirtd, which keeps the checkpoints; the offline backend ({host.Name}) only edits files. Connect with Connect-LibvirtHost."
+                : $"{what} goes through libvirtd (its backup, block copy and block commit jobs); the offline backend ({host.Name}) only edits files. Connect with Connect-LibvirtHost, or shut the VM off first.",
             vm);
 
     private static bool SameFolder(string a, string b) => string.Equals(Path.GetDirectoryName(a), Path.GetDirectoryName(b), StringComparison.Ordinal);

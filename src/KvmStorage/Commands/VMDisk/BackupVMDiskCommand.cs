@@ -32,7 +32,7 @@ public sealed class BackupVMDiskCommand : KvmCmdlet
     [ArgumentCompleter(typeof(PoolNameCompleter))]
     public PoolReference Pool { get; set; } = null!;
 
-    /// <summary>The backup's name: each disk's file is NAME-TARGET.qcow2 (NAME.qcow2 with one -Target); default VM-yyyyMMdd-HHmmss.</summary>
+    /// <summary>The backup's name: each disk's file is NAME-TARGET.qcow2 (NAME.qcow2 when one disk is backed up); default VM-yyyyMMdd-HHmmss.</summary>
     [Parameter]
     [ValidateNotNullOrEmpty]
     public string? Name { get; set; }
