@@ -177,7 +177,7 @@ Describe 'VM disk jobs on libvirtd with a running TCG guest' -Tag Daemon -Skip:(
         Assert-Same (Join-Path $backupDir restore.qcow2) (Join-Path $vmDir data.qcow2)
         (Get-OwnDataBytes (Join-Path $backupDir restore.qcow2)) | Should -BeGreaterOrEqual 2MB
         @(Get-VMDiskCheckpoint kvmstorage-jobs).Count | Should -Be 2
-        Get-VMDiskCheckpoint kvmstorage-jobs | Select-Object -First 1 | Remove-VMDiskCheckpoint
+        Get-VMDiskCheckpoint kvmstorage-jobs | Select-Object -First 1 | Remove-VMDiskCheckpoint -Confirm:$false
         @(Get-VMDiskCheckpoint kvmstorage-jobs).Count | Should -Be 1
     }
 

@@ -8,7 +8,7 @@ namespace KvmStorage.Commands.VMDiskCheckpoint;
 /// Remove-VMDiskCheckpoint: deletes libvirt checkpoints of a VM (their dirty bitmaps merge into the checkpoint before,
 /// so later incremental backups stay whole); backup files are untouched. Needs libvirtd.
 /// </summary>
-[Cmdlet(VerbsCommon.Remove, "VMDiskCheckpoint", SupportsShouldProcess = true)]
+[Cmdlet(VerbsCommon.Remove, "VMDiskCheckpoint", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High)]
 [OutputType(typeof(void))]
 public sealed class RemoveVMDiskCheckpointCommand : KvmCmdlet
 {
