@@ -25,10 +25,10 @@ public static class BlockReaders
         var layers = new List<ImageLayer>(1 + info.BackingChain.Count);
         try
         {
-            layers.Add(OpenLayer(info, options.Passphrase));
+            layers.Add(OpenLayer(info, options.Passphrase, options.MetadataOnly));
             foreach (ImageInfo backing in info.BackingChain)
             {
-                layers.Add(OpenLayer(backing, options.Passphrase));
+                layers.Add(OpenLayer(backing, options.Passphrase, options.MetadataOnly));
             }
 
             return new ChainedBlockReader(info, [.. layers]);
@@ -54,9 +54,9 @@ public static class BlockReaders
     }
 
     /// <summary>One layer; an encrypted one is unlocked with <paramref name="passphrase"/> (<c>PassphraseRequired</c> without one).</summary>
-    internal static ImageLayer OpenLayer(ImageInfo info, ImagePassphrase? passphrase = null)
+    internal static ImageLayer OpenLayer(ImageInfo info, ImagePassphrase? passphrase = null, bool metadataOnly = false)
     {
-        HostFile file = HostFile.Open(info.Path);
+        HostFile file = HostFile.Open(info.Path, metadataOnly);
         try
         {
             return ImageFormatRegistry.Driver(info.ImageFormat).OpenLayer(file, info, passphrase);
