@@ -35,6 +35,9 @@ public sealed record MapExtent
     /// <summary>The file that holds the run's bytes (the volume, a backing file or an extent file), when <see cref="Offset"/> is given; a host path.</summary>
     public string? File { get; init; }
 
+    /// <summary>The volume mapped (its host path, when the map comes through the module's cmdlets).</summary>
+    public string? Path { get; init; }
+
     /// <summary>The run's end, <see cref="Start"/> plus <see cref="Length"/>.</summary>
     public ulong End => Start + Length;
 }

@@ -54,6 +54,9 @@ public sealed record ImageMeasurement
     /// <summary>The figures as qemu-img measure prints them.</summary>
     public override string ToString() => $"required size: {RequiredBytes}, fully allocated size: {FullyAllocatedBytes}";
 
+    /// <summary>The image measured (its host path), or null for a new image of a given size.</summary>
+    public string? Path { get; init; }
+
     /// <summary>The output format, as qemu names it (a raw output encrypted is <c>luks</c>).</summary>
     public required string Format { get; init; }
 
