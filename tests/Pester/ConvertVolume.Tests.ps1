@@ -313,7 +313,8 @@ Describe 'Export-Volume' {
         $v.Format | Should -BeExactly $Format
         $v.DiskType | Should -Be 'Dynamic'
         if ($hasQemuImg) {
-            Assert-QemuCheckClean $dest $Format
+            # qemu-img checks vhdx and vdi; a vpc outside the host root is checked by neither qemu-img nor Test-Volume.
+            if ($Format -ne 'vpc') { Assert-QemuCheckClean $dest $Format }
             Assert-Same (Join-Path $images 'disk.img') $dest
         }
     }

@@ -19,7 +19,7 @@ BeforeAll {
         & sync $Path
         $json = qemu-img map --output=json @More $Path 2>&1
         $LASTEXITCODE | Should -Be 0 -Because "qemu-img map said: $json"
-        @($json | ConvertFrom-Json | ForEach-Object { ConvertTo-Line $_ })
+        @(($json -join "`n") | ConvertFrom-Json | ForEach-Object { ConvertTo-Line $_ })
     }
 
     $script:root = New-TestHostRoot
