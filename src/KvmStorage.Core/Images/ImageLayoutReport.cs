@@ -23,8 +23,12 @@ public sealed record ImageLayoutReport
     /// </summary>
     public double? FragmentationPercentage { get; init; }
 
-    /// <summary>Reads both figures of an image (its chain read through <paramref name="rule"/>); what cannot be read stays null.</summary>
-    public static ImageLayoutReport Read(ImageInfo info, BackingFileRule? rule)
+    /// <summary>
+    /// Reads both figures of an inspected image (its chain as the inspection read it, through the host's backing-file
+    /// rule; nothing is inspected again); what cannot be read stays null: the minimum size of an encrypted image or of
+    /// a chain that is not whole, either figure of an image the block layer cannot read.
+    /// </summary>
+    public static ImageLayoutReport Read(ImageInfo info)
     {
         ArgumentNullException.ThrowIfNull(info);
         if (info.Encryption is not null)
@@ -34,14 +38,14 @@ public sealed record ImageLayoutReport
 
         try
         {
-            using IBlockReader reader = BlockReaders.Open(info.Path, new BlockOpenOptions { ForceShare = true, Format = info.ImageFormat, BackingRule = rule, MetadataOnly = true });
+            using ChainedBlockReader reader = BlockReaders.OpenInspected(info);
             return new ImageLayoutReport
             {
                 MinimumSize = PartitionEnd(reader),
-                FragmentationPercentage = info.DiskType == DiskType.Fixed || info.ClusterSize is null ? 0 : Fragmentation((ChainedBlockReader)reader, info.ClusterSize.Value),
+                FragmentationPercentage = info.DiskType == DiskType.Fixed || info.ClusterSize is null ? 0 : Fragmentation(reader, info.ClusterSize.Value),
             };
         }
-        catch (Exception e) when (e is KvmStorageException or IOException or InvalidCastException)
+        catch (Exception e) when (e is KvmStorageException or IOException)
         {
             return new ImageLayoutReport();
         }

@@ -163,7 +163,7 @@ public sealed class FileVolumeStore
     {
         ImageInfo info = ImageInspector.Inspect(localFile, new ImageInspectOptions { ForceShare = true, AllowMissingBacking = true, BackingRule = files.BackingRule });
         FileStatus status = FileStatus.Get(localFile);
-        ImageLayoutReport layout = ImageLayoutReport.Read(info, files.BackingRule);
+        ImageLayoutReport layout = ImageLayoutReport.Read(info);
         var chain = new List<string> { ToHostPath(info.Path) };
         chain.AddRange(info.BackingChain.Select(b => ToHostPath(b.Path)));
         return new StorageVolume

@@ -49,7 +49,7 @@ public sealed class ImageLayoutReportTests : IDisposable
         };
         Assert.Equal(logical, info.LogicalSectorSize);
         Assert.Equal(physical, info.PhysicalSectorSize);
-        ImageLayoutReport report = ImageLayoutReport.Read(info, null);
+        ImageLayoutReport report = ImageLayoutReport.Read(info);
         Assert.Null(report.MinimumSize);
         Assert.Equal(0.0, report.FragmentationPercentage);
     }
@@ -70,7 +70,7 @@ public sealed class ImageLayoutReportTests : IDisposable
         double fragmented = check.RootElement.GetProperty("fragmented-clusters").GetDouble();
         Assert.True(fragmented > 0);
         ImageInfo info = ImageInspector.Inspect(path);
-        Assert.Equal(Math.Round(100 * fragmented / allocated, 2), ImageLayoutReport.Read(info, null).FragmentationPercentage);
+        Assert.Equal(Math.Round(100 * fragmented / allocated, 2), ImageLayoutReport.Read(info).FragmentationPercentage);
     }
 
     [SkippableFact]
@@ -83,7 +83,7 @@ public sealed class ImageLayoutReportTests : IDisposable
 
         // Blocks 3, 2, 1, 0 allocated in that order: each of 1, 2, 3 follows nothing before it in the file.
         ExternalTool.RunChecked("qemu-io", "-f", "vdi", "-c", "write -P 1 3M 4k", "-c", "write -P 1 2M 4k", "-c", "write -P 1 1M 4k", "-c", "write -P 1 0 4k", path);
-        Assert.Equal(75.0, ImageLayoutReport.Read(ImageInspector.Inspect(path), null).FragmentationPercentage);
+        Assert.Equal(75.0, ImageLayoutReport.Read(ImageInspector.Inspect(path)).FragmentationPercentage);
     }
 
     [SkippableTheory]
@@ -138,7 +138,7 @@ public sealed class ImageLayoutReportTests : IDisposable
             }
 
             ImageInfo info = ImageInspector.Inspect(image);
-            Assert.Equal(expected, ImageLayoutReport.Read(info, null).MinimumSize);
+            Assert.Equal(expected, ImageLayoutReport.Read(info).MinimumSize);
         }
     }
 

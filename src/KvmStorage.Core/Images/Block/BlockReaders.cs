@@ -45,6 +45,41 @@ public static class BlockReaders
     }
 
     /// <summary>
+    /// Opens the chain an inspection already read (<paramref name="info"/> and its <see cref="ImageInfo.BackingChain"/>),
+    /// without inspecting it again; for metadata reads (no read-ahead). The chain must be whole: a backing file that
+    /// is missing or was refused makes it <c>BackingFileNotFound</c>.
+    /// </summary>
+    internal static ChainedBlockReader OpenInspected(ImageInfo info)
+    {
+        ImageInfo last = info.BackingChain.Count > 0 ? info.BackingChain[^1] : info;
+        if (last.BackingFile is not null || info.BackingRefusal is not null)
+        {
+            throw new Errors.KvmStorageException(Errors.ErrorKind.NotFound, ImageErrorIds.BackingFileNotFound, $"the backing chain of '{info.Path}' is not whole.", info.Path);
+        }
+
+        var layers = new List<ImageLayer>(1 + info.BackingChain.Count);
+        try
+        {
+            layers.Add(OpenLayer(info, null, metadataOnly: true));
+            foreach (ImageInfo backing in info.BackingChain)
+            {
+                layers.Add(OpenLayer(backing, null, metadataOnly: true));
+            }
+
+            return new ChainedBlockReader(info, [.. layers]);
+        }
+        catch
+        {
+            foreach (ImageLayer layer in layers)
+            {
+                layer.Dispose();
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>
     /// Whether <paramref name="passphrase"/> opens every encrypted image of <paramref name="path"/>'s chain: throws
     /// <c>WrongPassphrase</c> (or the header's errors) when not. Nothing is written.
     /// </summary>
