@@ -27,6 +27,8 @@ public sealed class ImageAmenderTests : IDisposable
         { "v3-zeros-snapshot", "0.10", null, null },
         { "v3-overlay-zeros", "0.10", null, null },
         { "v3-overlay-zeros-snapshot", "0.10", null, null },
+        { "v3-overlay-zeros-512", "0.10", null, null },
+        { "v2-snapshots-512", "1.1", null, null },
         { "v3-lazy", "0.10", null, null },
         { "v3-compressed-4k", "0.10", null, null },
         { "v2-snapshots", "1.1", null, null },
@@ -221,6 +223,24 @@ public sealed class ImageAmenderTests : IDisposable
                 }
 
                 return (path, ["read -P 0 1M 192k", "read -P 9 1216k 64k", "read -P 0 3M 64k", "read -P 9 5M 1M"]);
+            case "v3-overlay-zeros-512":
+                // 8,192 new clusters of zeros need more refcount blocks than the table of one 512-byte cluster holds: it moves.
+                Create(Q("base.qcow2"), "compat=1.1");
+                Io(Q("base.qcow2"), "write -P 9 0 8M");
+                Create(path, "compat=1.1,cluster_size=512", "16M", "-b", "base.qcow2", "-F", "qcow2");
+                Io(path, "write -z 0 2M", "write -P 1 3M 64k");
+                Snapshot(path, "s1");
+                Io(path, "write -z 2M 2M");
+                return (path, ["read -P 0 0 4M", "read -P 9 4M 4M"]);
+            case "v2-snapshots-512":
+                Create(path, "compat=0.10,cluster_size=512");
+                Io(path, "write -P 1 0 1M");
+                for (int i = 0; i < 40; i++)
+                {
+                    Snapshot(path, $"snapshot-with-a-long-name-{i:D3}");
+                }
+
+                return (path, ["read -P 1 0 1M"]);
             case "v3-lazy":
                 Create(path, "compat=1.1,lazy_refcounts=on");
                 Io(path, "write -P 1 0 1M", "write -z 2M 64k");

@@ -155,11 +155,10 @@ internal sealed class Qcow2Amender
         ulong total = (ulong)steps.Public.Changes.Count;
         ulong done = 0;
         Qcow2Header current = header;
-        byte[] cluster0 = head;
         if (steps.Upgrade)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            (current, cluster0) = Upgrade(current, cluster0);
+            current = Upgrade(current);
             progress?.Report(new ImageProgress(++done, total));
         }
 
@@ -183,13 +182,12 @@ internal sealed class Qcow2Amender
         if (steps.Downgrade)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            cluster0 = ImageIo.ReadBytes(handle, 0, (int)Math.Min((ulong)RandomAccess.GetLength(handle), cs), path);
-            current = Qcow2Header.Parse(cluster0, (ulong)RandomAccess.GetLength(handle), path);
+            (current, _) = ReadClusterZero();
             ExpandZeroClusters(current, steps, cancellationToken);
             cancellationToken.ThrowIfCancellationRequested();
 
             // The last write: from here the image is version 2 (no feature table, zlib, no feature bits).
-            WriteClusterZero(cluster0, current, 2, current.RefcountTableOffset, current.RefcountTableClusters, current.SnapshotCount, current.SnapshotsOffset, 0, 0, 0);
+            WriteClusterZero(2, null, 0);
             progress?.Report(new ImageProgress(++done, total));
         }
     }
@@ -317,7 +315,7 @@ internal sealed class Qcow2Amender
     /// qemu's qcow2_upgrade: snapshots get the extra data version 3 requires (a snapshot table written anew, then
     /// switched to by the same write of cluster 0 that makes the image version 3).
     /// </summary>
-    private (Qcow2Header Header, byte[] Cluster0) Upgrade(Qcow2Header current, byte[] cluster0)
+    private Qcow2Header Upgrade(Qcow2Header current)
     {
         uint count = current.SnapshotCount;
         ulong tableOffset = current.SnapshotsOffset;
@@ -338,7 +336,7 @@ internal sealed class Qcow2Amender
             oldTableClusters = Qcow2Layout.CeilDiv(Qcow2SnapshotTable.TableLength(snapshots.Select(s => s.Bytes)), cs);
         }
 
-        WriteClusterZero(cluster0, current, 3, current.RefcountTableOffset, current.RefcountTableClusters, count, tableOffset, 0, current.CompatibleFeatures, 0);
+        WriteClusterZero(3, (count, tableOffset), current.CompatibleFeatures);
         if (refcounts is not null && oldTableClusters > 0)
         {
             // The header no longer points at the old table: freeing it now can at worst leak it.
@@ -346,8 +344,7 @@ internal sealed class Qcow2Amender
             ImageAmender.Flush(handle);
         }
 
-        byte[] updated = ImageIo.ReadBytes(handle, 0, (int)Math.Min((ulong)RandomAccess.GetLength(handle), cs), path);
-        return (Qcow2Header.Parse(updated, (ulong)RandomAccess.GetLength(handle), path), updated);
+        return ReadClusterZero().Header;
     }
 
     /// <summary>
@@ -444,8 +441,7 @@ internal sealed class Qcow2Amender
         BinaryPrimitives.WriteUInt32BigEndian(fields.AsSpan(48), (uint)BitOperations.Log2((uint)newBits));
         ImageIo.Write(handle, fields, 48);
         ImageAmender.Flush(handle);
-        byte[] updated = ImageIo.ReadBytes(handle, 0, (int)Math.Min((ulong)RandomAccess.GetLength(handle), cs), path);
-        return Qcow2Header.Parse(updated, (ulong)RandomAccess.GetLength(handle), path);
+        return ReadClusterZero().Header;
     }
 
     /// <summary>
@@ -542,13 +538,29 @@ internal sealed class Qcow2Amender
         ImageAmender.Flush(handle);
     }
 
+    /// <summary>Cluster 0 as it is on disk now (an earlier step may have moved the refcount table), parsed.</summary>
+    private (Qcow2Header Header, byte[] Bytes) ReadClusterZero()
+    {
+        ulong length = (ulong)RandomAccess.GetLength(handle);
+        byte[] bytes = ImageIo.ReadBytes(handle, 0, (int)Math.Min(length, cs), path);
+        return (Qcow2Header.Parse(bytes, length, path), bytes);
+    }
+
     /// <summary>
     /// Rewrites the used part of cluster 0 in one write, as qemu's qcow2_update_header lays it out: the header of
-    /// <paramref name="version"/>, the extensions kept from the old one (the feature-name table only in version 3,
-    /// where qemu writes it), the end marker, then the backing file name. Flushed before and after.
+    /// <paramref name="version"/> with the fields as they are on disk now (the snapshot table as
+    /// <paramref name="snapshots"/> says, when given), the extensions kept from the old one (the feature-name table
+    /// only in version 3, where qemu writes it), the end marker, then the backing file name. Flushed before and after.
     /// </summary>
-    private void WriteClusterZero(byte[] old, Qcow2Header current, int version, ulong reftableOffset, uint reftableClusters, uint snapshotCount, ulong snapshotsOffset, ulong incompatible, ulong compatible, ulong autoclear)
+    private void WriteClusterZero(int version, (uint Count, ulong Offset)? snapshots, ulong compatible)
     {
+        ImageAmender.Flush(handle);
+        (Qcow2Header current, byte[] old) = ReadClusterZero();
+        ulong reftableOffset = current.RefcountTableOffset;
+        uint reftableClusters = current.RefcountTableClusters;
+        uint snapshotCount = snapshots?.Count ?? current.SnapshotCount;
+        ulong snapshotsOffset = snapshots?.Offset ?? current.SnapshotsOffset;
+        const ulong incompatible = 0, autoclear = 0;
         var extensions = new List<(uint Type, byte[] Data)>();
         int oldEnd = Qcow2BackingEditor.ReadExtensions(old, current, extensions);
         if (current.BackingFileOffset != 0)
