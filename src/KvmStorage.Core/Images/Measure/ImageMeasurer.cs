@@ -394,7 +394,13 @@ public static class ImageMeasurer
 
                 // As qemu counts the new image's directory: the entry with its name, no extra data.
                 directoryBytes += RoundUp(24UL + nameSize, 8);
-                pos += (int)RoundUp(24UL + nameSize + extraSize, 8);
+                ulong next = (ulong)pos + RoundUp(24UL + nameSize + extraSize, 8);
+                if (next > (ulong)directory.Length)
+                {
+                    break;
+                }
+
+                pos = (int)next;
             }
         }
 
