@@ -27,17 +27,15 @@ internal sealed class Qcow2Amender
 {
     private readonly SafeFileHandle handle;
     private readonly string path;
-    private readonly byte[] head;
     private readonly Qcow2Header header;
     private readonly List<Qcow2SnapshotTable.Entry> snapshots;
     private readonly Qcow2ClusterReferences references;
     private readonly ulong cs;
 
-    private Qcow2Amender(SafeFileHandle handle, string path, byte[] head, Qcow2Header header, List<Qcow2SnapshotTable.Entry> snapshots)
+    private Qcow2Amender(SafeFileHandle handle, string path, Qcow2Header header, List<Qcow2SnapshotTable.Entry> snapshots)
     {
         this.handle = handle;
         this.path = path;
-        this.head = head;
         this.header = header;
         this.snapshots = snapshots;
         cs = header.ClusterSize;
@@ -68,7 +66,7 @@ internal sealed class Qcow2Amender
             throw ImageAmender.NotPossible(path, "the image keeps its data in an external data file, which the module does not write.");
         }
 
-        return new Qcow2Amender(handle, path, head, header, Qcow2SnapshotTable.ReadEntries(handle, header, fileLength, path));
+        return new Qcow2Amender(handle, path, header, Qcow2SnapshotTable.ReadEntries(handle, header, fileLength, path));
     }
 
     /// <summary>Checks the options against the image and decides every step; writes nothing.</summary>
