@@ -27,7 +27,9 @@ public sealed record ImageAmendPlan
     public required IReadOnlyList<string> Changes { get; init; }
 
     /// <summary>The changes in one sentence, for a confirmation.</summary>
-    public string Description => Changes.Count == 0 ? "Nothing to change (the image already has these options)" : string.Join("; then ", Changes);
+    public string Description => Changes.Count == 0
+        ? "Nothing to change (the image already has these options)"
+        : string.Concat(char.ToUpperInvariant(Changes[0][0]).ToString(), string.Join("; then ", Changes)[1..]);
 }
 
 /// <summary>Stable error identifiers of amendments.</summary>
