@@ -218,8 +218,8 @@ internal readonly record struct LayerRun(ulong Length, RunKind Kind, ulong HostO
 
 /// <summary>
 /// A layer's block status in qemu's terms: data, zeros, both (preallocated space that reads as zeros) or neither (left to
-/// the backing file); where in the layer's file the run lies, when the format says; and whether the file's own holes
-/// refine it (qemu's <c>BDRV_BLOCK_RECURSE</c>).
+/// the backing file); where in the layer's file (or in <see cref="In"/>, another file of the layer: a vmdk extent) the
+/// run lies, when the format says; and whether that file's own holes refine it (qemu's <c>BDRV_BLOCK_RECURSE</c>).
 /// </summary>
 internal readonly record struct LayerStatus(ulong Length, bool Data = false, bool Zero = false, bool OffsetValid = false, ulong Offset = 0, bool Recurse = false, HostFile? In = null)
 {
