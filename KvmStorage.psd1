@@ -24,6 +24,8 @@
         'Resize-Volume'
         'Set-Volume'
         'Merge-Volume'
+        'Measure-Volume'
+        'Get-VolumeMap'
         'Get-VMDisk'
         'Add-VMDisk'
         'Set-VMDisk'

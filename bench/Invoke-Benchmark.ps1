@@ -171,6 +171,14 @@ try {
             Ours = { Import-Volume -Path (& $local 'input.vhdx') -Pool bench -Name out.qcow2 -Format qcow2 -Confirm:$false } }
         @{ Name = 'qcow2 -> streamOptimized vmdk (Export-Volume)'; Qemu = "convert -f qcow2 -O vmdk -o subformat=streamOptimized input.qcow2 $exports/out.vmdk"; Output = "$exports/out.vmdk"
             Ours = { Export-Volume /images/input.qcow2 -Destination (Join-Path $exports 'out.vmdk') -Format vmdk -Confirm:$false } }
+        @{ Name = 'qcow2 -> vhdx (Convert-Volume)'; Qemu = 'convert -f qcow2 -O vhdx input.qcow2 out.vhdx'; Output = 'out.vhdx'
+            Ours = { Convert-Volume /images/input.qcow2 vhdx -Name out.vhdx -Confirm:$false } }
+        @{ Name = 'qcow2 -> vpc dynamic (Convert-Volume)'; Qemu = 'convert -f qcow2 -O vpc input.qcow2 out.vhd'; Output = 'out.vhd'
+            Ours = { Convert-Volume /images/input.qcow2 vpc -Name out.vhd -Confirm:$false } }
+        @{ Name = 'qcow2 -> vpc fixed, Azure (Export-Volume)'; Qemu = "convert -f qcow2 -O vpc -o subformat=fixed,force_size=on input.qcow2 $exports/out.vhd"; Output = "$exports/out.vhd"
+            Ours = { Export-Volume /images/input.qcow2 -Destination (Join-Path $exports 'out.vhd') -Format vpc -Fixed -ForceSize -Confirm:$false } }
+        @{ Name = 'qcow2 -> vdi (Convert-Volume)'; Qemu = 'convert -f qcow2 -O vdi input.qcow2 out.vdi'; Output = 'out.vdi'
+            Ours = { Convert-Volume /images/input.qcow2 vdi -Name out.vdi -Confirm:$false } }
         @{ Name = 'raw -> qcow2 zlib (-Compress)'; Qemu = 'convert -c -f raw -O qcow2 input.raw out.qcow2'; Output = 'out.qcow2'
             Ours = { Convert-Volume /images/input.raw qcow2 -Name out.qcow2 -Compress -Confirm:$false } }
         @{ Name = 'raw -> LUKS qcow2 (-Encrypt)'; Luks = $true; Qemu = "convert --object secret,id=s0,data=$BenchSecret -f raw -O qcow2 -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10 input.raw out.qcow2"; Output = 'out.qcow2'
@@ -208,7 +216,7 @@ try {
                 $PSNativeCommandUseErrorActionPreference = $false
                 & /usr/bin/time -f '%M' -o $timeFile qemu-img @($op.Qemu -split ' ') 2>$null | Out-Null
                 # An encrypting run that failed its PBKDF2 calibration (qemu 7.2, coarse CPU clock) is timed again.
-                for ($try = 0; $op.Luks -and $LASTEXITCODE -ne 0 -and $try -lt 20; $try++) {
+                for ($try = 0; $op.ContainsKey('Luks') -and $LASTEXITCODE -ne 0 -and $try -lt 20; $try++) {
                     if ($op.Output) { Remove-Item -Force -ErrorAction SilentlyContinue $op.Output }
                     $clock.Restart()
                     & /usr/bin/time -f '%M' -o $timeFile qemu-img @($op.Qemu -split ' ') 2>$null | Out-Null

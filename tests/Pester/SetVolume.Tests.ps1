@@ -173,3 +173,78 @@ Describe 'Set-Volume -BackingPath' {
         Assert-QemuCheckClean $bigClone
     }
 }
+
+Describe 'Set-Volume -Compat, -LazyRefcounts, -RefcountBits (amend)' {
+    BeforeEach {
+        $script:root = New-GoldenHost
+        $script:images = Join-Path $root 'var/lib/libvirt/images'
+        $script:golden = Join-Path $images 'golden.qcow2'
+        $script:clone = Join-Path $images 'clone.qcow2'
+        if ($hasQemu) { qemu-io -c 'write -z 1M 64k' -c 'write -z -u 3M 64k' $golden | Out-Null }
+    }
+
+    It 'downgrades a golden image with zero clusters to compat 0.10; it and its clone read the same' -Tag Oracle {
+        if (-not $hasQemu) { Set-ItResult -Skipped -Because 'qemu-img is not installed'; return }
+        $goldenView = Save-GuestView $golden
+        $cloneView = Save-GuestView $clone
+        $v = Set-Volume -Volume $golden -Compat 0.10 -PassThru
+        $v.Compat | Should -Be '0.10'
+        Assert-QemuCheckClean $golden
+        (qemu-img info -U --output=json $golden | ConvertFrom-Json).'format-specific'.data.compat | Should -Be '0.10'
+        Assert-SameGuestView $goldenView $golden
+        Assert-SameGuestView $cloneView $clone
+    }
+
+    It 'widens the refcounts and turns lazy refcounts on, then back off and up to 16 bits' -Tag Oracle {
+        if (-not $hasQemu) { Set-ItResult -Skipped -Because 'qemu-img is not installed'; return }
+        $view = Save-GuestView $golden
+        Get-Volume -Pool default -Name golden.qcow2 | Set-Volume -RefcountBits 64 -LazyRefcounts
+        $data = (qemu-img info -U --output=json $golden | ConvertFrom-Json).'format-specific'.data
+        $data.'refcount-bits' | Should -Be 64
+        $data.'lazy-refcounts' | Should -BeTrue
+        Assert-QemuCheckClean $golden
+        Set-Volume -Pool default -Name golden.qcow2 -RefcountBits 16 -LazyRefcounts:$false
+        $data = (qemu-img info -U --output=json $golden | ConvertFrom-Json).'format-specific'.data
+        $data.'refcount-bits' | Should -Be 16
+        $data.'lazy-refcounts' | Should -BeFalse
+        Assert-QemuCheckClean $golden
+        Assert-SameGuestView $view $golden
+    }
+
+    It 'amends, then rebases, when given both' -Tag Oracle {
+        if (-not $hasQemu) { Set-ItResult -Skipped -Because 'qemu-img is not installed'; return }
+        $view = Save-GuestView $clone
+        $v = Set-Volume -Volume $clone -Compat 0.10 -BackingPath (Join-Path $images 'golden2.qcow2') -RelativeBackingPath -PassThru
+        $v.Compat | Should -Be '0.10'
+        $v.BackingFile | Should -Be 'golden2.qcow2'
+        Assert-QemuCheckClean $clone
+        Assert-SameGuestView $view $clone
+    }
+
+    It 'changes nothing with -WhatIf' {
+        $before = Get-TreeSnapshot $root
+        Set-Volume -Volume $golden -Compat 0.10 -WhatIf | Should -BeNullOrEmpty
+        Set-Volume -Volume $golden -RefcountBits 64 -LazyRefcounts -WhatIf | Should -BeNullOrEmpty
+        Get-TreeSnapshot $root | Should -Be $before
+    }
+
+    It 'refuses <Case> and changes nothing' -ForEach @(
+        @{ Case = 'lazy refcounts with compat 0.10'; Volume = 'golden.qcow2'; Params = @{ Compat = '0.10'; LazyRefcounts = $true }; Id = 'InvalidAmendOptions' }
+        @{ Case = 'compat 0.10 with 8-bit refcounts'; Volume = 'golden.qcow2'; Params = @{ Compat = '0.10'; RefcountBits = '8' }; Id = 'InvalidAmendOptions' }
+        @{ Case = 'a raw volume'; Volume = 'plain.img'; Params = @{ Compat = '0.10' }; Id = 'AmendNotSupported' }
+        @{ Case = 'nothing to change'; Volume = 'golden.qcow2'; Params = @{}; Id = 'NothingToChange' }
+        @{ Case = 'a missing volume'; Volume = 'missing.qcow2'; Params = @{ Compat = '0.10' }; Id = 'ImageNotFound' }
+    ) {
+        $before = Get-TreeSnapshot $root
+        { Set-Volume -Volume (Join-Path $images $Volume) @Params -ErrorAction Stop } | Should -Throw -ErrorId "$Id,$errorSuffix"
+        Get-TreeSnapshot $root | Should -Be $before
+    }
+
+    It 'refuses 1-bit refcounts for an image whose snapshot shares clusters (AmendNotPossible)' -Tag Oracle {
+        if (-not $hasQemu) { Set-ItResult -Skipped -Because 'qemu-img is not installed'; return }
+        New-VolumeSnapshot -Volume $golden -Name s1 | Out-Null
+        $before = Get-TreeSnapshot $root
+        { Set-Volume -Volume $golden -RefcountBits 1 -ErrorAction Stop } | Should -Throw -ErrorId "AmendNotPossible,$errorSuffix"
+        Get-TreeSnapshot $root | Should -Be $before
+    }
+}

@@ -35,6 +35,8 @@ Describe 'Default table views at 80 columns' {
         @{ Type = 'ImageCheckResult'; Objects = { Test-Volume /var/lib/libvirt/images/web-frontend-production-01-logs.qcow2 }; Headers = @() }
         @{ Type = 'ImageCompareResult'; Objects = { Compare-Volume /var/lib/libvirt/images/web-frontend-production-01-logs.qcow2 /var/lib/libvirt/images/web-frontend-production-01-data.qcow2 }; Headers = @() }
         @{ Type = 'ImageOptimizeResult'; Objects = { Optimize-Volume /var/lib/libvirt/images/web-frontend-production-01-data.qcow2 -Confirm:$false }; Headers = @() }
+        @{ Type = 'MapExtent'; Objects = { Get-VolumeMap /var/lib/libvirt/images/web-frontend-production-01-logs.qcow2 }; Headers = 'Start', 'Length', 'Data', 'Zero', 'Depth', 'Present', 'Offset', 'File' }
+        @{ Type = 'ImageMeasurement'; Objects = { Measure-Volume /var/lib/libvirt/images/web-frontend-production-01-logs.qcow2 -Format vpc -Fixed }; Headers = 'Format', 'VirtualSize', 'Required', 'FullyAllocated', 'Path' }
     ) {
         $lines = Get-Rendered $Objects
         @($lines | Where-Object { $_.Length -gt 80 }) | Should -BeNullOrEmpty
@@ -69,6 +71,8 @@ Describe 'Exports of every object type' {
         @{ Type = 'ImageCheckResult'; Objects = { Test-Volume /var/lib/libvirt/images/web-frontend-production-01-logs.qcow2 } }
         @{ Type = 'ImageCompareResult'; Objects = { Compare-Volume /var/lib/libvirt/images/web-frontend-production-01-logs.qcow2 /var/lib/libvirt/images/web-frontend-production-01-data.qcow2 } }
         @{ Type = 'ImageOptimizeResult'; Objects = { Optimize-Volume /var/lib/libvirt/images/web-frontend-production-01-data.qcow2 -Confirm:$false } }
+        @{ Type = 'MapExtent'; Objects = { Get-VolumeMap /var/lib/libvirt/images/web-frontend-production-01-logs.qcow2 } }
+        @{ Type = 'ImageMeasurement'; Objects = { Measure-Volume /var/lib/libvirt/images/web-frontend-production-01-logs.qcow2 -Format qcow2 } }
     ) {
         $o = & $Objects
         $o | Should -Not -BeNullOrEmpty

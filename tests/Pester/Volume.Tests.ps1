@@ -114,6 +114,27 @@ Describe "New-Volume ($Backend)" -Tag $tags -Skip:([bool]$skip) {
         $info['virtual-size'] | Should -Be 1GB
     }
 
+    It 'creates a <Kind> <Format> that qemu-img reads as created (<Name>)' -Tag Oracle -ForEach @(
+        @{ Name = 'win.vhdx'; Format = 'vhdx'; Params = @{}; Kind = 'Dynamic' }
+        @{ Name = 'win-fixed.vhdx'; Format = 'vhdx'; Params = @{ Fixed = $true }; Kind = 'Fixed' }
+        @{ Name = 'azure.vhd'; Format = 'vpc'; Params = @{ Fixed = $true; ForceSize = $true }; Kind = 'Fixed' }
+        @{ Name = 'pc.vhd'; Format = 'vpc'; Params = @{}; Kind = 'Dynamic' }
+        @{ Name = 'vbox.vdi'; Format = 'vdi'; Params = @{}; Kind = 'Dynamic' }
+        @{ Name = 'vbox-fixed.vdi'; Format = 'vdi'; Params = @{ Fixed = $true }; Kind = 'Fixed' }
+    ) {
+        if (-not $hasQemuImg) { Set-ItResult -Skipped -Because 'qemu-img is not installed'; return }
+        # libvirt lists formats it knows by their own names: the file's own view is what this test checks.
+        $v = New-Volume -Pool default -Name $Name -Size 100MB @Params
+        $file = Join-Path $images $Name
+        $info = qemu-img info --output=json -U -f $Format $file | ConvertFrom-Json -AsHashtable
+        $info['format'] | Should -Be $Format
+        $local = Get-Volume -Path $file
+        $local.DiskType | Should -Be $Kind
+        $local.Capacity | Should -Be $info['virtual-size']
+        if ($Params.ForceSize) { $local.Capacity | Should -Be 100MB } else { $local.Capacity | Should -BeGreaterOrEqual 100MB }
+        if ($Format -ne 'vpc') { Assert-QemuCheckClean $file }
+    }
+
     It 'writes a fully preallocated raw image, with progress' {
         $v = New-Volume -Pool default -Name full.img -Size 32MB -Format raw -Preallocation Full
         $v.Allocation | Should -BeGreaterOrEqual 32MB
@@ -152,6 +173,10 @@ Describe "New-Volume ($Backend)" -Tag $tags -Skip:([bool]$skip) {
         @{ Case = 'a .qcow2 name as raw'; Params = @{ Name = 'x.qcow2'; Size = 1MB; Format = 'raw' }; Id = 'FormatExtensionMismatch' }
         @{ Case = 'a .raw name as qcow2'; Params = @{ Name = 'x.raw'; Size = 1MB; Format = 'qcow2' }; Id = 'FormatExtensionMismatch' }
         @{ Case = 'a .vmdk name as qcow2'; Params = @{ Name = 'x.vmdk'; Size = 1MB; Format = 'qcow2' }; Id = 'FormatExtensionMismatch' }
+        @{ Case = 'a .vhd name as vhdx'; Params = @{ Name = 'x.vhd'; Size = 1MB; Format = 'vhdx' }; Id = 'FormatExtensionMismatch' }
+        @{ Case = 'a fixed qcow2'; Params = @{ Name = 'x.qcow2'; Size = 1MB; Fixed = $true }; Id = 'InvalidImageCreateOptions' }
+        @{ Case = 'a forced size for vhdx'; Params = @{ Name = 'x.vhdx'; Size = 1MB; ForceSize = $true }; Id = 'InvalidImageCreateOptions' }
+        @{ Case = 'a VHD over 2040 GiB'; Params = @{ Name = 'x.vhd'; Size = 2041GB }; Id = 'InvalidSize' }
     ) {
         Set-Content (Join-Path $images 'exists.img') 'keep'
         $before = Get-HostSnapshot $root

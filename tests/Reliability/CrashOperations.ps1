@@ -316,4 +316,51 @@
             if (-not (Test-ImagePattern $clone '0x11 0 8M', '0x33 8M 1M', '0x11 9M 39M', '0 48M 16M')) { "clone.qcow2 no longer reads what its guest saw (backing file $($v.BackingFile))" }
         }
     }
+    @{
+        # Set-Volume -Compat 0.10 (qemu-img amend) of a 512-byte-cluster overlay whose 8 MiB of zero clusters, in the
+        # active table and in a snapshot's, become clusters of zeros over the backing file: 16,384 new clusters are
+        # counted and flushed, the L2 tables rewritten, the old references dropped, and only then the header says v2.
+        Name       = 'SetVolumeCompatDowngrade'
+        Setup      = {
+            param($Root)
+            New-StoragePool -Name default -Path /var/lib/libvirt/images -Build | Out-Null
+            $images = Join-Path $Root 'var/lib/libvirt/images'
+            & qemu-img create -q -f qcow2 (Join-Path $images 'gold.qcow2') 32M
+            $null = & qemu-io -c 'write -P 0x11 0 24M' (Join-Path $images 'gold.qcow2')
+            & qemu-img create -q -f qcow2 -o cluster_size=512 -b gold.qcow2 -F qcow2 (Join-Path $images 'over.qcow2') 32M
+            $over = Join-Path $images 'over.qcow2'
+            $null = & qemu-io -c 'write -z 0 4M' -c 'write -P 0x33 8M 1M' $over
+            & qemu-img snapshot -c s1 $over
+            $null = & qemu-io -c 'write -z 4M 4M' $over
+        }
+        Command    = 'Set-Volume -Volume (Get-Volume -Pool default -Name over.qcow2) -Compat 0.10'
+        AllowLeaks = $true
+        Check      = {
+            param($Root)
+            $over = Join-Path $Root 'var/lib/libvirt/images/over.qcow2'
+            $v = Get-Volume -Pool default -Name over.qcow2
+            if ($v.Compat -notin '1.1', '0.10') { "over.qcow2 has compat '$($v.Compat)'" }
+            if (-not (Test-ImagePattern $over '0 0 8M', '0x33 8M 1M', '0x11 9M 15M', '0 24M 8M')) { "over.qcow2 no longer reads what its guest saw (compat $($v.Compat))" }
+        }
+    }
+    @{
+        # Set-Volume -RefcountBits 64 of a 512-byte-cluster image holding 24 MiB: 64-bit refcount blocks for some 50,000
+        # clusters written past everything in use, then one header write switches to them.
+        Name       = 'SetVolumeRefcountWidth'
+        Setup      = {
+            param($Root)
+            New-StoragePool -Name default -Path /var/lib/libvirt/images -Build | Out-Null
+            New-Volume -Pool default -Name wide.qcow2 -Size 64MB -ClusterSize 512 | Out-Null
+            $null = & qemu-io -c 'write -P 0xa5 0 24M' (Join-Path $Root 'var/lib/libvirt/images/wide.qcow2')
+        }
+        Command    = 'Set-Volume -Volume (Get-Volume -Pool default -Name wide.qcow2) -RefcountBits 64'
+        AllowLeaks = $true
+        Check      = {
+            param($Root)
+            $wide = Join-Path $Root 'var/lib/libvirt/images/wide.qcow2'
+            $bits = (& qemu-img info -U --output=json $wide | ConvertFrom-Json).'format-specific'.data.'refcount-bits'
+            if ($bits -notin 16, 64) { "wide.qcow2 has $bits-bit refcounts" }
+            if (-not (Test-ImagePattern $wide '0xa5 0 24M', '0 24M 40M')) { "wide.qcow2 no longer reads its data ($bits-bit refcounts)" }
+        }
+    }
 )

@@ -98,6 +98,60 @@ public sealed class VolumeOperations(IKvmHost host)
         return new(Shown(second), $"Compare with '{Shown(first)}'", (progress, token) => ImageComparer.Compare(first, second, strict, options, progress, token));
     }
 
+    /// <summary>
+    /// The allocation map of a volume through its chain, as <c>qemu-img map --output=json</c> gives it; files are named as
+    /// the host sees them. Read-only: QEMU's locks are respected as qemu-img map respects them.
+    /// </summary>
+    public VolumeAction<IReadOnlyList<Images.Map.MapExtent>> Map(VolumeSpec spec, ulong start, ulong? length, ImagePassphrase? passphrase = null)
+    {
+        string file = locator.File(spec);
+        string shown = Shown(file);
+        var options = new BlockOpenOptions { BackingRule = locator.Files.BackingRule, Passphrase = passphrase };
+        return new(shown, "Map the allocation", (progress, token) =>
+            [.. Images.Map.ImageMapper.Map(file, options, start, length, progress, token).Select(e => e with { Path = shown, File = e.File is null ? null : Shown(e.File) })]);
+    }
+
+    /// <summary>
+    /// What converting a volume (or, without one, creating an image of <paramref name="size"/> bytes) with
+    /// <paramref name="options"/> would need, as <c>qemu-img measure</c> says it. Read-only.
+    /// </summary>
+    public VolumeAction<Images.Measure.ImageMeasurement> Measure(VolumeSpec? spec, ulong? size, Images.Measure.MeasureOptions options, ImagePassphrase? passphrase = null)
+    {
+        if (spec is null)
+        {
+            return new("new image", "Measure", (progress, token) => Images.Measure.ImageMeasurer.Measure(null, size, options, progress, token));
+        }
+
+        string file = locator.File(spec);
+        string shown = Shown(file);
+        var open = new BlockOpenOptions { BackingRule = locator.Files.BackingRule, Passphrase = passphrase }.ForMetadata();
+        return new(shown, "Measure", (progress, token) =>
+        {
+            using IBlockReader reader = BlockReaders.Open(file, open);
+            return Images.Measure.ImageMeasurer.Measure(reader, null, options, progress, token) with { Path = shown };
+        });
+    }
+
+    /// <summary>
+    /// Changes a volume's format options in place (<c>qemu-img amend</c>): every refusal (a connection that may not write,
+    /// an image its check flags, an option the image cannot take) is made here, before anything is asked.
+    /// </summary>
+    public VolumeAction<StorageVolume> Amend(VolumeSpec spec, ImageAmendOptions options)
+    {
+        StorageVolume volume = Writable(spec, "Amending");
+        ImageAmendPlan plan = ImageAmender.Plan(volume.LocalPath, options);
+        return new(volume.Path, plan.Description, (progress, token) =>
+        {
+            if (plan.Changes.Count > 0)
+            {
+                ImageAmender.Amend(volume.LocalPath, options, progress, token);
+                Refresh(volume.LocalPath, $"'{volume.Path}' was amended");
+            }
+
+            return locator.Get(VolumeSpec.Of(volume));
+        });
+    }
+
     /// <summary>Creates an internal snapshot of a qcow2 volume.</summary>
     public VolumeAction<SnapshotInfo> CreateSnapshot(VolumeSpec spec, string name, ImagePassphrase? passphrase = null)
     {

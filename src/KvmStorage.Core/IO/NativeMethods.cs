@@ -124,6 +124,12 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(LibC)]
     internal static partial int posix_fallocate(int fd, long offset, long length);
 
+    internal const int POSIX_FADV_RANDOM = 1;
+
+    /// <summary>posix_fadvise(2); returns 0 or an errno value (it does not set errno).</summary>
+    [LibraryImport(LibC)]
+    internal static partial int posix_fadvise(SafeFileHandle fd, long offset, long length, int advice);
+
     /// <summary>glibc's struct statvfs on 64-bit Linux: every field is 8 bytes, then 6 spare ints.</summary>
     [StructLayout(LayoutKind.Sequential)]
     internal struct StatVfs

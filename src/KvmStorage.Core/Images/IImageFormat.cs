@@ -1,3 +1,4 @@
+using KvmStorage.Core.Errors;
 using KvmStorage.Core.Images.Block;
 using KvmStorage.Core.Images.Check;
 using KvmStorage.Core.Images.Convert;
@@ -67,6 +68,14 @@ internal interface IImageFormat
     /// </summary>
     ulong FreeZeros(SafeFileHandle handle, string path, bool compactNext, IProgress<ImageProgress>? progress, CancellationToken cancellationToken) =>
         throw ImageErrors.NotSupported(ImageErrorIds.UnsupportedFormat, path, $"optimizing {Format.ToQemuName()} images is not supported.");
+
+    /// <summary>Checks an amendment of the image's options (<c>qemu-img amend</c>) and says what it would change; writes nothing.</summary>
+    ImageAmendPlan PlanAmend(SafeFileHandle handle, string path, ImageAmendOptions options) =>
+        throw new KvmStorageException(ErrorKind.NotSupported, AmendErrorIds.AmendNotSupported, $"the options of {Format.ToQemuName()} images cannot be amended; only qcow2's can.", path);
+
+    /// <summary>Amends the image's options in place, crash-safe; the caller holds the image's write lock.</summary>
+    void Amend(SafeFileHandle handle, string path, ImageAmendOptions options, IProgress<ImageProgress>? progress, CancellationToken cancellationToken) =>
+        throw new KvmStorageException(ErrorKind.NotSupported, AmendErrorIds.AmendNotSupported, $"the options of {Format.ToQemuName()} images cannot be amended; only qcow2's can.", path);
 
     /// <summary>Writes a compact copy of the image <paramref name="source"/> into the empty file <paramref name="target"/>.</summary>
     void WriteCompactCopy(SafeFileHandle source, SafeFileHandle target, string path, IProgress<ImageProgress>? progress, CancellationToken cancellationToken) =>

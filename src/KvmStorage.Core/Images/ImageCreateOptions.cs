@@ -34,8 +34,23 @@ public sealed record ImageCreateOptions
 
     public Preallocation Preallocation { get; init; }
 
-    /// <summary>qcow2 cluster size: a power of two from 512 to 2 MiB; default 64 KiB.</summary>
+    /// <summary>
+    /// qcow2 cluster size: a power of two from 512 to 2 MiB; default 64 KiB. vhdx block size: a power of two from
+    /// 1 MiB to 256 MiB; default as qemu-img picks it from the size (8 MiB up to 1 GiB, 16 MiB, 32 MiB, 64 MiB).
+    /// </summary>
     public uint? ClusterSize { get; init; }
+
+    /// <summary>
+    /// vhdx, vpc and vdi: a fixed image (every block allocated up front, as Hyper-V's and VirtualBox's fixed disks,
+    /// qemu's <c>subformat=fixed</c> and <c>static=on</c>) rather than a dynamic one. The file is still sparse.
+    /// </summary>
+    public bool Fixed { get; init; }
+
+    /// <summary>
+    /// vpc: record the size itself rather than the nearest CHS geometry (qemu's <c>force_size</c>), rounded up to whole
+    /// MiB as Azure requires of its fixed VHDs.
+    /// </summary>
+    public bool ForceSize { get; init; }
 
     /// <summary>qcow2 compatibility level: "1.1" (version 3, default) or "0.10" (version 2).</summary>
     public string Compat { get; init; } = "1.1";
@@ -74,6 +89,12 @@ public sealed record ImageCreateOptions
 public interface IImageFormatWriter
 {
     ImageFormat Format { get; }
+
+    /// <summary>Whether the format has a fixed variant (<see cref="ImageCreateOptions.Fixed"/>).</summary>
+    bool TakesFixed => false;
+
+    /// <summary>Whether <see cref="ImageCreateOptions.ForceSize"/> applies (vpc).</summary>
+    bool TakesForceSize => false;
 
     /// <summary>
     /// Writes the image. <see cref="ImageCreator"/> has validated the common options, resolved

@@ -22,6 +22,16 @@ public static class ImageCreator
         ImageFormat writeFormat = options.Format == ImageFormat.Raw && options.Encryption is not null ? ImageFormat.Luks : options.Format;
         IImageFormatWriter writer = ImageFormatRegistry.FindWriter(writeFormat)
             ?? throw ImageErrors.NotSupported(ImageErrorIds.UnsupportedFormat, fullPath, $"creating {options.Format.ToQemuName()} images is not supported.");
+        if (options.Fixed && !writer.TakesFixed)
+        {
+            throw ImageErrors.Argument(ImageErrorIds.InvalidCreateOptions, $"{options.Format.ToQemuName()} images have no fixed variant; vhdx, vpc and vdi have.", fullPath);
+        }
+
+        if (options.ForceSize && !writer.TakesForceSize)
+        {
+            throw ImageErrors.Argument(ImageErrorIds.InvalidCreateOptions, "Forcing the size applies to vpc (VHD) images only.", fullPath);
+        }
+
         if ((options.Mode & ~PermissionBits) != 0)
         {
             throw ImageErrors.Argument(ImageErrorIds.InvalidCreateOptions, $"The mode {options.Mode} may only hold permission bits (0777).", fullPath);

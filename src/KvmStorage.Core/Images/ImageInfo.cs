@@ -15,6 +15,22 @@ public enum ImageFormat
     Parallels,
 }
 
+/// <summary>
+/// How an image keeps its guest data, in the words of Hyper-V's Get-VHD (VhdType): all of it in place, blocks
+/// allocated as they are written, or only what differs from a backing (parent) image.
+/// </summary>
+public enum DiskType
+{
+    /// <summary>Every guest byte has its place in the file from the start (raw, fixed VHD/VHDX, static VDI, flat VMDK, LUKS).</summary>
+    Fixed,
+
+    /// <summary>Blocks or clusters are allocated as the guest writes them (qcow2, dynamic VHD/VHDX/VDI, sparse VMDK).</summary>
+    Dynamic,
+
+    /// <summary>Only what differs from a backing image is stored (an image with a backing file).</summary>
+    Differencing,
+}
+
 /// <summary>What one image file is, as <c>qemu-img info --output=json</c> reports it.</summary>
 public sealed record ImageInfo
 {
@@ -41,6 +57,15 @@ public sealed record ImageInfo
 
     /// <summary>Cluster or grain or block size in bytes, where the format has one (qemu's <c>cluster-size</c>).</summary>
     public uint? ClusterSize { get; init; }
+
+    /// <summary>Fixed, dynamic or differencing (Get-VHD's VhdType): an image with a backing file is differencing.</summary>
+    public DiskType DiskType { get; init; } = DiskType.Dynamic;
+
+    /// <summary>The guest's logical sector size, where the format records one (vhdx; 512 for vhd and vdi).</summary>
+    public uint? LogicalSectorSize { get; init; }
+
+    /// <summary>The guest's physical sector size, where the format records one (vhdx; 512 for vhd).</summary>
+    public uint? PhysicalSectorSize { get; init; }
 
     /// <summary>The backing file name as stored in the image (qemu's <c>backing-filename</c>).</summary>
     public string? BackingFile { get; init; }

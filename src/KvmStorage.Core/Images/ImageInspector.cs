@@ -176,7 +176,8 @@ public static class ImageInspector
             info = CopyWith(info, rule.Resolve(path, backing), info.BackingChain, null);
         }
 
-        return info;
+        // Whatever the format, an image that reads through a backing file stores only what differs from it.
+        return info.BackingFile is { Length: > 0 } ? info with { DiskType = DiskType.Differencing } : info;
     }
 
     private static SafeFileHandle Open(string path)

@@ -163,6 +163,7 @@ public sealed class FileVolumeStore
     {
         ImageInfo info = ImageInspector.Inspect(localFile, new ImageInspectOptions { ForceShare = true, AllowMissingBacking = true, BackingRule = files.BackingRule });
         FileStatus status = FileStatus.Get(localFile);
+        ImageLayoutReport layout = ImageLayoutReport.Read(info);
         var chain = new List<string> { ToHostPath(info.Path) };
         chain.AddRange(info.BackingChain.Select(b => ToHostPath(b.Path)));
         return new StorageVolume
@@ -176,6 +177,11 @@ public sealed class FileVolumeStore
             Allocation = info.ActualSize,
             FileLength = info.FileLength,
             ClusterSize = info.ClusterSize,
+            DiskType = info.DiskType,
+            MinimumSize = layout.MinimumSize,
+            FragmentationPercentage = layout.FragmentationPercentage,
+            LogicalSectorSize = info.LogicalSectorSize,
+            PhysicalSectorSize = info.PhysicalSectorSize,
             BackingFile = info.BackingFile,
             BackingPath = info.FullBackingFile is null ? null : ToHostPath(info.FullBackingFile),
             BackingFormat = info.BackingFormat,

@@ -37,6 +37,24 @@ public sealed class StorageVolume
 
     public uint? ClusterSize { get; init; }
 
+    /// <summary>Fixed, Dynamic or Differencing, as Get-VHD's VhdType: how the image keeps the guest's data.</summary>
+    public DiskType DiskType { get; init; } = DiskType.Dynamic;
+
+    /// <summary>
+    /// The smallest size the volume can shrink to without cutting the guest's last partition (GPT: with room for its
+    /// backup table), in bytes, as Get-VHD's MinimumSize; null when no partition table can be read.
+    /// </summary>
+    public ulong? MinimumSize { get; init; }
+
+    /// <summary>How scattered the image's own clusters or blocks are in its file, in percent (qemu-img check's "fragmented"); null when unknown.</summary>
+    public double? FragmentationPercentage { get; init; }
+
+    /// <summary>The guest's logical sector size, where the format records one (vhdx, vhd, vdi).</summary>
+    public uint? LogicalSectorSize { get; init; }
+
+    /// <summary>The guest's physical sector size, where the format records one (vhdx, vhd).</summary>
+    public uint? PhysicalSectorSize { get; init; }
+
     /// <summary>The backing file, resolved to a full host path; null for a standalone image.</summary>
     public string? BackingPath { get; init; }
 

@@ -15,4 +15,7 @@ public static class VolumeErrorIds
     public const string NotAVolume = "NotAVolume";
     public const string FormatExtensionMismatch = "FormatExtensionMismatch";
     public const string BackingNotAllowed = Images.ImageErrorIds.BackingFileNotAllowed;
+
+    /// <summary>Set-Volume was given nothing to change (no backing file, no format option).</summary>
+    public const string NothingToChange = "NothingToChange";
 }

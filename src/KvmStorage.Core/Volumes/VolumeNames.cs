@@ -50,7 +50,10 @@ public static class VolumeNames
         return name.StartsWith(AtomicFile.TempPrefix, StringComparison.Ordinal) ? "the prefix is reserved for the module's temporary files" : null;
     }
 
-    /// <summary>The format a file name's extension names (.qcow2, .raw, .img, .vmdk), or null for any other name.</summary>
+    /// <summary>The extension the module gives a new image of <paramref name="format"/>: .qcow2, .raw, .vmdk, .vhdx, .vhd (vpc), .vdi.</summary>
+    public static string ExtensionOf(Images.ImageFormat format) => format == Images.ImageFormat.Vpc ? ".vhd" : "." + format.ToQemuName();
+
+    /// <summary>The format a file name's extension names (.qcow2, .raw, .img, .vmdk, .vhdx, .vhd, .vdi), or null for any other name.</summary>
     public static Images.ImageFormat? FormatOfExtension(string name) => Path.GetExtension(name ?? string.Empty).ToLowerInvariant() switch
     {
         ".qcow2" => Images.ImageFormat.Qcow2,
@@ -59,13 +62,16 @@ public static class VolumeNames
         // A LUKS file: libvirt's raw volume with LUKS encryption.
         ".luks" => Images.ImageFormat.Raw,
         ".vmdk" => Images.ImageFormat.Vmdk,
+        ".vhdx" => Images.ImageFormat.Vhdx,
+        ".vhd" => Images.ImageFormat.Vpc,
+        ".vdi" => Images.ImageFormat.Vdi,
         _ => null,
     };
 
     /// <summary>
     /// The format of a new image named <paramref name="name"/>: <paramref name="requested"/> when given, else the one
     /// its extension names (<see cref="FormatOfExtension"/>), else <paramref name="fallback"/>. A name whose extension
-    /// says one format for certain (.qcow2, .raw, .vmdk) while another is asked for is refused, so a file never lies
+    /// says one format for certain (.qcow2, .raw, .vmdk, .vhdx, .vhd, .vdi) while another is asked for is refused, so a file never lies
     /// about its format; .img is raw unless told otherwise, since qcow2 images named .img are common.
     /// </summary>
     /// <exception cref="KvmStorageException"><c>FormatExtensionMismatch</c>.</exception>
@@ -83,7 +89,7 @@ public static class VolumeNames
             throw new KvmStorageException(
                 ErrorKind.InvalidArgument,
                 VolumeErrorIds.FormatExtensionMismatch,
-                $"'{name}' names a {named!.Value.ToQemuName()} image, but the format asked for is {asked.ToQemuName()}: name it {Path.GetFileNameWithoutExtension(name)}.{asked.ToQemuName()} (or .img), or leave the format to the name.",
+                $"'{name}' names a {named!.Value.ToQemuName()} image, but the format asked for is {asked.ToQemuName()}: name it {Path.GetFileNameWithoutExtension(name)}{ExtensionOf(asked)} (or .img), or leave the format to the name.",
                 name);
         }
 

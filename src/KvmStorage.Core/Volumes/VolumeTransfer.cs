@@ -16,8 +16,8 @@ public sealed class VolumeTransfer(IKvmHost host)
 {
     private readonly HostFiles files = new(host);
 
-    /// <summary>The file extension the module gives an output format: .qcow2, .raw or .vmdk.</summary>
-    public static string ExtensionOf(ImageFormat format) => "." + format.ToQemuName();
+    /// <summary>The file extension the module gives an output format: .qcow2, .raw, .vmdk, .vhdx, .vhd or .vdi.</summary>
+    public static string ExtensionOf(ImageFormat format) => VolumeNames.ExtensionOf(format);
 
     /// <summary>
     /// Where a new volume named <paramref name="name"/> goes in pool <paramref name="pool"/>; refuses bad and taken

@@ -7,7 +7,7 @@ namespace KvmStorage.Infrastructure;
 internal static class ConvertParameters
 {
     /// <summary>The output formats the converter writes, as -Format accepts them.</summary>
-    public static readonly string[] Formats = ["raw", "qcow2", "vmdk"];
+    public static readonly string[] Formats = ["raw", "qcow2", "vmdk", "vhdx", "vpc", "vdi"];
 
     public static ImageFormat ParseFormat(string? format, ImageFormat fallback) =>
         format is not null && ImageFormats.TryParse(format, out ImageFormat parsed) ? parsed : fallback;

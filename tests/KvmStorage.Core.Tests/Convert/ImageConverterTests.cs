@@ -189,7 +189,7 @@ public sealed class ImageConverterTests : IDisposable
             (temp.Combine("taken.qcow2"), new ConvertOptions(), ConvertErrorIds.DestinationExists),
             (temp.Combine("missing", "x.qcow2"), new ConvertOptions(), ConvertErrorIds.DestinationFolderNotFound),
             (source, new ConvertOptions { Format = ImageFormat.Raw }, ConvertErrorIds.DestinationExists),
-            (temp.Combine("a.vdi"), new ConvertOptions { Format = ImageFormat.Vdi }, ConvertErrorIds.UnsupportedTargetFormat),
+            (temp.Combine("a.qed"), new ConvertOptions { Format = ImageFormat.Qed }, ConvertErrorIds.UnsupportedTargetFormat),
             (temp.Combine("b.raw"), new ConvertOptions { Format = ImageFormat.Raw, Compress = true }, ConvertErrorIds.InvalidConvertOptions),
             (temp.Combine("c.qcow2"), new ConvertOptions { Compress = true, Preallocation = Preallocation.Full }, ConvertErrorIds.InvalidConvertOptions),
             (temp.Combine("d.qcow2"), new ConvertOptions { ClusterSize = 3000 }, ConvertErrorIds.InvalidConvertOptions),

@@ -183,6 +183,7 @@ internal sealed class LiveVolumes(LiveHost host)
         {
             Path = path,
             ImageFormat = format,
+            DiskType = backingPath is not null ? DiskType.Differencing : format == ImageFormat.Raw ? DiskType.Fixed : DiskType.Dynamic,
             VirtualSize = definition.Capacity,
             ActualSize = definition.Allocation,
             FileLength = physical,
@@ -200,6 +201,7 @@ internal sealed class LiveVolumes(LiveHost host)
             Capacity = definition.Capacity,
             Allocation = definition.Allocation,
             FileLength = physical,
+            DiskType = info.DiskType,
             BackingFile = backingPath,
             BackingPath = backingPath,
             BackingFormat = info.BackingFormat,

@@ -14,4 +14,9 @@ public sealed class BlockOpenOptions
 
     /// <summary>Unlocks LUKS-encrypted images of the chain (qemu's key-secret); the caller keeps and disposes it.</summary>
     public ImagePassphrase? Passphrase { get; init; }
+
+    /// <summary>Only metadata will be read (a map): the files are opened without read-ahead (see <see cref="HostFile.Open"/>).</summary>
+    internal bool MetadataOnly { get; init; }
+
+    internal BlockOpenOptions ForMetadata() => new() { Format = Format, ForceShare = ForceShare, BackingRule = BackingRule, Passphrase = Passphrase, MetadataOnly = true };
 }

@@ -25,10 +25,45 @@ public static class BlockReaders
         var layers = new List<ImageLayer>(1 + info.BackingChain.Count);
         try
         {
-            layers.Add(OpenLayer(info, options.Passphrase));
+            layers.Add(OpenLayer(info, options.Passphrase, options.MetadataOnly));
             foreach (ImageInfo backing in info.BackingChain)
             {
-                layers.Add(OpenLayer(backing, options.Passphrase));
+                layers.Add(OpenLayer(backing, options.Passphrase, options.MetadataOnly));
+            }
+
+            return new ChainedBlockReader(info, [.. layers]);
+        }
+        catch
+        {
+            foreach (ImageLayer layer in layers)
+            {
+                layer.Dispose();
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Opens the chain an inspection already read (<paramref name="info"/> and its <see cref="ImageInfo.BackingChain"/>),
+    /// without inspecting it again; for metadata reads (no read-ahead). The chain must be whole: a backing file that
+    /// is missing or was refused makes it <c>BackingFileNotFound</c>.
+    /// </summary>
+    internal static ChainedBlockReader OpenInspected(ImageInfo info)
+    {
+        ImageInfo last = info.BackingChain.Count > 0 ? info.BackingChain[^1] : info;
+        if (last.BackingFile is not null || info.BackingRefusal is not null)
+        {
+            throw new Errors.KvmStorageException(Errors.ErrorKind.NotFound, ImageErrorIds.BackingFileNotFound, $"the backing chain of '{info.Path}' is not whole.", info.Path);
+        }
+
+        var layers = new List<ImageLayer>(1 + info.BackingChain.Count);
+        try
+        {
+            layers.Add(OpenLayer(info, null, metadataOnly: true));
+            foreach (ImageInfo backing in info.BackingChain)
+            {
+                layers.Add(OpenLayer(backing, null, metadataOnly: true));
             }
 
             return new ChainedBlockReader(info, [.. layers]);
@@ -54,9 +89,9 @@ public static class BlockReaders
     }
 
     /// <summary>One layer; an encrypted one is unlocked with <paramref name="passphrase"/> (<c>PassphraseRequired</c> without one).</summary>
-    internal static ImageLayer OpenLayer(ImageInfo info, ImagePassphrase? passphrase = null)
+    internal static ImageLayer OpenLayer(ImageInfo info, ImagePassphrase? passphrase = null, bool metadataOnly = false)
     {
-        HostFile file = HostFile.Open(info.Path);
+        HostFile file = HostFile.Open(info.Path, metadataOnly);
         try
         {
             return ImageFormatRegistry.Driver(info.ImageFormat).OpenLayer(file, info, passphrase);

@@ -34,6 +34,12 @@ internal sealed class ChainedBlockReader : IBlockReader
         return Merge(Walk(0, offset, length, layers.Length));
     }
 
+    /// <summary>How many images the chain has, this one included.</summary>
+    internal int LayerCount => layers.Length;
+
+    /// <summary>The image at <paramref name="depth"/> of the chain (0: this one, 1: its backing file, …).</summary>
+    internal ImageLayer Layer(int depth) => layers[depth];
+
     /// <summary>The layers of the chain, top first (the image itself, then its backing files).</summary>
     internal IReadOnlyList<ImageInfo> LayerInfos => [Info, .. Info.BackingChain];
 

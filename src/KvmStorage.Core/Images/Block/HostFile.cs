@@ -25,7 +25,13 @@ internal sealed class HostFile : IDisposable
 
     public ulong Length { get; }
 
-    public static HostFile Open(string path)
+    /// <summary>
+    /// Opens <paramref name="path"/> for reading. <paramref name="noReadAhead"/> asks the kernel not to read ahead
+    /// (posix_fadvise RANDOM): a map reads only tables, and pages read ahead into the cache would turn the file's
+    /// unwritten (fallocated) ranges from holes into data for lseek(SEEK_HOLE), which qemu-img map, reading nothing,
+    /// would not see.
+    /// </summary>
+    public static HostFile Open(string path, bool noReadAhead = false)
     {
         SafeFileHandle handle;
         try
@@ -35,6 +41,12 @@ internal sealed class HostFile : IDisposable
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw ImageErrors.FromIo(path, e);
+        }
+
+        if (noReadAhead)
+        {
+            // Advice only: a file system that ignores it still reads correctly.
+            _ = NativeMethods.posix_fadvise(handle, 0, 0, NativeMethods.POSIX_FADV_RANDOM);
         }
 
         try
@@ -204,6 +216,16 @@ internal readonly record struct LayerRun(ulong Length, RunKind Kind, ulong HostO
     }
 }
 
+/// <summary>
+/// A layer's block status in qemu's terms: data, zeros, both (preallocated space that reads as zeros) or neither (left to
+/// the backing file); where in the layer's file (or in <see cref="In"/>, another file of the layer: a vmdk extent) the
+/// run lies, when the format says; and whether that file's own holes refine it (qemu's <c>BDRV_BLOCK_RECURSE</c>).
+/// </summary>
+internal readonly record struct LayerStatus(ulong Length, bool Data = false, bool Zero = false, bool OffsetValid = false, ulong Offset = 0, bool Recurse = false, HostFile? In = null)
+{
+    public static LayerStatus DataAt(ulong length, ulong offset) => new(length, Data: true, OffsetValid: true, Offset: offset);
+}
+
 /// <summary>One image of a backing chain: maps guest offsets to runs and reads allocated runs.</summary>
 internal abstract class ImageLayer : IDisposable
 {
@@ -225,6 +247,29 @@ internal abstract class ImageLayer : IDisposable
 
     /// <summary>Reads the start of a Data or Special run returned by <see cref="Map"/> for <paramref name="offset"/>.</summary>
     public virtual void ReadRun(ulong offset, in LayerRun run, Span<byte> destination) => File.ReadData(run.HostOffset, destination);
+
+    /// <summary>
+    /// What the format's own block status says of the run at <paramref name="offset"/> (qemu's <c>bdrv_co_block_status</c>
+    /// of the driver, before the generic layer adds what backing files and the file below tell): by default read off
+    /// <see cref="Map"/>, data with its host offset, compressed data without one, zeros, or nothing.
+    /// </summary>
+    public virtual LayerStatus Status(ulong offset, ulong maxLength)
+    {
+        LayerRun run = Map(offset, maxLength);
+        return run.Kind switch
+        {
+            RunKind.Data => LayerStatus.DataAt(run.Length, run.HostOffset),
+            RunKind.Special => new LayerStatus(run.Length, Data: true),
+            RunKind.Zero => new LayerStatus(run.Length, Zero: true),
+            _ => new LayerStatus(run.Length),
+        };
+    }
+
+    /// <summary>
+    /// Whether the format has backing files (qemu's <c>supports_backing</c>): a range such a layer leaves unallocated
+    /// reads as zeros when nothing lies below it.
+    /// </summary>
+    public virtual bool SupportsBacking => false;
 
     public virtual void Dispose() => File.Dispose();
 }

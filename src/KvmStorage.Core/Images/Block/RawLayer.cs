@@ -16,6 +16,13 @@ internal sealed class RawLayer : ImageLayer
         (bool data, ulong length) = File.Probe(start + offset, maxLength);
         return data ? new LayerRun(length, RunKind.Data, start + offset) : new LayerRun(length, RunKind.Zero);
     }
+
+    /// <summary>qemu's raw format hands the question to the file: data or a hole, both at their offset in the file.</summary>
+    public override LayerStatus Status(ulong offset, ulong maxLength)
+    {
+        (bool data, ulong length) = File.Probe(start + offset, maxLength);
+        return new LayerStatus(length, Data: data, Zero: !data, OffsetValid: true, Offset: start + offset);
+    }
 }
 
 /// <summary>A raw region at the start of a file, of <paramref name="dataLength"/> bytes: beyond it, zeros.</summary>
@@ -31,4 +38,8 @@ internal sealed class BoundedRawLayer(HostFile file, ulong size, ulong dataLengt
         (bool data, ulong length) = File.Probe(offset, Math.Min(maxLength, dataLength - offset));
         return data ? new LayerRun(length, RunKind.Data, offset) : new LayerRun(length, RunKind.Zero);
     }
+
+    /// <summary>qemu's fixed VHD: all data in place, the file's holes reported as zeros beneath it.</summary>
+    public override LayerStatus Status(ulong offset, ulong maxLength) =>
+        new(maxLength, Data: true, OffsetValid: true, Offset: offset, Recurse: true);
 }

@@ -5,7 +5,7 @@ namespace KvmStorage.Core.Images.Convert;
 /// <summary>What <see cref="ImageConverter.Convert"/> writes. Defaults match <c>qemu-img convert -O qcow2</c>.</summary>
 public sealed record ConvertOptions
 {
-    /// <summary>Output format: raw, qcow2 or vmdk (streamOptimized).</summary>
+    /// <summary>Output format: raw, qcow2, vmdk (streamOptimized), vhdx, vpc or vdi.</summary>
     public ImageFormat Format { get; init; } = ImageFormat.Qcow2;
 
     /// <summary>qcow2: store clusters compressed (those that do not shrink are stored as they are). vmdk is always compressed.</summary>
@@ -17,8 +17,14 @@ public sealed record ConvertOptions
     /// <summary>Allocation of the output: Off (sparse), Metadata (qcow2), Falloc, Full. Not with compression.</summary>
     public Preallocation Preallocation { get; init; }
 
-    /// <summary>qcow2 cluster size: a power of two from 512 to 2 MiB; default 64 KiB.</summary>
+    /// <summary>qcow2 cluster size (512 to 2 MiB, default 64 KiB); vhdx block size (1 to 256 MiB, default by size as qemu-img).</summary>
     public uint? ClusterSize { get; init; }
+
+    /// <summary>vhdx, vpc and vdi: a fixed image (qemu's <c>subformat=fixed</c>, vdi's <c>static=on</c>) rather than a dynamic one.</summary>
+    public bool Fixed { get; init; }
+
+    /// <summary>vpc: record the size itself rather than the nearest CHS geometry (qemu's <c>force_size</c>), rounded up to whole MiB (Azure).</summary>
+    public bool ForceSize { get; init; }
 
     /// <summary>qcow2 compatibility level: "1.1" (version 3, default) or "0.10" (version 2).</summary>
     public string Compat { get; init; } = "1.1";

@@ -27,6 +27,12 @@ internal abstract class ConvertOutput
     /// <summary>Whether <see cref="ConvertOptions.Encryption"/> applies.</summary>
     public virtual bool TakesEncryption => false;
 
+    /// <summary>Whether the format has a fixed variant (<see cref="ConvertOptions.Fixed"/>).</summary>
+    public virtual bool TakesFixed => false;
+
+    /// <summary>Whether <see cref="ConvertOptions.ForceSize"/> applies (vpc).</summary>
+    public virtual bool TakesForceSize => false;
+
     /// <summary>The allocation unit: what the converter reads, zero-checks and compresses at a time.</summary>
     public abstract int Unit(ConvertOptions options);
 

@@ -7,7 +7,7 @@ using KvmStorage.Core.IO;
 namespace KvmStorage.Core.Images.Convert;
 
 /// <summary>
-/// Copies an image's guest contents into a new raw, qcow2 or vmdk file, like <c>qemu-img convert</c>: holes and
+/// Copies an image's guest contents into a new raw, qcow2, vmdk, vhdx, vpc or vdi file, like <c>qemu-img convert</c>: holes and
 /// zero extents are never read; data is read in large chunks by parallel workers, zero blocks are dropped, clusters
 /// compressed on every core; one writer lays the output down in guest order. The output is built under a hidden
 /// temporary name in the destination folder, flushed to disk and renamed only when complete. The source is only read.
@@ -162,6 +162,16 @@ public static class ImageConverter
             throw Invalid(fullPath, $"A {output.Name} cannot be preallocated.");
         }
 
+        if (options.Fixed && !output.TakesFixed)
+        {
+            throw Invalid(fullPath, $"A {output.Name} has no fixed variant; vhdx, vpc and vdi have.");
+        }
+
+        if (options.ForceSize && !output.TakesForceSize)
+        {
+            throw Invalid(fullPath, "Forcing the size applies to vpc (VHD) output only.");
+        }
+
         if (options.BackingFile is not null && (!output.TakesBackingFile || options.Preallocation != Preallocation.Off))
         {
             throw Invalid(fullPath, "Only a qcow2 output without preallocation can have a backing file.");
@@ -194,7 +204,7 @@ public static class ImageConverter
 
     private static ConvertOutput OutputOf(ImageFormat format, string path) =>
         ImageFormatRegistry.Find(format)?.ConvertOutput
-        ?? throw new KvmStorageException(ErrorKind.NotSupported, ConvertErrorIds.UnsupportedTargetFormat, $"Converting to {format.ToQemuName()} is not supported (use raw, qcow2 or vmdk).", path);
+        ?? throw new KvmStorageException(ErrorKind.NotSupported, ConvertErrorIds.UnsupportedTargetFormat, $"Converting to {format.ToQemuName()} is not supported (use raw, qcow2, vmdk, vhdx, vpc or vdi).", path);
 
     /// <summary>
     /// The unit-aligned guest ranges to copy, in order, from metadata alone: data extents widened to whole units;

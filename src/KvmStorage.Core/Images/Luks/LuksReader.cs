@@ -54,6 +54,7 @@ public sealed class LuksReader : IImageFormatReader
 
         return new ImageInfo
         {
+            DiskType = DiskType.Fixed,
             Path = path,
             ImageFormat = ImageFormat.Luks,
             VirtualSize = length - payload,

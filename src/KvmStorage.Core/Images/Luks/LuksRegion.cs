@@ -53,6 +53,9 @@ internal sealed class LuksLayer(HostFile file, ulong size, ulong payload, XtsAes
 {
     public override LayerRun Map(ulong offset, ulong maxLength) => new(maxLength, RunKind.Data, payload + offset);
 
+    /// <summary>qemu's crypto driver has no block status: all data, at no offset.</summary>
+    public override LayerStatus Status(ulong offset, ulong maxLength) => new(maxLength, Data: true);
+
     public override void ReadRun(ulong offset, in LayerRun run, Span<byte> destination) =>
         LuksRegion.ReadDecrypted(File, cipher, run.HostOffset, payload, destination);
 

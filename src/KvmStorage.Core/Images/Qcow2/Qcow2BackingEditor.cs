@@ -95,7 +95,7 @@ internal static class Qcow2BackingEditor
     }
 
     /// <summary>Collects the extensions (all but the end marker) and returns where the last one ends.</summary>
-    private static int ReadExtensions(byte[] head, Qcow2Header header, List<(uint Type, byte[] Data)> extensions)
+    internal static int ReadExtensions(byte[] head, Qcow2Header header, List<(uint Type, byte[] Data)> extensions)
     {
         int limit = (int)Math.Min(header.BackingFileOffset != 0 ? header.BackingFileOffset : header.ClusterSize, (ulong)head.Length);
         int offset = (int)header.HeaderLength;

@@ -51,6 +51,15 @@ internal sealed class Qcow2Format : IImageFormat
     public ImageCheckResult Check(SafeFileHandle handle, ImageProbe probe, ImageRepairMode repair, IProgress<ImageProgress>? progress, CancellationToken cancellationToken) =>
         new Qcow2Checker(handle, probe.Path, progress, cancellationToken).Run(repair);
 
+    public ImageAmendPlan PlanAmend(SafeFileHandle handle, string path, ImageAmendOptions options) =>
+        Qcow2Amender.Open(handle, path).Plan(options).Public;
+
+    public void Amend(SafeFileHandle handle, string path, ImageAmendOptions options, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
+    {
+        Qcow2Amender amender = Qcow2Amender.Open(handle, path);
+        amender.Run(amender.Plan(options), progress, cancellationToken);
+    }
+
     public void Resize(SafeFileHandle handle, string path, ulong newSize, ImageResizeOptions options, IProgress<ImageProgress>? progress, CancellationToken cancellationToken)
     {
         if (options.Preallocation != Preallocation.Off)

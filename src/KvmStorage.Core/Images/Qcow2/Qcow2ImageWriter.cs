@@ -162,15 +162,7 @@ public sealed class Qcow2ImageWriter : IImageFormatWriter
         // Observed qemu 7.2 behaviour: the feature-name table is only written with clusters of 8 KiB or more.
         if (version >= 3 && layout.ClusterSize >= 8192)
         {
-            byte[] table = new byte[FeatureNames.Length * 48];
-            for (int i = 0; i < FeatureNames.Length; i++)
-            {
-                table[i * 48] = FeatureNames[i].Type;
-                table[(i * 48) + 1] = FeatureNames[i].Bit;
-                Encoding.ASCII.GetBytes(FeatureNames[i].Name, table.AsSpan((i * 48) + 2, 46));
-            }
-
-            offset = AddExtension(cluster, offset, Qcow2Header.ExtFeatureTable, table, path);
+            offset = AddExtension(cluster, offset, Qcow2Header.ExtFeatureTable, FeatureTable(), path);
         }
 
         // End-of-extensions marker: 8 zero bytes, already zero.
@@ -188,6 +180,20 @@ public sealed class Qcow2ImageWriter : IImageFormatWriter
         }
 
         return cluster;
+    }
+
+    /// <summary>The feature-name table extension qemu writes into version 3 headers (qcow2.rst "Feature name table").</summary>
+    internal static byte[] FeatureTable()
+    {
+        byte[] table = new byte[FeatureNames.Length * 48];
+        for (int i = 0; i < FeatureNames.Length; i++)
+        {
+            table[i * 48] = FeatureNames[i].Type;
+            table[(i * 48) + 1] = FeatureNames[i].Bit;
+            Encoding.ASCII.GetBytes(FeatureNames[i].Name, table.AsSpan((i * 48) + 2, 46));
+        }
+
+        return table;
     }
 
     private static int AddExtension(byte[] cluster, int offset, uint type, byte[] data, string path)

@@ -25,6 +25,10 @@ internal sealed class Qcow2Layer : ImageLayer
     private readonly BoundedCache<byte[]> l2Cache;
     private readonly XtsAes? cipher;
     private readonly object lastGate = new();
+    private readonly Lazy<bool> metadataPreallocated;
+    private readonly ulong refcountTableOffset;
+    private readonly uint refcountTableClusters;
+    private readonly int refcountBits;
     private ulong lastEntry = ulong.MaxValue;
     private byte[]? lastCluster;
 
@@ -41,11 +45,19 @@ internal sealed class Qcow2Layer : ImageLayer
         compressed = new Qcow2Entries.CompressedDescriptor(clusterBits);
         method = Decompression.For(header.CompressionType);
         l2Cache = new BoundedCache<byte[]>(L2CacheBudget, (long)clusterSize);
+        refcountTableOffset = header.RefcountTableOffset;
+        refcountTableClusters = header.RefcountTableClusters;
+        refcountBits = 1 << header.RefcountOrder;
+        metadataPreallocated = new Lazy<bool>(DetectMetadataPreallocation);
     }
 
     public static Qcow2Layer Open(HostFile file, ImageInfo info, ImagePassphrase? passphrase = null)
     {
-        byte[] head = file.ReadMetadata(0, (int)Math.Min(file.Length, 2UL * 1024 * 1024), "qcow2 header");
+        // Cluster 0 holds the header and its extensions: read that much, not more.
+        byte[] first = file.ReadMetadata(0, (int)Math.Min(file.Length, 512), "qcow2 header");
+        uint bits = first.Length >= 24 ? BinaryPrimitives.ReadUInt32BigEndian(first.AsSpan(20)) : 0;
+        ulong headLength = bits is >= 9 and <= 21 ? 1UL << (int)bits : 2UL * 1024 * 1024;
+        byte[] head = file.ReadMetadata(0, (int)Math.Min(file.Length, headLength), "qcow2 header");
         Qcow2Header header = Qcow2Header.Parse(head, file.Length, file.Path);
         if (header.CryptMethod == 1)
         {
@@ -173,6 +185,155 @@ internal sealed class Qcow2Layer : ImageLayer
             lastEntry = entry;
             lastCluster = cluster;
         }
+    }
+
+    public override bool SupportsBacking => true;
+
+    /// <summary>
+    /// qemu's qcow2_co_block_status: a normal cluster is data at its host offset, a compressed one data at none, a zero
+    /// cluster zeros (at its offset when it keeps one: preallocated zeros), an unallocated one nothing. An encrypted
+    /// image gives no offsets. When the image looks preallocated (see <see cref="DetectMetadataPreallocation"/>), the
+    /// file's holes beneath data count as zeros.
+    /// </summary>
+    public override LayerStatus Status(ulong offset, ulong maxLength)
+    {
+        ulong l1Index = offset >> l2Bits;
+        ulong limit = Math.Min(maxLength, ((l1Index + 1) << l2Bits) - offset);
+        ulong l2Offset = l1Index < (ulong)l1.Length ? Qcow2Entries.HostOffset(l1[l1Index]) : 0;
+        if (l2Offset == 0)
+        {
+            return new LayerStatus(limit);
+        }
+
+        if ((l2Offset & (clusterSize - 1)) != 0)
+        {
+            throw BlockErrors.Mapping(File.Path, $"L1 entry {l1Index} points at an unaligned L2 table (0x{l2Offset:x}).");
+        }
+
+        byte[] l2 = l2Cache.GetOrLoad(l2Offset, o => File.ReadMetadata(o, (int)clusterSize, "L2 table"));
+        int count = l2.Length / entryBytes;
+        int unitBits = extended ? clusterBits - 5 : clusterBits;
+        ulong unit = 1UL << unitBits;
+        ulong first = (offset & ((1UL << l2Bits) - 1)) >> unitBits;
+        (StatusKind kind, ulong host) = StatusOf(l2, first);
+        ulong length = unit - (offset & (unit - 1));
+        if (kind != StatusKind.Compressed)
+        {
+            ulong expected = host + unit;
+            for (ulong u = first + 1; length < limit && u < (ulong)count << (extended ? 5 : 0); u++)
+            {
+                (StatusKind nextKind, ulong nextHost) = StatusOf(l2, u);
+                if (nextKind != kind || (HasOffset(kind) && nextHost != expected))
+                {
+                    break;
+                }
+
+                length += unit;
+                expected += unit;
+            }
+        }
+
+        length = Math.Min(length, limit);
+        ulong at = host + (offset & (unit - 1));
+        bool offsetValid = HasOffset(kind) && cipher is null;
+        return kind switch
+        {
+            StatusKind.Normal => new LayerStatus(length, Data: true, OffsetValid: offsetValid, Offset: offsetValid ? at : 0, Recurse: offsetValid && metadataPreallocated.Value),
+            StatusKind.Compressed => new LayerStatus(length, Data: true),
+            StatusKind.ZeroAllocated => new LayerStatus(length, Zero: true, OffsetValid: offsetValid, Offset: offsetValid ? at : 0),
+            StatusKind.Zero => new LayerStatus(length, Zero: true),
+
+            // An unallocated subcluster of an allocated cluster keeps its place in the file: qemu gives its offset.
+            StatusKind.UnallocatedAllocated => new LayerStatus(length, OffsetValid: offsetValid, Offset: offsetValid ? at : 0),
+            _ => new LayerStatus(length),
+        };
+
+        static bool HasOffset(StatusKind kind) => kind is StatusKind.Normal or StatusKind.ZeroAllocated or StatusKind.UnallocatedAllocated;
+    }
+
+    /// <summary>qcow2_get_subcluster_type for cluster (or, with extended L2 entries, subcluster) <paramref name="unit"/> of a table.</summary>
+    private (StatusKind Kind, ulong Host) StatusOf(byte[] l2, ulong unit)
+    {
+        int cluster = (int)(extended ? unit >> 5 : unit);
+        ulong entry = BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan(cluster * entryBytes));
+        if (Qcow2Entries.IsCompressed(entry))
+        {
+            return (StatusKind.Compressed, 0);
+        }
+
+        ulong host = Qcow2Entries.HostOffset(entry);
+        if (!extended)
+        {
+            return (Qcow2Entries.IsZero(entry), host) switch
+            {
+                (true, 0) => (StatusKind.Zero, 0),
+                (true, _) => (StatusKind.ZeroAllocated, host),
+                (false, 0) => (StatusKind.Unallocated, 0),
+                _ => (StatusKind.Normal, host),
+            };
+        }
+
+        int sub = (int)(unit & 31);
+        ulong bitmap = BinaryPrimitives.ReadUInt64BigEndian(l2.AsSpan((cluster * entryBytes) + 8));
+        ulong subHost = host + ((ulong)sub << (clusterBits - 5));
+        if (Qcow2Entries.SubclusterZero(bitmap, sub))
+        {
+            return host == 0 ? (StatusKind.Zero, 0) : (StatusKind.ZeroAllocated, subHost);
+        }
+
+        return host == 0 ? (StatusKind.Unallocated, 0)
+            : Qcow2Entries.SubclusterAllocated(bitmap, sub) ? (StatusKind.Normal, subHost)
+            : (StatusKind.UnallocatedAllocated, subHost);
+    }
+
+    /// <summary>
+    /// qemu's qcow2_detect_metadata_preallocation: the image counts as preallocated when more of its clusters carry a
+    /// reference than the file has blocks allocated for (by a ninth, or two clusters): then data clusters may be holes
+    /// of the file, and the block status asks the file beneath them.
+    /// </summary>
+    private bool DetectMetadataPreallocation()
+    {
+        ulong realClusters = IO.FileStatus.Get(File.Path).AllocatedBytes / clusterSize;
+        ulong threshold = Math.Max(realClusters * 10 / 9, realClusters + 2);
+        ulong endCluster = (File.Length + clusterSize - 1) / clusterSize;
+        ulong perBlock = clusterSize * 8 / (ulong)refcountBits;
+        ulong tableEntries = (ulong)refcountTableClusters * clusterSize / 8;
+        ulong counted = 0;
+        for (ulong t = 0; t < tableEntries && t * perBlock < endCluster && counted < threshold; t++)
+        {
+            if ((refcountTableOffset + ((t + 1) * 8)) > File.Length)
+            {
+                break;
+            }
+
+            ulong blockOffset = Qcow2Entries.RefcountBlockOffset(BinaryPrimitives.ReadUInt64BigEndian(File.ReadMetadata(refcountTableOffset + (t * 8), 8, "refcount table entry")));
+            if (blockOffset == 0 || blockOffset + clusterSize > File.Length)
+            {
+                continue;
+            }
+
+            byte[] block = File.ReadMetadata(blockOffset, (int)clusterSize, "refcount block");
+            ulong n = Math.Min(perBlock, endCluster - (t * perBlock));
+            for (ulong i = 0; i < n && counted < threshold; i++)
+            {
+                if (Qcow2Entries.ReadRefcount(block, i, refcountBits) != 0)
+                {
+                    counted++;
+                }
+            }
+        }
+
+        return counted >= threshold;
+    }
+
+    private enum StatusKind
+    {
+        Unallocated,
+        UnallocatedAllocated,
+        Normal,
+        Compressed,
+        Zero,
+        ZeroAllocated,
     }
 
     private LayerRun MapStandard(byte[] l2, int index, ulong inCluster, ulong limit) =>

@@ -16,6 +16,7 @@ public sealed class RawReader : IImageFormatReader
         ArgumentNullException.ThrowIfNull(probe);
         return new ImageInfo
         {
+            DiskType = DiskType.Fixed,
             Path = probe.Path,
             ImageFormat = ImageFormat.Raw,
 

@@ -54,6 +54,13 @@ internal sealed class VdiLayer : ImageLayer
     public override LayerRun Map(ulong offset, ulong maxLength) =>
         LayerRun.OverBlocks(offset, maxLength, blockSize, (ulong)map.Length, block => Classify(map[block]));
 
+    /// <summary>qemu's vdi reports a block it has no data for as zeros (VDI images have no backing file).</summary>
+    public override LayerStatus Status(ulong offset, ulong maxLength)
+    {
+        LayerRun run = Map(offset, maxLength);
+        return run.Kind == RunKind.Data ? LayerStatus.DataAt(run.Length, run.HostOffset) : new LayerStatus(run.Length, Zero: true);
+    }
+
     private (RunKind Kind, ulong Host) Classify(uint entry) => entry switch
     {
         VdiHeader.Unallocated => (RunKind.Unallocated, 0),

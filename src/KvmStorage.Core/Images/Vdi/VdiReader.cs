@@ -61,6 +61,9 @@ public sealed class VdiReader : IImageFormatReader
 
         return new ImageInfo
         {
+            // Image type 2 is VirtualBox's fixed (qemu's static) image; 1 a normal, dynamic one.
+            DiskType = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(h[0x4C..]) == 2 ? DiskType.Fixed : DiskType.Dynamic,
+            LogicalSectorSize = sectorSize,
             Path = path,
             ImageFormat = ImageFormat.Vdi,
             VirtualSize = diskSize,

@@ -105,6 +105,9 @@ internal sealed class VhdxLayer : ImageLayer
         }
     }
 
+    /// <summary>qemu's vhdx driver has no block status: the generic layer calls the whole disk data, at no offset.</summary>
+    public override LayerStatus Status(ulong offset, ulong maxLength) => new(maxLength, Data: true);
+
     /// <summary>A log that still holds entries must be replayed before the BAT can be trusted (MS-VHDX 2.3).</summary>
     private static void CheckLog(HostFile file)
     {

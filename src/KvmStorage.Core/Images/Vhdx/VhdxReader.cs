@@ -41,9 +41,12 @@ public sealed class VhdxReader : IImageFormatReader
 
         SelectHeader(handle, path, length);
         (ulong metadataOffset, uint metadataLength) = ReadRegionTable(handle, path, length);
-        (ulong virtualSize, uint blockSize) = ReadMetadata(handle, path, length, metadataOffset, metadataLength);
+        (ulong virtualSize, uint blockSize, uint flags, uint logicalSize, uint physicalSize) = ReadMetadata(handle, path, length, metadataOffset, metadataLength);
         return new ImageInfo
         {
+            DiskType = (flags & 1) != 0 ? DiskType.Fixed : DiskType.Dynamic,
+            LogicalSectorSize = logicalSize,
+            PhysicalSectorSize = physicalSize,
             Path = path,
             ImageFormat = ImageFormat.Vhdx,
             VirtualSize = virtualSize,
@@ -149,7 +152,7 @@ public sealed class VhdxReader : IImageFormatReader
         return (metadataOffset.Value, metadataLength);
     }
 
-    private static (ulong VirtualSize, uint BlockSize) ReadMetadata(SafeFileHandle handle, string path, ulong length, ulong regionOffset, uint regionLength)
+    private static (ulong VirtualSize, uint BlockSize, uint Flags, uint LogicalSize, uint PhysicalSize) ReadMetadata(SafeFileHandle handle, string path, ulong length, ulong regionOffset, uint regionLength)
     {
         byte[] table = ReadExactly(handle, path, length, regionOffset, VhdxTables.MetadataTableLength, "VHDX metadata table");
         if (!table.AsSpan().StartsWith("metadata"u8))
@@ -236,6 +239,6 @@ public sealed class VhdxReader : IImageFormatReader
             throw Invalid(ForeignFormatErrorIds.VhdxMetadataInvalid, path, $"virtual size {virtualSize} exceeds 64 TiB.");
         }
 
-        return (virtualSize, blockSize);
+        return (virtualSize, blockSize, flags, logicalSize, physicalSize);
     }
 }

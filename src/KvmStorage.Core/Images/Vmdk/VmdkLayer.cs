@@ -100,6 +100,38 @@ internal sealed class VmdkLayer : ImageLayer
         return run.Kind is RunKind.Data or RunKind.Special ? new LayerRun(run.Length, RunKind.Special, run.HostOffset, (ulong)index) : run;
     }
 
+    public override bool SupportsBacking => true;
+
+    /// <summary>
+    /// qemu's vmdk_co_block_status: a sparse grain's data at its offset in the extent's file (compressed grains at none),
+    /// zero grains as zeros, a flat extent all data with the file's holes beneath it.
+    /// </summary>
+    public override LayerStatus Status(ulong offset, ulong maxLength)
+    {
+        int index = Find(offset);
+        if (index < 0)
+        {
+            return new LayerStatus(maxLength, Zero: true);
+        }
+
+        VmdkExtent extent = extents[index];
+        ulong inExtent = offset - extent.Start;
+        ulong length = Math.Min(maxLength, extent.End - offset);
+        if (extent is FlatExtent flat)
+        {
+            return new LayerStatus(length, Data: true, OffsetValid: true, Offset: flat.FileOffset + inExtent, Recurse: true, In: flat.File);
+        }
+
+        LayerRun run = extent.Map(inExtent, length);
+        return run.Kind switch
+        {
+            RunKind.Data => new LayerStatus(run.Length, Data: true, OffsetValid: true, Offset: run.HostOffset, In: extent.File),
+            RunKind.Special => new LayerStatus(run.Length, Data: true),
+            RunKind.Zero => new LayerStatus(run.Length, Zero: true),
+            _ => new LayerStatus(run.Length),
+        };
+    }
+
     public override void ReadRun(ulong offset, in LayerRun run, Span<byte> destination)
     {
         VmdkExtent extent = extents[(int)run.Tag];
@@ -163,6 +195,8 @@ internal sealed class VmdkLayer : ImageLayer
 
     private sealed class FlatExtent(HostFile file, ulong start, ulong length, ulong fileOffset) : VmdkExtent(file, true, start, length)
     {
+        public ulong FileOffset => fileOffset;
+
         public override LayerRun Map(ulong offset, ulong maxLength)
         {
             (bool data, ulong n) = File.Probe(fileOffset + offset, maxLength);

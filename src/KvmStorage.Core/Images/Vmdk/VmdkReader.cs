@@ -117,6 +117,9 @@ public sealed partial class VmdkReader : IImageFormatReader
             ActualSize = actualSize,
             FileLength = length,
             ClusterSize = ClusterSizeOf(layout.Extents),
+
+            // Flat extents hold every sector in place; sparse ones allocate grains (qemu's vmdk create types).
+            DiskType = layout.CreateType.Contains("Flat", StringComparison.OrdinalIgnoreCase) || layout.CreateType is "vmfs" or "vmfsRaw" or "fullDevice" or "partitionedDevice" ? DiskType.Fixed : DiskType.Dynamic,
             BackingFile = string.IsNullOrEmpty(backing) ? null : backing,
             FullBackingFile = string.IsNullOrEmpty(backing) ? null : ResolveNextTo(path, backing),
             BackingFormat = string.IsNullOrEmpty(backing) ? null : "vmdk",

@@ -17,6 +17,9 @@ internal static class VpcHeaders
     /// <summary>Disk type 2: raw data followed by the footer.</summary>
     public const uint TypeFixed = 2;
 
+    /// <summary>Disk type 4: a dynamic disk whose unallocated blocks come from a parent.</summary>
+    public const uint TypeDifferencing = 4;
+
     /// <summary>A block allocation table entry for a block that was never written.</summary>
     public const uint Unallocated = uint.MaxValue;
 

@@ -82,4 +82,11 @@ internal sealed class VpcLayer : ImageLayer
         ulong host = ((ulong)bat[block] * 512) + bitmapSize + inBlock;
         return new LayerRun(length, RunKind.Data, host);
     }
+
+    /// <summary>qemu's vpc reports a block that was never written as zeros (the driver has no backing file).</summary>
+    public override LayerStatus Status(ulong offset, ulong maxLength)
+    {
+        LayerRun run = Map(offset, maxLength);
+        return run.Kind == RunKind.Data ? LayerStatus.DataAt(run.Length, run.HostOffset) : new LayerStatus(run.Length, Zero: true);
+    }
 }

@@ -128,6 +128,14 @@ public sealed class VpcReader : IImageFormatReader
 
         return new ImageInfo
         {
+            DiskType = VpcHeaders.DiskType(f) switch
+            {
+                VpcHeaders.TypeFixed => DiskType.Fixed,
+                VpcHeaders.TypeDifferencing => DiskType.Differencing,
+                _ => DiskType.Dynamic,
+            },
+            LogicalSectorSize = 512,
+            PhysicalSectorSize = 512,
             Path = path,
             ImageFormat = ImageFormat.Vpc,
             VirtualSize = totalSectors * 512,

@@ -22,9 +22,9 @@ public sealed class ConvertVolumeCommand : KvmCmdlet
     [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true)]
     public VolumeReference Volume { get; set; } = null!;
 
-    /// <summary>Output format: raw, qcow2 or vmdk (streamOptimized, for VMware).</summary>
+    /// <summary>Output format: raw, qcow2, vmdk (streamOptimized, for VMware), vhdx (Hyper-V), vpc (VHD: Hyper-V, Azure) or vdi (VirtualBox).</summary>
     [Parameter(Mandatory = true, Position = 1)]
-    [ValidateSet("raw", "qcow2", "vmdk")]
+    [ValidateSet("raw", "qcow2", "vmdk", "vhdx", "vpc", "vdi")]
     public string Format { get; set; } = "qcow2";
 
     /// <summary>Name of the new volume; default: the source's base name with the new format's extension.</summary>
@@ -54,10 +54,18 @@ public sealed class ConvertVolumeCommand : KvmCmdlet
     [Parameter]
     public Preallocation Preallocation { get; set; }
 
-    /// <summary>qcow2 cluster size: a power of two from 512 bytes to 2 MiB (default 64 KiB).</summary>
+    /// <summary>qcow2 cluster size: a power of two from 512 bytes to 2 MiB (default 64 KiB); vhdx block size: 1 MiB to 256 MiB (default by size, as qemu-img).</summary>
     [Parameter]
     [SizeTransformation]
     public ulong ClusterSize { get; set; }
+
+    /// <summary>vhdx, vpc, vdi: a fixed image (Hyper-V's fixed disk, VirtualBox's fixed size) rather than a dynamic one; still sparse on the host.</summary>
+    [Parameter]
+    public SwitchParameter Fixed { get; set; }
+
+    /// <summary>vpc: record the size itself, rounded up to whole MiB (Azure's rule), rather than a CHS geometry (qemu's force_size).</summary>
+    [Parameter]
+    public SwitchParameter ForceSize { get; set; }
 
     /// <summary>qcow2 compatibility: 1.1 (default, version 3) or 0.10 (version 2).</summary>
     [Parameter]
@@ -102,6 +110,8 @@ public sealed class ConvertVolumeCommand : KvmCmdlet
                 Compat,
                 Permissions.DefaultVolumeMode) with
             {
+                Fixed = Fixed,
+                ForceSize = ForceSize,
                 SourcePassphrase = passphrase,
                 Encryption = Passphrases.Encryption(Encrypt, passphrase, newPassphrase, IterationTime, source.Path),
             };

@@ -33,11 +33,12 @@ public sealed class CopyVolumeCommand : KvmCmdlet
     public PoolReference? Pool { get; set; }
 
     /// <summary>
-    /// Format of the copy: raw, qcow2 or vmdk; default: the one the new name's extension says (.qcow2, .raw or .img,
-    /// .vmdk), else the source's (qcow2 for formats the module does not write). A contradicting extension is refused.
+    /// Format of the copy: raw, qcow2, vmdk, vhdx, vpc or vdi; default: the one the new name's extension says (.qcow2,
+    /// .raw or .img, .vmdk, .vhdx, .vhd, .vdi), else the source's (qcow2 for formats the module does not write). A
+    /// contradicting extension is refused.
     /// </summary>
     [Parameter(ParameterSetName = FullCopySet)]
-    [ValidateSet("raw", "qcow2", "vmdk")]
+    [ValidateSet("raw", "qcow2", "vmdk", "vhdx", "vpc", "vdi")]
     public string? Format { get; set; }
 
     /// <summary>Make a linked clone: an empty qcow2 overlay backed by the source (the source must then stay unchanged).</summary>
@@ -85,12 +86,16 @@ public sealed class CopyVolumeCommand : KvmCmdlet
             }
 
             // A LUKS file copies to a LUKS file (raw, encrypted); a copy of an encrypted volume is encrypted too.
-            ImageFormat writable = source.ImageFormat is ImageFormat.Raw or ImageFormat.Qcow2 or ImageFormat.Vmdk ? source.ImageFormat : source.ImageFormat == ImageFormat.Luks ? ImageFormat.Raw : ImageFormat.Qcow2;
+            ImageFormat writable = source.ImageFormat is ImageFormat.Raw or ImageFormat.Qcow2 or ImageFormat.Vmdk or ImageFormat.Vhdx or ImageFormat.Vpc or ImageFormat.Vdi
+                ? source.ImageFormat
+                : source.ImageFormat == ImageFormat.Luks ? ImageFormat.Raw : ImageFormat.Qcow2;
             ImageFormat format = VolumeNames.FormatFor(Name, ConvertParameters.ParseFormat(Format), writable);
             using ImagePassphrase? passphrase = Passphrases.From(Passphrase);
             using ImagePassphrase? newPassphrase = Passphrases.From(NewPassphrase);
             ConvertOptions options = ConvertParameters.Build(format, false, null, Preallocation.Off, null, null, Permissions.DefaultVolumeMode) with
             {
+                // A copy of a fixed VHD, VHDX or VDI in its own format stays fixed.
+                Fixed = format == source.ImageFormat && source.DiskType == DiskType.Fixed && format is ImageFormat.Vhdx or ImageFormat.Vpc or ImageFormat.Vdi,
                 SourcePassphrase = passphrase,
                 Encryption = Passphrases.Encryption(Encrypt || source.Encryption is not null, passphrase, newPassphrase, IterationTime, source.Path),
             };

@@ -17,10 +17,21 @@ public sealed class ExportVolumeCommand : VolumeFirstCmdlet
     [ValidateNotNullOrEmpty]
     public string Destination { get; set; } = string.Empty;
 
-    /// <summary>raw, qcow2 or vmdk (streamOptimized); default: from the destination's extension (.raw/.img, .qcow2, .vmdk), else qcow2.</summary>
+    /// <summary>
+    /// raw, qcow2, vmdk (streamOptimized), vhdx, vpc (VHD) or vdi; default: from the destination's extension (.raw/.img,
+    /// .qcow2, .vmdk, .vhdx, .vhd, .vdi), else qcow2.
+    /// </summary>
     [Parameter]
-    [ValidateSet("raw", "qcow2", "vmdk")]
+    [ValidateSet("raw", "qcow2", "vmdk", "vhdx", "vpc", "vdi")]
     public string? Format { get; set; }
+
+    /// <summary>vhdx, vpc, vdi: a fixed image rather than a dynamic one (Azure takes fixed VHDs only); still sparse on this machine.</summary>
+    [Parameter]
+    public SwitchParameter Fixed { get; set; }
+
+    /// <summary>vpc: record the size itself, rounded up to whole MiB (Azure's rule), rather than a CHS geometry (qemu's force_size).</summary>
+    [Parameter]
+    public SwitchParameter ForceSize { get; set; }
 
     /// <summary>qcow2: compress clusters.</summary>
     [Parameter]
@@ -69,6 +80,8 @@ public sealed class ExportVolumeCommand : VolumeFirstCmdlet
         using ImagePassphrase? newPassphrase = Passphrases.From(NewPassphrase);
         ConvertOptions options = ConvertParameters.Build(format, Compress, CompressionType, Preallocation.Off, null, null, Permissions.DefaultVolumeMode) with
         {
+            Fixed = Fixed,
+            ForceSize = ForceSize,
             SourcePassphrase = passphrase,
             SourceForceShare = ForceShare,
             Encryption = Passphrases.Encryption(Encrypt, passphrase, newPassphrase, IterationTime, source.Path),

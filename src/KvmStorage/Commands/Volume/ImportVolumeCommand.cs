@@ -29,11 +29,11 @@ public sealed class ImportVolumeCommand : KvmCmdlet
     public string? Name { get; set; }
 
     /// <summary>
-    /// Format of the new volume: qcow2, raw or vmdk; default: the one -Name's extension says (.qcow2, .raw or .img,
-    /// .vmdk), else qcow2. A contradicting extension is refused.
+    /// Format of the new volume: qcow2, raw, vmdk, vhdx, vpc or vdi; default: the one -Name's extension says (.qcow2,
+    /// .raw or .img, .vmdk, .vhdx, .vhd, .vdi), else qcow2. A contradicting extension is refused.
     /// </summary>
     [Parameter]
-    [ValidateSet("raw", "qcow2", "vmdk")]
+    [ValidateSet("raw", "qcow2", "vmdk", "vhdx", "vpc", "vdi")]
     public string? Format { get; set; }
 
     /// <summary>qcow2: compress clusters.</summary>

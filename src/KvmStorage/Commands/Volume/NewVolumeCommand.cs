@@ -7,7 +7,7 @@ using KvmStorage.Infrastructure;
 
 namespace KvmStorage.Commands.Volume;
 
-/// <summary>New-Volume: creates a qcow2, raw or vmdk image in a pool's folder with the native image engine.</summary>
+/// <summary>New-Volume: creates a qcow2, raw, vmdk, vhdx, vpc or vdi image in a pool's folder with the native image engine.</summary>
 [Cmdlet(VerbsCommon.New, "Volume", SupportsShouldProcess = true)]
 [OutputType(typeof(StorageVolume))]
 public sealed class NewVolumeCommand : KvmCmdlet
@@ -28,11 +28,11 @@ public sealed class NewVolumeCommand : KvmCmdlet
     public ulong? Size { get; set; }
 
     /// <summary>
-    /// Image format: qcow2, raw or vmdk. By default the name's extension decides (.qcow2, .raw or .img: raw, .vmdk),
-    /// else qcow2; a format the extension contradicts (x.qcow2 as raw) is refused.
+    /// Image format: qcow2, raw, vmdk, vhdx, vpc (VHD) or vdi. By default the name's extension decides (.qcow2, .raw or
+    /// .img: raw, .vmdk, .vhdx, .vhd, .vdi), else qcow2; a format the extension contradicts (x.qcow2 as raw) is refused.
     /// </summary>
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateSet("qcow2", "raw", "vmdk", "")] // "": an empty CSV column, the format left to the name
+    [ValidateSet("qcow2", "raw", "vmdk", "vhdx", "vpc", "vdi", "")] // "": an empty CSV column, the format left to the name
     public string? Format { get; set; }
 
     /// <summary>Allocation up front: Off (sparse, default), Metadata (qcow2), Falloc, Full.</summary>
@@ -53,10 +53,18 @@ public sealed class NewVolumeCommand : KvmCmdlet
     [Parameter]
     public SwitchParameter RelativeBackingPath { get; set; }
 
-    /// <summary>qcow2 cluster size: a power of two from 512 bytes to 2 MiB (default 64 KiB).</summary>
+    /// <summary>qcow2 cluster size: a power of two from 512 bytes to 2 MiB (default 64 KiB); vhdx block size: 1 MiB to 256 MiB (default by size, as qemu-img).</summary>
     [Parameter]
     [SizeTransformation]
     public ulong ClusterSize { get; set; }
+
+    /// <summary>vhdx, vpc, vdi: a fixed image (Hyper-V's fixed disk, VirtualBox's fixed size) rather than a dynamic one; still sparse on the host.</summary>
+    [Parameter]
+    public SwitchParameter Fixed { get; set; }
+
+    /// <summary>vpc: record the size itself, rounded up to whole MiB (Azure's rule), rather than a CHS geometry (qemu's force_size).</summary>
+    [Parameter]
+    public SwitchParameter ForceSize { get; set; }
 
     /// <summary>qcow2 lazy refcounts (needs compat 1.1).</summary>
     [Parameter]
@@ -142,6 +150,8 @@ public sealed class NewVolumeCommand : KvmCmdlet
                     VirtualSize = Size,
                     Preallocation = Preallocation,
                     ClusterSize = MyInvocation.BoundParameters.ContainsKey(nameof(ClusterSize)) ? checked((uint)ClusterSize) : null,
+                    Fixed = Fixed,
+                    ForceSize = ForceSize,
                     Compat = Compat,
                     LazyRefcounts = LazyRefcounts,
                     RefcountBits = int.Parse(RefcountBits, System.Globalization.CultureInfo.InvariantCulture),
