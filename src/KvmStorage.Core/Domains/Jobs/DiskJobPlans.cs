@@ -31,8 +31,6 @@ public static class DiskJobErrorIds
     /// <summary>The disk named is a cdrom, read-only, or has no image file (InvalidOperation).</summary>
     public const string DiskNotCopyable = "DiskNotCopyable";
 
-    /// <summary>The destination pool is not a folder on this machine (NotSupported).</summary>
-    public const string PoolNotLocal = "PoolNotLocal";
 
     /// <summary>-Name names one file for several disks (InvalidArgument).</summary>
     public const string InvalidBackupName = "InvalidBackupName";

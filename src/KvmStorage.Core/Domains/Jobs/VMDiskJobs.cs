@@ -30,18 +30,15 @@ public sealed class VMDiskJobs(IKvmHost host)
     /// <summary>Checks a backup of <paramref name="vm"/>'s disks into <paramref name="pool"/>; nothing is written.</summary>
     public DiskBackupPlan PlanBackup(string vm, IReadOnlyList<string>? targets, string pool, string? name, bool incremental)
     {
-        bool running = host.IsDomainActive(vm);
-        IBlockJobs? jobs = running ? RequireJobs($"Backing up running VM '{vm}'", vm) : null;
+        (bool running, IBlockJobs? jobs, DomainDefinition domain) = Current(vm, $"Backing up running VM '{vm}'");
         if (incremental && !running)
         {
             throw new KvmStorageException(ErrorKind.InvalidOperation, DiskJobErrorIds.IncrementalNeedsRunningVM, $"An incremental backup of '{vm}' comes from the dirty bitmaps a running QEMU keeps; '{vm}' is shut off, so back it up in full (without -Incremental).", vm);
         }
 
-        DomainDefinition domain = running ? host.GetLiveDomain(vm) ?? host.GetDomain(vm) : host.GetDomain(vm);
         IReadOnlyList<DomainDisk> all = domain.Disks;
         DomainDisk[] chosen = ChooseDisks(vm, all, targets);
-        StoragePool target = host.GetPool(pool);
-        string folder = target.LocalPath ?? throw new KvmStorageException(ErrorKind.NotSupported, DiskJobErrorIds.PoolNotLocal, $"Pool '{pool}' is not a folder on this machine; backups are written to a local folder pool.", pool);
+        var transfer = new VolumeTransfer(host);
         string stamp = DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture);
         string stem = name is null ? $"{vm}-{stamp}" : Path.GetFileNameWithoutExtension(name);
 
@@ -49,12 +46,7 @@ public sealed class VMDiskJobs(IKvmHost host)
         foreach (DomainDisk disk in chosen)
         {
             string fileName = chosen.Length == 1 && name is not null ? WithQcow2(name) : $"{stem}-{disk.Target}.qcow2";
-            VolumeNames.Validate(fileName);
-            string local = Path.Combine(folder, fileName);
-            if (File.Exists(local) || Directory.Exists(local))
-            {
-                throw new KvmStorageException(ErrorKind.AlreadyExists, VolumeErrorIds.VolumeExists, $"Pool '{pool}' already has a volume named '{fileName}'.", fileName);
-            }
+            string local = transfer.NewVolumePath(pool, fileName);
 
             StorageVolume source = host.GetVolumeByPath(host.Paths.Resolve(disk.SourcePath!));
             if (source.Encryption is not null)
@@ -103,7 +95,7 @@ public sealed class VMDiskJobs(IKvmHost host)
             checkpoint = bitmaps ? CheckpointPrefix + DateTime.UtcNow.ToString("yyyyMMdd-HHmmss-fff", CultureInfo.InvariantCulture) : null;
         }
 
-        return new DiskBackupPlan(vm, running, files, all, target.Name, checkpoint, previous) { Jobs = jobs };
+        return new DiskBackupPlan(vm, running, files, all, pool, checkpoint, previous) { Jobs = jobs };
     }
 
     /// <summary>Runs a backup plan; returns the backup volumes (each an incremental one backed by the previous).</summary>
@@ -287,9 +279,7 @@ public sealed class VMDiskJobs(IKvmHost host)
     /// <summary>Checks a move of disk <paramref name="target"/> of <paramref name="vm"/> into <paramref name="pool"/>; nothing is written.</summary>
     public DiskMovePlan PlanMove(string vm, string target, string pool, string? name, ImageFormat? format, bool removeSource)
     {
-        bool running = host.IsDomainActive(vm);
-        IBlockJobs? jobs = running ? RequireJobs($"Moving a disk of running VM '{vm}'", vm) : null;
-        DomainDefinition domain = running ? host.GetLiveDomain(vm) ?? host.GetDomain(vm) : host.GetDomain(vm);
+        (bool running, IBlockJobs? jobs, DomainDefinition domain) = Current(vm, $"Moving a disk of running VM '{vm}'");
         DomainDisk disk = ChooseDisks(vm, domain.Disks, [target])[0];
         StorageVolume source = host.GetVolumeByPath(host.Paths.Resolve(disk.SourcePath!));
         if (source.Encryption is not null)
@@ -303,23 +293,16 @@ public sealed class VMDiskJobs(IKvmHost host)
             throw new KvmStorageException(ErrorKind.InvalidArgument, DiskJobErrorIds.InvalidMoveFormat, $"A moved disk is qcow2 or raw, not {outFormat.ToQemuName()}.", target);
         }
 
-        StoragePool to = host.GetPool(pool);
-        string folder = to.LocalPath ?? throw new KvmStorageException(ErrorKind.NotSupported, DiskJobErrorIds.PoolNotLocal, $"Pool '{pool}' is not a folder on this machine; a disk moves to a local folder pool.", pool);
         string fileName = name ?? Path.GetFileNameWithoutExtension(source.Name) + "." + outFormat.ToQemuName();
-        VolumeNames.Validate(fileName);
         VolumeNames.FormatFor(fileName, outFormat, outFormat);
-        string local = Path.Combine(folder, fileName);
-        if (File.Exists(local) || Directory.Exists(local))
-        {
-            throw new KvmStorageException(ErrorKind.AlreadyExists, VolumeErrorIds.VolumeExists, $"Pool '{pool}' already has a volume named '{fileName}'.", fileName);
-        }
+        string local = new VolumeTransfer(host).NewVolumePath(pool, fileName);
 
         if (removeSource && source.Pool is null)
         {
             throw new KvmStorageException(ErrorKind.InvalidOperation, DiskJobErrorIds.SourceNotInPool, $"'{source.Path}' is in no storage pool; -RemoveSource deletes pool volumes only.", source.Path);
         }
 
-        return new DiskMovePlan(vm, running, disk, source, local, host.Paths.ToHostPath(local) ?? local, outFormat, to.Name, removeSource) { Jobs = jobs };
+        return new DiskMovePlan(vm, running, disk, source, local, host.Paths.ToHostPath(local) ?? local, outFormat, pool, removeSource) { Jobs = jobs };
     }
 
     /// <summary>Runs a move: the VM (running or not) uses the new image afterwards, in both definitions.</summary>
@@ -426,9 +409,7 @@ public sealed class VMDiskJobs(IKvmHost host)
     public DiskSnapshotPlan PlanSnapshot(string vm, IReadOnlyList<string>? targets, string name)
     {
         VolumeNames.Validate(name + ".qcow2");
-        bool running = host.IsDomainActive(vm);
-        IBlockJobs? jobs = running ? RequireJobs($"Taking a disk snapshot of running VM '{vm}'", vm) : null;
-        DomainDefinition domain = running ? host.GetLiveDomain(vm) ?? host.GetDomain(vm) : host.GetDomain(vm);
+        (bool running, IBlockJobs? jobs, DomainDefinition domain) = Current(vm, $"Taking a disk snapshot of running VM '{vm}'");
         DomainDisk[] chosen = ChooseDisks(vm, domain.Disks, targets);
         var overlays = new List<DiskOverlay>();
         foreach (DomainDisk disk in chosen)
@@ -573,6 +554,18 @@ public sealed class VMDiskJobs(IKvmHost host)
             ?? (all.Any(d => d.Target == t)
                 ? throw new KvmStorageException(ErrorKind.InvalidOperation, DiskJobErrorIds.DiskNotCopyable, $"Disk {t} of '{vm}' is not a writable disk with an image file (a cdrom, a read-only disk, or a network source).", t)
                 : throw new KvmStorageException(ErrorKind.NotFound, DomainErrorIds.DiskNotFound, $"'{vm}' has no disk {t}.", t)))];
+    }
+
+    /// <summary>Whether the VM runs; if so the daemon's jobs (refused offline as <paramref name="what"/>) and its live definition, else its persistent one.</summary>
+    private (bool Running, IBlockJobs? Jobs, DomainDefinition Domain) Current(string vm, string what)
+    {
+        if (!host.IsDomainActive(vm))
+        {
+            return (false, null, host.GetDomain(vm));
+        }
+
+        IBlockJobs jobs = RequireJobs(what, vm);
+        return (true, jobs, host.GetLiveDomain(vm) ?? host.GetDomain(vm));
     }
 
     private IBlockJobs RequireJobs(string what, string vm, bool checkpoints = false) =>
